@@ -1,0 +1,3 @@
+from mediapulse.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,204 @@
+"""The `mediapulse` command: parses arguments, calls one command module, maps errors to exit codes.
+
+Exit codes: 0 success; 1 the job ran and found a problem (a failing test, a violation);
+2 bad usage or an expected error that stopped the job (the message says what to fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+
+from mediapulse import __version__
+from mediapulse.errors import MediaPulseError
+from mediapulse.project import Project
+
+Handler = Callable[[argparse.Namespace, Project], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the command and pointing at --help."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than zero")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be greater than zero")
+    return value
+
+
+def _iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-01-31") from None
+
+
+# -- command handlers: each imports its module lazily so `--help` stays fast -----------------
+
+
+def _cmd_deps(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse import deps
+
+    if args.lock:
+        path = deps.write_lock(project, deps.mirror_dir())
+        print(f"wrote {path}")
+        return 0
+    report = deps.install(project, deps.Source(args.source), force=not args.if_needed)
+    print(report.summary())
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse import generate
+
+    out = Path(args.out) if args.out else project.raw_path
+    if args.append_day:
+        summary = generate.append_day(out, faults=args.fault)
+    else:
+        params = generate.Params(
+            seed=args.seed,
+            users=args.users,
+            days=args.days,
+            events_per_user_day=args.events_per_user,
+            start_date=args.start_date or generate.default_start_date(args.days),
+        )
+        summary = generate.generate(out, params, faults=args.fault, overwrite=args.force)
+    print(summary)
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse import build
+
+    return build.main_job(
+        project,
+        target=args.target,
+        full_refresh=args.full_refresh,
+        select=args.select,
+    )
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+
+def _target_argument(parser: argparse.ArgumentParser, default: str = "dev") -> None:
+    parser.add_argument(
+        "--target",
+        default=default,
+        help=f"dbt target from profiles/profiles.yml (default: {default})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mediapulse.faults import FAULTS
+
+    parser = _Parser(
+        prog="mediapulse",
+        description="MediaPulse tooling: generate data, install dbt packages, run the dbt jobs.",
+    )
+    parser.add_argument("--version", action="version", version=f"mediapulse {__version__}")
+    parser.add_argument(
+        "--project-dir",
+        help="the MediaPulse checkout (default: found from the current directory)",
+    )
+    parser.add_argument(
+        "--warehouse-dir",
+        help="where the DuckDB files live (default: $MEDIAPULSE_WAREHOUSE_DIR or ./warehouse)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    deps_p = command("deps", _cmd_deps, "install the pinned dbt packages (hub, or mirror offline)")
+    deps_p.add_argument(
+        "--source",
+        choices=["auto", "hub", "mirror"],
+        default="auto",
+        help="auto: the hub when it answers, else the mirror $DBT_PACKAGES_MIRROR (default)",
+    )
+    deps_p.add_argument(
+        "--if-needed",
+        action="store_true",
+        help="do nothing when exactly the pinned versions are already installed",
+    )
+    deps_p.add_argument(
+        "--lock",
+        action="store_true",
+        help="rewrite package-lock.yml from packages.yml (names read from the mirror)",
+    )
+
+    gen = command("generate", _cmd_generate, "write (or extend) the raw source data")
+    gen.add_argument("--seed", type=int, default=42, help="random seed (default: 42)")
+    gen.add_argument("--users", type=_positive_int, default=2_000, help="accounts (default: 2000)")
+    gen.add_argument("--days", type=_positive_int, default=30, help="days of events (default: 30)")
+    gen.add_argument(
+        "--events-per-user",
+        type=_positive_float,
+        default=12.0,
+        help="mean watch events per account per day (default: 12)",
+    )
+    gen.add_argument(
+        "--start-date",
+        type=_iso_date,
+        help="first day of events (default: so that the last day is yesterday, UTC)",
+    )
+    gen.add_argument(
+        "--append-day",
+        action="store_true",
+        help="add the next day to an existing data set (and the late events it brings)",
+    )
+    gen.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        choices=sorted(FAULTS),
+        metavar="NAME",
+        help=f"inject a named fault (repeatable): {', '.join(sorted(FAULTS))}",
+    )
+    gen.add_argument("--out", help="raw DuckDB file (default: <warehouse-dir>/raw.duckdb)")
+    gen.add_argument("--force", action="store_true", help="replace an existing data set")
+
+    build_p = command(
+        "build", _cmd_build, "the main job: packages if needed, demo data if none, dbt build"
+    )
+    _target_argument(build_p)
+    build_p.add_argument("--full-refresh", action="store_true", help="rebuild incremental models")
+    build_p.add_argument("--select", help="dbt node selection (default: the whole project)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        project = Project.discover(args.project_dir, args.warehouse_dir)
+        return int(args.handler(args, project))
+    except MediaPulseError as exc:
+        print(f"mediapulse {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"mediapulse {args.command}: interrupted", file=sys.stderr)
+        return 130
