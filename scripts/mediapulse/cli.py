@@ -98,6 +98,13 @@ def _cmd_build(args: argparse.Namespace, project: Project) -> int:
     )
 
 
+def _cmd_query(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.query import run_query
+
+    print(run_query(project, args.target, args.sql, max_rows=args.max_rows))
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------------
 
 
@@ -187,6 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     _target_argument(build_p)
     build_p.add_argument("--full-refresh", action="store_true", help="rebuild incremental models")
     build_p.add_argument("--select", help="dbt node selection (default: the whole project)")
+
+    query_p = command("query", _cmd_query, "run read-only SQL on a DuckDB target's warehouse")
+    _target_argument(query_p)
+    query_p.add_argument("sql", help="the SQL to run; raw data is attached as catalog `raw`")
+    query_p.add_argument("--max-rows", type=_positive_int, default=50, help="rows to print")
     return parser
 
 

@@ -1,0 +1,87 @@
+"""`mediapulse build`: the main job. Packages if needed, demo data if none, then `dbt build`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mediapulse import artifacts, deps, generate
+from mediapulse.errors import MediaPulseError
+from mediapulse.project import Project
+from mediapulse.runner import run_dbt
+from mediapulse.warehouse import open_duckdb
+
+# The data set `make build` creates on a fresh clone: big enough to be interesting
+# (~0.6 M watch events), small enough to build in well under a minute.
+DEMO = generate.Params(seed=42, users=2_000, days=30, events_per_user_day=12.0)
+EXAMPLE_MODEL = "fct_daily_engagement"
+
+
+def check_duckdb_file(path: Path, purpose: str) -> None:
+    """Fail early, with the fix, when a warehouse file is corrupt or locked."""
+    if path.exists():
+        open_duckdb(path, purpose=purpose, read_only=True).close()
+
+
+def ensure_raw_data(project: Project) -> None:
+    raw = project.raw_path
+    if raw.exists():
+        check_duckdb_file(raw, "read the raw data")
+        return
+    print(
+        f"no raw data at {raw}: generating the demo data set ({DEMO.users} users, {DEMO.days} days)"
+    )
+    params = generate.Params(
+        seed=DEMO.seed,
+        users=DEMO.users,
+        days=DEMO.days,
+        events_per_user_day=DEMO.events_per_user_day,
+        start_date=generate.default_start_date(DEMO.days),
+    )
+    print(generate.generate(raw, params))
+
+
+def report_failures(project: Project) -> list[str]:
+    lines = [r.describe() for r in artifacts.node_results(project.target_dir) if r.failed]
+    for line in lines:
+        print(f"  {line}")
+    return lines
+
+
+def main_job(
+    project: Project, target: str, full_refresh: bool = False, select: str | None = None
+) -> int:
+    kind = project.target_type(target)  # unknown targets fail here, before any work
+    print(deps.install(project, force=False).summary())
+    if kind == "duckdb":
+        ensure_raw_data(project)
+        check_duckdb_file(project.duckdb_path(target), f"build target '{target}'")
+    args = ["build"]
+    if full_refresh:
+        args.append("--full-refresh")
+    if select:
+        args += ["--select", select]
+    result = run_dbt(project, args, target=target)
+    if not result.success:
+        print(f"\ndbt build on target '{target}' failed:")
+        if not report_failures(project) and result.error:
+            print(f"  {result.error}")
+        return 1
+    print(f"\ndbt build on target '{target}' passed in {result.elapsed_s:.0f} s.")
+    if kind == "duckdb":
+        _print_where(project, target)
+    return 0
+
+
+def _print_where(project: Project, target: str) -> None:
+    path = project.duckdb_path(target)
+    try:
+        relation = artifacts.relation_name(project.target_dir, EXAMPLE_MODEL)
+    except MediaPulseError:
+        return
+    print(f"The warehouse is {path}")
+    print("Try:")
+    print(
+        f'  .venv/bin/mediapulse query --target {target} "select activity_date, '
+        f"count(*) as viewers, round(sum(watch_seconds) / 3600) as watch_hours "
+        f'from {relation} group by 1 order by 1 desc limit 7"'
+    )

@@ -1,0 +1,113 @@
+"""Shared fixtures: throwaway copies of the project, and whether the dbt packages are there.
+
+Tests marked ``dbt`` run dbt for real and need the pinned packages, from the hub or from the
+mirror in $DBT_PACKAGES_MIRROR. Without either they are skipped with one loud line; with
+either, a skipped test fails the session, so a green run always means dbt really ran.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from mediapulse import deps
+from mediapulse.errors import MediaPulseError
+from mediapulse.project import Project
+
+REPO = Path(__file__).resolve().parents[2]
+_IGNORED = shutil.ignore_patterns(
+    ".git", ".venv", "dbt_packages", "dbt_packages.*", "target", "logs", "warehouse",
+    "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info", "bench",
+)  # fmt: skip
+
+
+@cache
+def packages_problem() -> str | None:
+    """None when the pinned dbt packages can be installed; else why not, in one line."""
+    project = Project.discover(REPO)
+    pins, _ = deps.load_pins(project)
+    try:
+        deps.resolve_from_mirror(pins, deps.mirror_dir())
+        return None
+    except MediaPulseError as exc:
+        mirror_problem = str(exc)
+    hub_problem = deps.probe_hub(deps.hub_url())
+    if hub_problem is None:
+        return None
+    return f"{mirror_problem}; and the dbt hub {deps.hub_url()} is unreachable ({hub_problem})"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    problem = packages_problem()
+    if problem is None:
+        return
+    skip = pytest.mark.skip(reason=f"dbt packages unavailable: {problem}")
+    for item in items:
+        if "dbt" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    problem = packages_problem()
+    if problem is not None:
+        terminalreporter.write_line(
+            f"!!! DBT TESTS SKIPPED: no dbt packages: {problem} !!!", red=True, bold=True
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if packages_problem() is None and skipped and exitstatus == 0:
+        if reporter:
+            reporter.write_line(
+                f"FAILED: {skipped} test(s) skipped although the dbt packages are available; "
+                "a skipped check proves nothing",
+                red=True,
+                bold=True,
+            )
+        session.exitstatus = 1
+
+
+def copy_project(destination: Path) -> Project:
+    """A throwaway copy of the checkout: tracked and new files, no build products or data."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+            cwd=REPO, check=True, capture_output=True, text=True,
+        ).stdout.split("\0")  # fmt: skip
+        for name in filter(None, listed):
+            source = REPO / name
+            if source.is_file():
+                target = destination / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+    except (OSError, subprocess.CalledProcessError):
+        shutil.copytree(REPO, destination, ignore=_IGNORED, dirs_exist_ok=True)
+    return Project.discover(destination, destination / "warehouse")
+
+
+def clone_built(source: Project, destination: Path) -> Project:
+    """A copy of an already built project copy, warehouse and artifacts included."""
+    shutil.copytree(source.root, destination, symlinks=True)
+    return Project.discover(destination, destination / "warehouse")
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Project:
+    return copy_project(tmp_path / "project")
+
+
+@pytest.fixture
+def isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No MediaPulse variables leaking in from the developer's shell."""
+    for name in list(os.environ):
+        if name.startswith("MEDIAPULSE_"):
+            monkeypatch.delenv(name)
+    yield
