@@ -52,9 +52,13 @@ def main_job(
 ) -> int:
     kind = project.target_type(target)  # unknown targets fail here, before any work
     print(deps.install(project, force=False).summary())
+    ensure_raw_data(project)
     if kind == "duckdb":
-        ensure_raw_data(project)
         check_duckdb_file(project.duckdb_path(target), f"build target '{target}'")
+    else:
+        from mediapulse.rawload import load_raw
+
+        print(load_raw(project, target))
     args = ["build"]
     if full_refresh:
         args.append("--full-refresh")

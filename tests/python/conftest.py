@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mediapulse import deps
+from mediapulse import artifacts, build, deps, generate
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 
@@ -61,17 +61,32 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
         )
 
 
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped check proves nothing: skips fail the run unless the machine cannot run them.
+
+    Allowed: the dbt tests when no package source exists (said loudly above), and the
+    PostgreSQL tests when no server binaries exist, except under MEDIAPULSE_REQUIRE_ALL_TESTS=1
+    (CI sets it), where every test must run.
+    """
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
-    if packages_problem() is None and skipped and exitstatus == 0:
-        if reporter:
-            reporter.write_line(
-                f"FAILED: {skipped} test(s) skipped although the dbt packages are available; "
-                "a skipped check proves nothing",
-                red=True,
-                bold=True,
-            )
+    if reporter is None or exitstatus != 0:
+        return
+    strict = os.environ.get("MEDIAPULSE_REQUIRE_ALL_TESTS") == "1"
+    reasons = [_skip_reason(r) for r in reporter.stats.get("skipped", [])]
+    excused = ("dbt packages unavailable", "PostgreSQL server binaries not found")
+    unexcused = [r for r in reasons if strict or not any(e in r for e in excused)]
+    if unexcused:
+        reporter.write_line(
+            f"FAILED: {len(unexcused)} test(s) skipped ({unexcused[0]}); a skipped check "
+            "proves nothing",
+            red=True,
+            bold=True,
+        )
         session.exitstatus = 1
 
 
@@ -111,3 +126,32 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.startswith("MEDIAPULSE_"):
             monkeypatch.delenv(name)
     yield
+
+
+# The data set the end-to-end tests build: small, fresh (it ends yesterday), deterministic.
+E2E = dict(seed=5, users=300, days=10, events_per_user_day=12.0)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A project copy with packages, raw data and a complete `dev` build on DuckDB."""
+    project = copy_project(tmp_path_factory.mktemp("e2e") / "project")
+    deps.install(project)
+    params = generate.Params(**E2E, start_date=generate.default_start_date(E2E["days"]))
+    generate.generate(project.raw_path, params)
+    assert build.main_job(project, target="dev") == 0
+    return project
+
+
+def manifest_models(project: Project) -> dict[str, dict]:
+    """The project's own models in the last manifest, by name."""
+    manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
+    return {
+        n["name"]: n
+        for n in manifest["nodes"].values()
+        if n["resource_type"] == "model" and n["package_name"] == "mediapulse"
+    }
+
+
+def relation_of(node: dict) -> str:
+    return str(node["relation_name"]).replace('"', "")

@@ -1,0 +1,142 @@
+"""Copy the raw data set into a non-DuckDB target (PostgreSQL), where the EL tool would land it.
+
+DuckDB targets attach ``raw.duckdb`` directly. Other engines need the raw schemas inside
+their own database: we copy every raw table there in one transaction, and skip the copy when
+the target already holds the same data set (same ``_mediapulse.generation`` row).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from argparse import Namespace
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import yaml
+
+from mediapulse.errors import MediaPulseError
+from mediapulse.project import PROFILE_NAME, Project
+from mediapulse.warehouse import open_duckdb
+
+RAW_TABLES = (
+    "streaming.watch_events",
+    "catalog.content",
+    "accounts.users",
+    "billing.subscriptions",
+    "ads.campaigns",
+    "ads.ad_impressions",
+    "_mediapulse.generation",
+)
+_POSTGRES_TYPES = {
+    "BIGINT": "bigint",
+    "INTEGER": "integer",
+    "VARCHAR": "text",
+    "TIMESTAMP": "timestamp",
+    "DATE": "date",
+    "BOOLEAN": "boolean",
+    "DOUBLE": "double precision",
+}
+
+
+def target_credentials(project: Project, target: str) -> Any:
+    """The target's credentials exactly as dbt renders them from profiles.yml (env vars and all)."""
+    from dbt.config.profile import Profile
+    from dbt.config.renderer import ProfileRenderer
+    from dbt.flags import set_from_args
+    from dbt_common.context import set_invocation_context
+
+    set_invocation_context(dict(os.environ))
+    set_from_args(Namespace(), None)
+    raw = yaml.safe_load((project.profiles_dir / "profiles.yml").read_text())
+    try:
+        profile = Profile.from_raw_profiles(
+            raw, PROFILE_NAME, ProfileRenderer({}), target_override=target
+        )
+    except Exception as exc:  # dbt raises several types; all mean the profile is unusable
+        raise MediaPulseError(f"cannot read target '{target}' from profiles.yml: {exc}") from exc
+    return profile.credentials
+
+
+def _postgres_type(duckdb_type: str) -> str:
+    if duckdb_type.startswith("DECIMAL"):
+        return duckdb_type.replace("DECIMAL", "numeric")
+    try:
+        return _POSTGRES_TYPES[duckdb_type]
+    except KeyError:
+        raise MediaPulseError(f"raw column type {duckdb_type} has no PostgreSQL mapping") from None
+
+
+def connect_postgres(project: Project, target: str):  # type: ignore[no-untyped-def]
+    import psycopg2
+
+    creds = target_credentials(project, target)
+    try:
+        return psycopg2.connect(
+            host=creds.host,
+            port=creds.port,
+            user=creds.user,
+            password=creds.password,
+            dbname=creds.database,
+            connect_timeout=creds.connect_timeout or 10,
+        )
+    except psycopg2.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MediaPulseError(
+            f"cannot connect to target '{target}' (PostgreSQL {creds.user}@{creds.host}:"
+            f"{creds.port}/{creds.database}): {reason}; set MEDIAPULSE_PG_HOST, _PORT, _USER, "
+            "_PASSWORD and _DATABASE"
+        ) from exc
+
+
+def _generation_row(cursor) -> tuple | None:  # type: ignore[no-untyped-def]
+    cursor.execute("select to_regclass('_mediapulse.generation')")
+    if cursor.fetchone()[0] is None:
+        return None
+    cursor.execute("select * from _mediapulse.generation")
+    return cursor.fetchone()
+
+
+def load_raw(project: Project, target: str) -> str:
+    """Make the target's raw schemas hold the data set in raw.duckdb; returns what it did."""
+    source = open_duckdb(project.raw_path, purpose="read the raw data", read_only=True)
+    pg = connect_postgres(project, target)
+    try:
+        with pg.cursor() as cursor:
+            wanted = source.execute("select * from _mediapulse.generation").fetchone()
+            if _generation_row(cursor) == wanted:
+                return f"raw data already loaded into target '{target}'"
+        with tempfile.TemporaryDirectory(prefix="mediapulse-raw-") as tmp, pg.cursor() as cursor:
+            counts = {}
+            for table in RAW_TABLES:
+                counts[table] = _copy_table(source, cursor, table, Path(tmp))
+            pg.commit()
+    except BaseException:
+        pg.rollback()
+        raise
+    finally:
+        pg.close()
+        source.close()
+    rows = sum(v for k, v in counts.items() if not k.startswith("_"))
+    return f"loaded {rows:,} raw rows into target '{target}' ({len(counts) - 1} tables)"
+
+
+def _copy_table(source: duckdb.DuckDBPyConnection, cursor, table: str, tmp: Path) -> int:  # type: ignore[no-untyped-def]
+    schema, name = table.split(".")
+    columns = source.execute(
+        "select column_name, data_type from information_schema.columns "
+        "where table_schema = ? and table_name = ? order by ordinal_position",
+        [schema, name],
+    ).fetchall()
+    if not columns:
+        raise MediaPulseError(f"raw table {table} is missing from {source}: regenerate the data")
+    column_sql = ", ".join(f'"{c}" {_postgres_type(t)}' for c, t in columns)
+    csv_path = tmp / f"{schema}.{name}.csv"
+    source.execute(f"copy (select * from {table}) to '{csv_path}' (header false, format csv)")
+    cursor.execute(f"create schema if not exists {schema}")
+    cursor.execute(f"drop table if exists {table}")
+    cursor.execute(f"create table {table} ({column_sql})")
+    with csv_path.open() as handle:
+        cursor.copy_expert(f"copy {table} from stdin with (format csv)", handle)
+    return cursor.rowcount

@@ -1,0 +1,100 @@
+"""A throwaway PostgreSQL server for tests: initdb in a temp dir, loopback only, stopped after.
+
+Uses the PostgreSQL binaries of the machine (Debian: package postgresql-15, which .ci/run
+installs). As root, the server runs as the `postgres` user, as PostgreSQL requires.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+USER = "mediapulse"
+PASSWORD = "mediapulse-test"
+DATABASE = "mediapulse"
+
+
+def find_bindir() -> Path | None:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.insert(0, str(Path(on_path).resolve().parent))
+    for candidate in candidates:
+        if (Path(candidate) / "initdb").exists() and (Path(candidate) / "pg_ctl").exists():
+            return Path(candidate)
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class PgServer:
+    bindir: Path
+    root: Path
+    port: int
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The variables profiles.yml reads for the `postgres` target."""
+        return {
+            "MEDIAPULSE_PG_HOST": "127.0.0.1",
+            "MEDIAPULSE_PG_PORT": str(self.port),
+            "MEDIAPULSE_PG_USER": USER,
+            "MEDIAPULSE_PG_PASSWORD": PASSWORD,
+            "MEDIAPULSE_PG_DATABASE": DATABASE,
+        }
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr.strip() or done.stdout}")
+
+    def start(self) -> None:
+        data = self.root / "data"
+        pwfile = self.root / "pw"
+        pwfile.write_text(PASSWORD + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+            shutil.chown(pwfile, "postgres")
+        self._run(
+            "initdb", "-D", str(data), "-U", USER, f"--pwfile={pwfile}",
+            "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-sync",
+        )  # fmt: skip
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            "pg_ctl", "-D", str(data), "-o", options, "-l", str(self.root / "log"), "-w", "start"
+        )
+        self._run("createdb", "-h", str(self.root), "-p", str(self.port), "-U", USER, DATABASE)
+
+    def stop(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def start_server() -> PgServer | None:
+    bindir = find_bindir()
+    if bindir is None:
+        return None
+    root = Path(tempfile.mkdtemp(prefix="mediapulse-pg-", dir="/tmp"))
+    os.chmod(root, 0o755)
+    server = PgServer(bindir=bindir, root=root, port=_free_port())
+    server.start()
+    return server
