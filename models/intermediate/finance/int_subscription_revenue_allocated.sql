@@ -1,0 +1,143 @@
+with
+
+subscription_months as (
+
+    select * from {{ ref('int_subscription_months_prorated') }}
+
+),
+
+watch_events as (
+
+    select * from {{ ref('int_watch_events_sessionized') }}
+
+),
+
+user_month_revenue as (
+
+    select
+        user_id,
+        revenue_month,
+        sum(recognized_revenue_usd) as revenue_usd
+
+    from subscription_months
+    group by
+        user_id,
+        revenue_month
+
+),
+
+user_content_month_watch as (
+
+    -- Watch time counts in the month its session started, as in fct_watch_sessions.
+    select
+        user_id,
+        content_id,
+        cast({{ dbt.date_trunc('month', 'session_start_at') }} as date) as revenue_month,
+        sum(playback_seconds) as watch_seconds
+
+    from watch_events
+    group by
+        user_id,
+        content_id,
+        cast({{ dbt.date_trunc('month', 'session_start_at') }} as date)
+    having sum(playback_seconds) > 0
+
+),
+
+user_month_watch as (
+
+    select
+        user_id,
+        revenue_month,
+        sum(watch_seconds) as user_watch_seconds
+
+    from user_content_month_watch
+    group by
+        user_id,
+        revenue_month
+
+),
+
+allocated_to_content as (
+
+    select
+        user_month_revenue.user_id,
+        user_content_month_watch.content_id,
+        user_month_revenue.revenue_month,
+        user_content_month_watch.watch_seconds,
+        user_month_watch.user_watch_seconds,
+        cast(
+            user_month_revenue.revenue_usd
+            * user_content_month_watch.watch_seconds
+            / user_month_watch.user_watch_seconds
+            as decimal(18, 6)
+        ) as allocated_revenue_usd,
+        false as is_unallocated
+
+    from user_month_revenue
+    inner join user_month_watch
+        on
+            user_month_revenue.user_id = user_month_watch.user_id
+            and user_month_revenue.revenue_month = user_month_watch.revenue_month
+    inner join user_content_month_watch
+        on
+            user_month_revenue.user_id = user_content_month_watch.user_id
+            and user_month_revenue.revenue_month = user_content_month_watch.revenue_month
+
+),
+
+left_unallocated as (
+
+    -- Paying accounts that watched nothing that month: their revenue cannot be attributed
+    -- to a title, but it must not vanish from the totals either.
+    select
+        user_month_revenue.user_id,
+        cast(null as {{ dbt.type_bigint() }}) as content_id,
+        user_month_revenue.revenue_month,
+        0 as watch_seconds,
+        0 as user_watch_seconds,
+        cast(user_month_revenue.revenue_usd as decimal(18, 6)) as allocated_revenue_usd,
+        true as is_unallocated
+
+    from user_month_revenue
+    left join user_month_watch
+        on
+            user_month_revenue.user_id = user_month_watch.user_id
+            and user_month_revenue.revenue_month = user_month_watch.revenue_month
+    where user_month_watch.user_id is null
+
+),
+
+unioned as (
+
+    select * from allocated_to_content
+    union all
+    select * from left_unallocated
+
+),
+
+final as (
+
+    select
+        -- ids
+        {{ dbt_utils.generate_surrogate_key(['user_id', 'revenue_month', 'content_id']) }}
+            as allocation_id,
+        user_id,
+        content_id,
+
+        -- numerics
+        cast(watch_seconds as {{ dbt.type_bigint() }}) as watch_seconds,
+        cast(user_watch_seconds as {{ dbt.type_bigint() }}) as user_watch_seconds,
+        allocated_revenue_usd,
+
+        -- booleans
+        is_unallocated,
+
+        -- dates
+        revenue_month
+
+    from unioned
+
+)
+
+select * from final

@@ -1,0 +1,149 @@
+{#
+    Incremental: sessions are recomputed only for the viewing keys (user, title, device) whose
+    events were loaded since the watermark minus the look-back, and merged on session_id.
+    A late event can merge two sessions into one, so the merge alone would leave the absorbed
+    session behind: the post-hook deletes every session whose id no longer exists among the
+    sessionised events, and the table equals a full refresh.
+    on_schema_change='fail': the contract fixes the columns; a new column must be filled for
+    every session by a full refresh, not left null for old ones ('append_new_columns').
+#}
+{{
+    config(
+        materialized='incremental',
+        unique_key='session_id',
+        incremental_strategy='merge',
+        on_schema_change='fail',
+        post_hook="{{ delete_rows_missing_upstream('session_id', ref('int_watch_events_sessionized')) }}",
+    )
+}}
+
+with
+
+watch_events as (
+
+    select * from {{ ref('int_watch_events_sessionized') }}
+
+),
+
+content as (
+
+    select * from {{ ref('stg_catalog__content') }}
+
+),
+
+{% if is_incremental() %}
+
+touched_viewing_keys as (
+
+    select distinct
+        user_id,
+        content_id,
+        device_type
+
+    from watch_events
+    where {{ loaded_after_watermark('loaded_at', 'last_loaded_at') }}
+
+),
+
+events_to_aggregate as (
+
+    select watch_events.*
+
+    from watch_events
+    inner join touched_viewing_keys
+        on
+            watch_events.user_id = touched_viewing_keys.user_id
+            and watch_events.content_id = touched_viewing_keys.content_id
+            and watch_events.device_type = touched_viewing_keys.device_type
+
+),
+
+{% else %}
+
+events_to_aggregate as (
+
+    select * from watch_events
+
+),
+
+{% endif %}
+
+sessions_aggregated as (
+
+    select
+        session_id,
+        user_id,
+        content_id,
+        device_type,
+        count(*) as events_count,
+        sum(case when event_type = 'pause' then 1 else 0 end) as pauses_count,
+        sum(case when event_type = 'seek' then 1 else 0 end) as seeks_count,
+        sum(playback_seconds) as watch_seconds,
+        max(playhead_seconds) as max_playhead_seconds,
+        {{ dbt.bool_or("event_type = 'complete'") }} as is_completed,
+        min(event_at) as session_start_at,
+        max(event_at) as session_ended_at,
+        max(loaded_at) as last_loaded_at
+
+    from events_to_aggregate
+    group by
+        session_id,
+        user_id,
+        content_id,
+        device_type
+
+),
+
+content_duration_joined as (
+
+    select
+        sessions_aggregated.*,
+        content.duration_seconds as content_duration_seconds
+
+    from sessions_aggregated
+    left join content
+        on sessions_aggregated.content_id = content.content_id
+
+),
+
+final as (
+
+    select
+        -- ids
+        session_id,
+        user_id,
+        content_id,
+
+        -- strings
+        device_type,
+
+        -- numerics
+        cast(events_count as {{ dbt.type_bigint() }}) as events_count,
+        cast(pauses_count as {{ dbt.type_bigint() }}) as pauses_count,
+        cast(seeks_count as {{ dbt.type_bigint() }}) as seeks_count,
+        cast(watch_seconds as {{ dbt.type_bigint() }}) as watch_seconds,
+        max_playhead_seconds,
+        content_duration_seconds,
+        cast(
+            case
+                when content_duration_seconds > 0
+                    then least(1.0 * max_playhead_seconds / content_duration_seconds, 1.0)
+            end as decimal(5, 4)
+        ) as completion_ratio,
+
+        -- booleans
+        is_completed,
+
+        -- dates
+        cast(session_start_at as date) as session_date,
+
+        -- timestamps
+        session_start_at,
+        session_ended_at,
+        last_loaded_at
+
+    from content_duration_joined
+
+)
+
+select * from final

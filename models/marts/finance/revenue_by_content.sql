@@ -1,0 +1,120 @@
+with
+
+revenue_allocations as (
+
+    select * from {{ ref('int_subscription_revenue_allocated') }}
+
+),
+
+ad_impressions as (
+
+    select * from {{ ref('fct_ad_impressions') }}
+
+),
+
+watch_sessions as (
+
+    select * from {{ ref('fct_watch_sessions') }}
+
+),
+
+subscription_revenue_aggregated as (
+
+    select
+        content_id,
+        revenue_month,
+        sum(allocated_revenue_usd) as subscription_revenue_usd,
+        0 as ad_revenue_usd,
+        0 as watch_seconds
+
+    from revenue_allocations
+    group by
+        content_id,
+        revenue_month
+
+),
+
+ad_revenue_aggregated as (
+
+    select
+        content_id,
+        cast({{ dbt.date_trunc('month', 'served_date') }} as date) as revenue_month,
+        0 as subscription_revenue_usd,
+        sum(revenue_usd) as ad_revenue_usd,
+        0 as watch_seconds
+
+    from ad_impressions
+    group by
+        content_id,
+        cast({{ dbt.date_trunc('month', 'served_date') }} as date)
+
+),
+
+watch_time_aggregated as (
+
+    select
+        content_id,
+        cast({{ dbt.date_trunc('month', 'session_date') }} as date) as revenue_month,
+        0 as subscription_revenue_usd,
+        0 as ad_revenue_usd,
+        sum(watch_seconds) as watch_seconds
+
+    from watch_sessions
+    group by
+        content_id,
+        cast({{ dbt.date_trunc('month', 'session_date') }} as date)
+
+),
+
+unioned as (
+
+    select * from subscription_revenue_aggregated
+    union all
+    select * from ad_revenue_aggregated
+    union all
+    select * from watch_time_aggregated
+
+),
+
+content_months_aggregated as (
+
+    select
+        content_id,
+        revenue_month,
+        sum(subscription_revenue_usd) as subscription_revenue_usd,
+        sum(ad_revenue_usd) as ad_revenue_usd,
+        sum(watch_seconds) as watch_seconds
+
+    from unioned
+    group by
+        content_id,
+        revenue_month
+
+),
+
+final as (
+
+    select
+        -- ids
+        {{ dbt_utils.generate_surrogate_key(['content_id', 'revenue_month']) }}
+            as content_revenue_id,
+        content_id,
+
+        -- numerics
+        cast(subscription_revenue_usd as decimal(18, 6)) as subscription_revenue_usd,
+        cast(ad_revenue_usd as decimal(18, 6)) as ad_revenue_usd,
+        cast(subscription_revenue_usd + ad_revenue_usd as decimal(18, 6)) as total_revenue_usd,
+        cast(watch_seconds as {{ dbt.type_bigint() }}) as watch_seconds,
+        cast(watch_seconds / 3600.0 as decimal(18, 4)) as watch_hours,
+
+        -- booleans
+        content_id is null as is_unallocated,
+
+        -- dates
+        revenue_month
+
+    from content_months_aggregated
+
+)
+
+select * from final
