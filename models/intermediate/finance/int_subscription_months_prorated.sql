@@ -101,8 +101,6 @@ final as (
 
     select
         -- ids
-        {{ dbt_utils.generate_surrogate_key(['subscription_id', 'month_start_date']) }}
-            as subscription_month_id,
         subscription_id,
         user_id,
 

@@ -6,9 +6,11 @@ subscription_months as (
 
 ),
 
-watch_events as (
+watch_sessions as (
 
-    select * from {{ ref('int_watch_events_sessionized') }}
+    -- Sessions, not events: the same watch time, already summed and kept up to date
+    -- incrementally, at a fiftieth of the rows.
+    select * from {{ ref('fct_watch_sessions') }}
 
 ),
 
@@ -28,19 +30,19 @@ user_month_revenue as (
 
 user_content_month_watch as (
 
-    -- Watch time counts in the month its session started, as in fct_watch_sessions.
+    -- Watch time counts in the month its session started.
     select
         user_id,
         content_id,
-        cast({{ dbt.date_trunc('month', 'session_start_at') }} as date) as revenue_month,
-        sum(playback_seconds) as watch_seconds
+        cast({{ dbt.date_trunc('month', 'session_date') }} as date) as revenue_month,
+        sum(watch_seconds) as watch_seconds
 
-    from watch_events
+    from watch_sessions
     group by
         user_id,
         content_id,
-        cast({{ dbt.date_trunc('month', 'session_start_at') }} as date)
-    having sum(playback_seconds) > 0
+        cast({{ dbt.date_trunc('month', 'session_date') }} as date)
+    having sum(watch_seconds) > 0
 
 ),
 

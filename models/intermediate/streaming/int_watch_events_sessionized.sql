@@ -26,6 +26,16 @@ watch_events as (
 
 {% if is_incremental() %}
 
+-- The same model again, restricted to the rows loaded since the watermark. A second import
+-- rather than a second reference to `watch_events`: DuckDB and PostgreSQL materialise a CTE
+-- that is referenced twice, which here would copy the whole event history on every run.
+newly_loaded_watch_events as (
+
+    select * from {{ ref('stg_streaming__watch_events') }}
+    where {{ loaded_after_watermark('loaded_at') }}
+
+),
+
 touched_viewing_keys as (
 
     select distinct
@@ -33,8 +43,7 @@ touched_viewing_keys as (
         content_id,
         device_type
 
-    from watch_events
-    where {{ loaded_after_watermark('loaded_at') }}
+    from newly_loaded_watch_events
 
 ),
 
@@ -61,14 +70,19 @@ events_to_sessionize as (
 
 {% endif %}
 
-previous_event_found as (
+neighbours_found as (
 
+    -- All windows share one partitioning and order, so the events are sorted only once.
     select
         *,
         lag(event_at) over (
             partition by user_id, content_id, device_type
             order by event_at, event_id
-        ) as previous_event_at
+        ) as previous_event_at,
+        lead(event_at) over (
+            partition by user_id, content_id, device_type
+            order by event_at, event_id
+        ) as following_event_at
 
     from events_to_sessionize
 
@@ -85,23 +99,17 @@ session_starts_flagged as (
                 > {{ var('session_inactivity_minutes') * 60 }}
                 then 1
             else 0
-        end as starts_session
+        end as starts_session,
+        -- The next event of the same session: the following event of the viewing key,
+        -- unless the gap to it is long enough to start a new session.
+        case
+            when
+                {{ dbt.datediff('event_at', 'following_event_at', 'second') }}
+                <= {{ var('session_inactivity_minutes') * 60 }}
+                then following_event_at
+        end as next_event_at
 
-    from previous_event_found
-
-),
-
-sessions_numbered as (
-
-    select
-        *,
-        sum(starts_session) over (
-            partition by user_id, content_id, device_type
-            order by event_at, event_id
-            rows between unbounded preceding and current row
-        ) as viewing_session_number
-
-    from session_starts_flagged
+    from neighbours_found
 
 ),
 
@@ -109,15 +117,14 @@ sessions_started as (
 
     select
         *,
-        min(event_at) over (
-            partition by user_id, content_id, device_type, viewing_session_number
-        ) as session_start_at,
-        lead(event_at) over (
-            partition by user_id, content_id, device_type, viewing_session_number
+        -- The latest session start up to this event is the start of this event's session.
+        max(case when starts_session = 1 then event_at end) over (
+            partition by user_id, content_id, device_type
             order by event_at, event_id
-        ) as next_event_at
+            rows between unbounded preceding and current row
+        ) as session_start_at
 
-    from sessions_numbered
+    from session_starts_flagged
 
 ),
 
@@ -142,7 +149,7 @@ playback_measured as (
 
 ),
 
-final as (
+sessionized as (
 
     select
         -- ids
@@ -175,6 +182,50 @@ final as (
 
     from playback_measured
 
+),
+
+{% if is_incremental() %}
+
+already_sessionized as (
+
+    -- The rows the table holds for the recomputed viewing keys, to compare against.
+    select existing.*
+
+    from {{ this }} as existing
+    inner join touched_viewing_keys
+        on
+            existing.user_id = touched_viewing_keys.user_id
+            and existing.content_id = touched_viewing_keys.content_id
+            and existing.device_type = touched_viewing_keys.device_type
+
+),
+
+final as (
+
+    -- Of the recomputed events, only those that are new or whose session or playback
+    -- changed need merging; the rest are already in the table as they are.
+    select sessionized.*
+
+    from sessionized
+    left join already_sessionized
+        on sessionized.event_id = already_sessionized.event_id
+    where
+        already_sessionized.event_id is null
+        or sessionized.session_id <> already_sessionized.session_id
+        or sessionized.is_session_start <> already_sessionized.is_session_start
+        or sessionized.playback_seconds <> already_sessionized.playback_seconds
+        or sessionized.next_event_at is distinct from already_sessionized.next_event_at
+
 )
+
+{% else %}
+
+final as (
+
+    select * from sessionized
+
+)
+
+{% endif %}
 
 select * from final

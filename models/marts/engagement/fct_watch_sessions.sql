@@ -1,9 +1,9 @@
 {#
-    Incremental: sessions are recomputed only for the viewing keys (user, title, device) whose
-    events were loaded since the watermark minus the look-back, and merged on session_id.
-    A late event can merge two sessions into one, so the merge alone would leave the absorbed
-    session behind: the post-hook deletes every session whose id no longer exists among the
-    sessionised events, and the table equals a full refresh.
+    Incremental: only sessions holding events loaded since the watermark minus the look-back
+    are recomputed (from all their events) and merged on session_id. A late event can merge
+    two sessions into one or move a session's start (and so its id), so the merge alone would
+    leave the old session behind: the post-hook deletes every session whose id no longer
+    exists among the sessionised events, and the table equals a full refresh.
     on_schema_change='fail': the contract fixes the columns; a new column must be filled for
     every session by a full refresh, not left null for old ones ('append_new_columns').
 #}
@@ -33,15 +33,28 @@ content as (
 
 {% if is_incremental() %}
 
-touched_viewing_keys as (
+-- The same model again, restricted to the events loaded since the watermark. A second import
+-- rather than a second reference to `watch_events`: DuckDB and PostgreSQL materialise a CTE
+-- that is referenced twice, which here would copy every event on every run.
+newly_loaded_watch_events as (
 
-    select distinct
-        user_id,
-        content_id,
-        device_type
-
-    from watch_events
+    select * from {{ ref('int_watch_events_sessionized') }}
     where {{ loaded_after_watermark('loaded_at', 'last_loaded_at') }}
+
+),
+
+touched_sessions as (
+
+    -- A session changes only when it gains an event (a late event that bridges a gap joins
+    -- the earlier session; one before a session's start gives it a new id), so the sessions
+    -- holding events loaded since the watermark are the only ones to recompute. Sessions
+    -- that no longer exist are removed by the post-hook.
+    select
+        session_id,
+        min(session_start_at) as session_start_at
+
+    from newly_loaded_watch_events
+    group by session_id
 
 ),
 
@@ -50,11 +63,11 @@ events_to_aggregate as (
     select watch_events.*
 
     from watch_events
-    inner join touched_viewing_keys
-        on
-            watch_events.user_id = touched_viewing_keys.user_id
-            and watch_events.content_id = touched_viewing_keys.content_id
-            and watch_events.device_type = touched_viewing_keys.device_type
+    inner join touched_sessions
+        on watch_events.session_id = touched_sessions.session_id
+    -- No event of a session precedes its start: a cheap range filter before the join on
+    -- the 32-character session id.
+    where watch_events.event_at >= (select min(session_start_at) from touched_sessions)
 
 ),
 

@@ -10,7 +10,6 @@ final as (
 
     select
         -- ids
-        subscription_month_id,
         subscription_id,
         user_id,
 

@@ -23,21 +23,47 @@ source as (
 
 ),
 
+{% if is_incremental() %}
+
 newly_loaded as (
 
     select * from source
-
-    {% if is_incremental() %}
-    where
-        {{ loaded_after_watermark('source.loaded_at') }}
-        and not exists (
-            select 1
-            from {{ this }} as already_loaded
-            where already_loaded.event_id = source.event_id
-        )
-    {% endif %}
+    where {{ loaded_after_watermark('loaded_at') }}
 
 ),
+
+already_loaded as (
+
+    -- Ids of the newly loaded rows that the table already holds (a re-sent copy of an event
+    -- loaded earlier). Probing the table with the new ids keeps the lookup proportional to
+    -- the new rows, not to the table.
+    select event_id
+
+    from {{ this }}
+    where event_id in (select event_id from newly_loaded)
+
+),
+
+not_yet_loaded as (
+
+    select newly_loaded.*
+
+    from newly_loaded
+    left join already_loaded
+        on newly_loaded.event_id = already_loaded.event_id
+    where already_loaded.event_id is null
+
+),
+
+{% else %}
+
+not_yet_loaded as (
+
+    select * from source
+
+),
+
+{% endif %}
 
 load_order_ranked as (
 
@@ -55,7 +81,7 @@ load_order_ranked as (
                 position_sec
         ) as load_rank
 
-    from newly_loaded
+    from not_yet_loaded
 
 ),
 
