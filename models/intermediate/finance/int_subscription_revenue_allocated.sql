@@ -62,29 +62,31 @@ user_month_watch as (
 
 allocated_to_content as (
 
+    -- Every account's watch time per title and month, with its share of the account's
+    -- revenue that month (none for accounts that paid nothing that month).
     select
-        user_month_revenue.user_id,
+        user_content_month_watch.user_id,
         user_content_month_watch.content_id,
-        user_month_revenue.revenue_month,
+        user_content_month_watch.revenue_month,
         user_content_month_watch.watch_seconds,
         user_month_watch.user_watch_seconds,
         cast(
-            user_month_revenue.revenue_usd
+            coalesce(user_month_revenue.revenue_usd, 0)
             * user_content_month_watch.watch_seconds
             / user_month_watch.user_watch_seconds
             as decimal(18, 6)
         ) as allocated_revenue_usd,
         false as is_unallocated
 
-    from user_month_revenue
+    from user_content_month_watch
     inner join user_month_watch
         on
-            user_month_revenue.user_id = user_month_watch.user_id
-            and user_month_revenue.revenue_month = user_month_watch.revenue_month
-    inner join user_content_month_watch
+            user_content_month_watch.user_id = user_month_watch.user_id
+            and user_content_month_watch.revenue_month = user_month_watch.revenue_month
+    left join user_month_revenue
         on
-            user_month_revenue.user_id = user_content_month_watch.user_id
-            and user_month_revenue.revenue_month = user_content_month_watch.revenue_month
+            user_content_month_watch.user_id = user_month_revenue.user_id
+            and user_content_month_watch.revenue_month = user_month_revenue.revenue_month
 
 ),
 

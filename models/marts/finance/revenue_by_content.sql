@@ -12,20 +12,14 @@ ad_impressions as (
 
 ),
 
-watch_sessions as (
-
-    select * from {{ ref('fct_watch_sessions') }}
-
-),
-
-subscription_revenue_aggregated as (
+allocations_aggregated as (
 
     select
         content_id,
         revenue_month,
         sum(allocated_revenue_usd) as subscription_revenue_usd,
         0 as ad_revenue_usd,
-        0 as watch_seconds
+        sum(watch_seconds) as watch_seconds
 
     from revenue_allocations
     group by
@@ -50,29 +44,11 @@ ad_revenue_aggregated as (
 
 ),
 
-watch_time_aggregated as (
-
-    select
-        content_id,
-        cast({{ dbt.date_trunc('month', 'session_date') }} as date) as revenue_month,
-        0 as subscription_revenue_usd,
-        0 as ad_revenue_usd,
-        sum(watch_seconds) as watch_seconds
-
-    from watch_sessions
-    group by
-        content_id,
-        cast({{ dbt.date_trunc('month', 'session_date') }} as date)
-
-),
-
 unioned as (
 
-    select * from subscription_revenue_aggregated
+    select * from allocations_aggregated
     union all
     select * from ad_revenue_aggregated
-    union all
-    select * from watch_time_aggregated
 
 ),
 
