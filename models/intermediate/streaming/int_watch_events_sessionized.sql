@@ -3,8 +3,9 @@
     window functions over every event, which is the most expensive step of the project. A run
     recomputes only the viewing keys (user, title, device) that received events since the
     watermark minus the look-back, and all events of those keys, because a late event can
-    merge or split the sessions around it. Events never disappear, so merging the recomputed
-    events on `event_id` gives exactly what a full refresh gives.
+    merge two sessions into one or move a session's start (and so its id). Events never
+    disappear, so merging the recomputed events on `event_id` gives exactly what a full
+    refresh gives.
     on_schema_change='fail': a new column needs a full refresh to be filled for old events.
 #}
 {{
