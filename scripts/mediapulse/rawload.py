@@ -85,8 +85,8 @@ def connect_postgres(project: Project, target: str):  # type: ignore[no-untyped-
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MediaPulseError(
             f"cannot connect to target '{target}' (PostgreSQL {creds.user}@{creds.host}:"
-            f"{creds.port}/{creds.database}): {reason}; set MEDIAPULSE_PG_HOST, _PORT, _USER, "
-            "_PASSWORD and _DATABASE"
+            f"{creds.port}/{creds.database}): {reason}; check MEDIAPULSE_PG_HOST, "
+            "MEDIAPULSE_PG_PORT, MEDIAPULSE_PG_USER, MEDIAPULSE_PG_PASSWORD, MEDIAPULSE_PG_DATABASE"
         ) from exc
 
 
@@ -135,8 +135,25 @@ def _copy_table(source: duckdb.DuckDBPyConnection, cursor, table: str, tmp: Path
     csv_path = tmp / f"{schema}.{name}.csv"
     source.execute(f"copy (select * from {table}) to '{csv_path}' (header false, format csv)")
     cursor.execute(f"create schema if not exists {schema}")
-    cursor.execute(f"drop table if exists {table}")
-    cursor.execute(f"create table {table} ({column_sql})")
+    if _pg_columns(cursor, schema, name) == [(c, _postgres_type(t)) for c, t in columns]:
+        # same shape: keep the table, so the staging views that read it stay valid
+        cursor.execute(f"truncate table {table}")
+    else:
+        # a new or changed shape (a fault renames a column): dbt rebuilds dependent views
+        cursor.execute(f"drop table if exists {table} cascade")
+        cursor.execute(f"create table {table} ({column_sql})")
     with csv_path.open() as handle:
         cursor.copy_expert(f"copy {table} from stdin with (format csv)", handle)
     return cursor.rowcount
+
+
+def _pg_columns(cursor, schema: str, name: str) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    cursor.execute(
+        "select a.attname, format_type(a.atttypid, a.atttypmod) from pg_attribute a "
+        "where a.attrelid = to_regclass(%s) and a.attnum > 0 and not a.attisdropped "
+        "order by a.attnum",
+        [f"{schema}.{name}"],
+    )
+    return [
+        (n, t.replace("timestamp without time zone", "timestamp")) for n, t in cursor.fetchall()
+    ]

@@ -20,10 +20,10 @@ pytestmark = pytest.mark.dbt
 
 def test_build_passes_with_no_error_warning_or_skip(built: Project) -> None:
     results = artifacts.node_results(built.target_dir)
-    statuses = {r.status for r in results}
-    assert statuses <= {"success", "pass"}, [
-        r.describe() for r in results if r.status not in ("success", "pass")
-    ]
+    # exposures are reported as no-op: dbt has nothing to run for them
+    bad = [r.describe() for r in results if r.status not in ("success", "pass", "no-op")]
+    assert not bad
+    assert {r.status for r in results if r.resource_type == "exposure"} == {"no-op"}
     kinds = {r.resource_type for r in results}
     assert {"model", "seed", "snapshot", "test"} <= kinds
     assert sum(r.resource_type == "test" for r in results) >= 50
