@@ -52,13 +52,26 @@ class NodeResult:
         """One line naming the model, column and rule, as a user needs to act on it."""
         first_line = (self.message or "").strip().splitlines()[0] if self.message else ""
         if self.resource_type in ("test", "unit_test"):
-            where = f"model {self.model}" if self.model else "a singular test"
+            if not self.model:
+                where = "a singular test"
+            elif self.model.startswith("source "):
+                where = self.model
+            else:
+                where = f"model {self.model}"
             if self.column:
                 where += f", column {self.column}"
             rule = self.rule or self.name
             severity = f" [{self.severity}]" if self.severity else ""
             return f"{self.status.upper()}{severity} {rule} on {where}: {first_line} ({self.name})"
         return f"{self.status.upper()} {self.resource_type} {self.name}: {first_line}"
+
+
+def _node_label(unique_id: str, manifest: dict[str, Any]) -> str:
+    """How a user names a node: a model by its name, a source as `source <source>.<table>`."""
+    source = manifest.get("sources", {}).get(unique_id)
+    if source:
+        return f"source {source['source_name']}.{source['name']}"
+    return (manifest.get("nodes", {}).get(unique_id) or {}).get("name") or unique_id.split(".")[-1]
 
 
 def _test_details(node: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
@@ -69,13 +82,12 @@ def _test_details(node: dict[str, Any], manifest: dict[str, Any]) -> dict[str, A
     attached = node.get("attached_node")
     model = None
     if attached:
-        model = (manifest["nodes"].get(attached) or {}).get("name") or attached.split(".")[-1]
+        model = _node_label(attached, manifest)
     elif node.get("resource_type") == "unit_test":
         model = node.get("model")
         rule = "unit_test"
     elif node.get("depends_on", {}).get("nodes"):
-        parents = node["depends_on"]["nodes"]
-        model = ", ".join(p.split(".")[-1] for p in parents)
+        model = ", ".join(_node_label(p, manifest) for p in node["depends_on"]["nodes"])
         rule = rule or "singular test"
     return {
         "model": model,

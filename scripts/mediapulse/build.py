@@ -14,6 +14,8 @@ from mediapulse.warehouse import open_duckdb
 # (~0.6 M watch events), small enough to build in well under a minute.
 DEMO = generate.Params(seed=42, users=2_000, days=30, events_per_user_day=12.0)
 EXAMPLE_MODEL = "fct_daily_engagement"
+FAILED = frozenset(artifacts.FAILED_STATUSES)
+WARNED = frozenset({"warn"})
 
 
 def check_duckdb_file(path: Path, purpose: str) -> None:
@@ -40,8 +42,11 @@ def ensure_raw_data(project: Project) -> None:
     print(generate.generate(raw, params))
 
 
-def report_failures(project: Project) -> list[str]:
-    lines = [r.describe() for r in artifacts.node_results(project.target_dir) if r.failed]
+def report_failures(project: Project, statuses: frozenset[str] = FAILED) -> list[str]:
+    """Print one line per node with one of ``statuses``: model, column and rule named."""
+    lines = [
+        r.describe() for r in artifacts.node_results(project.target_dir) if r.status in statuses
+    ]
     for line in lines:
         print(f"  {line}")
     return lines
@@ -71,6 +76,9 @@ def main_job(
             print(f"  {result.error}")
         return 1
     print(f"\ndbt build on target '{target}' passed in {result.elapsed_s:.0f} s.")
+    if any(r.status == "warn" for r in artifacts.node_results(project.target_dir)):
+        print("Warnings (signals, see docs/test-severity.md):")
+        report_failures(project, WARNED)
     if kind == "duckdb":
         _print_where(project, target)
     return 0

@@ -211,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MediaPulseError as exc:
         print(f"mediapulse {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"mediapulse {args.command}: interrupted", file=sys.stderr)
         return 130
