@@ -74,6 +74,14 @@ def _node_label(unique_id: str, manifest: dict[str, Any]) -> str:
     return (manifest.get("nodes", {}).get(unique_id) or {}).get("name") or unique_id.split(".")[-1]
 
 
+def _column_argument(kwargs: dict[str, Any]) -> str | None:
+    """The column a table-level test is about, for tests that take it as an argument."""
+    for key in ("column_name", "date_col", "timestamp_column", "field", "datepart_column"):
+        if kwargs.get(key):
+            return str(kwargs[key])
+    return None
+
+
 def _test_details(node: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
     meta = node.get("test_metadata") or {}
     rule = meta.get("name")
@@ -91,7 +99,7 @@ def _test_details(node: dict[str, Any], manifest: dict[str, Any]) -> dict[str, A
         rule = rule or "singular test"
     return {
         "model": model,
-        "column": node.get("column_name") or (meta.get("kwargs") or {}).get("column_name"),
+        "column": node.get("column_name") or _column_argument(meta.get("kwargs") or {}),
         "rule": rule,
         "severity": str((node.get("config") or {}).get("severity", "")).lower() or None,
     }
