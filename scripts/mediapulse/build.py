@@ -42,6 +42,19 @@ def ensure_raw_data(project: Project) -> None:
     print(generate.generate(raw, params))
 
 
+def prepare(project: Project, target: str) -> str:
+    """What every job needs before dbt runs: a known target, packages, raw data where the
+    target reads it. Returns the target's engine."""
+    kind = project.target_type(target)  # unknown targets fail here, before any work
+    print(deps.install(project, force=False).summary())
+    ensure_raw_data(project)
+    if kind != "duckdb":
+        from mediapulse.rawload import load_raw
+
+        print(load_raw(project, target))
+    return kind
+
+
 def report_failures(project: Project, statuses: frozenset[str] = FAILED) -> list[str]:
     """Print one line per node with one of ``statuses``: model, column and rule named."""
     lines = [
@@ -55,15 +68,9 @@ def report_failures(project: Project, statuses: frozenset[str] = FAILED) -> list
 def main_job(
     project: Project, target: str, full_refresh: bool = False, select: str | None = None
 ) -> int:
-    kind = project.target_type(target)  # unknown targets fail here, before any work
-    print(deps.install(project, force=False).summary())
-    ensure_raw_data(project)
+    kind = prepare(project, target)
     if kind == "duckdb":
         check_duckdb_file(project.duckdb_path(target), f"build target '{target}'")
-    else:
-        from mediapulse.rawload import load_raw
-
-        print(load_raw(project, target))
     args = ["build"]
     if full_refresh:
         args.append("--full-refresh")

@@ -98,6 +98,27 @@ def _cmd_build(args: argparse.Namespace, project: Project) -> int:
     )
 
 
+def _cmd_nightly(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.nightly import check_artifacts_dir, run_nightly
+
+    artifacts_dir = check_artifacts_dir(Path(args.artifacts).resolve())
+    summary = Path(args.summary) if args.summary else None
+    return run_nightly(project, args.target, artifacts_dir, summary)
+
+
+def _cmd_slim_ci(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.slim_ci import run_slim_ci
+
+    return run_slim_ci(
+        project,
+        state_dir=Path(args.state).resolve() if args.state else None,
+        target=args.target,
+        select=args.select,
+        prod_warehouse=Path(args.prod_warehouse).resolve() if args.prod_warehouse else None,
+        summary=Path(args.summary) if args.summary else None,
+    )
+
+
 def _cmd_query(args: argparse.Namespace, project: Project) -> int:
     from mediapulse.query import run_query
 
@@ -194,6 +215,38 @@ def build_parser() -> argparse.ArgumentParser:
     _target_argument(build_p)
     build_p.add_argument("--full-refresh", action="store_true", help="rebuild incremental models")
     build_p.add_argument("--select", help="dbt node selection (default: the whole project)")
+
+    nightly_p = command(
+        "nightly",
+        _cmd_nightly,
+        "full refresh of production, freshness, tests, docs; publish the state slim CI reads",
+    )
+    _target_argument(nightly_p, default="prod")
+    nightly_p.add_argument(
+        "--artifacts", required=True, help="directory to write the production state to"
+    )
+    nightly_p.add_argument(
+        "--summary", help="Markdown report path (default: $GITHUB_STEP_SUMMARY when set)"
+    )
+
+    slim_p = command(
+        "slim-ci",
+        _cmd_slim_ci,
+        "build and test only what changed (state:modified+), deferring the rest to production",
+    )
+    _target_argument(slim_p, default="ci")
+    slim_p.add_argument(
+        "--state",
+        help="production artifacts (from `nightly --artifacts`); none or empty: full build",
+    )
+    slim_p.add_argument("--select", help="dbt selection (default: state:modified+)")
+    slim_p.add_argument(
+        "--prod-warehouse",
+        help="production DuckDB file to defer to (default: <warehouse-dir>/prod.duckdb)",
+    )
+    slim_p.add_argument(
+        "--summary", help="Markdown report path (default: $GITHUB_STEP_SUMMARY when set)"
+    )
 
     query_p = command("query", _cmd_query, "run read-only SQL on a DuckDB target's warehouse")
     _target_argument(query_p)

@@ -13,7 +13,7 @@ from mediapulse import artifacts
 from mediapulse.project import Project
 from mediapulse.runner import run_dbt
 
-from .conftest import REPO, clone_built, manifest_models, relation_of
+from .conftest import REPO, clone_built, relation_of
 from .policy import layer_of, load_policy, name_of_test, rule_for
 
 pytestmark = pytest.mark.dbt
@@ -32,7 +32,9 @@ def _own_tests(manifest: dict) -> list[dict]:
         n for n in manifest["nodes"].values()
         if n["resource_type"] == "test" and n["package_name"] == "mediapulse"
     ]  # fmt: skip
-    units = [n for n in manifest.get("unit_tests", {}).values() if n["package_name"] == "mediapulse"]
+    units = [
+        n for n in manifest.get("unit_tests", {}).values() if n["package_name"] == "mediapulse"
+    ]
     return tests + units
 
 
@@ -56,7 +58,9 @@ def test_every_test_has_the_severity_the_policy_gives(manifest: dict) -> None:
         if node["resource_type"] == "unit_test":
             severity = "error"  # a failing unit test always fails the build
         if severity != rule.severity:
-            problems.append(f"{node['unique_id']}: severity {severity}, policy says {rule.severity}")
+            problems.append(
+                f"{node['unique_id']}: severity {severity}, policy says {rule.severity}"
+            )
         if rule.severity == "warn":
             warn_if, error_if = config.get("warn_if"), config.get("error_if")
             if warn_if == DEFAULT_THRESHOLD and error_if == DEFAULT_THRESHOLD:
@@ -206,7 +210,9 @@ def test_the_tricky_logic_has_unit_tests(built: Project, manifest: dict) -> None
         if (n.get("overrides") or {}).get("macros", {}).get("is_incremental")
     ]  # fmt: skip
     assert incremental, "no unit test exercises an incremental run (late events)"
-    results = [r for r in artifacts.node_results(built.target_dir) if r.resource_type == "unit_test"]
+    results = [
+        r for r in artifacts.node_results(built.target_dir) if r.resource_type == "unit_test"
+    ]
     assert len(results) == len(manifest["unit_tests"])
     assert all(r.status == "pass" for r in results)
 
@@ -218,7 +224,7 @@ def test_every_source_has_freshness_and_it_passes(built: Project, tmp_path: Path
         freshness = source.get("freshness") or {}
         assert (freshness.get("error_after") or {}).get("count"), source["unique_id"]
     project = clone_built(built, tmp_path / "project")
-    result = run_dbt(project, ["source", "freshness"], target="dev")
+    result = run_dbt(project, ["source", "freshness", "--select", "source:*"], target="dev")
     assert result.success, result.error
     sources = artifacts.load_json(project.target_dir / "sources.json", "sources")
     assert {r["status"] for r in sources["results"]} == {"pass"}

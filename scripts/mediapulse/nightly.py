@@ -1,0 +1,128 @@
+"""`mediapulse nightly`: rebuild production from scratch, check it, publish what slim CI needs.
+
+Steps: full-refresh `dbt build`, `dbt source freshness`, `dbt docs generate`, all against a
+staged copy of production (DuckDB) that replaces the live file only when every step passed.
+The artifacts (manifest.json, run_results.json, sources.json, catalog.json and a Markdown
+summary) go to ``--artifacts DIR``, the production state `mediapulse slim-ci --state` reads.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mediapulse import artifacts, build
+from mediapulse.errors import MediaPulseError
+from mediapulse.project import Project
+from mediapulse.release import Release
+from mediapulse.report import markdown_table, write_summary
+from mediapulse.runner import run_dbt
+
+STATE_FILES = ("manifest.json", "run_results.json", "sources.json", "catalog.json")
+
+
+@dataclass
+class Step:
+    name: str
+    command: str
+    ok: bool
+    seconds: float
+    problems: list[str] = field(default_factory=list)
+
+
+def _freshness_problems(target_dir: Path) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of the last `dbt source freshness`, one line per stale source."""
+    data = artifacts.load_json(target_dir / "sources.json", "source freshness results")
+    errors, warnings = [], []
+    for result in data.get("results", []):
+        source = result["unique_id"].split(".", 2)[-1]
+        age = result.get("max_loaded_at_time_ago_in_s")
+        line = f"source {source}: {result['status']}" + (
+            f", newest row loaded {age / 3600:.1f} h ago" if age is not None else ""
+        )
+        if result["status"] in ("error", "runtime error"):
+            errors.append(line)
+        elif result["status"] == "warn":
+            warnings.append(line)
+    return errors, warnings
+
+
+def run_nightly(project: Project, target: str, artifacts_dir: Path, summary: Path | None) -> int:
+    kind = build.prepare(project, target)
+    release = Release(project) if kind == "duckdb" else None
+    env: dict[str, str] = {}
+    if release:
+        release.prepare()
+        env = release.env
+    steps: list[Step] = []
+    saved: dict[str, Path] = {}
+    staging = artifacts_dir.with_name(artifacts_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for name, args in (
+            ("build", ["build", "--full-refresh"]),
+            ("freshness", ["source", "freshness", "--select", "source:*"]),
+            ("docs", ["docs", "generate"]),
+        ):
+            result = run_dbt(project, args, target=target, extra_env=env)
+            step = Step(name, result.command, result.success, result.elapsed_s)
+            if name == "build":
+                step.problems = [
+                    r.describe() for r in artifacts.node_results(project.target_dir) if r.failed
+                ]
+                shutil.copy2(project.target_dir / "run_results.json", staging / "run_results.json")
+            elif name == "freshness":
+                errors, warnings = _freshness_problems(project.target_dir)
+                step.ok = not errors and (result.success or not result.error)
+                step.problems = errors + warnings
+                shutil.copy2(project.target_dir / "sources.json", staging / "sources.json")
+            elif result.success:
+                shutil.copy2(project.target_dir / "catalog.json", staging / "catalog.json")
+            if not step.ok and not step.problems and result.error:
+                step.problems = [result.error]
+            steps.append(step)
+            if not step.ok:
+                break
+        shutil.copy2(project.target_dir / "manifest.json", staging / "manifest.json")
+        ok = all(s.ok for s in steps) and len(steps) == 3
+        report = _render(target, steps, ok)
+        (staging / "nightly.md").write_text(report)
+        if ok:
+            if release:
+                release.publish()
+            shutil.rmtree(artifacts_dir, ignore_errors=True)
+            staging.rename(artifacts_dir)
+            saved = {f: artifacts_dir / f for f in STATE_FILES}
+    finally:
+        if release:
+            release.discard()
+        shutil.rmtree(staging, ignore_errors=True)
+    print(report)
+    write_summary(report, summary)
+    if not ok:
+        print(f"nightly on target '{target}' failed: production left as it was")
+        return 1
+    print(f"production state for slim CI written to {artifacts_dir} ({', '.join(saved)})")
+    return 0
+
+
+def _render(target: str, steps: list[Step], ok: bool) -> str:
+    verdict = "passed, production replaced" if ok else "FAILED, production unchanged"
+    rows = [
+        (s.name, "ok" if s.ok else "failed", f"{s.seconds:.0f} s", f"`{s.command}`") for s in steps
+    ]
+    lines = [f"## Nightly on `{target}`: {verdict}", "", markdown_table(
+        ("step", "result", "time", "command"), rows
+    )]  # fmt: skip
+    for step in steps:
+        if step.problems:
+            lines += ["", f"### {step.name}", *[f"- {p}" for p in step.problems]]
+    return "\n".join(lines) + "\n"
+
+
+def check_artifacts_dir(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise MediaPulseError(f"--artifacts {path} is a file: pass a directory")
+    return path
