@@ -119,6 +119,24 @@ def _cmd_slim_ci(args: argparse.Namespace, project: Project) -> int:
     )
 
 
+def _cmd_evaluate(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.evaluate import run_evaluate
+
+    return run_evaluate(
+        project,
+        target=args.target,
+        json_path=Path(args.json) if args.json else project.target_dir / "evaluator.json",
+        markdown_path=Path(args.markdown) if args.markdown else None,
+        baseline_path=Path(args.baseline) if args.baseline else None,
+    )
+
+
+def _cmd_codegen(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.codegen import run_codegen
+
+    return run_codegen(project, target=args.target, check=args.check, dry_run=args.dry_run)
+
+
 def _cmd_query(args: argparse.Namespace, project: Project) -> int:
     from mediapulse.query import run_query
 
@@ -215,6 +233,33 @@ def build_parser() -> argparse.ArgumentParser:
     _target_argument(build_p)
     build_p.add_argument("--full-refresh", action="store_true", help="rebuild incremental models")
     build_p.add_argument("--select", help="dbt node selection (default: the whole project)")
+
+    eval_p = command(
+        "evaluate",
+        _cmd_evaluate,
+        "run dbt-project-evaluator and report violations by category and rule",
+    )
+    _target_argument(eval_p)
+    eval_p.add_argument("--json", help="JSON report path (default: target/evaluator.json)")
+    eval_p.add_argument(
+        "--markdown", help="Markdown report path (default: $GITHUB_STEP_SUMMARY when set)"
+    )
+    eval_p.add_argument(
+        "--baseline",
+        help="a previous --json report (e.g. of main): only violations not in it fail",
+    )
+
+    codegen_p = command(
+        "codegen",
+        _cmd_codegen,
+        "write YAML for undocumented sources, models and columns with dbt-codegen",
+    )
+    _target_argument(codegen_p)
+    mode = codegen_p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 listing what is missing"
+    )
+    mode.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
 
     nightly_p = command(
         "nightly",
