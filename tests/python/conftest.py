@@ -155,3 +155,14 @@ def manifest_models(project: Project) -> dict[str, dict]:
 
 def relation_of(node: dict) -> str:
     return str(node["relation_name"]).replace('"', "")
+
+
+@pytest.fixture(scope="session")
+def after_nightly(built: Project, tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A project copy whose production was built by `mediapulse nightly`, with the state
+    slim CI reads in <root>/state."""
+    from mediapulse.nightly import run_nightly
+
+    project = clone_built(built, tmp_path_factory.mktemp("nightly") / "project")
+    assert run_nightly(project, "prod", project.root / "state", None) == 0
+    return project

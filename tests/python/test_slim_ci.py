@@ -1,0 +1,251 @@
+"""Slim CI end to end: after a nightly, a change builds exactly itself and its descendants,
+defers the rest to production, and gives what a full build gives."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from mediapulse import artifacts, build, slim_ci
+from mediapulse.errors import MediaPulseError
+from mediapulse.project import Project
+
+from .conftest import clone_built, manifest_models, relation_of
+
+pytestmark = pytest.mark.dbt
+
+BUILDABLE = ("model", "seed", "snapshot")
+
+
+def _edit(project: Project, relative: str, old: str, new: str) -> None:
+    path = project.root / relative
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {relative}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def _run(project: Project, capsys: pytest.CaptureFixture[str], **kwargs) -> tuple[int, str]:
+    capsys.readouterr()
+    code = slim_ci.run_slim_ci(
+        project, state_dir=project.root / "state", summary=project.root / "slim.md", **kwargs
+    )
+    return code, capsys.readouterr().out
+
+
+def _built(project: Project) -> set[str]:
+    return {
+        r.unique_id
+        for r in artifacts.node_results(project.target_dir)
+        if r.resource_type in BUILDABLE and r.status == "success"
+    }
+
+
+def _descendants(manifest: dict, roots: set[str]) -> set[str]:
+    found, todo = set(), list(roots)
+    while todo:
+        node = todo.pop()
+        for child in manifest["child_map"].get(node, []):
+            if child.split(".")[0] in BUILDABLE and child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _plan_row(out: str, label: str) -> set[str]:
+    row = re.search(rf"^\| {label} \| \d+ \| (.*) \|$", out, re.MULTILINE)
+    assert row, f"no '{label}' row in the printed plan"
+    return set() if row.group(1) == "none" else set(row.group(1).split(", "))
+
+
+def _same_tables(left: Path, right: Path, relations: list[tuple[str, str]]) -> None:
+    with duckdb.connect() as con:
+        con.execute(f"attach '{left}' as l (read_only)")
+        con.execute(f"attach '{right}' as r (read_only)")
+        for a, b in relations:
+            diff = con.execute(
+                f"select count(*) from ((select * from l.{a} except all select * from r.{b}) "
+                f"union all (select * from r.{b} except all select * from l.{a}))"
+            ).fetchone()[0]
+            assert diff == 0, f"{a} vs {b}: {diff} rows differ"
+
+
+def test_staging_change_builds_it_and_its_descendants_only(
+    after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = clone_built(after_nightly, tmp_path / "pr")
+    model = "models/staging/catalog/stg_catalog__content.sql"
+    _edit(project, model, "        title,\n", "        upper(title) as title,\n")
+    code, out = _run(project, capsys)
+    assert code == 0, out
+
+    manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
+    changed = "model.mediapulse.stg_catalog__content"
+    expected = {changed} | _descendants(manifest, {changed})
+    assert _built(project) == expected
+    assert _plan_row(out, "modified") == {"stg_catalog__content"}
+    assert _plan_row(out, "downstream") == {n.split(".")[-1] for n in expected - {changed}}
+    deferred = _plan_row(out, "deferred to production")
+    parents = {
+        p for n in expected for p in manifest["parent_map"][n]
+        if p.split(".")[0] in BUILDABLE and p not in expected
+        and manifest["nodes"][p]["config"]["materialized"] != "ephemeral"
+    }  # fmt: skip
+    assert deferred == {p.split(".")[-1] for p in parents} and deferred
+    assert "## Slim CI plan" in (project.root / "slim.md").read_text()
+
+    # what slim CI built equals a full build of the changed project
+    full = clone_built(after_nightly, tmp_path / "full")
+    _edit(full, model, "        title,\n", "        upper(title) as title,\n")
+    assert build.main_job(full, target="dev") == 0
+    ci_models = manifest_models(project)
+    full_models = manifest_models(full)
+    names = [n.split(".")[-1] for n in expected if n.startswith("model.")]
+    relations = [
+        (relation_of(ci_models[n]).split(".", 1)[1], relation_of(full_models[n]).split(".", 1)[1])
+        for n in names
+        if ci_models[n]["config"]["materialized"] != "ephemeral"
+    ]
+    assert relations
+    _same_tables(project.duckdb_path("ci"), full.duckdb_path("dev"), relations)
+    with duckdb.connect(str(project.duckdb_path("ci")), read_only=True) as con:
+        titles = con.execute(
+            f"select count(*) from {relation_of(ci_models['dim_content']).split('.', 1)[1]} "
+            "where title <> upper(title)"
+        ).fetchone()[0]
+    assert titles == 0, "the change reached the mart"
+
+
+def test_description_only_change_builds_nothing(
+    after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = clone_built(after_nightly, tmp_path / "pr")
+    path = next((project.root / "models/marts/core").glob("_*__models.yml"))
+    text = path.read_text()
+    first = re.search(r"^    description: (.+)$", text, re.MULTILINE)
+    assert first
+    path.write_text(text.replace(first.group(0), first.group(0) + " (reworded)", 1))
+    (project.target_dir / "run_results.json").unlink(missing_ok=True)
+    code, out = _run(project, capsys)
+    assert code == 0
+    assert "No changes against production: nothing to build." in out
+    assert not (project.target_dir / "run_results.json").exists()
+
+
+def test_seed_change_builds_the_seed_and_its_descendants(
+    after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = clone_built(after_nightly, tmp_path / "pr")
+    _edit(project, "seeds/genres.csv", "action,Action\n", "action,Action & Adventure\n")
+    code, out = _run(project, capsys)
+    assert code == 0, out
+    manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
+    seed = "seed.mediapulse.genres"
+    assert _built(project) == {seed} | _descendants(manifest, {seed})
+    assert _plan_row(out, "modified") == {"genres"}
+
+
+def test_macro_change_rebuilds_every_model_using_it(
+    after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = clone_built(after_nightly, tmp_path / "pr")
+    macro = "macros/incremental/loaded_after_watermark.sql"
+    path = project.root / macro
+    path.write_text(path.read_text().replace("{% macro", "{# reviewed #}\n{% macro", 1))
+    code, out = _run(project, capsys)
+    assert code == 0, out
+    manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
+    users = {
+        uid for uid, n in manifest["nodes"].items()
+        if "macro.mediapulse.loaded_after_watermark" in n.get("depends_on", {}).get("macros", [])
+    }  # fmt: skip
+    assert len(users) >= 2
+    modified = _plan_row(out, "modified")
+    assert {u.split(".")[-1] for u in users} <= modified
+    assert _built(project) == users | _descendants(manifest, users) | {
+        m for m in _built(project) if m.split(".")[-1] in modified
+    }
+
+
+def test_removed_contract_column_fails_naming_model_and_column(
+    after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = clone_built(after_nightly, tmp_path / "pr")
+    models = manifest_models(project)
+    mart = models["fct_campaign_delivery"]
+    column = list(mart["columns"])[-1]
+    yml = project.root / mart["patch_path"].split("://", 1)[-1]
+    lines = yml.read_text().splitlines(keepends=True)
+    start = next(
+        i for i, line in enumerate(lines)
+        if line.strip() == f"- name: {column}" and i > next(
+            j for j, x in enumerate(lines) if x.strip() == "- name: fct_campaign_delivery")
+    )  # fmt: skip
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    end = start + 1
+    while end < len(lines) and (
+        not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > indent
+    ):
+        end += 1
+    del lines[start:end]
+    yml.write_text("".join(lines))
+    sql = project.root / mart["original_file_path"]
+    sql.write_text(re.sub(rf"^\s*[^\n]*\b{column},?\n", "", sql.read_text(), count=1, flags=re.M))
+
+    prod = project.duckdb_path("prod")
+    before = hashlib.sha256(prod.read_bytes()).hexdigest()
+    with pytest.raises(MediaPulseError) as err:
+        _run(project, capsys)
+    text = str(err.value)
+    assert "fct_campaign_delivery" in text and column in text and "removed" in text
+    assert err.value.exit_code == 1
+    assert hashlib.sha256(prod.read_bytes()).hexdigest() == before, "production untouched"
+
+
+def test_no_state_runs_a_full_build_with_a_notice(
+    after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = clone_built(after_nightly, tmp_path / "pr")
+    capsys.readouterr()
+    code = slim_ci.run_slim_ci(project, state_dir=tmp_path / "never-published")
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "no production state" in out and "full build" in out
+    models = {n for n in manifest_models(project)}
+    built = {u.split(".")[-1] for u in _built(project) if u.startswith("model.")}
+    assert built == {
+        n for n in models if manifest_models(project)[n]["config"]["materialized"] != "ephemeral"
+    }
+
+
+def test_corrupt_state_and_bad_selector_are_clear_errors(
+    after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = clone_built(after_nightly, tmp_path / "pr")
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "manifest.json").write_text("{ not json")
+    with pytest.raises(MediaPulseError, match=r"production manifest .*corrupt"):
+        slim_ci.run_slim_ci(project, state_dir=corrupt)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "run_results.json").write_text("{}")
+    with pytest.raises(MediaPulseError, match=r"manifest\.json"):
+        slim_ci.run_slim_ci(project, state_dir=foreign)
+    with pytest.raises(MediaPulseError, match="matches no model"):
+        slim_ci.run_slim_ci(project, state_dir=project.root / "state", select="no_such_model")
+    with pytest.raises(MediaPulseError, match="unknown target"):
+        slim_ci.run_slim_ci(project, state_dir=project.root / "state", target="qa")
+    holder = duckdb.connect(str(project.duckdb_path("prod")))  # a writer holds production
+    try:
+        with pytest.raises(MediaPulseError, match="locked"):
+            slim_ci.run_slim_ci(project, state_dir=project.root / "state")
+    finally:
+        holder.close()
+    with pytest.raises(MediaPulseError, match="not found"):
+        slim_ci.run_slim_ci(
+            project, state_dir=project.root / "state", prod_warehouse=tmp_path / "nope.duckdb"
+        )
