@@ -106,6 +106,38 @@ def _cmd_nightly(args: argparse.Namespace, project: Project) -> int:
     return run_nightly(project, args.target, artifacts_dir, summary)
 
 
+def _cmd_deploy(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.nightly import check_artifacts_dir, run_deploy
+
+    artifacts_dir = check_artifacts_dir(Path(args.artifacts).resolve())
+    summary = Path(args.summary) if args.summary else None
+    return run_deploy(project, args.target, artifacts_dir, summary)
+
+
+def _cmd_rollback(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.release import rollback
+
+    rollback(project)
+    print(f"production rolled back to the previous release ({project.duckdb_path('prod')})")
+    return 0
+
+
+def _cmd_notify(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.notify import notify
+
+    summary = Path(args.summary) if args.summary else None
+    print(notify(args.webhook_env, args.title, args.status, summary))
+    return 0
+
+
+def _cmd_summarize(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.summarize import write_combined
+
+    out = write_combined(args.title, [Path(p) for p in args.inputs], Path(args.out))
+    print(f"wrote {out}")
+    return 0
+
+
 def _cmd_slim_ci(args: argparse.Namespace, project: Project) -> int:
     from mediapulse.slim_ci import run_slim_ci
 
@@ -273,6 +305,40 @@ def build_parser() -> argparse.ArgumentParser:
     nightly_p.add_argument(
         "--summary", help="Markdown report path (default: $GITHUB_STEP_SUMMARY when set)"
     )
+
+    deploy_p = command(
+        "deploy",
+        _cmd_deploy,
+        "build production from this checkout with every test; swap it in only if all pass",
+    )
+    _target_argument(deploy_p, default="prod")
+    deploy_p.add_argument(
+        "--artifacts", required=True, help="directory to write the production state to"
+    )
+    deploy_p.add_argument(
+        "--summary", help="Markdown report path (default: $GITHUB_STEP_SUMMARY when set)"
+    )
+
+    command("rollback", _cmd_rollback, "put back the production file the last release replaced")
+
+    notify_p = command(
+        "notify", _cmd_notify, "post a job's outcome to the chat webhook held in a secret"
+    )
+    notify_p.add_argument(
+        "--webhook-env",
+        default="MEDIAPULSE_WEBHOOK_URL",
+        help="environment variable holding the webhook URL; unset: do nothing",
+    )
+    notify_p.add_argument("--title", required=True, help="what ran, e.g. 'Nightly full refresh'")
+    notify_p.add_argument("--status", required=True, choices=["failure", "success", "cancelled"])
+    notify_p.add_argument("--summary", help="Markdown report to include")
+
+    summarize_p = command(
+        "summarize", _cmd_summarize, "combine the CI steps' Markdown reports into one"
+    )
+    summarize_p.add_argument("--title", default="MediaPulse CI", help="the report's heading")
+    summarize_p.add_argument("--out", required=True, help="where to write the combined report")
+    summarize_p.add_argument("inputs", nargs="+", help="Markdown reports, in order")
 
     slim_p = command(
         "slim-ci",

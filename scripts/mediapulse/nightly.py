@@ -1,9 +1,10 @@
-"""`mediapulse nightly`: rebuild production from scratch, check it, publish what slim CI needs.
+"""Releasing production: `mediapulse nightly` and `mediapulse deploy`.
 
-Steps: full-refresh `dbt build`, `dbt source freshness`, `dbt docs generate`, all against a
-staged copy of production (DuckDB) that replaces the live file only when every step passed.
-The artifacts (manifest.json, run_results.json, sources.json, catalog.json and a Markdown
-summary) go to ``--artifacts DIR``, the production state `mediapulse slim-ci --state` reads.
+Both rebuild production from scratch (`dbt build --full-refresh`, every test included) and
+generate the docs; the nightly also checks source freshness. Everything runs against a staged
+copy of production (DuckDB) that replaces the live file only when every step passed. The
+artifacts (manifest.json, run_results.json, sources.json, catalog.json and a Markdown report)
+go to ``--artifacts DIR``: the production state `mediapulse slim-ci --state` compares with.
 """
 
 from __future__ import annotations
@@ -49,6 +50,23 @@ def _freshness_problems(target_dir: Path) -> tuple[list[str], list[str]]:
 
 
 def run_nightly(project: Project, target: str, artifacts_dir: Path, summary: Path | None) -> int:
+    """Full refresh, source freshness, docs; publish production and its state."""
+    return run_release(project, target, artifacts_dir, summary, "Nightly", freshness=True)
+
+
+def run_deploy(project: Project, target: str, artifacts_dir: Path, summary: Path | None) -> int:
+    """Build production from the merged code with every test; swap it in only if all pass."""
+    return run_release(project, target, artifacts_dir, summary, "Deploy", freshness=False)
+
+
+def run_release(
+    project: Project,
+    target: str,
+    artifacts_dir: Path,
+    summary: Path | None,
+    title: str,
+    freshness: bool,
+) -> int:
     kind = build.prepare(project, target)
     release = Release(project) if kind == "duckdb" else None
     env: dict[str, str] = {}
@@ -61,11 +79,11 @@ def run_nightly(project: Project, target: str, artifacts_dir: Path, summary: Pat
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        for name, args in (
-            ("build", ["build", "--full-refresh"]),
-            ("freshness", ["source", "freshness", "--select", "source:*"]),
-            ("docs", ["docs", "generate"]),
-        ):
+        plan = [("build", ["build", "--full-refresh"])]
+        if freshness:
+            plan.append(("freshness", ["source", "freshness", "--select", "source:*"]))
+        plan.append(("docs", ["docs", "generate"]))
+        for name, args in plan:
             result = run_dbt(project, args, target=target, extra_env=env)
             step = Step(name, result.command, result.success, result.elapsed_s)
             if name == "build":
@@ -86,15 +104,15 @@ def run_nightly(project: Project, target: str, artifacts_dir: Path, summary: Pat
             if not step.ok:
                 break
         shutil.copy2(project.target_dir / "manifest.json", staging / "manifest.json")
-        ok = all(s.ok for s in steps) and len(steps) == 3
-        report = _render(target, steps, ok)
-        (staging / "nightly.md").write_text(report)
+        ok = all(s.ok for s in steps) and len(steps) == len(plan)
+        report = _render(title, target, steps, ok)
+        (staging / f"{title.lower()}.md").write_text(report)
         if ok:
             if release:
                 release.publish()
             shutil.rmtree(artifacts_dir, ignore_errors=True)
             staging.rename(artifacts_dir)
-            saved = {f: artifacts_dir / f for f in STATE_FILES}
+            saved = {f: artifacts_dir / f for f in STATE_FILES if (artifacts_dir / f).exists()}
     finally:
         if release:
             release.discard()
@@ -102,18 +120,18 @@ def run_nightly(project: Project, target: str, artifacts_dir: Path, summary: Pat
     print(report)
     write_summary(report, summary)
     if not ok:
-        print(f"nightly on target '{target}' failed: production left as it was")
+        print(f"{title.lower()} on target '{target}' failed: production left as it was")
         return 1
     print(f"production state for slim CI written to {artifacts_dir} ({', '.join(saved)})")
     return 0
 
 
-def _render(target: str, steps: list[Step], ok: bool) -> str:
+def _render(title: str, target: str, steps: list[Step], ok: bool) -> str:
     verdict = "passed, production replaced" if ok else "FAILED, production unchanged"
     rows = [
         (s.name, "ok" if s.ok else "failed", f"{s.seconds:.0f} s", f"`{s.command}`") for s in steps
     ]
-    lines = [f"## Nightly on `{target}`: {verdict}", "", markdown_table(
+    lines = [f"## {title} on `{target}`: {verdict}", "", markdown_table(
         ("step", "result", "time", "command"), rows
     )]  # fmt: skip
     for step in steps:

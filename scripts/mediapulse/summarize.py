@@ -1,0 +1,27 @@
+"""`mediapulse summarize`: one Markdown report from the reports the CI steps wrote.
+
+The PR comment is this report; its first line is a marker so the comment can be found and
+updated instead of posted again. A report a failed step never wrote is named, not skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MARKER = "<!-- mediapulse-ci-report -->"
+
+
+def combine(title: str, inputs: list[Path]) -> str:
+    parts = [MARKER, f"# {title}", ""]
+    for path in inputs:
+        if path.exists() and path.read_text().strip():
+            parts += [path.read_text().strip(), ""]
+        else:
+            parts += [f"_{path.name}: not produced (the step did not run or failed early)_", ""]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def write_combined(title: str, inputs: list[Path], out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(combine(title, inputs))
+    return out
