@@ -9,8 +9,16 @@ STAMP := $(VENV)/.installed
 TARGET ?= dev
 PYTEST_ARGS ?=
 
+# CI rehearsals: the workflows in .github/workflows run these same commands, step by step.
+# STORE stands in for GitHub's artifact store, OUT for the job's summary and PR comment.
+STORE ?= ci-artifacts
+OUT ?= ci-output
+STATE := $(STORE)/production-state
+MP := $(BIN)/mediapulse
+
 .DEFAULT_GOAL := help
-.PHONY: help venv deps data build test lint format clean lock
+.PHONY: help venv deps data build test lint format clean lock unit-test \
+	ci-nightly ci-pr ci-validate ci-deploy
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,6 +49,28 @@ lint: venv ## ruff lint and format check
 test: venv lint ## every test: lint, the Python tests, and dbt builds on generated data
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+unit-test: venv ## the Python tests that need no dbt run (seconds)
+	$(BIN)/pytest -m "not dbt" $(PYTEST_ARGS)
+
+ci-nightly: venv ## rehearse the nightly workflow: full refresh, freshness, docs, state in STORE
+	$(MP) nightly --artifacts $(STATE) --summary $(OUT)/nightly.md
+	$(MP) evaluate --target ci --json $(STATE)/evaluator.json --markdown $(OUT)/evaluator.md
+
+ci-pr: venv ## rehearse the PR workflow: lint, unit tests, slim CI, evaluator, codegen check
+	$(MAKE) lint
+	$(MAKE) unit-test
+	$(MP) slim-ci --state $(STATE) --summary $(OUT)/slim-ci.md
+	$(MP) evaluate --target ci --baseline $(STATE)/evaluator.json --json $(OUT)/evaluator.json --markdown $(OUT)/evaluator.md
+	$(MP) codegen --target ci --check --markdown $(OUT)/codegen.md
+	$(MP) summarize --title "MediaPulse PR checks" --out $(OUT)/pr-comment.md $(OUT)/slim-ci.md $(OUT)/evaluator.md $(OUT)/codegen.md
+
+ci-validate: venv ## rehearse PR validation: build and test tag:critical+ before merge
+	$(MP) slim-ci --select tag:critical+ --state $(STATE) --summary $(OUT)/validate.md
+
+ci-deploy: venv ## rehearse the deploy workflow: build prod from this checkout, swap, publish state
+	$(MP) deploy --artifacts $(STATE) --summary $(OUT)/deploy.md
+	$(MP) evaluate --target ci --json $(STATE)/evaluator.json --markdown $(OUT)/evaluator.md
+
 format: venv ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
@@ -50,4 +80,4 @@ lock: venv ## re-resolve requirements.lock from pyproject.toml
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
 
 clean: ## remove build products (keeps the warehouse and .venv)
-	rm -rf target logs dbt_packages .pytest_cache .ruff_cache
+	rm -rf target logs dbt_packages .pytest_cache .ruff_cache $(OUT)

@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 the job ran and found a problem (a failing test, a viol
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date
@@ -166,7 +167,10 @@ def _cmd_evaluate(args: argparse.Namespace, project: Project) -> int:
 def _cmd_codegen(args: argparse.Namespace, project: Project) -> int:
     from mediapulse.codegen import run_codegen
 
-    return run_codegen(project, target=args.target, check=args.check, dry_run=args.dry_run)
+    markdown = Path(args.markdown) if args.markdown else None
+    return run_codegen(
+        project, target=args.target, check=args.check, dry_run=args.dry_run, markdown=markdown
+    )
 
 
 def _cmd_query(args: argparse.Namespace, project: Project) -> int:
@@ -179,11 +183,21 @@ def _cmd_query(args: argparse.Namespace, project: Project) -> int:
 # -- parser ------------------------------------------------------------------------------------
 
 
+# Where a command's --target comes from when not given: CI sets these from repository
+# variables, so a workflow step never spells the target (DuckDB targets are the default).
+TARGET_ENVS = {
+    "dev": "MEDIAPULSE_TARGET",
+    "prod": "MEDIAPULSE_PROD_TARGET",
+    "ci": "MEDIAPULSE_CI_TARGET",
+}
+
+
 def _target_argument(parser: argparse.ArgumentParser, default: str = "dev") -> None:
+    env = TARGET_ENVS[default]
     parser.add_argument(
         "--target",
-        default=default,
-        help=f"dbt target from profiles/profiles.yml (default: {default})",
+        default=os.environ.get(env) or default,
+        help=f"dbt target from profiles/profiles.yml (default: ${env} or {default})",
     )
 
 
@@ -278,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     eval_p.add_argument(
         "--baseline",
-        help="a previous --json report (e.g. of main): only violations not in it fail",
+        help="a previous --json report (e.g. of main): only violations not in it fail; "
+        "a missing file (first run) means no baseline",
     )
 
     codegen_p = command(
@@ -292,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="change nothing; exit 1 listing what is missing"
     )
     mode.add_argument("--dry-run", action="store_true", help="print the diff, change nothing")
+    codegen_p.add_argument("--markdown", help="also write the findings as Markdown here")
 
     nightly_p = command(
         "nightly",

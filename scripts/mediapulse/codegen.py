@@ -282,7 +282,20 @@ def project_name(manifest: dict[str, Any]) -> str:
     return str(manifest["metadata"].get("project_name", "mediapulse"))
 
 
-def run_codegen(project: Project, target: str, check: bool, dry_run: bool) -> int:
+def render_markdown(plan: Plan, root: Path, check: bool) -> str:
+    if not plan.changes:
+        return "## Codegen\n\nEvery source and model built here has its YAML.\n"
+    verb = "Missing" if check else "Added"
+    lines = [f"## Codegen: {len(plan.changes)} item(s) without YAML", "", f"{verb}:"]
+    lines += [f"- {c.what} (`{c.path.relative_to(root)}`)" for c in plan.changes]
+    if check:
+        lines += ["", "Run `mediapulse codegen` locally and commit the YAML it writes."]
+    return "\n".join(lines) + "\n"
+
+
+def run_codegen(
+    project: Project, target: str, check: bool, dry_run: bool, markdown: Path | None = None
+) -> int:
     kind = build.prepare(project, target)
     if kind == "duckdb":
         path = project.duckdb_path(target)
@@ -303,6 +316,9 @@ def run_codegen(project: Project, target: str, check: bool, dry_run: bool) -> in
     plan = plan_sources(project.root, manifest, sources, plan)
     for note in plan.notes:
         print(f"note: {note}")
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(render_markdown(plan, project.root, check))
     if not plan.changes:
         print("codegen: every source and model has its YAML; nothing to do")
         return 0

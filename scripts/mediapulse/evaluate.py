@@ -164,7 +164,11 @@ def run_evaluate(
     markdown_path: Path | None = None,
     baseline_path: Path | None = None,
 ) -> int:
-    baseline = load_baseline(baseline_path) if baseline_path else None
+    baseline = None
+    if baseline_path is not None and not baseline_path.exists():
+        print(f"notice: no baseline at {baseline_path} (first run?): every violation counts")
+    elif baseline_path is not None:
+        baseline = load_baseline(baseline_path)
     kind = build.prepare(project, target)
     if kind == "duckdb":
         path = project.duckdb_path(target)

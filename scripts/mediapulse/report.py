@@ -23,14 +23,16 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> 
 
 
 def write_summary(markdown: str, path: Path | None) -> Path | None:
-    """Write to ``path``; without one, append to $GITHUB_STEP_SUMMARY when CI sets it."""
+    """Write the report to ``path`` and append it to $GITHUB_STEP_SUMMARY when CI sets it, so
+    the job page shows it; returns where it went first."""
+    written = None
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(markdown)
-        return path
+        written = path
     step_summary = os.environ.get(SUMMARY_ENV)
     if step_summary:
         with open(step_summary, "a") as handle:
             handle.write(markdown + "\n")
-        return Path(step_summary)
-    return None
+        written = written or Path(step_summary)
+    return written

@@ -205,7 +205,12 @@ def run_slim_ci(
         plan = Plan(state=None, selected=(), modified=(), deferred=(), tests=0)
         args = ["build", *EXCLUDE] + (["--select", select] if select else [])
     else:
-        plan = make_plan(project, state, select or DEFAULT_SELECT, target, env)
+        try:
+            plan = make_plan(project, state, select or DEFAULT_SELECT, target, env)
+        except MediaPulseError as exc:
+            # the PR's summary and comment must say why, not only the job log
+            write_summary(f"## Slim CI: failed before building\n\n- {exc}\n", summary)
+            raise
         if not plan.selected:
             if select:
                 raise MediaPulseError(f"--select {select!r} matches no model, seed or snapshot")

@@ -22,6 +22,8 @@ def combine(title: str, inputs: list[Path]) -> str:
 
 
 def write_combined(title: str, inputs: list[Path], out: Path) -> Path:
+    """The combined report at ``out`` (the PR comment's body). Not added to the job summary:
+    each step put its own report there already."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(combine(title, inputs))
     return out

@@ -1,0 +1,176 @@
+"""The GitHub workflows, checked without GitHub: every `run:` step is one call of ours that
+exists and parses, actions are pinned, permissions and concurrency are right, the files
+validate against GitHub's schema, zizmor finds nothing, shellcheck passes, and each workflow
+runs the same command sequence as its `make ci-*` rehearsal."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mediapulse.cli import build_parser
+
+from .conftest import REPO
+
+WORKFLOWS = REPO / ".github" / "workflows"
+BIN = Path(sys.executable).parent
+REHEARSAL = {
+    "pr-slim-ci.yml": "ci-pr",
+    "nightly.yml": "ci-nightly",
+    "pr-validation.yml": "ci-validate",
+    "deploy.yml": "ci-deploy",
+}
+MAKE_VARS = {
+    "$(MP)": ".venv/bin/mediapulse",
+    "$(STATE)": "ci-artifacts/production-state",
+    "$(OUT)": "ci-output",
+    "$(MAKE)": "make",
+}
+SHA_PIN = re.compile(r"^[\w.-]+/[\w.-]+@[0-9a-f]{40}$")
+
+
+def _workflows() -> dict[str, dict]:
+    return {p.name: yaml.safe_load(p.read_text()) for p in sorted(WORKFLOWS.glob("*.yml"))}
+
+
+def _steps(workflow: dict) -> list[dict]:
+    return [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+
+
+def _make_targets() -> dict[str, list[str]]:
+    """Each Makefile target's recipe lines, with our variables expanded."""
+    targets: dict[str, list[str]] = {}
+    current = None
+    for line in (REPO / "Makefile").read_text().splitlines():
+        head = re.match(r"^([a-z][\w-]*):", line)
+        if head:
+            current = head.group(1)
+            targets[current] = []
+        elif line.startswith("\t") and current:
+            recipe = line.strip()
+            for var, value in MAKE_VARS.items():
+                recipe = recipe.replace(var, value)
+            targets[current].append(recipe)
+        elif line and not line.startswith("\t"):
+            current = None
+    return targets
+
+
+def test_there_are_the_four_workflows() -> None:
+    assert set(_workflows()) == set(REHEARSAL)
+
+
+def test_every_run_step_is_one_existing_call_of_ours() -> None:
+    targets = _make_targets()
+    parser = build_parser()
+    for name, workflow in _workflows().items():
+        for step in _steps(workflow):
+            if "run" not in step:
+                continue
+            command = step["run"].strip()
+            assert "\n" not in command, f"{name}: multi-line run step {command!r}"
+            assert not re.search(r"[;&|`]|\$\(", command), f"{name}: shell logic in {command!r}"
+            words = shlex.split(command)
+            if words[0] == "make":
+                assert len(words) == 2 and words[1] in targets, f"{name}: {command}"
+            else:
+                assert words[0] == ".venv/bin/mediapulse", f"{name}: {command}"
+                parser.parse_args(words[1:])  # an unknown command or flag exits here
+
+
+def test_each_workflow_runs_what_its_rehearsal_runs() -> None:
+    targets = _make_targets()
+    for name, target in REHEARSAL.items():
+        workflow_calls = [s["run"].strip() for s in _steps(_workflows()[name]) if "run" in s]
+        workflow_calls = [c for c in workflow_calls if c != "make venv"]
+        # a failure alert is the workflow's business; locally the exit code says it
+        workflow_calls = [c for c in workflow_calls if " notify " not in c]
+        assert workflow_calls == targets[target], f"{name} and make {target} differ"
+
+
+def test_actions_are_pinned_to_commits_with_the_version_in_a_comment() -> None:
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for line in path.read_text().splitlines():
+            match = re.search(r"uses:\s*(\S+)(.*)$", line)
+            if match:
+                assert SHA_PIN.match(match.group(1)), f"{path.name}: {line.strip()}"
+                assert re.search(r"#\s*v\d+", match.group(2)), f"{path.name}: {line.strip()}"
+
+
+def test_permissions_concurrency_and_timeouts() -> None:
+    for name, workflow in _workflows().items():
+        assert workflow["permissions"] == {"contents": "read"}, name
+        concurrency = workflow["concurrency"]
+        releases = name in ("nightly.yml", "deploy.yml")
+        assert concurrency["cancel-in-progress"] is (not releases), name
+        if releases:
+            assert concurrency["group"] == "production"
+        for job_name, job in workflow["jobs"].items():
+            assert job.get("timeout-minutes"), f"{name}:{job_name} has no timeout"
+            permissions = job.get("permissions", {})
+            writes = {k for k, v in permissions.items() if v == "write"}
+            commenting = any(
+                "sticky-pull-request-comment" in s.get("uses", "") for s in job["steps"]
+            )
+            assert writes == ({"pull-requests"} if commenting else set()), f"{name}:{job_name}"
+            checkouts = [s for s in job["steps"] if "actions/checkout" in s.get("uses", "")]
+            for checkout in checkouts:
+                assert checkout["with"]["persist-credentials"] is False
+
+
+def test_secrets_reach_only_env_and_targets_come_from_variables() -> None:
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        text = path.read_text()
+        for line in text.splitlines():
+            if "secrets." in line:
+                assert re.match(r"^\s+[A-Z_]+: \$\{\{ secrets\.[A-Z_]+ \}\}$", line), line
+        assert re.search(r"MEDIAPULSE_(PROD|CI)_TARGET: \$\{\{ vars\.", text), path.name
+
+
+def test_caches_are_keyed_on_lock_files() -> None:
+    for name, workflow in _workflows().items():
+        for step in _steps(workflow):
+            uses = step.get("uses", "")
+            if "actions/cache" in uses:
+                assert "hashFiles('package-lock.yml')" in step["with"]["key"], name
+            if "setup-python" in uses and step["with"].get("cache"):
+                assert step["with"]["cache-dependency-path"] == "requirements.lock", name
+
+
+def test_workflows_validate_against_githubs_schema() -> None:
+    files = [str(p) for p in sorted(WORKFLOWS.glob("*.yml"))]
+    result = subprocess.run(
+        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *files],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_zizmor_finds_nothing() -> None:
+    result = subprocess.run(
+        [str(BIN / "zizmor"), "--offline", "--no-progress", str(WORKFLOWS)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No findings to report" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(REHEARSAL))
+def test_shellcheck_passes_on_every_run_step(name: str, tmp_path: Path) -> None:
+    scripts = []
+    for index, step in enumerate(_steps(_workflows()[name])):
+        if "run" in step:
+            script = tmp_path / f"step{index}.sh"
+            script.write_text("#!/usr/bin/env bash\n" + step["run"] + "\n")
+            scripts.append(str(script))
+    result = subprocess.run(
+        [str(BIN / "shellcheck"), "--severity=style", *scripts],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout
