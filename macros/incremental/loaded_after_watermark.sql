@@ -1,30 +1,51 @@
 {#
     The filter an incremental model uses to pick the rows it (re)processes: rows of an upstream
     relation whose `column` is later than this model's watermark (the latest `watermark_column`
-    it already holds) minus var('incremental_lookback_hours'), so rows a loader commits late are
-    still picked up. A model that holds no rows yet has no watermark and takes every row.
+    it already holds, see `incremental_watermark`) minus var('incremental_lookback_hours'), so
+    rows a loader commits late are still picked up. A model that holds no rows yet has no
+    watermark and takes every row, and so does a full refresh (`(1 = 1)`).
 
-    The watermark is read before the model runs and written into the SQL as a literal: compared
-    with a subquery, a literal lets every engine prune storage on it (zone maps, partitions)
-    and keeps the plan a plain filter.
+    Models call it once, unconditionally, at the top (`{% set ... = loaded_after_watermark(...) %}`)
+    and use the result in their incremental branch: dbt records the macros a model calls while
+    parsing, when `is_incremental()` is false, so a call made only inside that branch would be
+    missing from the model's `depends_on.macros`, and slim CI (`state:modified`) would not rebuild
+    the incremental models when this macro changes.
+
+    The watermark is written into the SQL as a literal: compared with a subquery, a literal lets
+    every engine prune storage on it (zone maps, partitions) and keeps the plan a plain filter.
 #}
 {% macro loaded_after_watermark(column='loaded_at', watermark_column='loaded_at') -%}
-    {%- if not execute -%}
-        {{ return('(1 = 1)') }}
-    {%- endif -%}
-    {%- set watermark_query -%}
-        select
-            {{ dbt.dateadd(
-                'hour',
-                -1 * var('incremental_lookback_hours') | int,
-                'max(' ~ watermark_column ~ ')'
-            ) }} as watermark
-        from {{ this }}
-    {%- endset -%}
-    {%- set watermark = run_query(watermark_query).columns[0].values()[0] -%}
-    {%- if watermark is none -%}
+    {%- if not is_incremental() -%}
         (1 = 1)
     {%- else -%}
-        {{ column }} > cast('{{ watermark }}' as {{ dbt.type_timestamp() }})
+        {%- set watermark = incremental_watermark(watermark_column) -%}
+        {%- if watermark is none -%}
+            (1 = 1)
+        {%- else -%}
+            {{ column }} > {{ dbt.dateadd(
+                'hour',
+                -1 * var('incremental_lookback_hours') | int,
+                "cast('" ~ watermark ~ "' as " ~ dbt.type_timestamp() ~ ")"
+            ) }}
+        {%- endif -%}
     {%- endif -%}
+{%- endmacro %}
+
+
+{#
+    The latest `watermark_column` this incremental model holds, as text ('YYYY-MM-DD hh:mm:ss'),
+    read before the model runs; none when the model is empty (or while dbt only parses).
+
+    A macro of its own so that unit tests can replace it (`overrides: macros:`): in a unit
+    test `this` is a CTE of given rows, which a query run before the model cannot read.
+#}
+{% macro incremental_watermark(watermark_column='loaded_at') -%}
+    {%- if not execute -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set watermark_query -%}
+        select max({{ watermark_column }}) as watermark from {{ this }}
+    {%- endset -%}
+    {%- set watermark = run_query(watermark_query).columns[0].values()[0] -%}
+    {{ return(none if watermark is none else watermark | string) }}
 {%- endmacro %}

@@ -15,6 +15,10 @@
     )
 }}
 
+{#- Called here, outside the incremental branch, so that dbt records the macro among this
+    model's dependencies (see loaded_after_watermark). #}
+{%- set loaded_since_watermark = loaded_after_watermark('loaded_at') %}
+
 with
 
 source as (
@@ -28,7 +32,7 @@ source as (
 newly_loaded as (
 
     select * from source
-    where {{ loaded_after_watermark('loaded_at') }}
+    where {{ loaded_since_watermark }}
 
 ),
 
