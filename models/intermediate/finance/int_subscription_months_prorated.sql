@@ -1,3 +1,11 @@
+-- Ordering only (`depends_on`, nothing is read from it): waits for the titles dimension,
+-- which is built after the tests of titles and genres (player events, read here for the
+-- as-of day, have foreign keys to titles; accounts come through the subscriptions import).
+-- `dbt build` skips a model after a failed test on several tables (a relationships test)
+-- only when the model is downstream of all of them, so without these a failing foreign key
+-- in staging would not stop this model and the marts built from it.
+-- depends_on: {{ ref('dim_content') }}
+
 with
 
 subscriptions as (
