@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+
+import duckdb
 
 from mediapulse import artifacts, deps, generate
 from mediapulse.errors import MediaPulseError
@@ -55,6 +58,32 @@ def prepare(project: Project, target: str) -> str:
     return kind
 
 
+PROD_WAREHOUSE_ENV = "MEDIAPULSE_PROD_WAREHOUSE"
+
+
+def target_env(
+    project: Project, target: str, prod_warehouse: Path | None = None, need_prod: bool = False
+) -> dict[str, str]:
+    """Extra environment a target needs: the production file a CI target attaches read-only
+    (for --defer). Without production (a first run), an empty stand-in unless ``need_prod``."""
+    output = project.outputs[project.check_target(target)]
+    attaches_prod = any(a.get("alias") == "prod" for a in output.get("attach") or [])
+    if output.get("type") != "duckdb" or not attaches_prod:
+        return {}
+    path = prod_warehouse or project.duckdb_path("prod")
+    if path.exists():
+        check_duckdb_file(path, "attach production for --defer")
+        return {PROD_WAREHOUSE_ENV: str(path)}
+    if need_prod:
+        raise MediaPulseError(
+            f"production warehouse {path} not found: slim CI reads unchanged models from it; "
+            "pass --prod-warehouse (the file `mediapulse nightly` built)"
+        )
+    placeholder = Path(tempfile.mkdtemp(prefix="mediapulse-noprod-")) / "prod.duckdb"
+    duckdb.connect(str(placeholder)).close()
+    return {PROD_WAREHOUSE_ENV: str(placeholder)}
+
+
 def report_failures(project: Project, statuses: frozenset[str] = FAILED) -> list[str]:
     """Print one line per node with one of ``statuses``: model, column and rule named."""
     lines = [
@@ -69,6 +98,7 @@ def main_job(
     project: Project, target: str, full_refresh: bool = False, select: str | None = None
 ) -> int:
     kind = prepare(project, target)
+    env = target_env(project, target)
     if kind == "duckdb":
         check_duckdb_file(project.duckdb_path(target), f"build target '{target}'")
     args = ["build"]
@@ -76,7 +106,7 @@ def main_job(
         args.append("--full-refresh")
     if select:
         args += ["--select", select]
-    result = run_dbt(project, args, target=target)
+    result = run_dbt(project, args, target=target, extra_env=env)
     if not result.success:
         print(f"\ndbt build on target '{target}' failed:")
         if not report_failures(project) and result.error:

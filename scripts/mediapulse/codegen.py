@@ -226,7 +226,7 @@ def merge_text(text: str, additions: dict[str, Any]) -> str:
 
 
 def read_inputs(
-    project: Project, target: str, database: str
+    project: Project, target: str, database: str, env: dict[str, str] | None = None
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, list[dict[str, Any]]]]]:
     """(model columns by model, source columns by schema and table), as dbt-codegen sees the
     warehouse, from one `dbt run-operation`. Models not built in the target are absent."""
@@ -239,6 +239,7 @@ def read_inputs(
             json.dumps({"database": database, "ignored_schemas": sorted(IGNORED_SCHEMAS)}),
         ],
         target=target,
+        extra_env=env,
         capture_events=["PrintEvent"],
         quiet=True,
     )
@@ -305,11 +306,12 @@ def run_codegen(
                 "exist: build the target first (`make build`)"
             )
         build.check_duckdb_file(path, f"read target '{target}'")
-    parsed = run_dbt(project, ["parse"], target=target, quiet=True)
+    env = build.target_env(project, target)
+    parsed = run_dbt(project, ["parse"], target=target, extra_env=env, quiet=True)
     if not parsed.success:
         raise MediaPulseError(f"dbt parse failed: {parsed.error or 'see above'}")
     database = raw_database(project, target)
-    models, sources = read_inputs(project, target, database)
+    models, sources = read_inputs(project, target, database, env)
     manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
     manifest["_project"] = project_name(manifest)
     plan = plan_models(project.root, manifest, models)

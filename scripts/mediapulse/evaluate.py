@@ -56,9 +56,18 @@ def _label(row: dict[str, str | None]) -> str:
     return ", ".join(f"{k}={v}" for k, v in row.items() if v is not None)
 
 
+def _is_moment(value: str | None) -> bool:
+    try:
+        datetime.fromisoformat(value or "")
+        return True
+    except ValueError:
+        return False
+
+
 def _key(rule: str, row: dict[str, str | None]) -> str:
-    """Identity across runs: the rule and the row's non-numeric values (percentages move)."""
-    stable = {k: v for k, v in sorted(row.items()) if not _is_number(v)}
+    """Identity across runs: the rule and the row's values, without the numbers and times
+    that move from run to run (coverage percentages, `measured_at`)."""
+    stable = {k: v for k, v in sorted(row.items()) if not (_is_number(v) or _is_moment(v))}
     return rule + " " + json.dumps(stable, sort_keys=True)
 
 
@@ -178,7 +187,7 @@ def run_evaluate(
             )
         build.check_duckdb_file(path, f"evaluate target '{target}'")
     severity = os.environ.get(SEVERITY_ENV, "error")
-    env = {SEVERITY_ENV: severity}
+    env = {SEVERITY_ENV: severity, **build.target_env(project, target)}
     result = run_dbt(
         project, ["build", "--selector", "project_evaluator"], target=target, extra_env=env
     )

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import duckdb
 
 from mediapulse import artifacts, build
 from mediapulse.errors import MediaPulseError
@@ -28,7 +25,6 @@ EXCLUDE = ["--exclude", "package:dbt_project_evaluator"]
 # dbt only warns about a breaking change to an unversioned contracted model; in CI it must fail
 BREAKING_IS_ERROR = ["--warn-error-options", '{"error": ["UnversionedBreakingChange"]}']
 DEFAULT_SELECT = "state:modified+"
-PROD_WAREHOUSE_ENV = "MEDIAPULSE_PROD_WAREHOUSE"
 
 
 @dataclass(frozen=True)
@@ -135,8 +131,16 @@ def make_plan(project: Project, state: Path, select: str, target: str, env: dict
     )
 
 
+def node_name(unique_id: str) -> str:
+    """A node's name as its relation is named: `dim_users_v2` for version 2 of dim_users."""
+    parts = unique_id.split(".")
+    if len(parts) > 3 and re.fullmatch(r"v\d+", parts[-1]):
+        return f"{parts[-2]}_{parts[-1]}"
+    return parts[-1]
+
+
 def _names(ids: tuple[str, ...]) -> str:
-    return ", ".join(i.split(".")[-1] for i in ids) or "none"
+    return ", ".join(node_name(i) for i in ids) or "none"
 
 
 def render_plan(plan: Plan) -> str:
@@ -170,24 +174,6 @@ def render_results(results: list[artifacts.NodeResult], seconds: float) -> str:
     return text
 
 
-def _prod_env(project: Project, prod_warehouse: Path | None, state: Path | None) -> dict[str, str]:
-    if project.target_type("ci") != "duckdb":
-        return {}
-    path = prod_warehouse or project.duckdb_path("prod")
-    if path.exists():
-        build.check_duckdb_file(path, "attach production for --defer")
-        return {PROD_WAREHOUSE_ENV: str(path)}
-    if state is not None:
-        raise MediaPulseError(
-            f"production warehouse {path} not found: slim CI reads unchanged models from it; "
-            "pass --prod-warehouse (the file `mediapulse nightly` built)"
-        )
-    # first run ever: nothing to defer to, but the ci profile attaches a production file
-    placeholder = Path(tempfile.mkdtemp(prefix="mediapulse-noprod-")) / "prod.duckdb"
-    duckdb.connect(str(placeholder)).close()
-    return {PROD_WAREHOUSE_ENV: str(placeholder)}
-
-
 def run_slim_ci(
     project: Project,
     state_dir: Path | None,
@@ -198,7 +184,7 @@ def run_slim_ci(
 ) -> int:
     build.prepare(project, target)
     state = find_state(state_dir)
-    env = _prod_env(project, prod_warehouse, state)
+    env = build.target_env(project, target, prod_warehouse, need_prod=state is not None)
     if state is None:
         where = f"at {state_dir}" if state_dir else "(no --state given)"
         print(f"notice: no production state {where}: running a full build instead of slim CI")

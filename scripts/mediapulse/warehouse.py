@@ -12,6 +12,11 @@ from mediapulse.errors import MediaPulseError
 
 def describe_open_error(path: Path, exc: Exception) -> str:
     text = str(exc)
+    if "different configuration" in text:
+        return (
+            f"{path} is already open in this process in another mode (read-only vs read-write): "
+            "close that connection first"
+        )
     if "Could not set lock" in text or "Conflicting lock" in text:
         pid = re.search(r"PID (\d+)", text)
         holder = f" (held by process {pid.group(1)})" if pid else ""

@@ -144,10 +144,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 
 def manifest_models(project: Project) -> dict[str, dict]:
-    """The project's own models in the last manifest, by name."""
+    """The project's own models in the last manifest, by name (`<name>_v<n>` for a version)."""
     manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
     return {
-        n["name"]: n
+        n["name"] if n.get("version") is None else f"{n['name']}_v{n['version']}": n
         for n in manifest["nodes"].values()
         if n["resource_type"] == "model" and n["package_name"] == "mediapulse"
     }

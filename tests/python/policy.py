@@ -75,3 +75,17 @@ def name_of_test(node: dict) -> str:
     if not meta:
         return "singular"
     return f"{meta['namespace']}.{meta['name']}" if meta.get("namespace") else meta["name"]
+
+
+DEFAULT_THRESHOLD = "!= 0"
+
+
+def effective_severity(config: dict) -> str:
+    """The policy severity a test's config implements (docs/test-severity.md, "How this is
+    written in the YAML"): `warn` when it can only warn, or when it warns below an `error_if`
+    threshold; `error` when any failing row fails the build."""
+    if str(config.get("severity", "error")).lower() == "warn":
+        return "warn"
+    if str(config.get("warn_if", DEFAULT_THRESHOLD)).strip() != DEFAULT_THRESHOLD:
+        return "warn"
+    return "error"

@@ -19,7 +19,7 @@ from mediapulse.faults import FAULTS
 from mediapulse.project import Project
 
 from .conftest import REPO, clone_built, manifest_models, relation_of
-from .policy import layer_of, load_policy, name_of_test, rule_for
+from .policy import effective_severity, layer_of, load_policy, name_of_test, rule_for
 
 pytestmark = pytest.mark.dbt
 
@@ -32,8 +32,12 @@ class Caught:
     status: str  # what dbt reports for the injected amount: error, fail or warn
 
 
-CAUGHT_BY = {
-    "renamed_column": Caught("not_null", "source accounts.users", "user_id", "error"),
+CAUGHT_BY: dict[str, Caught | tuple[Caught, ...]] = {
+    # every source key is not_null and unique: a missing key column breaks both, loudly
+    "renamed_column": (
+        Caught("not_null", "source accounts.users", "user_id", "error"),
+        Caught("unique", "source accounts.users", "user_id", "error"),
+    ),
     "null_keys": Caught("not_null", "source streaming.watch_events", "user_id", "fail"),
     "late_redelivery": Caught(
         "redelivered_within_window", "source streaming.watch_events", "event_id", "warn"
@@ -82,7 +86,8 @@ def test_fault_is_caught_by_the_policy_test(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    expected = CAUGHT_BY[fault]
+    caught = CAUGHT_BY[fault]
+    expected_all = caught if isinstance(caught, tuple) else (caught,)
     project = clone_built(built, tmp_path / "project")
     with duckdb.connect(str(project.raw_path), read_only=True) as con:
         params, _ = generate.read_params(con, project.raw_path)
@@ -92,24 +97,30 @@ def test_fault_is_caught_by_the_policy_test(
     printed = capsys.readouterr().out
 
     results = artifacts.node_results(project.target_dir)
-    fired = [r for r in results if r.resource_type in ("test", "unit_test") and r.status != "pass"
-             and r.status != "skipped"]  # fmt: skip
-    assert [(r.rule, r.model, r.column, r.status) for r in fired] == [
-        (expected.rule, expected.where, expected.column, expected.status)
-    ], "exactly the expected test fires"
-    hit = fired[0]
+    fired = [
+        r for r in results
+        if r.resource_type in ("test", "unit_test") and r.status not in ("pass", "skipped")
+    ]  # fmt: skip
+    assert sorted((r.rule, r.model, r.column, r.status) for r in fired) == sorted(
+        (e.rule, e.where, e.column, e.status) for e in expected_all
+    ), "exactly the expected test fires"
 
-    # the severity the policy gives this kind of test in this layer
     manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
-    node = manifest["nodes"][hit.unique_id]
     rules = load_policy(REPO / "docs" / "test-severity.md")
-    rule = rule_for(rules, layer_of(node, manifest), name_of_test(node), hit.column)
-    assert rule is not None, f"{hit.unique_id} is not covered by the policy"
-    assert hit.severity == rule.severity
-
-    # the line the user reads names the rule, the model or source and the column
-    line = next(x for x in printed.splitlines() if hit.name in x)
-    assert expected.rule in line and expected.where in line and expected.column in line
+    for hit, expected in zip(
+        sorted(fired, key=lambda r: r.rule or ""),
+        sorted(expected_all, key=lambda e: e.rule),
+        strict=True,
+    ):
+        # the test implements the severity the policy gives its kind in its layer
+        node = manifest["nodes"][hit.unique_id]
+        rule = rule_for(rules, layer_of(node, manifest), name_of_test(node), hit.column)
+        assert rule is not None, f"{hit.unique_id} is not covered by the policy"
+        assert effective_severity(node["config"]) == rule.severity
+        # the line the user reads names the rule, the model or source and the column
+        line = next(x for x in printed.splitlines() if hit.name in x)
+        assert expected.rule in line and expected.where in line and expected.column in line
+    expected = expected_all[0]
 
     models = {r.name: r for r in results if r.resource_type == "model"}
     marts_now = _mart_rows(project)

@@ -14,12 +14,18 @@ from mediapulse.project import Project
 from mediapulse.runner import run_dbt
 
 from .conftest import REPO, clone_built, relation_of
-from .policy import layer_of, load_policy, name_of_test, rule_for
+from .policy import (
+    DEFAULT_THRESHOLD,
+    effective_severity,
+    layer_of,
+    load_policy,
+    name_of_test,
+    rule_for,
+)
 
 pytestmark = pytest.mark.dbt
 
 POLICY = REPO / "docs" / "test-severity.md"
-DEFAULT_THRESHOLD = "!= 0"
 
 
 @pytest.fixture(scope="module")
@@ -54,23 +60,24 @@ def test_every_test_has_the_severity_the_policy_gives(manifest: dict) -> None:
             problems.append(f"{node['unique_id']}: no policy row for ({layer}, {name})")
             continue
         config = node.get("config", {})
-        severity = str(config.get("severity", "error")).lower()
+        severity = effective_severity(config)
         if node["resource_type"] == "unit_test":
             severity = "error"  # a failing unit test always fails the build
         if severity != rule.severity:
             problems.append(
                 f"{node['unique_id']}: severity {severity}, policy says {rule.severity}"
             )
-        if rule.severity == "warn":
-            warn_if, error_if = config.get("warn_if"), config.get("error_if")
-            if warn_if == DEFAULT_THRESHOLD and error_if == DEFAULT_THRESHOLD:
-                problems.append(f"{node['unique_id']}: warn test without warn_if/error_if")
-            wanted = re.findall(r"(warn_if|error_if)\s*(\S+\s*\d+)", rule.thresholds)
-            for key, value in wanted:
-                if str(config.get(key)).replace(" ", "") != value.replace(" ", ""):
-                    problems.append(
-                        f"{node['unique_id']}: {key} {config.get(key)}, policy says {value}"
-                    )
+        error_if = str(config.get("error_if", DEFAULT_THRESHOLD)).strip()
+        if error_if != DEFAULT_THRESHOLD and str(config.get("severity")).lower() != "error":
+            problems.append(f"{node['unique_id']}: error_if without severity error never fires")
+        if rule.severity == "error" and error_if != DEFAULT_THRESHOLD:
+            problems.append(f"{node['unique_id']}: an error-policy test keeps error_if != 0")
+        wanted = re.findall(r"(warn_if|error_if)\s*(\S+\s*\d+)", rule.thresholds)
+        for key, value in wanted:
+            if str(config.get(key)).replace(" ", "") != value.replace(" ", ""):
+                problems.append(
+                    f"{node['unique_id']}: {key} {config.get(key)}, policy says {value}"
+                )
     assert not problems, "\n".join(problems)
 
 
@@ -150,9 +157,11 @@ def test_everything_is_documented(built: Project, manifest: dict) -> None:
 def test_marts_have_enforced_contracts_groups_and_owners(manifest: dict) -> None:
     groups = manifest.get("groups", {})
     for node in manifest["nodes"].values():
-        if node["resource_type"] != "model" or node["fqn"][1] != "marts":
+        if node["resource_type"] != "model" or node["package_name"] != "mediapulse":
             continue
-        name = node["name"]
+        if node["fqn"][1] != "marts":
+            continue
+        name = node["unique_id"]
         assert node["config"]["contract"]["enforced"], name
         assert node["columns"], f"{name} declares no columns"
         assert all(c.get("data_type") for c in node["columns"].values()), name

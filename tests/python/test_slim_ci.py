@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -61,14 +63,19 @@ def _plan_row(out: str, label: str) -> set[str]:
     return set() if row.group(1) == "none" else set(row.group(1).split(", "))
 
 
-def _same_tables(left: Path, right: Path, relations: list[tuple[str, str]]) -> None:
+def _same_tables(project: Project, left: str, other: Project, right: str, relations) -> None:
+    """Compare tables of two warehouses. Each file is attached under its own catalog name,
+    with raw and production beside them, because DuckDB views name the catalogs they read."""
     with duckdb.connect() as con:
-        con.execute(f"attach '{left}' as l (read_only)")
-        con.execute(f"attach '{right}' as r (read_only)")
+        con.execute(f"attach '{project.duckdb_path(left)}' as {left} (read_only)")
+        con.execute(f"attach '{other.duckdb_path(right)}' as {right} (read_only)")
+        con.execute(f"attach '{project.raw_path}' as raw (read_only)")
+        con.execute(f"attach '{project.duckdb_path('prod')}' as prod (read_only)")
         for a, b in relations:
+            a, b = f"{left}.{a}", f"{right}.{b}"
             diff = con.execute(
-                f"select count(*) from ((select * from l.{a} except all select * from r.{b}) "
-                f"union all (select * from r.{b} except all select * from l.{a}))"
+                f"select count(*) from ((select * from {a} except all select * from {b}) "
+                f"union all (select * from {b} except all select * from {a}))"
             ).fetchone()[0]
             assert diff == 0, f"{a} vs {b}: {diff} rows differ"
 
@@ -87,14 +94,14 @@ def test_staging_change_builds_it_and_its_descendants_only(
     expected = {changed} | _descendants(manifest, {changed})
     assert _built(project) == expected
     assert _plan_row(out, "modified") == {"stg_catalog__content"}
-    assert _plan_row(out, "downstream") == {n.split(".")[-1] for n in expected - {changed}}
+    assert _plan_row(out, "downstream") == {slim_ci.node_name(n) for n in expected - {changed}}
     deferred = _plan_row(out, "deferred to production")
     parents = {
         p for n in expected for p in manifest["parent_map"][n]
         if p.split(".")[0] in BUILDABLE and p not in expected
         and manifest["nodes"][p]["config"]["materialized"] != "ephemeral"
     }  # fmt: skip
-    assert deferred == {p.split(".")[-1] for p in parents} and deferred
+    assert deferred == {slim_ci.node_name(p) for p in parents} and deferred
     assert "## Slim CI plan" in (project.root / "slim.md").read_text()
 
     # what slim CI built equals a full build of the changed project
@@ -103,14 +110,14 @@ def test_staging_change_builds_it_and_its_descendants_only(
     assert build.main_job(full, target="dev") == 0
     ci_models = manifest_models(project)
     full_models = manifest_models(full)
-    names = [n.split(".")[-1] for n in expected if n.startswith("model.")]
+    names = [slim_ci.node_name(n) for n in expected if n.startswith("model.")]
     relations = [
         (relation_of(ci_models[n]).split(".", 1)[1], relation_of(full_models[n]).split(".", 1)[1])
         for n in names
         if ci_models[n]["config"]["materialized"] != "ephemeral"
     ]
     assert relations
-    _same_tables(project.duckdb_path("ci"), full.duckdb_path("dev"), relations)
+    _same_tables(project, "ci", full, "dev", relations)
     with duckdb.connect(str(project.duckdb_path("ci")), read_only=True) as con:
         titles = con.execute(
             f"select count(*) from {relation_of(ci_models['dim_content']).split('.', 1)[1]} "
@@ -154,7 +161,11 @@ def test_macro_change_rebuilds_every_model_using_it(
     project = clone_built(after_nightly, tmp_path / "pr")
     macro = "macros/incremental/loaded_after_watermark.sql"
     path = project.root / macro
-    path.write_text(path.read_text().replace("{% macro", "{# reviewed #}\n{% macro", 1))
+    text = path.read_text()
+    head = re.search(r"\{% macro loaded_after_watermark\(.*?%\}\n", text)
+    assert head
+    # a change inside the macro's body (a comment outside a macro is no change to dbt)
+    path.write_text(text.replace(head.group(0), head.group(0) + "    {#- reviewed -#}\n", 1))
     code, out = _run(project, capsys)
     assert code == 0, out
     manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
@@ -166,7 +177,7 @@ def test_macro_change_rebuilds_every_model_using_it(
     modified = _plan_row(out, "modified")
     assert {u.split(".")[-1] for u in users} <= modified
     assert _built(project) == users | _descendants(manifest, users) | {
-        m for m in _built(project) if m.split(".")[-1] in modified
+        m for m in _built(project) if slim_ci.node_name(m) in modified
     }
 
 
@@ -215,7 +226,7 @@ def test_no_state_runs_a_full_build_with_a_notice(
     assert code == 0
     assert "no production state" in out and "full build" in out
     models = {n for n in manifest_models(project)}
-    built = {u.split(".")[-1] for u in _built(project) if u.startswith("model.")}
+    built = {slim_ci.node_name(u) for u in _built(project) if u.startswith("model.")}
     assert built == {
         n for n in models if manifest_models(project)[n]["config"]["materialized"] != "ephemeral"
     }
@@ -239,12 +250,19 @@ def test_corrupt_state_and_bad_selector_are_clear_errors(
         slim_ci.run_slim_ci(project, state_dir=project.root / "state", select="no_such_model")
     with pytest.raises(MediaPulseError, match="unknown target"):
         slim_ci.run_slim_ci(project, state_dir=project.root / "state", target="qa")
-    holder = duckdb.connect(str(project.duckdb_path("prod")))  # a writer holds production
+    # another process writing to production holds its lock
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "print('ready', flush=True); time.sleep(120)", str(project.duckdb_path("prod"))],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
-        with pytest.raises(MediaPulseError, match="locked"):
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(MediaPulseError, match="locked by another process"):
             slim_ci.run_slim_ci(project, state_dir=project.root / "state")
     finally:
-        holder.close()
+        holder.kill()
+        holder.wait()
     with pytest.raises(MediaPulseError, match="not found"):
         slim_ci.run_slim_ci(
             project, state_dir=project.root / "state", prod_warehouse=tmp_path / "nope.duckdb"
