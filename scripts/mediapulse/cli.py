@@ -173,6 +173,21 @@ def _cmd_codegen(args: argparse.Namespace, project: Project) -> int:
     )
 
 
+def _cmd_bench(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.bench import check_scale, run_bench
+
+    out = Path(args.out)
+    return run_bench(
+        project,
+        events=check_scale(args.scale),
+        days=args.days,
+        runs=args.runs,
+        work=Path(args.work_dir).resolve(),
+        out_json=out,
+        out_markdown=Path(args.markdown) if args.markdown else out.with_suffix(".md"),
+    )
+
+
 def _cmd_query(args: argparse.Namespace, project: Project) -> int:
     from mediapulse.query import run_query
 
@@ -374,6 +389,24 @@ def build_parser() -> argparse.ArgumentParser:
     slim_p.add_argument(
         "--summary", help="Markdown report path (default: $GITHUB_STEP_SUMMARY when set)"
     )
+
+    bench_p = command(
+        "bench",
+        _cmd_bench,
+        "measure full, incremental and slim-CI builds side by side; write a report",
+    )
+    bench_p.add_argument(
+        "--scale", default="10M", help="watch events: 1M, 10M (default), 50M or a number"
+    )
+    bench_p.add_argument("--days", type=_positive_int, default=90, help="days (default: 90)")
+    bench_p.add_argument(
+        "--runs", type=_positive_int, default=3, help="repetitions per measurement (default: 3)"
+    )
+    bench_p.add_argument(
+        "--work-dir", default="bench/work", help="throwaway project copy and warehouse"
+    )
+    bench_p.add_argument("--out", default="bench/results.json", help="JSON report")
+    bench_p.add_argument("--markdown", help="Markdown report (default: beside --out, .md)")
 
     query_p = command("query", _cmd_query, "run read-only SQL on a DuckDB target's warehouse")
     _target_argument(query_p)

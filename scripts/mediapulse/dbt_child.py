@@ -8,6 +8,7 @@ can enforce. Usage: ``python -m mediapulse.dbt_child RESULT_JSON [--capture EVEN
 from __future__ import annotations
 
 import json
+import resource
 import sys
 from pathlib import Path
 
@@ -29,8 +30,17 @@ def main(argv: list[str]) -> int:
     error = None
     if result.exception is not None:
         error = f"{type(result.exception).__name__}: {result.exception}"
+    # this process ran dbt and the database engine, so its peak is the invocation's peak
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result_file.write_text(
-        json.dumps({"success": bool(result.success), "error": error, "messages": messages})
+        json.dumps(
+            {
+                "success": bool(result.success),
+                "error": error,
+                "messages": messages,
+                "peak_rss_mb": peak_rss_mb,
+            }
+        )
     )
     if result.success:
         return 0

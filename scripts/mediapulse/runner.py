@@ -34,6 +34,7 @@ class DbtRun:
     error: str | None
     elapsed_s: float
     messages: list[str] = field(default_factory=list)
+    peak_rss_mb: float = 0.0  # the dbt process's peak resident memory
 
     @property
     def command(self) -> str:
@@ -114,4 +115,5 @@ def run_dbt(
         error=payload["error"],
         elapsed_s=elapsed,
         messages=payload["messages"],
+        peak_rss_mb=float(payload.get("peak_rss_mb", 0.0)),
     )

@@ -17,6 +17,7 @@ import pytest
 from mediapulse import artifacts, build, generate
 from mediapulse.faults import FAULTS
 from mediapulse.project import Project
+from mediapulse.slim_ci import node_name
 
 from .conftest import REPO, clone_built, manifest_models, relation_of
 from .policy import effective_severity, layer_of, load_policy, name_of_test, rule_for
@@ -122,7 +123,7 @@ def test_fault_is_caught_by_the_policy_test(
         assert expected.rule in line and expected.where in line and expected.column in line
     expected = expected_all[0]
 
-    models = {r.name: r for r in results if r.resource_type == "model"}
+    models = {node_name(r.unique_id): r for r in results if r.resource_type == "model"}
     marts_now = _mart_rows(project)
     # nothing bad lands in a mart: each holds exactly what the clean build put there
     for mart, rows in marts_now.items():

@@ -108,9 +108,19 @@ def test_the_workflows_rehearsed_end_to_end(built: Project, tmp_path: Path) -> N
     _ok(_make(project, "ci-validate"))
     results = artifacts.node_results(project.target_dir)
     manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
-    built_models = [r for r in results if r.resource_type == "model"]
-    assert built_models
-    assert all("critical" in manifest["nodes"][r.unique_id]["tags"] for r in built_models)
+    built_models = {r.unique_id for r in results if r.resource_type == "model"}
+    critical = {
+        uid for uid, n in manifest["nodes"].items()
+        if n["resource_type"] == "model" and "critical" in n["tags"]
+        and n["config"]["materialized"] != "ephemeral"
+    }  # fmt: skip
+    descendants, todo = set(), list(critical)
+    while todo:
+        for child in manifest["child_map"].get(todo.pop(), []):
+            if child.startswith("model.") and child not in descendants:
+                descendants.add(child)
+                todo.append(child)
+    assert critical and built_models == critical | descendants
     assert "Slim CI results: passed" in (out / "validate.md").read_text()
 
     # 5. deploy the merged change: production swapped, the old one kept, state republished

@@ -1,0 +1,518 @@
+"""`mediapulse bench`: how fast the warehouse builds, and what incremental runs and slim CI save.
+
+Everything runs in a throwaway copy of the project with its own warehouse, at a chosen scale
+(default 10 M watch events over 90 days), each measurement repeated (median, min, max) with
+the dbt process's peak memory. Ratios are measured side by side in one run, on dbt's own
+execution time (run_results.json `elapsed_time`: without interpreter start-up and project
+parsing, which are measured on their own); wall-clock times are reported beside them.
+
+Before any number is reported, the results are checked: the incremental run must give what a
+full refresh gives, and slim CI what the full build gives. A mismatch fails loudly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from mediapulse import artifacts, deps, generate
+from mediapulse.errors import MediaPulseError
+from mediapulse.project import Project
+from mediapulse.report import markdown_table
+from mediapulse.runner import DbtRun, run_dbt
+
+SCALES = {"1M": 1_000_000, "10M": 10_000_000, "50M": 50_000_000}
+EVENTS_PER_USER_DAY = 6.0
+# share of generated accounts that have signed up and watch in a given window (measured)
+VISIBLE_SHARE = 0.815
+TARGET = "prod"
+# the models edited for the slim-CI measurements: one mart, and the event staging model
+ONE_MART = "models/marts/ads/fct_campaign_delivery.sql"
+EVENT_STAGING = "models/staging/streaming/stg_streaming__watch_events.sql"
+COPY_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", "dbt_packages*", "target", "logs", "warehouse", "bench", "ci-artifacts",
+    "ci-output", "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info",
+)  # fmt: skip
+
+
+@dataclass
+class Sample:
+    wall_s: float
+    exec_s: float | None  # dbt's elapsed_time; None where dbt writes no run results
+    peak_mb: float
+
+
+@dataclass
+class Measure:
+    name: str
+    command: str
+    samples: list[Sample] = field(default_factory=list)
+
+    def stat(self, key: str) -> dict[str, float | None]:
+        values = [getattr(s, key) for s in self.samples if getattr(s, key) is not None]
+        if not values:
+            return {"median": None, "min": None, "max": None}
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    @property
+    def exec_median(self) -> float:
+        value = self.stat("exec_s")["median"] or self.stat("wall_s")["median"]
+        return float(value or 0.0)
+
+    @property
+    def wall_median(self) -> float:
+        return float(self.stat("wall_s")["median"] or 0.0)
+
+
+@dataclass
+class Target:
+    name: str
+    measured: float
+    limit: float
+    better: str  # "higher" or "lower"
+    unit: str
+
+    @property
+    def met(self) -> bool:
+        return (
+            self.measured >= self.limit if self.better == "higher" else self.measured <= self.limit
+        )
+
+
+def params_for(events: int, days: int, seed: int) -> generate.Params:
+    users = max(50, math.ceil(events / (days * EVENTS_PER_USER_DAY * VISIBLE_SHARE)))
+    return generate.Params(
+        seed=seed,
+        users=users,
+        days=days,
+        events_per_user_day=EVENTS_PER_USER_DAY,
+        start_date=generate.default_start_date(days),
+    )
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gib = None
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory_gib = round(pages / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    from importlib.metadata import version
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": memory_gib,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "dbt_core": version("dbt-core"),
+        "dbt_duckdb": version("dbt-duckdb"),
+        "duckdb": duckdb.__version__,
+    }
+
+
+class Bench:
+    """One benchmark run in ``work``: a project copy, its warehouse and the measurements."""
+
+    def __init__(self, source: Project, work: Path, runs: int) -> None:
+        if work.exists():
+            shutil.rmtree(work)
+        shutil.copytree(source.root, work / "project", ignore=COPY_IGNORE)
+        self.project = Project.discover(work / "project", work / "project" / "warehouse")
+        self.work = work
+        self.runs = runs
+        self.measures: dict[str, Measure] = {}
+        self.checks: dict[str, str] = {}
+        self.env = {"MEDIAPULSE_THREADS": str(os.cpu_count() or 2)}
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def dbt(self, args: list[str], target: str = TARGET, env: dict | None = None) -> DbtRun:
+        run_results = self.project.target_dir / "run_results.json"
+        run_results.unlink(missing_ok=True)
+        result = run_dbt(
+            self.project, args, target=target, extra_env={**self.env, **(env or {})}, quiet=True
+        )
+        if not result.success:
+            failed = []
+            if run_results.exists():
+                failed = [r.describe() for r in artifacts.node_results(self.project.target_dir)
+                          if r.failed]  # fmt: skip
+            raise MediaPulseError(
+                f"benchmark step `{result.command}` failed: "
+                + ("; ".join(failed[:3]) or result.error or "see the dbt log")
+            )
+        return result
+
+    def exec_time(self) -> float | None:
+        path = self.project.target_dir / "run_results.json"
+        if not path.exists():
+            return None
+        return float(artifacts.load_json(path, "run results").get("elapsed_time") or 0.0)
+
+    def measure(
+        self,
+        name: str,
+        args: list[str],
+        before: Callable[[], None] | None = None,
+        target: str = TARGET,
+        env: dict | None = None,
+    ) -> Measure:
+        measure = Measure(name, "dbt " + " ".join(args))
+        for _ in range(self.runs):
+            if before:
+                before()
+            result = self.dbt(args, target=target, env=env)
+            measure.samples.append(Sample(result.elapsed_s, self.exec_time(), result.peak_rss_mb))
+            print(f"  {name}: {result.elapsed_s:.1f} s wall, peak {result.peak_rss_mb:.0f} MB")
+        self.measures[name] = measure
+        return measure
+
+    def file(self, name: str) -> Path:
+        return self.project.warehouse_dir / name
+
+    def save(self, name: str, *files: str) -> None:
+        folder = self.work / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        for file in files:
+            shutil.copy2(self.file(file), folder / file)
+
+    def restore(self, name: str) -> Callable[[], None]:
+        def restore() -> None:
+            for saved in (self.work / name).iterdir():
+                shutil.copy2(saved, self.file(saved.name))
+            for leftover in self.project.warehouse_dir.glob("*.wal"):
+                leftover.unlink()
+
+        return restore
+
+    def fresh(self, *files: str) -> Callable[[], None]:
+        def remove() -> None:
+            for file in files:
+                self.file(file).unlink(missing_ok=True)
+                self.file(file + ".wal").unlink(missing_ok=True)
+
+        return remove
+
+    # -- the steps -----------------------------------------------------------------------------
+
+    def generate(self, params: generate.Params) -> dict[str, Any]:
+        started = time.perf_counter()
+        summary = generate.generate(self.project.raw_path, params, overwrite=True)
+        seconds = time.perf_counter() - started
+        events = summary.rows["streaming.watch_events"]
+        print(f"generated {events:,} watch events in {seconds:.1f} s")
+        return {"seconds": seconds, "rows": summary.rows, "params": {
+            k: str(v) for k, v in asdict(params).items()}}  # fmt: skip
+
+    def compare(self, label: str, pairs: list[tuple[str, str]], attach: dict[str, Path]) -> None:
+        """Every pair of relations holds the same rows, or the benchmark stops."""
+        with duckdb.connect() as con:
+            for alias, path in attach.items():
+                con.execute(f"attach '{path}' as {alias} (read_only)")
+            for left, right in pairs:
+                diff = con.execute(
+                    f"select count(*) from ((select * from {left} except all select * from "
+                    f"{right}) union all (select * from {right} except all select * from {left}))"
+                ).fetchone()[0]
+                if diff:
+                    raise MediaPulseError(
+                        f"benchmark check '{label}' FAILED: {left} and {right} differ in {diff} "
+                        "rows; the numbers below would be meaningless"
+                    )
+        self.checks[label] = f"equal ({len(pairs)} relations)"
+        print(f"check {label}: equal ({len(pairs)} relations)")
+
+    def built_tables(self) -> list[str]:
+        """schema.table of every table or incremental model of the project, from the manifest."""
+        manifest = artifacts.load_json(self.project.target_dir / "manifest.json", "manifest")
+        return sorted(
+            str(n["relation_name"]).replace('"', "").split(".", 1)[1]
+            for n in manifest["nodes"].values()
+            if n["resource_type"] == "model"
+            and n["package_name"] == "mediapulse"
+            and n["config"]["materialized"] in ("table", "incremental")
+        )
+
+    def floor(self) -> Measure:
+        """The compiled SQL of every model run directly in DuckDB in DAG order, without dbt."""
+        self.dbt(["compile", "--full-refresh", "--exclude", "package:dbt_project_evaluator"])
+        manifest = artifacts.load_json(self.project.target_dir / "manifest.json", "manifest")
+        models = {
+            uid: n for uid, n in manifest["nodes"].items()
+            if n["resource_type"] == "model" and n["package_name"] == "mediapulse"
+            and n["config"]["materialized"] != "ephemeral"
+        }  # fmt: skip
+        order: list[str] = []
+        seen: set[str] = set()
+
+        def visit(uid: str) -> None:
+            if uid in seen:
+                return
+            seen.add(uid)
+            for parent in manifest["nodes"].get(uid, {}).get("depends_on", {}).get("nodes", []):
+                if parent in models:
+                    visit(parent)
+            order.append(uid)
+
+        for uid in sorted(models):
+            visit(uid)
+        measure = Measure("floor", f"{len(order)} models' compiled SQL in DuckDB, no dbt")
+        for _ in range(self.runs):
+            self.restore("after_full")()
+            with duckdb.connect(str(self.file("prod.duckdb"))) as con:
+                # start from what dbt starts from: seeds loaded, no model built yet
+                for uid in reversed(order):
+                    node = models[uid]
+                    relation = str(node["relation_name"]).replace('"', "")
+                    kind = "view" if node["config"]["materialized"] == "view" else "table"
+                    con.execute(f"drop {kind} if exists {relation} cascade")
+            started = time.perf_counter()
+            with duckdb.connect(str(self.file("prod.duckdb"))) as con:
+                con.execute(f"attach '{self.project.raw_path}' as raw (read_only)")
+                con.execute(f"set threads = {os.cpu_count() or 2}")
+                for uid in order:
+                    node = models[uid]
+                    relation = str(node["relation_name"]).replace('"', "")
+                    kind = "view" if node["config"]["materialized"] == "view" else "table"
+                    con.execute(f"create or replace {kind} {relation} as {node['compiled_code']}")
+            seconds = time.perf_counter() - started
+            measure.samples.append(Sample(seconds, seconds, 0.0))
+            print(f"  floor: {seconds:.1f} s")
+        self.measures["floor"] = measure
+        return measure
+
+    def edit(self, relative: str) -> Callable[[], None]:
+        """Change a model without changing its result; returns the undo."""
+        path = self.project.root / relative
+        original = path.read_text()
+        path.write_text(original + "\n-- benchmark: a change slim CI must rebuild\n")
+        return lambda: path.write_text(original)
+
+
+def run_bench(
+    source: Project,
+    events: int,
+    days: int,
+    runs: int,
+    work: Path,
+    out_json: Path,
+    out_markdown: Path,
+    seed: int = 42,
+) -> int:
+    started = time.perf_counter()
+    bench = Bench(source, work, runs)
+    print(deps.install(bench.project, force=False).summary())
+    info = machine()
+    print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+    gen = bench.generate(params_for(events, days, seed))
+    events_loaded = gen["rows"]["streaming.watch_events"]
+
+    # 1. full refresh (build with every test, and models only)
+    bench.measure("full_build", ["build", "--full-refresh"], before=bench.fresh("prod.duckdb"))
+    bench.save("after_full", "prod.duckdb")
+    shutil.copytree(bench.project.target_dir, work / "state", dirs_exist_ok=True)
+    bench.measure("full_run", ["run", "--full-refresh"], before=bench.restore("after_full"))
+    path_models = ("stg_streaming__watch_events", "int_watch_events_sessionized",
+                   "fct_watch_sessions")  # fmt: skip
+    path_seconds = sum(
+        r.execution_time for r in artifacts.node_results(bench.project.target_dir)
+        if r.name in path_models
+    )  # fmt: skip
+
+    # 2. one more day, then the incremental run
+    bench.save("raw_before", "raw.duckdb")
+    generate.append_day(bench.project.raw_path)
+    bench.save("raw_after", "raw.duckdb")
+    bench.measure("incremental_run", ["run"], before=bench.restore("after_full"))
+    bench.save("after_incremental", "prod.duckdb")
+    bench.measure("incremental_build", ["build"], before=bench.restore("after_full"))
+    # check: the incremental result equals a full refresh on the same raw data
+    bench.restore("after_full")()
+    bench.dbt(["build", "--full-refresh"])
+    tables = bench.built_tables()
+    bench.compare(
+        "incremental == full refresh",
+        [(f"inc.{t}", f"prod.{t}") for t in tables],
+        {"inc": work / "after_incremental" / "prod.duckdb", "prod": bench.file("prod.duckdb")},
+    )
+
+    # 3. slim CI against the production built in step 1
+    bench.restore("raw_before")()
+    bench.restore("after_full")()
+    slim_env = {"MEDIAPULSE_PROD_WAREHOUSE": str(bench.file("prod.duckdb"))}
+    slim_args = ["build", "--select", "state:modified+", "--exclude"]
+    slim_args += ["package:dbt_project_evaluator", "--defer", "--state", str(work / "state")]
+    for name, model in (("slim_ci_one_mart", ONE_MART), ("slim_ci_event_staging", EVENT_STAGING)):
+        undo = bench.edit(model)
+        try:
+            bench.measure(name, slim_args, before=bench.fresh("ci.duckdb"), target="ci",
+                          env=slim_env)  # fmt: skip
+            built = [r for r in artifacts.node_results(bench.project.target_dir)
+                     if r.resource_type == "model" and r.status == "success"]  # fmt: skip
+            manifest = artifacts.load_json(bench.project.target_dir / "manifest.json", "m")
+            pairs = []
+            for result in built:
+                node = manifest["nodes"][result.unique_id]
+                if node["config"]["materialized"] in ("table", "incremental"):
+                    relation = str(node["relation_name"]).replace('"', "").split(".", 1)[1]
+                    prod_relation = relation.replace("ci_", "", 1)
+                    pairs.append((f"ci.{relation}", f"prod.{prod_relation}"))
+            bench.compare(
+                f"{name} == full build",
+                pairs,
+                {
+                    "ci": bench.file("ci.duckdb"),
+                    "prod": bench.file("prod.duckdb"),
+                    "raw": bench.project.raw_path,
+                },
+            )
+            bench.measures[name].command += f" (after editing {model})"
+        finally:
+            undo()
+
+    # 4. the floor: the same SQL without dbt
+    bench.floor()
+
+    # 5. parsing, and the evaluator
+    partial = bench.project.target_dir / "partial_parse.msgpack"
+    bench.measure("parse_cold", ["parse"], before=lambda: partial.unlink(missing_ok=True))
+    bench.measure("parse_partial", ["parse"])
+    bench.measure("evaluator", ["build", "--selector", "project_evaluator"],
+                  env={"DBT_PROJECT_EVALUATOR_SEVERITY": "warn"})  # fmt: skip
+
+    m = bench.measures
+    incremental_ratio = m["full_run"].exec_median / max(m["incremental_run"].exec_median, 1e-9)
+    slim_ratio = m["full_build"].exec_median / max(m["slim_ci_one_mart"].exec_median, 1e-9)
+    floor_ratio = m["full_run"].exec_median / max(m["floor"].exec_median, 1e-9)
+    peak_gib = max(s.peak_mb for s in m["full_build"].samples) / 1024
+    targets = [
+        Target("incremental run vs full refresh (dbt run)", incremental_ratio, 10, "higher", "x"),
+        Target("slim CI, one mart, vs full build", slim_ratio, 20, "higher", "x"),
+        Target("dbt full refresh over the raw-SQL floor", floor_ratio, 1.5, "lower", "x"),
+        Target("full build wall clock", m["full_build"].wall_median, 60, "lower", "s"),
+        Target("full build peak memory", peak_gib, 4, "lower", "GiB"),
+    ]
+    report = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": info,
+        "scale": {"events": events_loaded, "days": days, "runs": runs},
+        "generator": gen,
+        "watch_event_path": {
+            "models": list(path_models),
+            "seconds": path_seconds,
+            "events_per_second": events_loaded / path_seconds if path_seconds else None,
+            "full_build_events_per_second": events_loaded / m["full_build"].exec_median,
+        },
+        "measures": {
+            k: {
+                "command": v.command,
+                "wall_s": v.stat("wall_s"),
+                "exec_s": v.stat("exec_s"),
+                "peak_mb": v.stat("peak_mb"),
+            }
+            for k, v in m.items()
+        },
+        "targets": [{**asdict(t), "met": t.met} for t in targets],
+        "checks": bench.checks,
+        "total_seconds": time.perf_counter() - started,
+    }
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(report, indent=2) + "\n")
+    markdown = render(report)
+    out_markdown.write_text(markdown)
+    print(markdown)
+    print(f"results: {out_json}, {out_markdown}")
+    return 0
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def render(report: dict[str, Any]) -> str:
+    """The report as Markdown: machine, measurements, targets, checks (pure)."""
+    machine_line = ", ".join(f"{k}: {v}" for k, v in report["machine"].items())
+    scale = report["scale"]
+    rows = []
+    for name, measure in report["measures"].items():
+        wall, exe, peak = measure["wall_s"], measure["exec_s"], measure["peak_mb"]
+        rows.append((
+            name, _fmt(exe["median"]), f"{_fmt(exe['min'])}-{_fmt(exe['max'])}",
+            _fmt(wall["median"]), _fmt(peak["max"], 0), measure["command"],
+        ))  # fmt: skip
+    targets = [
+        (t["name"], f"{_fmt(t['measured'])} {t['unit']}",
+         f"{'≥' if t['better'] == 'higher' else '≤'} {t['limit']} {t['unit']}",
+         "met" if t["met"] else "**MISSED**")
+        for t in report["targets"]
+    ]  # fmt: skip
+    path = report["watch_event_path"]
+    lines = [
+        f"## Benchmark: {scale['events']:,} watch events, {scale['days']} days, "
+        f"{scale['runs']} run(s) each",
+        "",
+        f"Machine: {machine_line}.",
+        "",
+        "Times in seconds. *exec* is dbt's own execution time (run_results `elapsed_time`), "
+        "without interpreter start-up and project parsing (those are `parse_*`); *wall* is the "
+        "whole `dbt` process.",
+        "",
+        markdown_table(
+            ("measure", "exec median", "exec min-max", "wall median", "peak MB", "command"), rows
+        ),
+        "",
+        markdown_table(("target", "measured", "goal", ""), targets),
+        "",
+        f"Watch-event path ({', '.join(path['models'])}): "
+        f"{_fmt(path['events_per_second'], 0)} events/s; whole full build: "
+        f"{_fmt(path['full_build_events_per_second'], 0)} events/s. "
+        f"Generating the data: {_fmt(report['generator']['seconds'], 1)} s.",
+        "",
+        "Checks: " + "; ".join(f"{k}: {v}" for k, v in report["checks"].items()) + ".",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def check_scale(text: str) -> int:
+    if text.upper() in SCALES:
+        return SCALES[text.upper()]
+    try:
+        value = float(text.upper().removesuffix("M")) * (1e6 if text.upper().endswith("M") else 1)
+    except ValueError:
+        raise MediaPulseError(f"--scale {text!r}: use 1M, 10M, 50M or a number of events") from None
+    if value < 10_000:
+        raise MediaPulseError(f"--scale {text!r}: at least 10000 events")
+    return int(value)
+
+
+def git_revision(root: Path) -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+            check=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
