@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TARGET ?= dev
 PYTEST_ARGS ?=
+# make bench: watch events, days of history and repetitions per measurement
+SCALE ?= 10M
+DAYS ?= 90
+RUNS ?= 3
 
 # CI rehearsals: the workflows in .github/workflows run these same commands, step by step.
 # STORE stands in for GitHub's artifact store, OUT for the job's summary and PR comment.
@@ -17,7 +21,7 @@ STATE := $(STORE)/production-state
 MP := $(BIN)/mediapulse
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps data build test lint format clean lock unit-test \
+.PHONY: help venv deps data build test lint format clean lock unit-test bench \
 	ci-nightly ci-pr ci-validate ci-deploy
 
 help: ## list the targets
@@ -51,6 +55,9 @@ test: venv lint ## every test: lint, the Python tests, and dbt builds on generat
 
 unit-test: venv ## the Python tests that need no dbt run (seconds)
 	$(BIN)/pytest -m "not dbt" $(PYTEST_ARGS)
+
+bench: venv ## performance report at SCALE (default 10M events, 90 days): bench/results.{json,md}
+	$(MP) bench --scale $(SCALE) --days $(DAYS) --runs $(RUNS)
 
 ci-nightly: venv ## rehearse the nightly workflow: full refresh, freshness, docs, state in STORE
 	$(MP) nightly --artifacts $(STATE) --summary $(OUT)/nightly.md

@@ -503,7 +503,7 @@ def check_scale(text: str) -> int:
         value = float(text.upper().removesuffix("M")) * (1e6 if text.upper().endswith("M") else 1)
     except ValueError:
         raise MediaPulseError(f"--scale {text!r}: use 1M, 10M, 50M or a number of events") from None
-    if value < 10_000:
+    if not math.isfinite(value) or value < 10_000:
         raise MediaPulseError(f"--scale {text!r}: at least 10000 events")
     return int(value)
 
