@@ -144,7 +144,8 @@ class Bench:
         self.runs = runs
         self.measures: dict[str, Measure] = {}
         self.checks: dict[str, str] = {}
-        self.env = {"MEDIAPULSE_THREADS": str(os.cpu_count() or 2)}
+        # dbt's threads: the profile's default unless the caller sets one (it is reported)
+        self.env = {"MEDIAPULSE_THREADS": os.environ.get("MEDIAPULSE_THREADS", "4")}
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -325,7 +326,7 @@ def run_bench(
     started = time.perf_counter()
     bench = Bench(source, work, runs)
     print(deps.install(bench.project, force=False).summary())
-    info = machine()
+    info = {**machine(), "dbt_threads": int(bench.env["MEDIAPULSE_THREADS"])}
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     gen = bench.generate(params_for(events, days, seed))
     events_loaded = gen["rows"]["streaming.watch_events"]
@@ -408,13 +409,23 @@ def run_bench(
     slim_ratio = m["full_build"].exec_median / max(m["slim_ci_one_mart"].exec_median, 1e-9)
     floor_ratio = m["full_run"].exec_median / max(m["floor"].exec_median, 1e-9)
     peak_gib = max(s.peak_mb for s in m["full_build"].samples) / 1024
+
+    def wall_ratio(slow: str, fast: str) -> float:
+        return m[slow].wall_median / max(m[fast].wall_median, 1e-9)
+
     targets = [
         Target("incremental run vs full refresh (dbt run)", incremental_ratio, 10, "higher", "x"),
         Target("slim CI, one mart, vs full build", slim_ratio, 20, "higher", "x"),
         Target("dbt full refresh over the raw-SQL floor", floor_ratio, 1.5, "lower", "x"),
         Target("full build wall clock", m["full_build"].wall_median, 60, "lower", "s"),
         Target("full build peak memory", peak_gib, 4, "lower", "GiB"),
-    ]
+        # the same ratios as a user at the terminal sees them: dbt's start-up and parsing
+        # (several seconds whatever the change) included
+        Target("incremental run vs full refresh, wall clock",
+               wall_ratio("full_run", "incremental_run"), 10, "higher", "x"),
+        Target("slim CI, one mart, vs full build, wall clock",
+               wall_ratio("full_build", "slim_ci_one_mart"), 20, "higher", "x"),
+    ]  # fmt: skip
     report = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": info,

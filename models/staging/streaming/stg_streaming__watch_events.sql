@@ -3,14 +3,17 @@
     history on every read would dominate every incremental run downstream. A run reads only
     rows loaded since the watermark (minus the look-back) and skips event ids it already holds,
     so the first loaded copy of an event always wins, exactly as in a full refresh.
+    Append, not merge: every row a run selects is an event id the table does not hold yet
+    (`not_yet_loaded`), so there is nothing to update, and a merge would only probe all 10M+
+    ids of the table again (a third of this model's incremental run time, measured by
+    `mediapulse bench`). `unique`/`not_null` on event_id guard the assumption.
     on_schema_change='fail': the columns are fixed by docs/raw-data.md, so a change upstream
     must stop the run rather than silently add or drop columns.
 #}
 {{
     config(
         materialized='incremental',
-        unique_key='event_id',
-        incremental_strategy='merge',
+        incremental_strategy='append',
         on_schema_change='fail',
     )
 }}
