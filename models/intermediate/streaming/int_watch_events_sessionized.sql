@@ -1,11 +1,15 @@
 {#
-    A table, incremental, instead of the intermediate folder's ephemeral: sessionising means
+    A table, incremental, instead of the intermediate folder's view: sessionising means
     window functions over every event, which is the most expensive step of the project. A run
     recomputes only the viewing keys (user, title, device) that received events since the
-    watermark minus the look-back, and all events of those keys, because a late event can
-    merge two sessions into one or move a session's start (and so its id). Events never
-    disappear, so merging the recomputed events on `event_id` gives exactly what a full
-    refresh gives.
+    watermark minus the look-back, and of each only the events from the start of the session
+    its earliest new event joins (`sessions_to_recompute`): a late event can merge two
+    sessions into one or move a session's start (and so its id), but nothing before that
+    session. Events never disappear, so merging the recomputed events on `event_id` gives
+    exactly what a full refresh gives.
+    The history is read from a constant lower bound on `event_at` (`incremental_recompute_floor`)
+    and the table is written in load order, so DuckDB's zone maps skip the row groups of older
+    days instead of probing every event twice (`mediapulse bench` measures the difference).
     on_schema_change='fail': a new column needs a full refresh to be filled for old events.
 #}
 {{
@@ -29,6 +33,11 @@
 {#- Called here, outside the incremental branch, so that dbt records the macro among this
     model's dependencies (see loaded_after_watermark). #}
 {%- set loaded_since_watermark = loaded_after_watermark('loaded_at') %}
+{%- set recompute_floor = incremental_recompute_floor(
+    ref('stg_streaming__watch_events'), loaded_since_watermark
+) %}
+{#- Nothing loaded since the watermark: a bound no event meets (null), so nothing is read. #}
+{%- set history_since = recompute_floor or 'cast(null as ' ~ dbt.type_timestamp() ~ ')' %}
 
 with
 
@@ -50,14 +59,9 @@ newly_loaded_watch_events as (
 
 ),
 
-touched_viewing_keys as (
+viewing_keys_to_recompute as (
 
-    select distinct
-        user_id,
-        content_id,
-        device_type
-
-    from newly_loaded_watch_events
+    {{ sessions_to_recompute('newly_loaded_watch_events', this, history_since) }}
 
 ),
 
@@ -66,11 +70,14 @@ events_to_sessionize as (
     select watch_events.*
 
     from watch_events
-    inner join touched_viewing_keys
+    inner join viewing_keys_to_recompute
         on
-            watch_events.user_id = touched_viewing_keys.user_id
-            and watch_events.content_id = touched_viewing_keys.content_id
-            and watch_events.device_type = touched_viewing_keys.device_type
+            watch_events.user_id = viewing_keys_to_recompute.user_id
+            and watch_events.content_id = viewing_keys_to_recompute.content_id
+            and watch_events.device_type = viewing_keys_to_recompute.device_type
+            and watch_events.event_at >= viewing_keys_to_recompute.recompute_from_at
+    -- the constant bound: lets the scan skip the history no viewing key recomputes
+    where watch_events.event_at >= {{ history_since }}
 
 ),
 
@@ -202,15 +209,17 @@ sessionized as (
 
 already_sessionized as (
 
-    -- The rows the table holds for the recomputed viewing keys, to compare against.
+    -- The rows the table holds for the recomputed events, to compare against.
     select existing.*
 
     from {{ this }} as existing
-    inner join touched_viewing_keys
+    inner join viewing_keys_to_recompute
         on
-            existing.user_id = touched_viewing_keys.user_id
-            and existing.content_id = touched_viewing_keys.content_id
-            and existing.device_type = touched_viewing_keys.device_type
+            existing.user_id = viewing_keys_to_recompute.user_id
+            and existing.content_id = viewing_keys_to_recompute.content_id
+            and existing.device_type = viewing_keys_to_recompute.device_type
+            and existing.event_at >= viewing_keys_to_recompute.recompute_from_at
+    where existing.event_at >= {{ history_since }}
 
 ),
 
@@ -243,3 +252,8 @@ final as (
 {% endif %}
 
 select * from final
+{%- if not is_incremental() %}
+-- Load order, as later runs append: the table's zone maps on `loaded_at` and `event_at` then
+-- let incremental runs (here and in fct_watch_sessions) skip all but the latest row groups.
+order by loaded_at, event_id
+{%- endif %}

@@ -123,3 +123,6 @@ final as (
 )
 
 select * from final
+-- Load order (appends keep it): zone maps on `loaded_at` and `event_at` then let incremental
+-- runs downstream skip the row groups of older days.
+order by loaded_at, event_id
