@@ -131,11 +131,16 @@ def node_results(target_dir: Path) -> list[NodeResult]:
     return out
 
 
+def unquoted_relation(node: dict) -> str:
+    """A manifest node's relation_name without quotes: database.schema.identifier."""
+    return str(node["relation_name"]).replace('"', "")
+
+
 def relation_name(target_dir: Path, model: str) -> str:
     """The fully qualified relation a model was built as, e.g. dev.dbt_alice_marts.dim_users."""
     manifest = load_json(target_dir / "manifest.json", "dbt manifest")
     for node in manifest.get("nodes", {}).values():
         is_model = node.get("resource_type") == "model" and node.get("name") == model
         if is_model and node.get("relation_name"):
-            return str(node["relation_name"]).replace('"', "")
+            return unquoted_relation(node)
     raise MediaPulseError(f"model {model} is not in the manifest at {target_dir}")

@@ -18,7 +18,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -250,7 +249,7 @@ class Bench:
         """schema.table of every table or incremental model of the project, from the manifest."""
         manifest = artifacts.load_json(self.project.target_dir / "manifest.json", "manifest")
         return sorted(
-            str(n["relation_name"]).replace('"', "").split(".", 1)[1]
+            artifacts.unquoted_relation(n).split(".", 1)[1]
             for n in manifest["nodes"].values()
             if n["resource_type"] == "model"
             and n["package_name"] == "mediapulse"
@@ -280,25 +279,26 @@ class Bench:
 
         for uid in sorted(models):
             visit(uid)
+        # (relation, view or table, compiled SQL) of every model, parents first
+        steps = [
+            (artifacts.unquoted_relation(models[uid]),
+             "view" if models[uid]["config"]["materialized"] == "view" else "table",
+             models[uid]["compiled_code"])
+            for uid in order
+        ]  # fmt: skip
         measure = Measure("floor", f"{len(order)} models' compiled SQL in DuckDB, no dbt")
         for _ in range(self.runs):
             self.restore("after_full")()
             with duckdb.connect(str(self.file("prod.duckdb"))) as con:
                 # start from what dbt starts from: seeds loaded, no model built yet
-                for uid in reversed(order):
-                    node = models[uid]
-                    relation = str(node["relation_name"]).replace('"', "")
-                    kind = "view" if node["config"]["materialized"] == "view" else "table"
+                for relation, kind, _sql in reversed(steps):
                     con.execute(f"drop {kind} if exists {relation} cascade")
             started = time.perf_counter()
             with duckdb.connect(str(self.file("prod.duckdb"))) as con:
                 con.execute(f"attach '{self.project.raw_path}' as raw (read_only)")
                 con.execute(f"set threads = {os.cpu_count() or 2}")
-                for uid in order:
-                    node = models[uid]
-                    relation = str(node["relation_name"]).replace('"', "")
-                    kind = "view" if node["config"]["materialized"] == "view" else "table"
-                    con.execute(f"create or replace {kind} {relation} as {node['compiled_code']}")
+                for relation, kind, sql in steps:
+                    con.execute(f"create or replace {kind} {relation} as {sql}")
             seconds = time.perf_counter() - started
             measure.samples.append(Sample(seconds, seconds, 0.0))
             print(f"  floor: {seconds:.1f} s")
@@ -378,7 +378,7 @@ def run_bench(
             for result in built:
                 node = manifest["nodes"][result.unique_id]
                 if node["config"]["materialized"] in ("table", "incremental"):
-                    relation = str(node["relation_name"]).replace('"', "").split(".", 1)[1]
+                    relation = artifacts.unquoted_relation(node).split(".", 1)[1]
                     prod_relation = relation.replace("ci_", "", 1)
                     pairs.append((f"ci.{relation}", f"prod.{prod_relation}"))
             bench.compare(
@@ -517,13 +517,3 @@ def check_scale(text: str) -> int:
     if not math.isfinite(value) or value < 10_000:
         raise MediaPulseError(f"--scale {text!r}: at least 10000 events")
     return int(value)
-
-
-def git_revision(root: Path) -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-            check=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None

@@ -27,6 +27,17 @@ def check_duckdb_file(path: Path, purpose: str) -> None:
         open_duckdb(path, purpose=purpose, read_only=True).close()
 
 
+def require_built(project: Project, target: str, purpose: str) -> None:
+    """For jobs that read what a DuckDB target built: its file exists and opens."""
+    path = project.duckdb_path(target)
+    if not path.exists():
+        raise MediaPulseError(
+            f"cannot {purpose}: target '{target}' has no warehouse at {path}: build the target "
+            "first (`make build`)"
+        )
+    check_duckdb_file(path, purpose)
+
+
 def ensure_raw_data(project: Project) -> None:
     raw = project.raw_path
     if raw.exists():

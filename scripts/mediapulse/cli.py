@@ -207,6 +207,17 @@ TARGET_ENVS = {
 }
 
 
+def _release_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `nightly` and `deploy` share: they build production and publish its state."""
+    _target_argument(parser, default="prod")
+    parser.add_argument(
+        "--artifacts", required=True, help="directory to write the production state to"
+    )
+    parser.add_argument(
+        "--summary", help="Markdown report path (default: $GITHUB_STEP_SUMMARY when set)"
+    )
+
+
 def _target_argument(parser: argparse.ArgumentParser, default: str = "dev") -> None:
     env = TARGET_ENVS[default]
     parser.add_argument(
@@ -329,26 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_nightly,
         "full refresh of production, freshness, tests, docs; publish the state slim CI reads",
     )
-    _target_argument(nightly_p, default="prod")
-    nightly_p.add_argument(
-        "--artifacts", required=True, help="directory to write the production state to"
-    )
-    nightly_p.add_argument(
-        "--summary", help="Markdown report path (default: $GITHUB_STEP_SUMMARY when set)"
-    )
+    _release_arguments(nightly_p)
 
     deploy_p = command(
         "deploy",
         _cmd_deploy,
         "build production from this checkout with every test; swap it in only if all pass",
     )
-    _target_argument(deploy_p, default="prod")
-    deploy_p.add_argument(
-        "--artifacts", required=True, help="directory to write the production state to"
-    )
-    deploy_p.add_argument(
-        "--summary", help="Markdown report path (default: $GITHUB_STEP_SUMMARY when set)"
-    )
+    _release_arguments(deploy_p)
 
     command("rollback", _cmd_rollback, "put back the production file the last release replaced")
 

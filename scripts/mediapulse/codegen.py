@@ -298,14 +298,8 @@ def run_codegen(
     project: Project, target: str, check: bool, dry_run: bool, markdown: Path | None = None
 ) -> int:
     kind = build.prepare(project, target)
-    if kind == "duckdb":
-        path = project.duckdb_path(target)
-        if not path.exists():
-            raise MediaPulseError(
-                f"codegen reads column types from the built warehouse, and {path} does not "
-                "exist: build the target first (`make build`)"
-            )
-        build.check_duckdb_file(path, f"read target '{target}'")
+    if kind == "duckdb":  # column types come from the built warehouse
+        build.require_built(project, target, f"read column types from target '{target}'")
     env = build.target_env(project, target)
     parsed = run_dbt(project, ["parse"], target=target, extra_env=env, quiet=True)
     if not parsed.success:

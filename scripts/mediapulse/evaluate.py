@@ -180,12 +180,7 @@ def run_evaluate(
         baseline = load_baseline(baseline_path)
     kind = build.prepare(project, target)
     if kind == "duckdb":
-        path = project.duckdb_path(target)
-        if not path.exists():
-            raise MediaPulseError(
-                f"target '{target}' has no warehouse at {path}: build it first (`make build`)"
-            )
-        build.check_duckdb_file(path, f"evaluate target '{target}'")
+        build.require_built(project, target, f"evaluate target '{target}'")
     severity = os.environ.get(SEVERITY_ENV, "error")
     env = {SEVERITY_ENV: severity, **build.target_env(project, target)}
     result = run_dbt(

@@ -55,6 +55,17 @@ def _sample(ctx: FaultContext, table: str, key: str, rows: int, where: str = "tr
     )
 
 
+def _update_sample(
+    ctx: FaultContext, table: str, key: str, rows: int, assignment: str, where: str
+) -> None:
+    """``update table set assignment`` on ``rows`` keys chosen by ``_sample``."""
+    ctx.con.execute(
+        f"update {table} set {assignment} where {key} in ("
+        + _sample(ctx, table, key, rows, where)
+        + ")"
+    )
+
+
 @register("renamed_column", "accounts.users.user_id is renamed to userId (an upstream refactor)")
 def _renamed_column(ctx: FaultContext) -> None:
     ctx.con.execute('alter table accounts.users rename column user_id to "userId"')
@@ -62,11 +73,7 @@ def _renamed_column(ctx: FaultContext) -> None:
 
 @register("null_keys", "50 newly loaded watch events lose their user_id")
 def _null_keys(ctx: FaultContext) -> None:
-    ctx.con.execute(
-        "update streaming.watch_events set user_id = null where event_id in ("
-        + _sample(ctx, "streaming.watch_events", "event_id", 50, _window(ctx))
-        + ")"
-    )
+    _update_sample(ctx, "streaming.watch_events", "event_id", 50, "user_id = null", _window(ctx))
 
 
 @register(
@@ -101,23 +108,18 @@ def _late_redelivery(ctx: FaultContext) -> None:
 
 @register("negative_revenue", "30 newly loaded completed ad impressions book negative revenue")
 def _negative_revenue(ctx: FaultContext) -> None:
-    ctx.con.execute(
-        "update ads.ad_impressions set revenue_micros = -revenue_micros where impression_id in ("
-        + _sample(
-            ctx, "ads.ad_impressions", "impression_id", 30, f"{_window(ctx)} and revenue_micros > 0"
-        )
-        + ")"
-    )
+    _update_sample(
+        ctx, "ads.ad_impressions", "impression_id", 30, "revenue_micros = -revenue_micros",
+        f"{_window(ctx)} and revenue_micros > 0",
+    )  # fmt: skip
 
 
 @register("future_timestamps", "500 newly loaded watch events are stamped 30 days ahead")
 def _future_timestamps(ctx: FaultContext) -> None:
-    ctx.con.execute(
-        "update streaming.watch_events set event_ts = event_ts + interval 30 day "
-        "where event_id in ("
-        + _sample(ctx, "streaming.watch_events", "event_id", 500, _window(ctx))
-        + ")"
-    )
+    _update_sample(
+        ctx, "streaming.watch_events", "event_id", 500, "event_ts = event_ts + interval 30 day",
+        _window(ctx),
+    )  # fmt: skip
 
 
 @register("missing_day", "every watch event of the middle day of the data set is lost")
@@ -139,10 +141,8 @@ def _missing_day(ctx: FaultContext) -> None:
     "20 newly loaded ad impressions point at content_id 99999999, which the catalog lacks",
 )
 def _orphan_impression(ctx: FaultContext) -> None:
-    ctx.con.execute(
-        "update ads.ad_impressions set content_id = 99999999 where impression_id in ("
-        + _sample(ctx, "ads.ad_impressions", "impression_id", 20, _window(ctx))
-        + ")"
+    _update_sample(
+        ctx, "ads.ad_impressions", "impression_id", 20, "content_id = 99999999", _window(ctx)
     )
 
 

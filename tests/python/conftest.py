@@ -154,7 +154,7 @@ def manifest_models(project: Project) -> dict[str, dict]:
 
 
 def relation_of(node: dict) -> str:
-    return str(node["relation_name"]).replace('"', "")
+    return artifacts.unquoted_relation(node)
 
 
 @pytest.fixture(scope="session")
