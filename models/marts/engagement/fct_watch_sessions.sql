@@ -2,8 +2,10 @@
     Incremental: only sessions holding events loaded since the watermark minus the look-back
     are recomputed (from all their events) and merged on session_id. A late event can merge
     two sessions into one or move a session's start (and so its id), so the merge alone would
-    leave the old session behind: the post-hook deletes every session whose id no longer
-    exists among the sessionised events, and the table equals a full refresh.
+    leave the old session behind: the pre-hook deletes every session whose id no longer
+    exists among the sessionised events, and the table equals a full refresh. It checks only
+    sessions starting no earlier than the earliest session holding a newly loaded event: a
+    session merged away lives on in one that holds a new event and starts no later.
     on_schema_change='fail': the contract fixes the columns; a new column must be filled for
     every session by a full refresh, not left null for old ones ('append_new_columns').
 #}
@@ -13,7 +15,13 @@
         unique_key='session_id',
         incremental_strategy='merge',
         on_schema_change='fail',
-        post_hook="{{ delete_rows_missing_upstream('session_id', ref('int_watch_events_sessionized')) }}",
+        pre_hook="{{ delete_rows_missing_upstream(
+            'session_id',
+            ref('int_watch_events_sessionized'),
+            start_column='session_start_at',
+            upstream_time_column='event_at',
+            upstream_changed_filter=loaded_after_watermark('loaded_at', 'last_loaded_at'),
+        ) }}",
     )
 }}
 
@@ -59,7 +67,7 @@ touched_sessions as (
     -- A session changes only when it gains an event (a late event that bridges a gap joins
     -- the earlier session; one before a session's start gives it a new id), so the sessions
     -- holding events loaded since the watermark are the only ones to recompute. Sessions
-    -- that no longer exist are removed by the post-hook.
+    -- that no longer exist are removed by the pre-hook.
     select
         session_id,
         min(session_start_at) as session_start_at
