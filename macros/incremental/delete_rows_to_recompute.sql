@@ -1,0 +1,36 @@
+{#
+    Pre-hook for incremental models that recompute, per key, every row from some point in time
+    on and append the result: deletes the rows the run is about to recompute, so that a row
+    the recompute no longer produces (an account-day whose sessions all moved to another day)
+    disappears, as in a full refresh. `recompute_sql` selects one row per `key_column` with the
+    first `recompute_from_column` to recompute; the model must select the same rows (share
+    the macro that builds it). Does nothing on a full refresh or a first run.
+#}
+{% macro delete_rows_to_recompute(recompute_sql, key_column, time_column, recompute_from_column) -%}
+    {%- if is_incremental() %}
+    delete from {{ this }} as held
+    where exists (
+        select 1
+        from ({{ recompute_sql }}) as to_recompute
+        where
+            to_recompute.{{ key_column }} = held.{{ key_column }}
+            and held.{{ time_column }} >= to_recompute.{{ recompute_from_column }}
+    )
+    {%- endif -%}
+{%- endmacro %}
+
+
+{#
+    Which account-days `fct_daily_engagement` recomputes: for each account with sessions that
+    changed since the watermark (`changed_filter` on `sessions_relation`), every day from the
+    earliest such session's day on. Shared by the model and its pre-hook, which must agree.
+#}
+{% macro engagement_days_to_recompute(sessions_relation, changed_filter) -%}
+    select
+        user_id,
+        min(session_date) as recompute_from_date
+
+    from {{ sessions_relation }}
+    where {{ changed_filter }}
+    group by user_id
+{%- endmacro %}
