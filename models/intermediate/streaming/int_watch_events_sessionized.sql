@@ -214,17 +214,11 @@ sessionized as (
 
 already_sessionized as (
 
-    -- The rows the table holds for the recomputed events, to compare against.
-    select existing.*
-
-    from {{ this }} as existing
-    inner join viewing_keys_to_recompute
-        on
-            existing.user_id = viewing_keys_to_recompute.user_id
-            and existing.content_id = viewing_keys_to_recompute.content_id
-            and existing.device_type = viewing_keys_to_recompute.device_type
-            and existing.event_at >= viewing_keys_to_recompute.recompute_from_at
-    where existing.event_at >= {{ history_since }}
+    -- The rows the table holds from the bound on, to compare against: every recomputed event
+    -- it holds is among them (its event_at is at least its key's recompute start), and the
+    -- join on event_id below picks exactly those.
+    select * from {{ this }}
+    where event_at >= {{ history_since }}
 
 ),
 
