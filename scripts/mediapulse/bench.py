@@ -179,7 +179,8 @@ class Bench:
         target: str = TARGET,
         env: dict | None = None,
     ) -> Measure:
-        measure = Measure(name, "dbt " + " ".join(args))
+        # the work directory is the caller's choice: the report names it, not its path
+        measure = Measure(name, "dbt " + " ".join(args).replace(str(self.work), "<work-dir>"))
         for _ in range(self.runs):
             if before:
                 before()
@@ -463,6 +464,10 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _range(low: float | None, high: float | None) -> str:
+    return "—" if low is None or high is None else f"{_fmt(low)}-{_fmt(high)}"
+
+
 def render(report: dict[str, Any]) -> str:
     """The report as Markdown: machine, measurements, targets, checks (pure)."""
     machine_line = ", ".join(f"{k}: {v}" for k, v in report["machine"].items())
@@ -471,7 +476,7 @@ def render(report: dict[str, Any]) -> str:
     for name, measure in report["measures"].items():
         wall, exe, peak = measure["wall_s"], measure["exec_s"], measure["peak_mb"]
         rows.append((
-            name, _fmt(exe["median"]), f"{_fmt(exe['min'])}-{_fmt(exe['max'])}",
+            name, _fmt(exe["median"]), _range(exe["min"], exe["max"]),
             _fmt(wall["median"]), _fmt(peak["max"], 0), measure["command"],
         ))  # fmt: skip
     targets = [
@@ -489,7 +494,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         "Times in seconds. *exec* is dbt's own execution time (run_results `elapsed_time`), "
         "without interpreter start-up and project parsing (those are `parse_*`); *wall* is the "
-        "whole `dbt` process.",
+        "whole `dbt` process. `<work-dir>` is the benchmark's `--work-dir`.",
         "",
         markdown_table(
             ("measure", "exec median", "exec min-max", "wall median", "peak MB", "command"), rows

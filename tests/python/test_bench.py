@@ -65,6 +65,10 @@ def test_bench_runs_every_step_and_its_checks_hold(
     markdown = out.with_suffix(".md").read_text()
     assert markdown == bench.render(report)
     assert "| measure |" in markdown and "slim_ci_one_mart" in markdown
+    # the report does not depend on where it ran: the work directory is named, not its path
+    assert str(tmp_path) not in markdown and str(tmp_path) not in out.read_text()
+    assert "--state <work-dir>/state" in report["measures"]["slim_ci_one_mart"]["command"]
+    assert "| parse_cold | — | — |" in markdown
     assert "Machine:" in printed and "check incremental == full refresh: equal" in printed
     # the edited models were put back in the work copy, and the checkout was never touched
     work_model = tmp_path / "work" / "project" / bench.ONE_MART
