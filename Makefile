@@ -22,7 +22,7 @@ MP := $(BIN)/mediapulse
 
 .DEFAULT_GOAL := help
 .PHONY: help venv deps data build test lint format clean lock unit-test bench \
-	ci-nightly ci-pr ci-validate ci-deploy
+	ci-nightly ci-pr ci-validate ci-deploy ci-rollback
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ ci-validate: venv ## rehearse PR validation: build and test tag:critical+ before
 ci-deploy: venv ## rehearse the deploy workflow: build prod from this checkout, swap, publish state
 	$(MP) deploy --artifacts $(STATE) --summary $(OUT)/deploy.md
 	$(MP) evaluate --target ci --json $(STATE)/evaluator.json --markdown $(OUT)/evaluator.md
+
+ci-rollback: venv ## rehearse the rollback workflow: put back the previous release and its state
+	$(MP) rollback --artifacts $(STATE)
 
 format: venv ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -104,7 +104,7 @@ def _cmd_nightly(args: argparse.Namespace, project: Project) -> int:
 
     artifacts_dir = check_artifacts_dir(Path(args.artifacts).resolve())
     summary = Path(args.summary) if args.summary else None
-    return run_nightly(project, args.target, artifacts_dir, summary)
+    return run_nightly(project, args.target, artifacts_dir, summary, start_over=args.start_over)
 
 
 def _cmd_deploy(args: argparse.Namespace, project: Project) -> int:
@@ -112,14 +112,24 @@ def _cmd_deploy(args: argparse.Namespace, project: Project) -> int:
 
     artifacts_dir = check_artifacts_dir(Path(args.artifacts).resolve())
     summary = Path(args.summary) if args.summary else None
-    return run_deploy(project, args.target, artifacts_dir, summary)
+    return run_deploy(project, args.target, artifacts_dir, summary, start_over=args.start_over)
 
 
 def _cmd_rollback(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.nightly import check_artifacts_dir
     from mediapulse.release import rollback
 
-    rollback(project)
-    print(f"production rolled back to the previous release ({project.duckdb_path('prod')})")
+    if project.target_type(args.target) != "duckdb":
+        raise MediaPulseError(
+            f"rollback of target '{args.target}' is not supported: only DuckDB releases keep "
+            "the production they replace"
+        )
+    state_dir = check_artifacts_dir(Path(args.artifacts).resolve())
+    restored = rollback(project, state_dir)
+    print(
+        f"production rolled back to release {restored} ({project.duckdb_path('prod')}); "
+        f"its state is in {state_dir}, for slim CI"
+    )
     return 0
 
 
@@ -215,6 +225,12 @@ def _release_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--summary", help="Markdown report path (default: $GITHUB_STEP_SUMMARY when set)"
+    )
+    parser.add_argument(
+        "--start-over",
+        action="store_true",
+        help="build production from empty although its state says it exists (its warehouse "
+        "file was lost): snapshot history starts again",
     )
 
 
@@ -349,7 +365,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _release_arguments(deploy_p)
 
-    command("rollback", _cmd_rollback, "put back the production file the last release replaced")
+    rollback_p = command(
+        "rollback",
+        _cmd_rollback,
+        "put back the production the last release replaced, and the state that describes it",
+    )
+    _target_argument(rollback_p, default="prod")
+    rollback_p.add_argument(
+        "--artifacts",
+        required=True,
+        help="the production state directory releases publish to (its previous/ is restored)",
+    )
 
     notify_p = command(
         "notify", _cmd_notify, "post a job's outcome to the chat webhook held in a secret"

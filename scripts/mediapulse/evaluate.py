@@ -180,7 +180,9 @@ def run_evaluate(
         baseline = load_baseline(baseline_path)
     kind = build.prepare(project, target)
     if kind == "duckdb":
-        build.require_built(project, target, f"evaluate target '{target}'")
+        # the evaluator reads dbt's graph, not the models' tables: a fresh runner's target
+        # (no file yet) is fine, a corrupt or locked one is not
+        build.check_duckdb_file(project.duckdb_path(target), f"evaluate target '{target}'")
     severity = os.environ.get(SEVERITY_ENV, "error")
     env = {SEVERITY_ENV: severity, **build.target_env(project, target)}
     result = run_dbt(

@@ -16,7 +16,7 @@ from pathlib import Path
 from mediapulse import artifacts, build
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
-from mediapulse.release import Release
+from mediapulse.release import Release, new_release_id, publish_state, published_state
 from mediapulse.report import markdown_table, write_summary
 from mediapulse.runner import run_dbt
 
@@ -49,14 +49,65 @@ def _freshness_problems(target_dir: Path) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
-def run_nightly(project: Project, target: str, artifacts_dir: Path, summary: Path | None) -> int:
+def run_nightly(
+    project: Project,
+    target: str,
+    artifacts_dir: Path,
+    summary: Path | None,
+    start_over: bool = False,
+) -> int:
     """Full refresh, source freshness, docs; publish production and its state."""
-    return run_release(project, target, artifacts_dir, summary, "Nightly", freshness=True)
+    return run_release(
+        project, target, artifacts_dir, summary, "Nightly", freshness=True, start_over=start_over
+    )
 
 
-def run_deploy(project: Project, target: str, artifacts_dir: Path, summary: Path | None) -> int:
+def run_deploy(
+    project: Project,
+    target: str,
+    artifacts_dir: Path,
+    summary: Path | None,
+    start_over: bool = False,
+) -> int:
     """Build production from the merged code with every test; swap it in only if all pass."""
-    return run_release(project, target, artifacts_dir, summary, "Deploy", freshness=False)
+    return run_release(
+        project, target, artifacts_dir, summary, "Deploy", freshness=False, start_over=start_over
+    )
+
+
+def check_production_present(
+    project: Project, release: Release, artifacts_dir: Path, start_over: bool
+) -> None:
+    """Refuse to rebuild production from nothing when the published state says it exists.
+
+    On GitHub the production file travels as an artifact that expires; rebuilding from an
+    empty file would silently drop the snapshots' history (and demo data would stand in for
+    the loader's raw data), so that takes an explicit --start-over.
+    """
+    previous = published_state(artifacts_dir)
+    missing = [p for p in (release.live, project.raw_path) if not p.exists()]
+    if previous is None and not release.live.exists():
+        print(
+            f"notice: no production yet (no state in {artifacts_dir}, no {release.live}): "
+            "building production from scratch (first run)"
+        )
+        return
+    if not missing:
+        return
+    names = " and ".join(str(p) for p in missing)
+    if start_over:
+        print(f"warning: --start-over: {names} missing; production starts again from empty")
+        return
+    described = (
+        f"release {previous['release_id']}" if previous and previous.get("release_id")
+        else f"built {previous.get('built_at')}" if previous else "the existing production"
+    )  # fmt: skip
+    raise MediaPulseError(
+        f"production ({described}, state in {artifacts_dir}) exists but {names} is missing "
+        "(on GitHub: the production-warehouse artifact expired or was not downloaded); "
+        "rebuilding from empty would lose the snapshots' history: restore the file(s), or "
+        "start production over deliberately with --start-over"
+    )
 
 
 def run_release(
@@ -66,9 +117,12 @@ def run_release(
     summary: Path | None,
     title: str,
     freshness: bool,
+    start_over: bool = False,
 ) -> int:
-    kind = build.prepare(project, target)
-    release = Release(project) if kind == "duckdb" else None
+    release = Release(project) if project.target_type(target) == "duckdb" else None
+    if release:
+        check_production_present(project, release, artifacts_dir, start_over)
+    build.prepare(project, target)
     env: dict[str, str] = {}
     if release:
         release.prepare()
@@ -78,6 +132,7 @@ def run_release(
     staging = artifacts_dir.with_name(artifacts_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    release_id = new_release_id()
     try:
         plan = [("build", ["build", "--full-refresh"])]
         if freshness:
@@ -105,13 +160,12 @@ def run_release(
                 break
         shutil.copy2(project.target_dir / "manifest.json", staging / "manifest.json")
         ok = all(s.ok for s in steps) and len(steps) == len(plan)
-        report = _render(title, target, steps, ok)
+        report = _render(title, target, steps, ok, release_id, staged=release is not None)
         (staging / f"{title.lower()}.md").write_text(report)
         if ok:
             if release:
-                release.publish()
-            shutil.rmtree(artifacts_dir, ignore_errors=True)
-            staging.rename(artifacts_dir)
+                release.publish(release_id)
+            publish_state(staging, artifacts_dir, release_id, title.lower(), project.vars)
             saved = {f: artifacts_dir / f for f in STATE_FILES if (artifacts_dir / f).exists()}
     finally:
         if release:
@@ -120,14 +174,22 @@ def run_release(
     print(report)
     write_summary(report, summary)
     if not ok:
-        print(f"{title.lower()} on target '{target}' failed: production left as it was")
+        outcome = "production left as it was" if release else "production built in place"
+        print(f"{title.lower()} on target '{target}' failed: {outcome}")
         return 1
     print(f"production state for slim CI written to {artifacts_dir} ({', '.join(saved)})")
     return 0
 
 
-def _render(title: str, target: str, steps: list[Step], ok: bool) -> str:
-    verdict = "passed, production replaced" if ok else "FAILED, production unchanged"
+def _render(
+    title: str, target: str, steps: list[Step], ok: bool, release_id: str, staged: bool
+) -> str:
+    if ok:
+        verdict = f"passed, release {release_id} is live"
+    elif staged:
+        verdict = "FAILED, production unchanged"
+    else:  # built in place: what the failed run reached is already in production
+        verdict = "FAILED, production was built in place and may be partly rebuilt"
     rows = [
         (s.name, "ok" if s.ok else "failed", f"{s.seconds:.0f} s", f"`{s.command}`") for s in steps
     ]

@@ -90,6 +90,16 @@ class Project:
             ) from exc
         return dict(outputs)
 
+    @cached_property
+    def vars(self) -> dict[str, Any]:
+        """The `vars:` of dbt_project.yml as written (unrendered), for comparing releases."""
+        path = self.root / "dbt_project.yml"
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise MediaPulseError(f"cannot read {path}: {exc}") from exc
+        return dict(data.get("vars") or {})
+
     def check_target(self, target: str) -> str:
         if target not in self.outputs:
             known = ", ".join(sorted(self.outputs))

@@ -13,10 +13,12 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mediapulse import artifacts, build
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
+from mediapulse.release import RELEASE_FILE
 from mediapulse.report import markdown_table, write_summary
 from mediapulse.runner import run_dbt
 
@@ -33,11 +35,29 @@ class Plan:
     selected: tuple[str, ...]  # unique ids of models, seeds, snapshots to build
     modified: tuple[str, ...]
     deferred: tuple[str, ...]  # unchanged parents read from production
-    tests: int
+    tests: int  # data and unit tests that run
+    modified_tests: tuple[str, ...] = ()  # tests dbt marks modified: they run whatever else does
+    changed_vars: tuple[str, ...] = ()  # vars whose value differs from production's
+    var_users: tuple[str, ...] = ()  # nodes selected because they read a changed var
+    modified_exposures: tuple[str, ...] = ()  # their parents' tests run
+    selection: tuple[str, ...] = ()  # what `dbt build --select` gets
+    # unit tests whose model is not rebuilt: `dbt build` runs a unit test only together with
+    # its model, so these run in a `dbt test` of their own
+    standalone_unit_tests: tuple[str, ...] = ()
+    standalone_selection: tuple[str, ...] = ()
+    notices: tuple[str, ...] = ()
 
     @property
     def downstream(self) -> tuple[str, ...]:
         return tuple(n for n in self.selected if n not in self.modified)
+
+    @property
+    def empty(self) -> bool:
+        return not self.selected and not self.tests
+
+    @property
+    def needs_build(self) -> bool:
+        return bool(self.selected) or self.tests > len(self.standalone_unit_tests)
 
 
 def find_state(state_dir: Path | None) -> Path | None:
@@ -97,23 +117,137 @@ def _ls(project: Project, args: list[str], target: str, env: dict[str, str]) -> 
     return [json.loads(m) for m in result.messages if m.startswith("{")]
 
 
-def make_plan(project: Project, state: Path, select: str, target: str, env: dict[str, str]) -> Plan:
-    types = [arg for kind in BUILDABLE for arg in ("--resource-type", kind)]
+def changed_vars(current: dict[str, Any], production: dict[str, Any]) -> list[str]:
+    """Names of the project vars added, removed or changed since production (pure)."""
+
+    def canonical(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    names = set(current) | set(production)
+    return sorted(
+        n for n in names
+        if n not in current or n not in production
+        or canonical(current[n]) != canonical(production[n])
+    )  # fmt: skip
+
+
+def nodes_reading_vars(manifest: dict[str, Any], names: list[str]) -> dict[str, set[str]]:
+    """Which nodes read which of ``names``: in their SQL, their test arguments, their config,
+    or any macro they call, however deeply (pure). dbt records none of this."""
+    if not names:
+        return {}
+    patterns = {n: re.compile(r"""\bvar\(\s*['"]""" + re.escape(n) + r"""['"]""") for n in names}
+    macros = manifest.get("macros", {})
+    memo: dict[str, set[str]] = {}
+
+    def found_in(text: str) -> set[str]:
+        return {n for n, pattern in patterns.items() if pattern.search(text)}
+
+    def macro_vars(uid: str, seen: frozenset[str] = frozenset()) -> set[str]:
+        if uid in memo:
+            return memo[uid]
+        macro = macros.get(uid) or {}
+        found = found_in(macro.get("macro_sql", ""))
+        for child in (macro.get("depends_on") or {}).get("macros", []):
+            if child not in seen:
+                found |= macro_vars(child, seen | {uid})
+        memo[uid] = found
+        return found
+
+    users: dict[str, set[str]] = {}
+    for uid, node in {**manifest.get("nodes", {}), **manifest.get("unit_tests", {})}.items():
+        text = " ".join(
+            _strings([node.get(k) for k in ("raw_code", "test_metadata", "unrendered_config")])
+        )
+        found = found_in(text)
+        for macro in (node.get("depends_on") or {}).get("macros", []):
+            found |= macro_vars(macro)
+        if found:
+            users[uid] = found
+    return users
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string inside nested lists and dicts (test arguments, configs)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _selector(node: dict[str, Any], with_children: bool) -> str:
+    """A dbt selection for exactly this node (by its full fqn), and its children with ``+``."""
+    return "fqn:" + ".".join(node["fqn"]) + ("+" if with_children else "")
+
+
+def _is_test(unique_id: str) -> bool:
+    return unique_id.split(".")[0] in ("test", "unit_test")
+
+
+def _production_vars(state: Path) -> dict[str, Any] | None:
+    record = state / RELEASE_FILE
+    if not record.is_file():
+        return None
+    data = artifacts.load_json(record, "production release record")
+    return data.get("vars") if isinstance(data.get("vars"), dict) else None
+
+
+def make_plan(
+    project: Project, state: Path, select: str | None, target: str, env: dict[str, str]
+) -> Plan:
+    """What to build and test against production: dbt's `state:modified+`, plus what dbt does
+    not see (nodes reading a changed var, the tests of what a changed exposure reads)."""
     base = ["--state", str(state), *EXCLUDE]
-    everything = _ls(project, ["--select", select, *base], target, env)
-    selected = [n["unique_id"] for n in everything if n["resource_type"] in BUILDABLE]
-    tests = [n for n in everything if n["resource_type"] in ("test", "unit_test")]
-    modified = {
-        n["unique_id"]
-        for n in _ls(project, ["--select", "state:modified", *base, *types], target, env)
+    modified_any = {
+        n["unique_id"]: n["resource_type"]
+        for n in _ls(project, ["--select", "state:modified", *base], target, env)
     }
     manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
     production = artifacts.load_json(state / "manifest.json", "production manifest")
+    nodes = {**manifest["nodes"], **manifest.get("unit_tests", {})}
+    selection = [select or DEFAULT_SELECT]
+    notices: list[str] = []
+    vars_changed: list[str] = []
+    var_users: list[str] = []
+    exposures = sorted(u for u, kind in modified_any.items() if kind == "exposure")
+    if select is None:
+        production_vars = _production_vars(state)
+        if production_vars is None:
+            notices.append(
+                "the production state records no vars (published before vars were recorded): "
+                "a changed var is not detected until the next nightly or deploy"
+            )
+        else:
+            vars_changed = changed_vars(project.vars, production_vars)
+            readers = nodes_reading_vars(manifest, vars_changed)
+            var_users = sorted(
+                u for u in readers if nodes[u].get("package_name") == manifest["metadata"].get(
+                    "project_name", "mediapulse")
+            )  # fmt: skip
+            selection += [_selector(nodes[u], not _is_test(u)) for u in var_users]
+        for exposure in exposures:
+            for parent in manifest["exposures"][exposure]["depends_on"]["nodes"]:
+                selection += [
+                    _selector(nodes[child], False)
+                    for child in manifest["child_map"].get(parent, [])
+                    if child.startswith("test.") and child in nodes
+                ]
+    everything = _ls(project, ["--select", *selection, *base], target, env)
+    selected = [n["unique_id"] for n in everything if n["resource_type"] in BUILDABLE]
+    tests = [n["unique_id"] for n in everything if n["resource_type"] in ("test", "unit_test")]
     chosen = set(selected)
+    standalone = [
+        t for t in tests
+        if t.startswith("unit_test.")
+        and not set(nodes[t]["depends_on"]["nodes"]) & chosen
+    ]  # fmt: skip
     deferred = sorted(
         {
             parent
-            for node in selected
+            for node in selected + tests
             for parent in manifest["parent_map"].get(node, [])
             if parent not in chosen
             and parent.split(".")[0] in BUILDABLE
@@ -125,15 +259,26 @@ def make_plan(project: Project, state: Path, select: str, target: str, env: dict
     return Plan(
         state=state,
         selected=tuple(selected),
-        modified=tuple(n for n in selected if n in modified),
+        modified=tuple(n for n in selected if n in modified_any),
         deferred=tuple(deferred),
         tests=len(tests),
+        modified_tests=tuple(t for t in tests if t in modified_any),
+        changed_vars=tuple(vars_changed),
+        var_users=tuple(var_users),
+        modified_exposures=tuple(exposures),
+        selection=tuple(selection),
+        standalone_unit_tests=tuple(standalone),
+        standalone_selection=tuple(_selector(nodes[t], False) for t in standalone),
+        notices=tuple(notices),
     )
 
 
 def node_name(unique_id: str) -> str:
-    """A node's name as its relation is named: `dim_users_v2` for version 2 of dim_users."""
+    """A node's name as users see it: `dim_users_v2` for version 2 of dim_users (its relation),
+    a test's name without the hash dbt appends to generic tests' ids."""
     parts = unique_id.split(".")
+    if parts[0] == "test" and len(parts) > 3:
+        return parts[2]  # a generic test's id ends with a hash of its arguments
     if len(parts) > 3 and re.fullmatch(r"v\d+", parts[-1]):
         return f"{parts[-2]}_{parts[-1]}"
     return parts[-1]
@@ -149,10 +294,22 @@ def render_plan(plan: Plan) -> str:
     rows = [
         ("modified", len(plan.modified), _names(plan.modified)),
         ("downstream", len(plan.downstream), _names(plan.downstream)),
-        ("deferred to production", len(plan.deferred), _names(plan.deferred)),
-        ("tests", plan.tests, "of the nodes built"),
+        ("modified tests", len(plan.modified_tests), _names(plan.modified_tests)),
     ]
-    return "## Slim CI plan\n\n" + markdown_table(("", "count", "nodes"), rows) + "\n"
+    if plan.changed_vars:
+        rows.append(("vars changed", len(plan.changed_vars), ", ".join(plan.changed_vars)))
+        rows.append(("reading them", len(plan.var_users), _names(plan.var_users)))
+    if plan.modified_exposures:
+        rows.append(("modified exposures (their inputs' tests run)",
+                     len(plan.modified_exposures), _names(plan.modified_exposures)))  # fmt: skip
+    rows += [
+        ("deferred to production", len(plan.deferred), _names(plan.deferred)),
+        ("tests", plan.tests, "every test of the built nodes, and the modified tests"),
+    ]
+    text = "## Slim CI plan\n\n" + markdown_table(("", "count", "nodes"), rows) + "\n"
+    if plan.notices:
+        text += "\n" + "\n".join(f"- notice: {n}" for n in plan.notices) + "\n"
+    return text
 
 
 def render_results(results: list[artifacts.NodeResult], seconds: float) -> str:
@@ -189,50 +346,71 @@ def run_slim_ci(
         where = f"at {state_dir}" if state_dir else "(no --state given)"
         print(f"notice: no production state {where}: running a full build instead of slim CI")
         plan = Plan(state=None, selected=(), modified=(), deferred=(), tests=0)
-        args = ["build", *EXCLUDE] + (["--select", select] if select else [])
+        invocations = [["build", *EXCLUDE] + (["--select", select] if select else [])]
     else:
         try:
-            plan = make_plan(project, state, select or DEFAULT_SELECT, target, env)
+            plan = make_plan(project, state, select, target, env)
         except MediaPulseError as exc:
             # the PR's summary and comment must say why, not only the job log
             write_summary(f"## Slim CI: failed before building\n\n- {exc}\n", summary)
             raise
-        if not plan.selected:
+        if plan.empty:
             if select:
                 raise MediaPulseError(f"--select {select!r} matches no model, seed or snapshot")
             report = render_plan(plan) + "\nNo changes against production: nothing to build.\n"
             print(report)
             write_summary(report, summary)
             return 0
-        args = [
-            "build",
-            "--select",
-            select or DEFAULT_SELECT,
-            *EXCLUDE,
-            "--defer",
-            "--state",
-            str(state),
-        ]
+        defer = [*EXCLUDE, "--defer", "--state", str(state)]
+        invocations = []
+        if plan.needs_build:
+            invocations.append(["build", "--select", *plan.selection, *defer])
+        if plan.standalone_unit_tests:
+            invocations.append(["test", "--select", *plan.standalone_selection, *defer])
     print(render_plan(plan))
     if project.target_type(target) == "duckdb":
         ci_file = project.duckdb_path(target)
         for leftover in (ci_file, ci_file.with_name(ci_file.name + ".wal")):
             leftover.unlink(missing_ok=True)  # a fresh CI warehouse per run
-    (project.target_dir / "run_results.json").unlink(missing_ok=True)
     started = time.perf_counter()
-    result = run_dbt(project, args, target=target, extra_env=env)
+    ok, error, results = _run_all(project, invocations, target, env)
     seconds = time.perf_counter() - started
-    if not result.success and not (project.target_dir / "run_results.json").exists():
-        raise MediaPulseError(f"dbt build did not run: {result.error}")
-    results = artifacts.node_results(project.target_dir)
     report = render_plan(plan) + "\n" + render_results(results, seconds)
     written = write_summary(report, summary)
     for line in (r.describe() for r in results if r.failed):
         print(f"  {line}")
     if written:
         print(f"summary written to {written}")
-    if result.success:
+    if ok:
         return 0
-    if result.error and not any(r.failed for r in results):
-        raise MediaPulseError(f"dbt build failed: {result.error.splitlines()[0]}")
+    if error and not any(r.failed for r in results):
+        raise MediaPulseError(f"dbt build failed: {error.splitlines()[0]}")
     return 1
+
+
+def _run_all(
+    project: Project, invocations: list[list[str]], target: str, env: dict[str, str]
+) -> tuple[bool, str | None, list[artifacts.NodeResult]]:
+    """Run each dbt invocation; (all succeeded, the first error, every node's result).
+
+    The results of all of them are written as one target/run_results.json, so whatever reads
+    "the last run" afterwards sees everything this slim CI ran."""
+    run_results = project.target_dir / "run_results.json"
+    ok, error = True, None
+    merged: dict | None = None
+    for args in invocations:
+        run_results.unlink(missing_ok=True)
+        result = run_dbt(project, args, target=target, extra_env=env)
+        if not run_results.exists():
+            raise MediaPulseError(f"dbt {args[0]} did not run: {result.error}")
+        data = artifacts.load_json(run_results, "dbt run results")
+        if merged is None:
+            merged = data
+        else:
+            merged["results"] += data["results"]
+            merged["elapsed_time"] = merged.get("elapsed_time", 0) + data.get("elapsed_time", 0)
+        ok = ok and result.success
+        error = error or (None if result.success else result.error)
+    if merged is not None:
+        run_results.write_text(json.dumps(merged))
+    return ok, error, artifacts.node_results(project.target_dir)

@@ -158,3 +158,59 @@ def test_plan_rendering_lists_modified_downstream_deferred() -> None:
     assert "No production state" in slim_ci.render_plan(
         slim_ci.Plan(state=None, selected=(), modified=(), deferred=(), tests=0)
     )
+
+
+def test_changed_vars_are_added_removed_or_different_values() -> None:
+    production = {"a": 1, "b": "2020-01-01", "c": [1, 2], "gone": True}
+    current = {"a": 1, "b": "2020-02-01", "c": [1, 2], "new": None}
+    assert slim_ci.changed_vars(current, production) == ["b", "gone", "new"]
+    assert slim_ci.changed_vars(production, dict(production)) == []
+
+
+def test_nodes_reading_a_var_directly_through_macros_and_in_test_arguments() -> None:
+    manifest = {
+        "nodes": {
+            "model.p.direct": {"raw_code": "select {{ var('lookback') }} as x",
+                               "depends_on": {"macros": []}},
+            "model.p.via_macro": {"raw_code": "select {{ outer() }}",
+                                  "depends_on": {"macros": ["macro.p.outer"]}},
+            "test.p.range.ab12": {"raw_code": "{{ test_range(**_dbt_generic_test_kwargs) }}",
+                                  "test_metadata": {"kwargs": {"max": "{{ var(\"limit\") }}"}},
+                                  "depends_on": {"macros": []}},
+            "model.p.other": {"raw_code": "select {{ var('lookback_days') }}",
+                              "depends_on": {"macros": []}},
+        },
+        "macros": {
+            "macro.p.outer": {"macro_sql": "{{ inner() }}",
+                              "depends_on": {"macros": ["macro.p.inner"]}},
+            "macro.p.inner": {"macro_sql": "{{ var( 'lookback', 2) }}",
+                              "depends_on": {"macros": ["macro.p.outer"]}},  # a cycle
+        },
+    }  # fmt: skip
+    readers = slim_ci.nodes_reading_vars(manifest, ["lookback", "limit"])
+    assert readers == {
+        "model.p.direct": {"lookback"},
+        "model.p.via_macro": {"lookback"},
+        "test.p.range.ab12": {"limit"},
+    }
+    assert slim_ci.nodes_reading_vars(manifest, []) == {}
+
+
+def test_plan_lists_modified_tests_vars_and_exposures_by_name() -> None:
+    plan = slim_ci.Plan(
+        state=Path("state"),
+        selected=(),
+        modified=(),
+        deferred=("model.p.fct_b",),
+        tests=2,
+        modified_tests=("test.p.not_null_fct_b_id.1a2b3c4d5e", "test.p.assert_b_adds_up"),
+        changed_vars=("lookback",),
+        var_users=("model.p.stg_a",),
+        modified_exposures=("exposure.p.kpis",),
+    )
+    text = slim_ci.render_plan(plan)
+    assert "| modified tests | 2 | not_null_fct_b_id, assert_b_adds_up |" in text
+    assert "| vars changed | 1 | lookback |" in text
+    assert "| reading them | 1 | stg_a |" in text
+    assert "| modified exposures (their inputs' tests run) | 1 | kpis |" in text
+    assert not plan.empty and plan.needs_build

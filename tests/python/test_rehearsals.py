@@ -1,115 +1,298 @@
-"""The CI workflows rehearsed with `make ci-*` in a throwaway copy, a local directory standing
-in for the artifact store: a first PR before any nightly, the nightly, a PR that edits one
-model, a PR that breaks a contract, validation, a deploy, and a deploy that must not land."""
+"""The workflows in .github/workflows run as GitHub runs them, one scenario per test.
+
+Every job runs on a fresh runner (tests/python/gha.py): a new clone of the scenario's
+repository at the job's commit, plus only the artifacts its download steps fetch from the
+artifact store, which holds what the latest successful run on main published. The scenarios
+follow the order GitHub would run them in: a pull request before anything was ever published,
+the first nightly on an empty store, pull requests against it, validation, a deploy of the
+merged change, the next nightly, an expired warehouse artifact, and a rollback.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from mediapulse import artifacts
-from mediapulse.project import Project
 from mediapulse.summarize import MARKER
 
-from .conftest import clone_built, manifest_models, relation_of
+from . import gha
+from .conftest import copy_project
 
 pytestmark = pytest.mark.dbt
 
-VENV = Path(sys.executable).parent.parent
-STATE = "ci-artifacts/production-state"
+STATE = "production-state"
+WAREHOUSE = "production-warehouse"
+CONTENT_MODEL = "models/staging/catalog/stg_catalog__content.sql"
+REVENUE_TEST = "tests/marts/finance/assert_subscription_revenue_fully_allocated.sql"
+# Lint and the unit tests read the checkout and write nothing a later step reads; they run in
+# the main pull-request scenario, and scenarios about what slim CI does with a change skip them.
+CODE_CHECKS = ("Lint", "Unit tests")
 
 
-def _make(project: Project, target: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIAPULSE_", "GITHUB_"))}
-    env["DBT_PROJECT_EVALUATOR_SEVERITY"] = "error"
-    # the copy uses this checkout's virtualenv and must never reinstall into it
-    cmd = ["make", f"VENV={VENV}", "-o", str(VENV / ".installed"), target]
-    return subprocess.run(
-        cmd, cwd=project.root, env=env, capture_output=True, text=True, timeout=1800
-    )
+@dataclass
+class Scenario:
+    repository: Path  # the GitHub repository: main, and a branch per pull request
+    work: Path
+
+    def workflow(self, name: str) -> Path:
+        return self.repository / ".github" / "workflows" / name
+
+    def runner(self, store: gha.Store) -> gha.Runner:
+        return gha.Runner(self.repository, store, self.work)
+
+    def branch(self, name: str, edit: Callable[[Path], None], base: str = "main") -> str:
+        """A pull request's head: `edit` applied to `base` and committed; returns the commit."""
+        gha.git(self.repository, "checkout", "--quiet", "-B", name, base)
+        edit(self.repository)
+        gha.git(self.repository, "commit", "--quiet", "-am", f"pull request {name}")
+        commit = gha.git(self.repository, "rev-parse", "HEAD")
+        gha.git(self.repository, "checkout", "--quiet", "main")
+        return commit
+
+    def merge(self, commit: str) -> str:
+        gha.git(self.repository, "merge", "--quiet", "--ff-only", commit)
+        return gha.git(self.repository, "rev-parse", "HEAD")
+
+    def pull_request(
+        self, store: gha.Store, commit: str, skip: tuple[str, ...] = ()
+    ) -> tuple[gha.JobResult, gha.JobResult]:
+        """The PR workflow's two jobs: the checks, then the comment from their report."""
+        payload = {
+            "pull_request": {
+                "number": 1,
+                "head": {"repo": {"full_name": "mediapulse/mediapulse"}},
+            }
+        }
+        runner = self.runner(store)
+        checks = runner.run(self.workflow("pr-slim-ci.yml"), "checks", commit=commit,
+                            event="pull_request", event_payload=payload, skip=skip)  # fmt: skip
+        comment = runner.run(self.workflow("pr-slim-ci.yml"), "comment", commit=commit,
+                             event="pull_request", event_payload=payload,
+                             run_artifacts=checks.uploaded)  # fmt: skip
+        return checks, comment
+
+    def on_main(self, store: gha.Store, workflow: str, job: str, **kwargs) -> gha.JobResult:
+        return self.runner(store).run(self.workflow(workflow), job, commit="main",
+                                      event=kwargs.pop("event", "schedule"), on_main=True,
+                                      **kwargs)  # fmt: skip
 
 
-def _ok(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+def _digest(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _ok(job: gha.JobResult) -> None:
+    assert job.success, job.log()
 
 
-def _titles_upper(manifest: Path, database: Path) -> bool:
-    """Every title in `database`'s dim_content is upper case; the relation is the one the
-    manifest names (target/ for the CI build, the published state for production)."""
-    nodes = artifacts.load_json(manifest, "manifest")["nodes"]
-    node = next(n for n in nodes.values() if n["resource_type"] == "model"
-                and n["name"] == "dim_content")  # fmt: skip
-    relation = relation_of(node).split(".", 1)[1]
+def _upper_titles(edit_root: Path) -> None:
+    path = edit_root / CONTENT_MODEL
+    text = path.read_text()
+    assert "        title,\n" in text
+    path.write_text(text.replace("        title,\n", "        upper(title) as title,\n", 1))
+
+
+def _relation(state: Path, model: str) -> str:
+    nodes = artifacts.load_json(state / "manifest.json", "manifest")["nodes"]
+    node = next(
+        n for n in nodes.values()
+        if n["resource_type"] in ("model", "snapshot") and n["name"] == model
+        and n["package_name"] == "mediapulse"
+    )  # fmt: skip
+    return artifacts.unquoted_relation(node).split(".", 1)[1]
+
+
+def _count(database: Path, sql: str) -> int:
     with duckdb.connect(str(database), read_only=True) as con:
-        sql = f"select count(*) from {relation} where title <> upper(title)"
-        return con.execute(sql).fetchone()[0] == 0
+        return int(con.execute(sql).fetchone()[0])
 
 
-def test_the_workflows_rehearsed_end_to_end(built: Project, tmp_path: Path) -> None:
-    project = clone_built(built, tmp_path / "repo")
-    out = project.root / "ci-output"
-    state = project.root / STATE
-    prod = project.duckdb_path("prod")
+def _mixed_case_titles(store: gha.Store) -> int:
+    """Titles of production's dim_content not in upper case (the relation the state names)."""
+    relation = _relation(store.path(STATE), "dim_content")
+    prod = store.path(WAREHOUSE) / "prod.duckdb"
+    return _count(prod, f"select count(*) from {relation} where title <> upper(title)")
 
-    # 1. the first pull request ever: no production state yet, a full build with a notice
-    first = _make(project, "ci-pr")
-    _ok(first)
-    assert "no production state" in first.stdout and "full build" in first.stdout
-    assert "no baseline" in first.stdout
-    assert (out / "pr-comment.md").read_text().startswith(MARKER)
 
-    # 2. the nightly: production built, state published
-    nightly = _make(project, "ci-nightly")
-    _ok(nightly)
-    for name in (
-        "manifest.json",
-        "run_results.json",
-        "sources.json",
-        "catalog.json",
-        "evaluator.json",
-    ):
-        assert (state / name).is_file(), name
-    assert json.loads((state / "evaluator.json").read_text())["violations"] == []
-    assert "passed, production replaced" in (out / "nightly.md").read_text()
-    assert prod.is_file()
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    root = tmp_path_factory.mktemp("github")
+    repository = root / "repository"
+    copy_project(repository)
+    gha.git(repository, "init", "--quiet", "--initial-branch=main")
+    gha.git(repository, "add", "-A")
+    gha.git(repository, "commit", "--quiet", "-m", "main")
+    return Scenario(repository, root / "runners")
 
-    # 3. a pull request that edits one staging model
-    model = project.root / "models/staging/catalog/stg_catalog__content.sql"
-    original_model = model.read_text()
-    model.write_text(
-        original_model.replace("        title,\n", "        upper(title) as title,\n", 1)
-    )
-    prod_before = _digest(prod)
-    pr = _make(project, "ci-pr")
-    _ok(pr)
-    slim = (out / "slim-ci.md").read_text()
+
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> gha.Store:
+    root = tmp_path_factory.mktemp("store-empty") / "store"
+    root.mkdir()
+    return gha.Store(root)
+
+
+@pytest.fixture(scope="module")
+def first_nightly(
+    scenario: Scenario, empty_store: gha.Store, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[gha.JobResult, gha.Store]:
+    store = empty_store.copy(tmp_path_factory.mktemp("store-nightly") / "store")
+    return scenario.on_main(store, "nightly.yml", "nightly"), store
+
+
+@pytest.fixture(scope="module")
+def published(first_nightly: tuple[gha.JobResult, gha.Store]) -> gha.Store:
+    """The store after the first nightly; a test that needs it fails if that nightly did."""
+    job, store = first_nightly
+    _ok(job)
+    return store
+
+
+@pytest.fixture(scope="module")
+def merged_change(scenario: Scenario) -> str:
+    """The pull request most scenarios use: titles in upper case, in a staging model."""
+    return scenario.branch("upper-titles", _upper_titles)
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    scenario: Scenario,
+    published: gha.Store,
+    merged_change: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[gha.JobResult, gha.Store]:
+    store = published.copy(tmp_path_factory.mktemp("store-deploy") / "store")
+    scenario.merge(merged_change)
+    return scenario.on_main(store, "deploy.yml", "deploy", event="push"), store
+
+
+def test_a_pull_request_before_any_nightly_builds_everything_with_a_notice(
+    scenario: Scenario, empty_store: gha.Store, merged_change: str
+) -> None:
+    before = _digest(empty_store.root)
+    checks, comment = scenario.pull_request(empty_store, merged_change, skip=CODE_CHECKS)
+    _ok(checks)
+    slim = checks.step("Slim CI")
+    assert "no production state" in slim.stdout and "full build" in slim.stdout
+    assert "no baseline" in checks.step("Project evaluator against main").stdout
+    _ok(comment)
+    assert comment.comment is not None and comment.comment.startswith(MARKER)
+    assert "No production state: full build of the project." in comment.comment
+    assert _digest(empty_store.root) == before, "a pull request publishes nothing"
+
+
+def test_the_first_nightly_on_an_empty_store_publishes_production(
+    first_nightly: tuple[gha.JobResult, gha.Store],
+) -> None:
+    job, store = first_nightly
+    _ok(job)
+    assert "no production yet" in job.step("Full refresh, freshness, tests, docs").stdout
+    state = store.path(STATE)
+    for name in ("manifest.json", "run_results.json", "sources.json", "catalog.json",
+                 "evaluator.json", "release.json"):  # fmt: skip
+        assert (state / name).is_file(), f"{name} not published: {job.log()}"
+    report = artifacts.load_json(state / "evaluator.json", "evaluator report")
+    assert report["violations"] == []
+    assert {p.name for p in store.path(WAREHOUSE).iterdir()} == {"prod.duckdb", "raw.duckdb"}
+    assert _mixed_case_titles(store) > 0
+
+
+def test_a_pull_request_is_built_against_production(
+    scenario: Scenario, published: gha.Store, merged_change: str
+) -> None:
+    before = _digest(published.root)
+    checks, comment = scenario.pull_request(published, merged_change)
+    _ok(checks)
+    assert checks.step("Unit tests").outcome == "success"
+    slim = (checks.workspace / "ci-output" / "slim-ci.md").read_text()
     assert "| modified | 1 | stg_catalog__content |" in slim
     assert "Slim CI results: passed" in slim
-    comment = (out / "pr-comment.md").read_text()
-    assert comment.startswith(MARKER)
-    assert (
-        "## Slim CI plan" in comment and "dbt-project-evaluator" in comment and "Codegen" in comment
-    )
-    ci_manifest = project.target_dir / "manifest.json"
-    assert _titles_upper(ci_manifest, project.duckdb_path("ci")), "the change was built in CI"
-    assert _digest(prod) == prod_before, "a PR never touches production"
+    ci = checks.workspace / "warehouse" / "ci.duckdb"
+    relation = _relation(checks.workspace / "target", "dim_content")
+    assert _count(ci, f"select count(*) from {relation} where title <> upper(title)") == 0
+    _ok(comment)
+    assert comment.comment is not None and comment.comment.startswith(MARKER)
+    for section in ("## Slim CI plan", "dbt-project-evaluator", "Codegen"):
+        assert section in comment.comment
+    assert _digest(published.root) == before, "a pull request never touches production"
 
-    # 4. validation of the critical path before merge
-    _ok(_make(project, "ci-validate"))
-    results = artifacts.node_results(project.target_dir)
-    manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
-    built_models = {r.unique_id for r in results if r.resource_type == "model"}
+
+def test_a_pull_request_changing_only_a_test_runs_it_and_fails(
+    scenario: Scenario, published: gha.Store
+) -> None:
+    def break_the_test(root: Path) -> None:
+        (root / REVENUE_TEST).write_text(
+            "select 1 as broken from {{ ref('fct_subscription_revenue') }} limit 1\n"
+        )
+
+    commit = scenario.branch("break-a-test", break_the_test)
+    checks, comment = scenario.pull_request(published, commit, skip=CODE_CHECKS)
+    assert not checks.success
+    assert checks.step("Slim CI").outcome == "failure", checks.log()
+    # the reports after it still run, and the comment says which test failed on what
+    assert checks.step("Codegen check").outcome == "success", checks.log()
+    _ok(comment)
+    assert comment.comment is not None
+    failure = next(
+        line for line in comment.comment.splitlines()
+        if "assert_subscription_revenue_fully_allocated" in line and "FAIL" in line
+    )  # fmt: skip
+    assert "fct_subscription_revenue" in failure
+    assert "| modified tests | 1 | assert_subscription_revenue_fully_allocated |" in comment.comment
+
+
+def test_a_pull_request_breaking_a_contract_fails_naming_the_column(
+    scenario: Scenario, published: gha.Store
+) -> None:
+    def drop_is_original(root: Path) -> None:
+        mart = root / "models/marts/core/dim_content.sql"
+        mart.write_text("".join(
+            line for line in mart.read_text().splitlines(keepends=True)
+            if ".is_original," not in line
+        ))  # fmt: skip
+        yml = root / "models/marts/core/_core__models.yml"
+        lines = yml.read_text().splitlines(keepends=True)
+        model = next(i for i, x in enumerate(lines) if x.strip() == "- name: dim_content")
+        start = next(
+            i for i, x in enumerate(lines) if x.strip() == "- name: is_original" and i > model
+        )
+        indent = len(lines[start]) - len(lines[start].lstrip())
+        end = start + 1
+        while end < len(lines) and (
+            not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > indent
+        ):
+            end += 1
+        yml.write_text("".join(lines[:start] + lines[end:]))
+
+    commit = scenario.branch("drop-a-contract-column", drop_is_original)
+    checks, comment = scenario.pull_request(published, commit, skip=CODE_CHECKS)
+    slim = checks.step("Slim CI")
+    assert slim.outcome == "failure"
+    assert "breaking change to the contract of model dim_content" in slim.stderr
+    assert comment.comment is not None and "is_original" in comment.comment
+
+
+def test_validation_builds_and_tests_the_critical_path(
+    scenario: Scenario, published: gha.Store, merged_change: str
+) -> None:
+    job = scenario.runner(published).run(
+        scenario.workflow("pr-validation.yml"), "validate", commit=merged_change,
+        event="merge_group",
+    )  # fmt: skip
+    _ok(job)
+    manifest = artifacts.load_json(job.workspace / "target" / "manifest.json", "manifest")
+    results = artifacts.node_results(job.workspace / "target")
+    built = {r.unique_id for r in results if r.resource_type == "model"}
     critical = {
         uid for uid, n in manifest["nodes"].items()
         if n["resource_type"] == "model" and "critical" in n["tags"]
@@ -121,57 +304,114 @@ def test_the_workflows_rehearsed_end_to_end(built: Project, tmp_path: Path) -> N
             if child.startswith("model.") and child not in descendants:
                 descendants.add(child)
                 todo.append(child)
-    assert critical and built_models == critical | descendants
-    assert "Slim CI results: passed" in (out / "validate.md").read_text()
+    assert critical and built == critical | descendants
+    assert "Slim CI results: passed" in (job.workspace / "ci-output" / "validate.md").read_text()
 
-    # 5. deploy the merged change: production swapped, the old one kept, state republished
-    deploy = _make(project, "ci-deploy")
-    _ok(deploy)
-    assert _titles_upper(state / "manifest.json", prod)
-    assert project.duckdb_path("prod").with_name("prod.previous.duckdb").is_file()
-    deployed = artifacts.load_json(state / "manifest.json", "manifest")
-    # the published state is the merged code's, so the next PR compares against the change
-    raw_code = deployed["nodes"]["model.mediapulse.stg_catalog__content"]["raw_code"]
-    assert "upper(title) as title" in raw_code
 
-    # 6. a change that breaks a contract: slim CI fails and says where, in the PR comment too
-    mart = project.root / "models/marts/core/dim_content.sql"
-    yml = next((project.root / "models/marts/core").glob("_*__models.yml"))
-    mart_text, yml_text = mart.read_text(), yml.read_text()
-    node = manifest_models(project)["dim_content"]
-    column = "is_original" if "is_original" in node["columns"] else list(node["columns"])[-1]
-    mart.write_text("\n".join(x for x in mart_text.splitlines() if f".{column}," not in x) + "\n")
-    lines = yml_text.splitlines(keepends=True)
-    model_line = yml_text[: yml_text.index("name: dim_content")].count("\n")
-    start = next(
-        i for i, x in enumerate(lines) if x.strip() == f"- name: {column}" and i > model_line
+def test_a_deploy_of_the_merged_change_swaps_production_and_keeps_the_previous(
+    deployed: tuple[gha.JobResult, gha.Store],
+) -> None:
+    job, store = deployed
+    _ok(job)
+    assert _mixed_case_titles(store) == 0, "production runs the merged code"
+    state = store.path(STATE)
+    raw_code = artifacts.load_json(state / "manifest.json", "manifest")["nodes"][
+        "model.mediapulse.stg_catalog__content"
+    ]["raw_code"]
+    assert "upper(title) as title" in raw_code, "the next pull request compares with main"
+    assert (store.path(WAREHOUSE) / "prod.previous.duckdb").is_file()
+    previous = artifacts.load_json(state / "previous" / "manifest.json", "previous manifest")
+    assert (
+        "upper(title)" not in previous["nodes"]["model.mediapulse.stg_catalog__content"]["raw_code"]
+    ), "the state of the replaced release is kept beside it, for a rollback"
+
+
+def test_a_deploy_whose_test_fails_publishes_nothing(
+    scenario: Scenario, published: gha.Store, tmp_path: Path
+) -> None:
+    def add_failing_test(root: Path) -> None:
+        test = root / "tests" / "marts" / "assert_deploy_gate_rehearsal.sql"
+        test.write_text(
+            "-- a rule no data satisfies: a failing deploy must change nothing\n"
+            "select content_id from {{ ref('dim_content') }}\n"
+        )
+        gha.git(root, "add", str(test))
+
+    store = published.copy(tmp_path / "store")
+    before = _digest(store.root)
+    commit = scenario.branch("failing-deploy", add_failing_test)
+    job = scenario.runner(store).run(
+        scenario.workflow("deploy.yml"), "deploy", commit=commit, event="push", on_main=True
     )
-    end = start + 1
-    indent = len(lines[start]) - len(lines[start].lstrip())
-    while end < len(lines) and (
-        not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > indent
-    ):
-        end += 1
-    yml.write_text("".join(lines[:start] + lines[end:]))
-    broken = _make(project, "ci-pr")
-    assert broken.returncode != 0
-    assert "breaking change to the contract of model dim_content" in broken.stderr
-    assert column in (out / "slim-ci.md").read_text()
-    mart.write_text(mart_text)
-    yml.write_text(yml_text)
+    step = job.step("Build, test and swap in production")
+    assert step.outcome == "failure"
+    assert "production left as it was" in step.stdout
+    assert "assert_deploy_gate_rehearsal" in (job.workspace / "ci-output" / "deploy.md").read_text()
+    assert job.step("Alert on failure").outcome == "success", job.log()
+    assert _digest(store.root) == before, "nothing of a failed deploy is published"
 
-    # 7. a deploy whose error-severity test fails leaves production and its state untouched
-    prod_before, manifest_before = _digest(prod), _digest(state / "manifest.json")
-    failing = project.root / "tests" / "marts" / "assert_deploy_gate_rehearsal.sql"
-    failing.parent.mkdir(parents=True, exist_ok=True)
-    failing.write_text(
-        "-- a rule that no data can satisfy, to prove a failing deploy changes nothing\n"
-        "select content_id from {{ ref('dim_content') }}\n"
-    )
-    refused = _make(project, "ci-deploy")
-    assert refused.returncode != 0
-    assert "production left as it was" in refused.stdout
-    assert "assert_deploy_gate_rehearsal" in (out / "deploy.md").read_text()
-    assert _digest(prod) == prod_before
-    assert _digest(state / "manifest.json") == manifest_before
-    assert not (project.warehouse_dir / ".release").exists()
+
+def test_the_next_nightly_keeps_snapshot_history(
+    scenario: Scenario, deployed: tuple[gha.JobResult, gha.Store], tmp_path: Path
+) -> None:
+    _ok(deployed[0])
+    store = deployed[1].copy(tmp_path / "store")
+    snapshot = _relation(store.path(STATE), "content_snapshot").replace(".content_snapshot", "")
+    versions = "select content_id, dbt_valid_from from {}.content_snapshot"
+    with duckdb.connect(str(store.path(WAREHOUSE) / "prod.duckdb"), read_only=True) as con:
+        before = set(con.execute(versions.format(snapshot)).fetchall())
+    # the catalogue renames a title, and the loader brings the new row (raw data is its own)
+    with duckdb.connect(str(store.path(WAREHOUSE) / "raw.duckdb")) as con:
+        con.execute(
+            "update catalog.content set title = title || ' (Director''s Cut)', "
+            "updated_at = (select max(loaded_at) from catalog.content), "
+            "loaded_at = (select max(loaded_at) from catalog.content) "
+            "where content_id = (select min(content_id) from catalog.content)"
+        )
+    job = scenario.on_main(store, "nightly.yml", "nightly")
+    _ok(job)
+    with duckdb.connect(str(store.path(WAREHOUSE) / "prod.duckdb"), read_only=True) as con:
+        after = set(con.execute(versions.format(snapshot)).fetchall())
+        closed = con.execute(
+            f"select count(*) from {snapshot}.content_snapshot where dbt_valid_to is not null"
+        ).fetchone()[0]
+    assert before <= after, "every version recorded before survives the rebuild"
+    assert closed > 0, "renamed titles closed their previous version"
+
+
+def test_the_nightly_stops_when_the_warehouse_artifact_expired(
+    scenario: Scenario, published: gha.Store, tmp_path: Path
+) -> None:
+    store = published.copy(tmp_path / "store")
+    store.expire(WAREHOUSE)
+    before = _digest(store.root)
+    job = scenario.on_main(store, "nightly.yml", "nightly")
+    step = job.step("Full refresh, freshness, tests, docs")
+    assert step.outcome == "failure"
+    error = step.stderr.strip().splitlines()[-1]
+    assert "prod.duckdb" in error and "production-warehouse" in error and "--start-over" in error
+    assert "generating" not in step.stdout, "no demo data replaces the loader's"
+    assert job.step("Alert on failure").outcome == "success", job.log()
+    assert _digest(store.root) == before
+
+
+def test_a_rollback_restores_the_previous_release_and_its_state(
+    scenario: Scenario, deployed: tuple[gha.JobResult, gha.Store], tmp_path: Path
+) -> None:
+    _ok(deployed[0])
+    store = deployed[1].copy(tmp_path / "store")
+    job = scenario.on_main(store, "rollback.yml", "rollback", event="workflow_dispatch")
+    _ok(job)
+    assert _mixed_case_titles(store) > 0, "the release before the deploy is live again"
+    manifest = artifacts.load_json(store.path(STATE) / "manifest.json", "manifest")
+    raw_code = manifest["nodes"]["model.mediapulse.stg_catalog__content"]["raw_code"]
+    assert "upper(title)" not in raw_code, "slim CI compares with what is live"
+    assert not (store.path(WAREHOUSE) / "prod.previous.duckdb").exists()
+
+    # there is nothing left to roll back to: the workflow refuses and changes nothing
+    before = _digest(store.root)
+    again = scenario.on_main(store, "rollback.yml", "rollback", event="workflow_dispatch")
+    step = again.step("Roll back production")
+    assert step.outcome == "failure"
+    assert "nothing to roll back to" in step.stderr
+    assert _digest(store.root) == before

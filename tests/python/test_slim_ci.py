@@ -96,8 +96,13 @@ def test_staging_change_builds_it_and_its_descendants_only(
     assert _plan_row(out, "modified") == {"stg_catalog__content"}
     assert _plan_row(out, "downstream") == {slim_ci.node_name(n) for n in expected - {changed}}
     deferred = _plan_row(out, "deferred to production")
+    # what the built nodes and their tests read without rebuilding it comes from production
+    tests_run = {
+        r.unique_id for r in artifacts.node_results(project.target_dir)
+        if r.resource_type in ("test", "unit_test")
+    }  # fmt: skip
     parents = {
-        p for n in expected for p in manifest["parent_map"][n]
+        p for n in expected | tests_run for p in manifest["parent_map"][n]
         if p.split(".")[0] in BUILDABLE and p not in expected
         and manifest["nodes"][p]["config"]["materialized"] != "ephemeral"
     }  # fmt: skip
@@ -267,3 +272,145 @@ def test_corrupt_state_and_bad_selector_are_clear_errors(
         slim_ci.run_slim_ci(
             project, state_dir=project.root / "state", prod_warehouse=tmp_path / "nope.duckdb"
         )
+
+
+# -- changes dbt marks modified that are not models: each is built or tested, never dropped ---
+
+REVENUE_TEST = "tests/marts/finance/assert_subscription_revenue_fully_allocated.sql"
+
+
+def _ran(project: Project) -> dict[str, str]:
+    """Every node slim CI ran, by name, with its status (exposures are no-ops, left out)."""
+    return {
+        r.name: r.status
+        for r in artifacts.node_results(project.target_dir)
+        if r.resource_type != "exposure"
+    }
+
+
+def test_a_changed_singular_test_runs_against_production_and_fails_the_job(
+    after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = clone_built(after_nightly, tmp_path / "pr")
+    (project.root / REVENUE_TEST).write_text(
+        "select 1 as broken from {{ ref('fct_subscription_revenue') }} limit 1\n"
+    )
+    code, out = _run(project, capsys)
+    assert code == 1, out
+    assert _plan_row(out, "modified tests") == {"assert_subscription_revenue_fully_allocated"}
+    assert _plan_row(out, "modified") == set()
+    assert "fct_subscription_revenue" in _plan_row(out, "deferred to production")
+    assert _built(project) == set(), "nothing is rebuilt: the test reads production"
+    assert _ran(project) == {"assert_subscription_revenue_fully_allocated": "fail"}
+    summary = (project.root / "slim.md").read_text()
+    failure = next(line for line in summary.splitlines() if line.startswith("- FAIL"))
+    assert "assert_subscription_revenue_fully_allocated" in failure
+    assert "model fct_subscription_revenue" in failure
+
+
+def test_a_changed_generic_test_runs_and_names_model_and_column(
+    after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = clone_built(after_nightly, tmp_path / "pr")
+    _edit(
+        project,
+        "models/staging/catalog/_catalog__models.yml",
+        "values: ['movie', 'episode', 'live']",
+        "values: ['movie', 'episode']",
+    )
+    code, out = _run(project, capsys)
+    assert code == 1, out
+    (test,) = _plan_row(out, "modified tests")
+    assert test.startswith("accepted_values_stg_catalog__content_content_type")
+    assert _built(project) == set()
+    summary = (project.root / "slim.md").read_text()
+    failure = next(line for line in summary.splitlines() if line.startswith("- FAIL"))
+    assert "accepted_values on model stg_catalog__content, column content_type" in failure
+
+
+def test_a_new_unit_test_runs_and_fails_the_job(
+    after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = clone_built(after_nightly, tmp_path / "pr")
+    (project.root / "models/marts/core/_core__unit_tests.yml").write_text(
+        """unit_tests:
+  - name: dim_content_names_the_genre_of_a_title
+    description: A title's genre name comes from seed `genres` (expectation wrong on purpose).
+    model: dim_content
+    given:
+      - input: ref('stg_catalog__content')
+        rows:
+          - {content_id: 1, content_type: movie, title: Heat, genre_code: action}
+      - input: ref('genres')
+        rows:
+          - {genre_code: action, genre_name: Action}
+    expect:
+      rows:
+        - {content_id: 1, genre_name: Drama}
+"""
+    )
+    code, out = _run(project, capsys)
+    assert code == 1, out
+    assert _plan_row(out, "modified tests") == {"dim_content_names_the_genre_of_a_title"}
+    assert _built(project) == set()
+    assert _ran(project) == {"dim_content_names_the_genre_of_a_title": "fail"}
+
+
+def test_a_changed_var_rebuilds_every_model_reading_it(
+    after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = clone_built(after_nightly, tmp_path / "pr")
+    _edit(
+        project,
+        "dbt_project.yml",
+        "max_playback_seconds_per_event: 180",
+        "max_playback_seconds_per_event: 120",
+    )
+    code, out = _run(project, capsys)
+    assert code == 0, out
+    assert "| vars changed | 1 | max_playback_seconds_per_event |" in out
+    manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
+    readers = {
+        uid for uid, n in manifest["nodes"].items()
+        if n["resource_type"] == "model" and "max_playback_seconds_per_event" in n["raw_code"]
+    }  # fmt: skip
+    assert readers, "some model reads the var"
+    assert _built(project) == readers | _descendants(manifest, readers)
+
+
+def test_a_changed_exposure_runs_the_tests_of_what_it_reads(
+    after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = clone_built(after_nightly, tmp_path / "pr")
+    _edit(project, "models/marts/_exposures.yml", "maturity: high", "maturity: medium")
+    code, out = _run(project, capsys)
+    assert code == 0, out
+    manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
+    exposure = next(u for u, e in manifest["exposures"].items() if e["maturity"] == "medium")
+    assert slim_ci.node_name(exposure) in _plan_row(
+        out, r"modified exposures \(their inputs' tests run\)"
+    )
+    inputs = manifest["exposures"][exposure]["depends_on"]["nodes"]
+    expected = {
+        manifest["nodes"][t]["name"]
+        for parent in inputs for t in manifest["child_map"][parent] if t.startswith("test.")
+    }  # fmt: skip
+    assert _built(project) == set()
+    ran = _ran(project)
+    assert set(ran) == expected and set(ran.values()) == {"pass"}
+
+
+def test_a_changed_snapshot_is_built(
+    after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = clone_built(after_nightly, tmp_path / "pr")
+    _edit(
+        project,
+        "snapshots/_snapshots.yml",
+        "      unique_key: content_id\n",
+        "      unique_key: content_id\n      meta:\n        owner: catalog-analytics\n",
+    )
+    code, out = _run(project, capsys)
+    assert code == 0, out
+    assert "content_snapshot" in _plan_row(out, "modified")
+    assert "snapshot.mediapulse.content_snapshot" in _built(project)

@@ -25,7 +25,9 @@ REHEARSAL = {
     "nightly.yml": "ci-nightly",
     "pr-validation.yml": "ci-validate",
     "deploy.yml": "ci-deploy",
+    "rollback.yml": "ci-rollback",
 }
+RELEASES = ("nightly.yml", "deploy.yml", "rollback.yml")  # they write production
 MAKE_VARS = {
     "$(MP)": ".venv/bin/mediapulse",
     "$(STATE)": "ci-artifacts/production-state",
@@ -62,7 +64,7 @@ def _make_targets() -> dict[str, list[str]]:
     return targets
 
 
-def test_there_are_the_four_workflows() -> None:
+def test_every_workflow_has_its_rehearsal() -> None:
     assert set(_workflows()) == set(REHEARSAL)
 
 
@@ -87,7 +89,11 @@ def test_every_run_step_is_one_existing_call_of_ours() -> None:
 def test_each_workflow_runs_what_its_rehearsal_runs() -> None:
     targets = _make_targets()
     for name, target in REHEARSAL.items():
-        workflow_calls = [s["run"].strip() for s in _steps(_workflows()[name]) if "run" in s]
+        # the default path: a step that runs only for a manual input is the alternative
+        workflow_calls = [
+            s["run"].strip() for s in _steps(_workflows()[name])
+            if "run" in s and "inputs." not in str(s.get("if", "")).replace("!inputs.", "")
+        ]  # fmt: skip
         workflow_calls = [c for c in workflow_calls if c != "make venv"]
         # a failure alert is the workflow's business; locally the exit code says it
         workflow_calls = [c for c in workflow_calls if " notify " not in c]
@@ -107,7 +113,7 @@ def test_permissions_concurrency_and_timeouts() -> None:
     for name, workflow in _workflows().items():
         assert workflow["permissions"] == {"contents": "read"}, name
         concurrency = workflow["concurrency"]
-        releases = name in ("nightly.yml", "deploy.yml")
+        releases = name in RELEASES
         assert concurrency["cancel-in-progress"] is (not releases), name
         if releases:
             assert concurrency["group"] == "production"
@@ -174,3 +180,34 @@ def test_shellcheck_passes_on_every_run_step(name: str, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout
+
+
+def test_the_runner_rehearsal_understands_every_workflow_expression() -> None:
+    """tests/python/gha.py runs the jobs in make test; an expression it cannot evaluate would
+    make a rehearsal pass or fail for the wrong reason, so every one must parse here."""
+    from . import gha
+
+    context = {"github": {"event": {}}, "inputs": {}, "vars": {}, "secrets": {}}
+    status = {"success": True, "failure": False, "cancelled": False, "always": True}
+    for workflow in _workflows().values():
+        scopes = [workflow.get("env") or {}]
+        for job in workflow["jobs"].values():
+            scopes.append(job.get("env") or {})
+            if job.get("if"):
+                gha.render(job["if"], context, status)
+            for step in job["steps"]:
+                scopes.append(step.get("env") or {})
+                if step.get("if"):
+                    gha.render(str(step["if"]), context, status)
+                if "actions/cache" not in step.get("uses", ""):
+                    scopes.append(step.get("with") or {})
+        for scope in scopes:
+            for value in scope.values():
+                gha.render(str(value), context, status)
+    assert gha.evaluate("vars.T || 'prod'", context, status) == "prod"
+    assert gha.evaluate("!inputs.start_over", context, status) is True
+    assert gha.evaluate("failure()", context, status) is False
+    assert gha.evaluate(
+        "github.event_name == 'merge_group' || github.event.review.state == 'approved'",
+        {"github": {"event_name": "merge_group", "event": {}}}, status,
+    )  # fmt: skip
