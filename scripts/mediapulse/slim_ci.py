@@ -40,6 +40,7 @@ class Plan:
     changed_vars: tuple[str, ...] = ()  # vars whose value differs from production's
     var_users: tuple[str, ...] = ()  # nodes selected because they read a changed var
     modified_exposures: tuple[str, ...] = ()  # their parents' tests run
+    modified_sources: tuple[str, ...] = ()  # their children are rebuilt
     selection: tuple[str, ...] = ()  # what `dbt build --select` gets
     # unit tests whose model is not rebuilt: `dbt build` runs a unit test only together with
     # its model, so these run in a `dbt test` of their own
@@ -223,10 +224,9 @@ def make_plan(
         else:
             vars_changed = changed_vars(project.vars, production_vars)
             readers = nodes_reading_vars(manifest, vars_changed)
-            var_users = sorted(
-                u for u in readers if nodes[u].get("package_name") == manifest["metadata"].get(
-                    "project_name", "mediapulse")
-            )  # fmt: skip
+            # packages' nodes (dbt-project-evaluator's) are not part of slim CI at all
+            ours = manifest["metadata"]["project_name"]
+            var_users = sorted(u for u in readers if nodes[u].get("package_name") == ours)
             selection += [_selector(nodes[u], not _is_test(u)) for u in var_users]
         for exposure in exposures:
             for parent in manifest["exposures"][exposure]["depends_on"]["nodes"]:
@@ -266,6 +266,7 @@ def make_plan(
         changed_vars=tuple(vars_changed),
         var_users=tuple(var_users),
         modified_exposures=tuple(exposures),
+        modified_sources=tuple(sorted(u for u, k in modified_any.items() if k == "source")),
         selection=tuple(selection),
         standalone_unit_tests=tuple(standalone),
         standalone_selection=tuple(_selector(nodes[t], False) for t in standalone),
@@ -277,6 +278,8 @@ def node_name(unique_id: str) -> str:
     """A node's name as users see it: `dim_users_v2` for version 2 of dim_users (its relation),
     a test's name without the hash dbt appends to generic tests' ids."""
     parts = unique_id.split(".")
+    if parts[0] == "source":
+        return ".".join(parts[2:])  # source.<project>.<source>.<table>
     if parts[0] == "test" and len(parts) > 3:
         return parts[2]  # a generic test's id ends with a hash of its arguments
     if len(parts) > 3 and re.fullmatch(r"v\d+", parts[-1]):
@@ -296,6 +299,9 @@ def render_plan(plan: Plan) -> str:
         ("downstream", len(plan.downstream), _names(plan.downstream)),
         ("modified tests", len(plan.modified_tests), _names(plan.modified_tests)),
     ]
+    if plan.modified_sources:
+        rows.append(("modified sources", len(plan.modified_sources),
+                     _names(plan.modified_sources)))  # fmt: skip
     if plan.changed_vars:
         rows.append(("vars changed", len(plan.changed_vars), ", ".join(plan.changed_vars)))
         rows.append(("reading them", len(plan.var_users), _names(plan.var_users)))
