@@ -6,11 +6,14 @@ rows reached them (a `dbt run` without tests, or a warehouse loaded before the g
 every later load would fall below the watermark and never be picked up; and `dbt source
 freshness` would call the source fresh for a year. Here: the fault, incremental runs, the next
 day, and the checks a user makes (the new day in the marts, incremental == full refresh, and
-what freshness reports).
+what freshness reports). The loads are in the past, as in production, so a watermark capped at
+the run's start (`least(max(loaded_at), start)`) fails here too: it skips everything loaded
+between the previous run and this one.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -72,6 +75,15 @@ def test_a_row_loaded_in_the_future_does_not_freeze_incremental_runs(
     built: Project, tmp_path: Path
 ) -> None:
     incremental = clone_built(built, tmp_path / "incremental")
+    # loads in the past, as in production: the data set ends three days ago, so the two days
+    # appended below end at midnight today (a day appended to the session's data set, which
+    # ends yesterday, would be stamped ahead of the clock, which hides a watermark that jumps
+    # to the run's start)
+    with duckdb.connect(str(incremental.raw_path), read_only=True) as con:
+        params, _ = generate.read_params(con, incremental.raw_path)
+    earlier = replace(params, start_date=params.start_date - timedelta(days=2))
+    generate.generate(incremental.raw_path, earlier, overwrite=True)
+    _run(incremental, "--full-refresh")
     # the loader's wrong clock strikes during one day, and those rows reach the incremental
     # tables: `dbt run` builds models without running the tests that would stop it
     generate.append_day(incremental.raw_path, faults=["future_loaded_at"])
@@ -83,6 +95,7 @@ def test_a_row_loaded_in_the_future_does_not_freeze_incremental_runs(
     # the next day arrives, clean, and is built incrementally
     summary = generate.append_day(incremental.raw_path)
     new_day = summary.params.start_date + timedelta(days=summary.params.days - 1)
+    assert summary.params.as_of <= datetime.now(UTC).replace(tzinfo=None)
     _run(incremental)
 
     full = clone_built(incremental, tmp_path / "full")
@@ -119,13 +132,7 @@ def test_freshness_is_not_fooled_by_a_row_loaded_in_the_future(
         params, _ = generate.read_params(con, project.raw_path)
     # a data set whose loads stopped three days ago (error_after is 60 hours), with a few
     # rows whose wrong clock says they were loaded a year from now
-    stale = generate.Params(
-        seed=params.seed,
-        users=params.users,
-        days=params.days,
-        events_per_user_day=params.events_per_user_day,
-        start_date=params.start_date - timedelta(days=3),
-    )
+    stale = replace(params, start_date=params.start_date - timedelta(days=3))
     generate.generate(project.raw_path, stale, faults=["future_loaded_at"], overwrite=True)
 
     result = run_dbt(project, ["source", "freshness", "--select", "source:*"], target="dev")
