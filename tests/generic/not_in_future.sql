@@ -1,11 +1,11 @@
 {#
     Rows stamped later than the run's start (`run_started_timestamp`) plus `tolerance_hours`:
     no row can have been loaded after the run that reads it started, so such a `loaded_at`
-    comes from a loader whose clock is ahead. One such row would move the data's own "now":
-    `dbt source freshness` and the recency tests would see a load that has not happened, the
-    replay check (`redelivered_within_window`) and the revenue as-of day are counted from it,
-    and an incremental model holding it once its time comes would skip what other loaders
-    stamped before it. Returns the offending rows.
+    comes from a loader whose clock is ahead. Freshness, the replay check and the incremental
+    watermarks leave such stamps out, but the row still claims a load that has not happened:
+    the unpinned revenue as-of day is read from the newest load, and once the clock reaches the
+    stamp an incremental model holding it would take it for a real load and skip what other
+    loaders stamped before it. Returns the offending rows.
 
     Cost: one range filter on the column, which an append-only table stores in load order, so
     engines skip every row group but the newest.

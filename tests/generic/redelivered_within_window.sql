@@ -9,11 +9,12 @@
     first copy, with both load times and the number of copies.
 
     Cost: only ids with a copy loaded in the last `window_hours` before the table's newest
-    load (not later than the run's start) are checked (a scan of `loaded_at_column`, which an append-only table stores in load
-    order, so engines prune it), and only their copies are aggregated (a semi-join on the id),
-    instead of grouping the whole table by id. That is exact for every replay that landed in the
-    last `window_hours`, so nothing is missed as long as the test runs at least once per
-    `window_hours` (the nightly build does): an older replay was reported by the runs that saw it.
+    load (not later than the run's start) are checked (a scan of `loaded_at_column`, which an
+    append-only table stores in load order, so engines prune it), and only their copies are
+    aggregated (a semi-join on the id), instead of grouping the whole table by id. That is exact
+    for every replay that landed in the last `window_hours`, so nothing is missed as long as the
+    test runs at least once per `window_hours` (the nightly build does): an older replay was
+    reported by the runs that saw it.
 #}
 {% test redelivered_within_window(model, column_name, loaded_at_column, window_hours) %}
 
