@@ -122,6 +122,25 @@ def _future_timestamps(ctx: FaultContext) -> None:
     )  # fmt: skip
 
 
+@register(
+    "future_loaded_at",
+    "a loader worker whose clock is a year ahead stamps 25 newly loaded watch events and 10 "
+    "ad impressions with a loaded_at 365 days in the future",
+)
+def _future_loaded_at(ctx: FaultContext) -> None:
+    # Only ids delivered once: moving one copy of a re-sent event a year away from the other
+    # would also look like a replay (`redelivered_within_window`), a second fault in one.
+    for table, key, rows in (
+        ("streaming.watch_events", "event_id", 25),
+        ("ads.ad_impressions", "impression_id", 10),
+    ):
+        delivered_once = f"{key} in (select {key} from {table} group by {key} having count(*) = 1)"
+        _update_sample(
+            ctx, table, key, rows, "loaded_at = loaded_at + interval 365 day",
+            f"{_window(ctx)} and {delivered_once}",
+        )  # fmt: skip
+
+
 @register("missing_day", "every watch event of the middle day of the data set is lost")
 def _missing_day(ctx: FaultContext) -> None:
     ctx.con.execute(

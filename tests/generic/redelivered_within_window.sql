@@ -9,11 +9,12 @@
     first copy, with both load times and the number of copies.
 
     Cost: only ids with a copy loaded in the last `window_hours` before the table's newest
-    load are checked (a scan of `loaded_at_column`, which an append-only table stores in load
-    order, so engines prune it), and only their copies are aggregated (a semi-join on the id),
-    instead of grouping the whole table by id. That is exact for every replay that landed in the
-    last `window_hours`, so nothing is missed as long as the test runs at least once per
-    `window_hours` (the nightly build does): an older replay was reported by the runs that saw it.
+    load (not later than the run's start) are checked (a scan of `loaded_at_column`, which an
+    append-only table stores in load order, so engines prune it), and only their copies are
+    aggregated (a semi-join on the id), instead of grouping the whole table by id. That is exact
+    for every replay that landed in the last `window_hours`, so nothing is missed as long as the
+    test runs at least once per `window_hours` (the nightly build does): an older replay was
+    reported by the runs that saw it.
 #}
 {% test redelivered_within_window(model, column_name, loaded_at_column, window_hours) %}
 
@@ -23,8 +24,11 @@ with
 
 newest_load as (
 
+    -- Not later than the run's start: a row a loader with a wrong clock stamped ahead (caught
+    -- by `not_in_future`) would otherwise move the window away from the real loads.
     select max({{ loaded_at_column }}) as newest_loaded_at
     from {{ model }}
+    where {{ loaded_at_column }} <= {{ run_started_timestamp() }}
 
 ),
 

@@ -229,7 +229,9 @@ def test_the_tricky_logic_has_unit_tests(built: Project, manifest: dict) -> None
 def test_every_source_has_freshness_and_it_passes(built: Project, tmp_path: Path) -> None:
     manifest = artifacts.load_json(built.target_dir / "manifest.json", "manifest")
     for source in manifest["sources"].values():
-        assert source.get("loaded_at_field"), source["unique_id"]
+        # the newest load not in the future: a row stamped ahead must not look fresh
+        query = source.get("loaded_at_query") or ""
+        assert "newest_load_not_in_future" in query, source["unique_id"]
         freshness = source.get("freshness") or {}
         assert (freshness.get("error_after") or {}).get("count"), source["unique_id"]
     project = clone_built(built, tmp_path / "project")
