@@ -20,12 +20,14 @@ import duckdb
 
 from mediapulse import deps
 from mediapulse.errors import MediaPulseError
-from mediapulse.project import Project
+from mediapulse.project import WAREHOUSE_ENV, Project
 
 CONFIG_FILES = (".sqlfluff", ".sqlfluffignore")
 # Where the SQL sqlfluff can render lives (macros are excluded in .sqlfluffignore: the dbt
 # templater cannot render a macro on its own).
 DEFAULT_PATHS = ("models", "tests", "snapshots")
+# the target `.sqlfluff` names for the dbt templater
+LINT_TARGET = "dev"
 
 
 def scratch_env(project: Project) -> dict[str, str]:
@@ -36,14 +38,13 @@ def scratch_env(project: Project) -> dict[str, str]:
     raw = warehouse / "raw.duckdb"
     if not raw.exists():
         duckdb.connect(str(raw)).close()
-    env = {k: v for k, v in os.environ.items() if k != "MEDIAPULSE_TARGET"}
-    env.update({
-        "MEDIAPULSE_WAREHOUSE_DIR": str(warehouse),
-        "DBT_PROFILES_DIR": str(project.profiles_dir),
+    return {
+        **os.environ,
+        **project.dbt_env(LINT_TARGET),
+        WAREHOUSE_ENV: str(warehouse),
         "DBT_TARGET_PATH": str(scratch / "target"),
         "DBT_LOG_PATH": str(scratch / "logs"),
-    })  # fmt: skip
-    return env
+    }
 
 
 def _relative(project: Project, path: Path) -> str:

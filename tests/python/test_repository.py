@@ -6,9 +6,12 @@ change is caught before it is committed; they need no dbt, and `make unit-test` 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
+
+import pathspec
 
 from .conftest import REPO
 
@@ -21,13 +24,37 @@ MAX_TRACKED_BYTES = 1_000_000
 MISSING_DOCUMENTS = re.compile(rb"\b(?:STYLE|DESIGN)\.md\b", re.IGNORECASE)
 
 
-def tracked_files() -> list[Path]:
-    """The tracked files present in the working tree (a file deleted there is on its way out)."""
-    result = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=False
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=False)
+
+
+def _not_ignored(root: Path) -> list[str]:
+    """Every file under ``root`` that its .gitignore does not exclude: what git would track."""
+    ignored = pathspec.GitIgnoreSpec.from_lines(
+        [".git", *(root / ".gitignore").read_text().splitlines()]
     )
-    assert result.returncode == 0, f"git ls-files in {REPO}: {result.stderr.strip()}"
-    paths = [REPO / name for name in result.stdout.split("\0") if name]
+    names = []
+    for folder, dirs, files in os.walk(root):
+        relative = Path(folder).relative_to(root)
+        dirs[:] = [d for d in dirs if not ignored.match_file(f"{(relative / d).as_posix()}/")]
+        names += [n for f in files if not ignored.match_file(n := (relative / f).as_posix())]
+    return names
+
+
+def tracked_files() -> list[Path]:
+    """The tracked files present in the working tree (a file deleted there is on its way out).
+
+    The workflow rehearsals run the unit tests in a copy of the checkout without git's
+    directory; there, the files are those .gitignore does not exclude, as a commit would take.
+    """
+    top = _git("rev-parse", "--show-toplevel")
+    if top.returncode == 0 and Path(top.stdout.strip()).resolve() == REPO.resolve():
+        listed = _git("ls-files", "-z")
+        assert listed.returncode == 0, f"git ls-files in {REPO}: {listed.stderr.strip()}"
+        names = [name for name in listed.stdout.split("\0") if name]
+    else:
+        names = _not_ignored(REPO)
+    paths = [REPO / name for name in names]
     return [path for path in paths if path.is_file() and not path.is_symlink()]
 
 
