@@ -21,7 +21,7 @@ STATE := $(STORE)/production-state
 MP := $(BIN)/mediapulse
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps data build test lint format clean lock unit-test bench \
+.PHONY: help venv deps data build test lint lint-sql format clean lock unit-test bench \
 	ci-nightly ci-pr ci-validate ci-deploy ci-rollback
 
 help: ## list the targets
@@ -49,6 +49,9 @@ build: venv ## the main job: packages, demo data if none, dbt build on TARGET (d
 lint: venv ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+lint-sql: deps ## sqlfluff on models/, tests/, snapshots/ (rules in .sqlfluff; not yet in lint)
+	$(MP) lint-sql
 
 test: venv lint ## every test: lint, the Python tests, and dbt builds on generated data
 	$(BIN)/pytest $(PYTEST_ARGS)

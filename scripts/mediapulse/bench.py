@@ -41,6 +41,10 @@ TARGET = "prod"
 # the models edited for the slim-CI measurements: one mart, and the event staging model
 ONE_MART = "models/marts/ads/fct_campaign_delivery.sql"
 EVENT_STAGING = "models/staging/streaming/stg_streaming__watch_events.sql"
+# Written into the work directory when the benchmark creates it. The next run empties the
+# directory (a fresh project copy and warehouse every time), so it only ever empties one that
+# carries this file: `--work-dir ~` must not delete a home directory.
+WORK_DIR_MARKER = ".mediapulse-bench"
 COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", "dbt_packages*", "target", "logs", "warehouse", "bench", "ci-artifacts",
     "ci-output", "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info",
@@ -131,12 +135,39 @@ def machine() -> dict[str, Any]:
     }
 
 
+def claim_work_dir(work: Path) -> None:
+    """Make ``work`` an empty directory of the benchmark's own, or refuse before touching it.
+
+    A missing or empty directory is used; one carrying the marker a previous run wrote is
+    emptied. Anything else holds files the benchmark did not put there, including the work
+    directory of a run from before the marker existed: it is refused, never deleted.
+    """
+    work = work.resolve()
+    if work.exists() and not work.is_dir():
+        raise MediaPulseError(
+            f"--work-dir {work} is a file, not a directory: choose an empty or new directory"
+        )
+    marker = work / WORK_DIR_MARKER
+    if work.is_dir() and any(work.iterdir()):
+        if not marker.is_file():
+            raise MediaPulseError(
+                f"--work-dir {work} is not empty and was not created by mediapulse bench (no "
+                f"{WORK_DIR_MARKER} file), and each run deletes its work directory: choose an "
+                f"empty or new directory with --work-dir, or, if it is an older benchmark's "
+                f"work directory, remove it (rm -rf {work})"
+            )
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    marker.write_text(
+        "Created by `mediapulse bench`: the next run deletes this directory and starts afresh.\n"
+    )
+
+
 class Bench:
     """One benchmark run in ``work``: a project copy, its warehouse and the measurements."""
 
     def __init__(self, source: Project, work: Path, runs: int) -> None:
-        if work.exists():
-            shutil.rmtree(work)
+        claim_work_dir(work)
         shutil.copytree(source.root, work / "project", ignore=COPY_IGNORE)
         self.project = Project.discover(work / "project", work / "project" / "warehouse")
         self.work = work

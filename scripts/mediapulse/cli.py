@@ -205,6 +205,12 @@ def _cmd_query(args: argparse.Namespace, project: Project) -> int:
     return 0
 
 
+def _cmd_lint_sql(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.lint_sql import lint_sql
+
+    return lint_sql(project, args.paths, fix=args.fix)
+
+
 # -- parser ------------------------------------------------------------------------------------
 
 
@@ -437,6 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
     _target_argument(query_p)
     query_p.add_argument("sql", help="the SQL to run; raw data is attached as catalog `raw`")
     query_p.add_argument("--max-rows", type=_positive_int, default=50, help="rows to print")
+
+    lint_p = command(
+        "lint-sql", _cmd_lint_sql, "sqlfluff on the SQL, rendered by dbt (the rules: .sqlfluff)"
+    )
+    lint_p.add_argument(
+        "paths", nargs="*", help="files or directories (default: models, tests, snapshots)"
+    )
+    lint_p.add_argument("--fix", action="store_true", help="rewrite the files to the rules")
     return parser
 
 

@@ -69,8 +69,10 @@ def _normalise_columns(columns: list[dict[str, Any]] | None) -> list[dict[str, A
 
 
 def models_file(project_root: Path, model_path: Path) -> Path:
-    """Where a model's YAML belongs: the `_*__models.yml` beside it, or a new one named for
-    the directory (STYLE.md: `_<source>__models.yml`, `_<domain>__models.yml`)."""
+    """Where a model's YAML belongs: the one `_*__models.yml` of its directory, which holds
+    every model there (`_<source>__models.yml` in staging, `_int_<domain>__models.yml` in
+    intermediate, `_<domain>__models.yml` in marts); in a new directory, a new file named for
+    the directory."""
     directory = (project_root / model_path).parent
     existing = sorted(directory.glob("_*__models.yml"))
     return existing[0] if existing else directory / f"_{directory.name}__models.yml"

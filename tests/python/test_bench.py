@@ -118,3 +118,68 @@ def test_users_are_sized_for_the_events_asked_for() -> None:
     expected_events = params.users * 90 * bench.EVENTS_PER_USER_DAY * bench.VISIBLE_SHARE
     assert abs(expected_events - 10_000_000) / 10_000_000 < 0.01
     assert params.days == 90 and params.seed == 1
+
+
+# -- the work directory: the benchmark deletes it, so it only ever deletes one it created ------
+
+
+def _bench_cli(tmp_path: Path, work: Path):
+    from .test_cli import run_cli
+
+    return run_cli(
+        "--project-dir", str(REPO), "bench", "--scale", "20000", "--days", "4", "--runs", "1",
+        "--work-dir", str(work), "--out", str(tmp_path / "results.json"),
+    )  # fmt: skip
+
+
+def _contents(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def test_bench_refuses_a_directory_it_did_not_create(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "notes" / "thesis.txt").write_text("a user's only copy\n")
+    result = _bench_cli(tmp_path, mine)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(mine) in lines[0] and "not created by mediapulse bench" in lines[0], lines[0]
+    assert "--work-dir" in lines[0] and "empty or new directory" in lines[0], lines[0]
+    # refused before any work: the user's files are all there is, and nothing was measured
+    assert (mine / "notes" / "thesis.txt").read_text() == "a user's only copy\n"
+    assert _contents(mine) == ["notes", "notes/thesis.txt"]
+    assert not (tmp_path / "results.json").exists()
+    assert result.stdout == ""
+
+
+def test_bench_refuses_the_work_dir_of_a_run_from_before_the_marker(tmp_path: Path) -> None:
+    # bench/work as an older `make bench` left it: a project copy and a warehouse, no marker
+    old = tmp_path / "bench" / "work"
+    (old / "project" / "warehouse").mkdir(parents=True)
+    (old / "project" / "dbt_project.yml").write_text("name: mediapulse\n")
+    result = _bench_cli(tmp_path, old)
+    assert result.returncode == 2, result.stderr
+    assert f"remove it (rm -rf {old})" in result.stderr, result.stderr
+    assert (old / "project" / "dbt_project.yml").exists()
+
+
+def test_bench_uses_a_new_or_empty_directory_and_reuses_its_own(tmp_path: Path) -> None:
+    new = tmp_path / "new" / "work"
+    bench.claim_work_dir(new)
+    assert _contents(new) == [bench.WORK_DIR_MARKER]
+    (new / "project").mkdir()
+    (new / "project" / "old.duckdb").write_text("last run")
+    bench.claim_work_dir(new)  # its own directory: emptied for the next run, marker kept
+    assert _contents(new) == [bench.WORK_DIR_MARKER]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bench.claim_work_dir(empty)
+    assert _contents(empty) == [bench.WORK_DIR_MARKER]
+
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("not a directory")
+    with pytest.raises(MediaPulseError, match=r"results.txt.* is a file"):
+        bench.claim_work_dir(a_file)
+    assert a_file.read_text() == "not a directory"
