@@ -220,7 +220,9 @@ def test_incremental_run_on_postgres_equals_a_full_refresh_there(
     on_postgres: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Each side in its own schemas of the one database: a copied project directory does not
-    # copy what it built on PostgreSQL.
+    # copy what it built on PostgreSQL. Last in this file: the appended day reloads the raw
+    # schemas, which every schema of the database reads, so the raw data of `on_postgres` is
+    # no longer the one loaded (the marts it built, tables, are untouched).
     incremental = clone_built(on_postgres, tmp_path / "incremental")
     monkeypatch.setenv("MEDIAPULSE_PG_SCHEMA", "incremental")
     assert build.main_job(incremental, target="postgres") == 0
