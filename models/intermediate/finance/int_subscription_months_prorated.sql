@@ -1,11 +1,3 @@
--- Ordering only (`depends_on`, nothing is read from it): waits for the titles dimension,
--- which is built after the tests of titles and genres (player events, read here for the
--- as-of day, have foreign keys to titles; accounts come through the subscriptions import).
--- `dbt build` skips a model after a failed test on several tables (a relationships test)
--- only when the model is downstream of all of them, so without these a failing foreign key
--- in staging would not stop this model and the marts built from it.
--- depends_on: {{ ref('dim_content') }}
-
 with
 
 subscriptions as (
@@ -14,9 +6,9 @@ subscriptions as (
 
 ),
 
-watch_events as (
+revenue_as_of as (
 
-    select * from {{ ref('stg_streaming__watch_events') }}
+    select * from {{ ref('int_revenue_as_of_date') }}
 
 ),
 
@@ -44,34 +36,28 @@ months_bounded as (
 
 ),
 
-data_as_of as (
-
-    -- The day the data is current to. Billing rows are loaded only when they change, so the
-    -- billing table cannot tell how current it is; player events stream in continuously, so
-    -- their latest load can. var('revenue_as_of_date') pins it for reproducible reports.
-    {% if var('revenue_as_of_date', none) %}
-    select cast('{{ var("revenue_as_of_date") }}' as date) as as_of_date
-    {% else %}
-    select cast(max(loaded_at) as date) as as_of_date
-
-    from watch_events
-    {% endif %}
-
-),
-
 active_days_bounded as (
 
+    -- Days are counted from the start day (included) to the end day (excluded: the day of a
+    -- plan change belongs to the new plan), and never past the as-of day (included): a period
+    -- that ended after it, or has not ended, earns through the as-of day.
     select
         subscriptions.*,
-        -- Days are counted from the start day (included) to the end day (excluded: the day
-        -- of a plan change belongs to the new plan), or through the as-of day while active.
-        coalesce(
-            cast(subscriptions.ended_at as date),
-            cast({{ dbt.dateadd('day', 1, 'data_as_of.as_of_date') }} as date)
-        ) as active_until_date
+        case
+            when cast(subscriptions.ended_at as date) <= revenue_as_of.as_of_date
+                then cast(subscriptions.ended_at as date)
+            else cast({{ dbt.dateadd('day', 1, 'revenue_as_of.as_of_date') }} as date)
+        end as active_until_date,
+        (
+            subscriptions.ended_at is null
+            or cast(subscriptions.ended_at as date) > revenue_as_of.as_of_date
+        ) as is_active_on_as_of_date
 
     from subscriptions
-    cross join data_as_of
+    cross join revenue_as_of
+    -- A period that starts after the as-of day does not exist yet on that day: it books
+    -- nothing (no row, rather than negative days).
+    where subscriptions.started_date <= revenue_as_of.as_of_date
 
 ),
 
@@ -121,12 +107,12 @@ final as (
         cast(days_in_month as {{ dbt.type_int() }}) as days_in_month,
         monthly_price_local,
         monthly_price_usd,
-        cast(
-            monthly_price_usd * days_active_in_month / days_in_month as decimal(18, 6)
-        ) as recognized_revenue_usd,
+        -- Exact: DuckDB would turn a decimal divided by days into a double.
+        {{ divide_rounded('monthly_price_usd * days_active_in_month', 'days_in_month') }}
+            as recognized_revenue_usd,
 
         -- booleans
-        is_active,
+        is_active_on_as_of_date as is_active,
 
         -- dates
         month_start_date as revenue_month

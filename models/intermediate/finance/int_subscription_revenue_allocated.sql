@@ -14,6 +14,12 @@ watch_sessions as (
 
 ),
 
+revenue_as_of as (
+
+    select * from {{ ref('int_revenue_as_of_date') }}
+
+),
+
 user_month_revenue as (
 
     select
@@ -30,19 +36,22 @@ user_month_revenue as (
 
 user_content_month_watch as (
 
-    -- Watch time counts in the month its session started.
+    -- Watch time counts in the month its session started, and only through the as-of day:
+    -- a month's shares are those of the days its revenue is recognised for.
     select
-        user_id,
-        content_id,
-        cast({{ dbt.date_trunc('month', 'session_date') }} as date) as revenue_month,
-        sum(watch_seconds) as watch_seconds
+        watch_sessions.user_id,
+        watch_sessions.content_id,
+        cast({{ dbt.date_trunc('month', 'watch_sessions.session_date') }} as date) as revenue_month,
+        sum(watch_sessions.watch_seconds) as watch_seconds
 
     from watch_sessions
+    inner join revenue_as_of
+        on watch_sessions.session_date <= revenue_as_of.as_of_date
     group by
-        user_id,
-        content_id,
-        cast({{ dbt.date_trunc('month', 'session_date') }} as date)
-    having sum(watch_seconds) > 0
+        watch_sessions.user_id,
+        watch_sessions.content_id,
+        cast({{ dbt.date_trunc('month', 'watch_sessions.session_date') }} as date)
+    having sum(watch_sessions.watch_seconds) > 0
 
 ),
 
@@ -70,12 +79,11 @@ allocated_to_content as (
         user_content_month_watch.revenue_month,
         user_content_month_watch.watch_seconds,
         user_month_watch.user_watch_seconds,
-        cast(
-            coalesce(user_month_revenue.revenue_usd, 0)
-            * user_content_month_watch.watch_seconds
-            / user_month_watch.user_watch_seconds
-            as decimal(18, 6)
-        ) as allocated_revenue_usd,
+        -- Exact: DuckDB would turn a decimal divided by seconds into a double.
+        {{ divide_rounded(
+            'coalesce(user_month_revenue.revenue_usd, 0) * user_content_month_watch.watch_seconds',
+            'user_month_watch.user_watch_seconds',
+        ) }} as allocated_revenue_usd,
         false as is_unallocated
 
     from user_content_month_watch

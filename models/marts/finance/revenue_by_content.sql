@@ -12,6 +12,12 @@ ad_impressions as (
 
 ),
 
+revenue_as_of as (
+
+    select * from {{ ref('int_revenue_as_of_date') }}
+
+),
+
 allocations_aggregated as (
 
     select
@@ -30,17 +36,20 @@ allocations_aggregated as (
 
 ad_revenue_aggregated as (
 
+    -- Ads served after the as-of day are not revenue as of that day.
     select
-        content_id,
-        cast({{ dbt.date_trunc('month', 'served_date') }} as date) as revenue_month,
+        ad_impressions.content_id,
+        cast({{ dbt.date_trunc('month', 'ad_impressions.served_date') }} as date) as revenue_month,
         0 as subscription_revenue_usd,
-        sum(revenue_usd) as ad_revenue_usd,
+        sum(ad_impressions.revenue_usd) as ad_revenue_usd,
         0 as watch_seconds
 
     from ad_impressions
+    inner join revenue_as_of
+        on ad_impressions.served_date <= revenue_as_of.as_of_date
     group by
-        content_id,
-        cast({{ dbt.date_trunc('month', 'served_date') }} as date)
+        ad_impressions.content_id,
+        cast({{ dbt.date_trunc('month', 'ad_impressions.served_date') }} as date)
 
 ),
 
@@ -81,7 +90,7 @@ final as (
         cast(ad_revenue_usd as decimal(18, 6)) as ad_revenue_usd,
         cast(subscription_revenue_usd + ad_revenue_usd as decimal(18, 6)) as total_revenue_usd,
         cast(watch_seconds as {{ dbt.type_bigint() }}) as watch_seconds,
-        cast(watch_seconds / 3600.0 as decimal(18, 4)) as watch_hours,
+        {{ divide_rounded('watch_seconds', 3600, scale=4) }} as watch_hours,
 
         -- booleans
         content_id is null as is_unallocated,
