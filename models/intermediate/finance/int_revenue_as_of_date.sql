@@ -25,12 +25,12 @@ run_bounded as (
     select
         billing_synced_at,
         case
-            when billing_synced_at is null or billing_synced_at > {{ finance_run_started_at() }}
-                then {{ finance_run_started_at() }}
+            when billing_synced_at is null or billing_synced_at > {{ run_started_timestamp() }}
+                then {{ run_started_timestamp() }}
             else billing_synced_at
         end as current_to_at,
         case
-            when billing_synced_at is null or billing_synced_at > {{ finance_run_started_at() }}
+            when billing_synced_at is null or billing_synced_at > {{ run_started_timestamp() }}
                 then 'run_started_at'
             else 'billing_sync'
         end as derived_from
