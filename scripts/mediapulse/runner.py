@@ -23,6 +23,11 @@ from mediapulse.project import Project
 
 TIMEOUT_ENV = "MEDIAPULSE_DBT_TIMEOUT"
 DEFAULT_TIMEOUT_S = 3600.0
+# Nothing about the data, its errors or its users leaves the machine: dbt's usage tracking is
+# off in dbt_project.yml, and DO_NOT_TRACK keeps it off whatever the user's environment or
+# dbt flags say (dbt applies it after all of them). Set last, over the caller's variables too
+# (tests/python/test_privacy.py).
+PRIVATE_ENV = {"DO_NOT_TRACK": "1"}
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ def run_dbt(
     A timeout or a child that dies without reporting raises MediaPulseError; a dbt failure
     (a test failing, a model erroring) is reported in the result for the caller to judge.
     """
-    env = {**os.environ, **project.dbt_env(target), **(extra_env or {})}
+    env = {**os.environ, **project.dbt_env(target), **(extra_env or {}), **PRIVATE_ENV}
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p
     )
