@@ -240,3 +240,59 @@ def test_make_lint_fails_on_sql_that_departs_from_the_house_shape(project_copy: 
         result.stdout, lines.index("    SELECT * from {{ ref('stg_ads__campaigns') }}") + 1, "CP01"
     )
     _finding(result.stdout, lines.index("    group by 1") + 1, "AM06")
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=Contributor", "-c", "user.email=c@example.invalid", *args],
+        cwd=root, check=True, capture_output=True, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.dbt
+def test_pre_commit_hooks_stop_a_commit_with_departing_sql_or_python(
+    project_copy: Project, tmp_path: Path
+) -> None:
+    """As a contributor has it: `pre-commit install` in a clone, then `git commit` of a model
+    and a module that break the rules is refused, each file named; fixed, the commit goes in."""
+    root = project_copy.root
+    venv = root / ".venv"
+    venv.mkdir()
+    (venv / "bin").symlink_to(Path(sys.executable).parent, target_is_directory=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MEDIAPULSE_")},
+        "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"),
+    }
+    _git(root, "init", "-q")
+    (root / ".git" / "info" / "exclude").write_text(".venv\n")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "--no-verify", "-m", "the project")
+    installed = subprocess.run(
+        [str(venv / "bin" / "pre-commit"), "install"], cwd=root, env=env,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+
+    module = root / "scripts" / "mediapulse" / "lint_probe.py"
+    module.write_text("import os\n")  # F401: imported and never used
+    (root / PROBE).write_text(DEPARTING)
+    _git(root, "add", PROBE, str(module.relative_to(root)))
+
+    def commit() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "-c", "user.name=Contributor", "-c", "user.email=c@example.invalid",
+             "commit", "-m", "a probe"],
+            cwd=root, env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+
+    refused = commit()
+    output = refused.stdout + refused.stderr
+    assert refused.returncode != 0, output
+    assert "F401" in output and "lint_probe.py" in output, output
+    assert f"== [{PROBE}] FAIL" in output and "| CP01 |" in output, output
+
+    module.write_text('"""A probe."""\n')
+    (root / PROBE).write_text(HOUSE_SHAPE)
+    _git(root, "add", PROBE, str(module.relative_to(root)))
+    accepted = commit()
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
