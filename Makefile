@@ -46,11 +46,12 @@ data: venv ## (re)generate the demo raw data set in warehouse/raw.duckdb
 build: venv ## the main job: packages, demo data if none, dbt build on TARGET (default dev)
 	$(BIN)/mediapulse build --target $(TARGET)
 
-lint: venv ## ruff lint and format check
+lint: deps ## ruff lint and format check, and the SQL lint (lint-sql)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MP) lint-sql
 
-lint-sql: deps ## sqlfluff on models/, tests/, snapshots/ (rules in .sqlfluff; not yet in lint)
+lint-sql: deps ## sqlfluff on the SQL as dbt renders it (rules in .sqlfluff), and line lengths
 	$(MP) lint-sql
 
 test: venv lint ## every test: lint, the Python tests, and dbt builds on generated data

@@ -11,7 +11,8 @@
     too large for a bigint is an overflow error on the engines, never a wrong number.
 #}
 {% macro divide_rounded(numerator, denominator, scale=6) -%}
-    {%- set units = "cast((" ~ numerator ~ ") * " ~ (10 ** scale) ~ " as " ~ dbt.type_bigint() ~ ")" -%}
+    {%- set units = "cast((" ~ numerator ~ ") * " ~ (10 ** scale)
+        ~ " as " ~ dbt.type_bigint() ~ ")" -%}
     {%- set unit = "0." ~ ("0" * (scale - 1)) ~ "1" if scale > 0 else "1" -%}
     cast(
         case when {{ units }} < 0 then -1 else 1 end

@@ -95,7 +95,8 @@
         select min(recompute_from_at) as recompute_floor
         from (
             {{ sessions_to_recompute(
-                '(select * from ' ~ events_relation ~ ' where ' ~ loaded_filter ~ ') as newly_loaded',
+                '(select * from ' ~ events_relation ~ ' where ' ~ loaded_filter
+                    ~ ') as newly_loaded',
                 this,
                 held_since
             ) }}

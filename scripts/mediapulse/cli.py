@@ -445,10 +445,15 @@ def build_parser() -> argparse.ArgumentParser:
     query_p.add_argument("--max-rows", type=_positive_int, default=50, help="rows to print")
 
     lint_p = command(
-        "lint-sql", _cmd_lint_sql, "sqlfluff on the SQL, rendered by dbt (the rules: .sqlfluff)"
+        "lint-sql",
+        _cmd_lint_sql,
+        "sqlfluff on the SQL as dbt renders it, a full refresh and an incremental run (the "
+        "rules: .sqlfluff), and line lengths as written",
     )
     lint_p.add_argument(
-        "paths", nargs="*", help="files or directories (default: models, tests, snapshots)"
+        "paths",
+        nargs="*",
+        help="files or directories (default: models, tests, snapshots, macros, analyses)",
     )
     lint_p.add_argument("--fix", action="store_true", help="rewrite the files to the rules")
     return parser

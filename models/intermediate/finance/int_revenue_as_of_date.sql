@@ -39,28 +39,48 @@ run_bounded as (
 
 ),
 
+{% if pinned %}
+
+as_of_chosen as (
+
+    select
+        billing_synced_at,
+        'revenue_as_of_date' as as_of_basis,
+        cast('{{ pinned }}' as date) as as_of_date
+
+    from run_bounded
+
+),
+
+{% else %}
+
+as_of_chosen as (
+
+    -- The last day the data reaches into: a sync at midnight covers the day before.
+    select
+        billing_synced_at,
+        derived_from as as_of_basis,
+        cast({{ dbt.dateadd('second', -1, 'current_to_at') }} as date) as as_of_date
+
+    from run_bounded
+
+),
+
+{% endif %}
+
 final as (
 
     select
         -- strings
-        {% if pinned -%}
-            'revenue_as_of_date' as as_of_basis,
-        {%- else -%}
-            derived_from as as_of_basis,
-        {%- endif %}
+        as_of_basis,
 
         -- dates
-        {% if pinned -%}
-            cast('{{ pinned }}' as date) as as_of_date,
-        {%- else -%}
-            -- The last day the data reaches into: a sync at midnight covers the day before.
-            cast({{ dbt.dateadd('second', -1, 'current_to_at') }} as date) as as_of_date,
-        {%- endif %}
+        as_of_date,
 
         -- timestamps
         billing_synced_at
 
-    from run_bounded
+    from as_of_chosen
 
 )
 

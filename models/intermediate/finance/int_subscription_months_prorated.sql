@@ -12,17 +12,21 @@ revenue_as_of as (
 
 ),
 
+month_spine as (
+
+    {{ dbt_utils.date_spine(
+        datepart='month',
+        start_date="cast('" ~ var('revenue_calendar_start_date') ~ "' as date)",
+        end_date="cast('" ~ var('revenue_calendar_end_date') ~ "' as date)",
+    ) }}
+
+),
+
 calendar_months as (
 
     select cast(date_month as date) as month_start_date
 
-    from (
-        {{ dbt_utils.date_spine(
-            datepart='month',
-            start_date="cast('" ~ var('revenue_calendar_start_date') ~ "' as date)",
-            end_date="cast('" ~ var('revenue_calendar_end_date') ~ "' as date)",
-        ) }}
-    ) as month_spine
+    from month_spine
 
 ),
 
@@ -71,8 +75,8 @@ subscription_months_joined as (
     from active_days_bounded
     inner join months_bounded
         on
-            months_bounded.month_start_date < active_days_bounded.active_until_date
-            and months_bounded.next_month_start_date > active_days_bounded.started_date
+            active_days_bounded.active_until_date > months_bounded.month_start_date
+            and active_days_bounded.started_date < months_bounded.next_month_start_date
 
 ),
 

@@ -42,8 +42,10 @@ final as (
         -- numerics
         content.season_number,
         content.episode_number,
-        cast(series_sizes.series_seasons_count as {{ dbt.type_bigint() }}) as series_seasons_count,
-        cast(series_sizes.series_episodes_count as {{ dbt.type_bigint() }}) as series_episodes_count,
+        cast(series_sizes.series_seasons_count as {{ dbt.type_bigint() }})
+            as series_seasons_count,
+        cast(series_sizes.series_episodes_count as {{ dbt.type_bigint() }})
+            as series_episodes_count,
         content.duration_seconds,
 
         -- booleans

@@ -77,6 +77,14 @@ touched_sessions as (
 
 ),
 
+earliest_touched_session as (
+
+    select min(session_start_at) as session_start_at
+
+    from touched_sessions
+
+),
+
 events_to_aggregate as (
 
     select watch_events.*
@@ -86,7 +94,9 @@ events_to_aggregate as (
         on watch_events.session_id = touched_sessions.session_id
     -- No event of a session precedes its start: a cheap range filter before the join on
     -- the 32-character session id.
-    where watch_events.event_at >= (select min(session_start_at) from touched_sessions)
+    where
+        watch_events.event_at
+        >= (select earliest_touched_session.session_start_at from earliest_touched_session)
 
 ),
 

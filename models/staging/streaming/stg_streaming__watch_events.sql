@@ -44,10 +44,10 @@ already_loaded as (
     -- Ids of the newly loaded rows that the table already holds (a re-sent copy of an event
     -- loaded earlier). Probing the table with the new ids keeps the lookup proportional to
     -- the new rows, not to the table.
-    select event_id
+    select held.event_id
 
-    from {{ this }}
-    where event_id in (select event_id from newly_loaded)
+    from {{ this }} as held
+    where held.event_id in (select newly_loaded.event_id from newly_loaded)
 
 ),
 

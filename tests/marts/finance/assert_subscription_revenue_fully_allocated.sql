@@ -52,7 +52,10 @@ final as (
         on recognized_by_month.revenue_month = allocated_by_month.revenue_month
     where
         allocated_by_month.revenue_month is null
-        or abs(recognized_by_month.recognized_revenue_usd - allocated_by_month.allocated_revenue_usd)
+        or abs(
+            recognized_by_month.recognized_revenue_usd
+            - allocated_by_month.allocated_revenue_usd
+        )
         > {{ var('revenue_allocation_tolerance_usd') }}
 
 )
