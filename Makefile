@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TARGET ?= dev
 PYTEST_ARGS ?=
+# make test: test files run side by side, one per core (TEST_JOBS=0: one after the other, in one process)
+TEST_JOBS ?= auto
 # make bench: watch events, days of history and repetitions per measurement
 SCALE ?= 10M
 DAYS ?= 90
@@ -55,7 +57,7 @@ lint-sql: deps ## sqlfluff on the SQL as dbt renders it (rules in .sqlfluff), an
 	$(MP) lint-sql
 
 test: venv lint ## every test: lint, the Python tests, and dbt builds on generated data
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 unit-test: venv ## the Python tests that need no dbt run (seconds)
 	$(BIN)/pytest -m "not dbt" $(PYTEST_ARGS)

@@ -43,7 +43,22 @@ def packages_problem() -> str | None:
     return f"{mirror_problem}; and the dbt hub {deps.hub_url()} is unreachable ({hub_problem})"
 
 
+# The longest test files, longest first: `make test` hands whole files to its workers in
+# collection order (pytest-xdist, --dist loadfile), so starting these first keeps one long file
+# from running alone at the end. The rest keep their order.
+LONGEST_FIRST = (
+    "test_rehearsals.py", "test_faults.py", "test_slim_ci.py", "test_revenue.py",
+    "test_postgres.py", "test_lint_sql.py",
+)  # fmt: skip
+
+
+def _weight(item: pytest.Item) -> int:
+    name = item.path.name
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_weight)  # stable: the order inside each file is kept
     problem = packages_problem()
     if problem is None:
         return
