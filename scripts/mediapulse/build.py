@@ -1,4 +1,4 @@
-"""`mediapulse build`: the main job. Packages if needed, demo data if none, then `dbt build`."""
+"""`mediapulse build`: the main job. Packages if needed, demo data if none (DuckDB), `dbt build`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import duckdb
 
-from mediapulse import artifacts, deps, generate
+from mediapulse import artifacts, deps, generate, pii
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 from mediapulse.runner import run_dbt
@@ -58,14 +58,21 @@ def ensure_raw_data(project: Project) -> None:
 
 def prepare(project: Project, target: str) -> str:
     """What every job needs before dbt runs: a known target, packages, raw data where the
-    target reads it. Returns the target's engine."""
-    kind = project.target_type(target)  # unknown targets fail here, before any work
-    print(deps.install(project, force=False).summary())
-    ensure_raw_data(project)
-    if kind != "duckdb":
-        from mediapulse.rawload import load_raw
+    target reads it. Returns the target's engine.
 
-        print(load_raw(project, target))
+    A DuckDB target reads raw.duckdb (the demo data set is generated when there is none). A
+    server's raw schemas belong to its loader: no job writes to them, it only checks that
+    every raw table the sources declare is there (`mediapulse load-raw` loads the demo set).
+    """
+    kind = project.target_type(target)  # unknown targets fail here, before any work
+    pii.hash_key_env(project, target)  # a server target without the key stops before any work
+    print(deps.install(project, force=False).summary())
+    if kind == "duckdb":
+        ensure_raw_data(project)
+    else:
+        from mediapulse.rawload import check_raw_tables
+
+        check_raw_tables(project, target)
     return kind
 
 

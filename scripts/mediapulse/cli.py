@@ -99,6 +99,22 @@ def _cmd_build(args: argparse.Namespace, project: Project) -> int:
     )
 
 
+def _cmd_load_raw(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse import build
+
+    if project.target_type(args.target) == "duckdb":
+        print(
+            f"target '{args.target}' is DuckDB: it attaches {project.raw_path} read-only, "
+            "nothing to load (`mediapulse generate` writes that file)"
+        )
+        return 0
+    from mediapulse.rawload import load_raw
+
+    build.ensure_raw_data(project)
+    print(load_raw(project, args.target))
+    return 0
+
+
 def _cmd_nightly(args: argparse.Namespace, project: Project) -> int:
     from mediapulse.nightly import check_artifacts_dir, run_nightly
 
@@ -327,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     _target_argument(build_p)
     build_p.add_argument("--full-refresh", action="store_true", help="rebuild incremental models")
     build_p.add_argument("--select", help="dbt node selection (default: the whole project)")
+
+    load_p = command(
+        "load-raw",
+        _cmd_load_raw,
+        "load the demo raw data set into a server target (never a table it did not create)",
+    )
+    _target_argument(load_p)
 
     eval_p = command(
         "evaluate",

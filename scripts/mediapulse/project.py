@@ -119,9 +119,13 @@ class Project:
         return self.warehouse_dir / f"{target}.duckdb"
 
     def dbt_env(self, target: str) -> dict[str, str]:
-        """Environment variables that make dbt read this project's profiles and warehouse."""
+        """Environment variables that make dbt read this project's profiles and warehouse, and
+        the key personal data is hashed with (see pii.py)."""
+        from mediapulse.pii import hash_key_env
+
         return {
             "DBT_PROFILES_DIR": str(self.profiles_dir),
             WAREHOUSE_ENV: str(self.warehouse_dir),
             TARGET_ENV: self.check_target(target),
+            **hash_key_env(self, target),
         }

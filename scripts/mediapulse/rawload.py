@@ -1,8 +1,13 @@
-"""Copy the raw data set into a non-DuckDB target (PostgreSQL), where the EL tool would land it.
+"""Raw data on a server target (PostgreSQL): the loader's, never a job's.
 
-DuckDB targets attach ``raw.duckdb`` directly. Other engines need the raw schemas inside
-their own database: we copy every raw table there in one transaction, and skip the copy when
-the target already holds the same data set (same ``_mediapulse.generation`` row).
+DuckDB targets attach ``raw.duckdb`` directly. On a server the raw schemas belong to the EL
+tool that fills them, so the jobs only check that every raw table the sources declare is
+there (`check_raw_tables`). Loading the demo data set into a server is its own explicit
+command, `mediapulse load-raw` (`load_raw`): it copies every raw table in one transaction,
+skips the copy when the target already holds the same data set (same ``_mediapulse.generation``
+row), and replaces only tables it created itself. It records those in
+``_mediapulse.raw_tables`` with their oid: a table someone else created, or dropped and
+re-created since (a new oid), is refused by name, never truncated, dropped or altered.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ RAW_TABLES = (
     "ads.ad_impressions",
     "_mediapulse.generation",
 )
+REGISTRY = "_mediapulse.raw_tables"
 _POSTGRES_TYPES = {
     "BIGINT": "bigint",
     "INTEGER": "integer",
@@ -98,6 +104,76 @@ def _generation_row(cursor) -> tuple | None:  # type: ignore[no-untyped-def]
     return cursor.fetchone()
 
 
+def declared_raw_tables(project: Project) -> list[str]:
+    """Every raw table the project's sources declare, as schema.table (watch events first)."""
+    tables: list[str] = []
+    for path in sorted((project.root / "models").rglob("*.yml")):
+        try:
+            document = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise MediaPulseError(f"cannot read {path}: {exc}") from exc
+        for source in document.get("sources") or []:
+            schema = source.get("schema") or source["name"]
+            for table in source.get("tables") or []:
+                tables.append(f"{schema}.{table.get('identifier') or table['name']}")
+    order = {name: index for index, name in enumerate(RAW_TABLES)}
+    return sorted(tables, key=lambda name: order.get(name, len(order)))
+
+
+def check_raw_tables(project: Project, target: str) -> None:
+    """What a job needs from a server's raw schemas: every declared table exists. Read only."""
+    pg = connect_postgres(project, target)
+    try:
+        with pg.cursor() as cursor:
+            for table in declared_raw_tables(project):
+                cursor.execute("select to_regclass(%s)", [table])
+                if cursor.fetchone()[0] is None:
+                    raise MediaPulseError(
+                        f"raw table {table} not found in target '{target}': load it with your "
+                        f"EL tool or `mediapulse load-raw --target {target}`"
+                    )
+    finally:
+        pg.rollback()
+        pg.close()
+
+
+def _registered(cursor) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """The tables load-raw created, with the oid each had when it did."""
+    cursor.execute("select to_regclass(%s)", [REGISTRY])
+    if cursor.fetchone()[0] is None:
+        return {}
+    cursor.execute(f"select table_name, table_oid from {REGISTRY}")
+    return {name: int(oid) for name, oid in cursor.fetchall()}
+
+
+def check_owned(cursor, target: str) -> None:  # type: ignore[no-untyped-def]
+    """Refuse, naming the table, when a raw table load-raw would replace is not its own."""
+    registered = _registered(cursor)
+    for table in RAW_TABLES:
+        cursor.execute("select to_regclass(%s)::oid", [table])
+        oid = cursor.fetchone()[0]
+        if oid is not None and registered.get(table) != int(oid):
+            raise MediaPulseError(
+                f"raw table {table} in target '{target}' was not created by `mediapulse "
+                "load-raw`: it belongs to your loader; refusing to replace it (drop it "
+                "yourself only if it holds nothing but demo data, e.g. from an earlier "
+                "mediapulse)"
+            )
+
+
+def _register(cursor, table: str) -> None:  # type: ignore[no-untyped-def]
+    cursor.execute(
+        f"create table if not exists {REGISTRY} (table_name text primary key, "
+        "table_oid oid not null, loaded_at timestamp with time zone not null default now())"
+    )
+    cursor.execute(
+        f"insert into {REGISTRY} (table_name, table_oid) values (%s, to_regclass(%s)::oid) "
+        "on conflict (table_name) do update set table_oid = excluded.table_oid, "
+        "loaded_at = now()",
+        [table, table],
+    )
+
+
 def load_raw(project: Project, target: str) -> str:
     """Make the target's raw schemas hold the data set in raw.duckdb; returns what it did."""
     source = open_duckdb(project.raw_path, purpose="read the raw data", read_only=True)
@@ -107,10 +183,13 @@ def load_raw(project: Project, target: str) -> str:
             wanted = source.execute("select * from _mediapulse.generation").fetchone()
             if _generation_row(cursor) == wanted:
                 return f"raw data already loaded into target '{target}'"
+            check_owned(cursor, target)
         with tempfile.TemporaryDirectory(prefix="mediapulse-raw-") as tmp, pg.cursor() as cursor:
             counts = {}
+            cursor.execute("create schema if not exists _mediapulse")
             for table in RAW_TABLES:
                 counts[table] = _copy_table(source, cursor, table, Path(tmp))
+                _register(cursor, table)
             pg.commit()
     except BaseException:
         pg.rollback()
@@ -139,7 +218,8 @@ def _copy_table(source: duckdb.DuckDBPyConnection, cursor, table: str, tmp: Path
         # same shape: keep the table, so the staging views that read it stay valid
         cursor.execute(f"truncate table {table}")
     else:
-        # a new or changed shape (a fault renames a column): dbt rebuilds dependent views
+        # a new or changed shape (a fault renames a column): dbt rebuilds dependent views.
+        # Only ever a table load-raw created (check_owned ran first, in this transaction).
         cursor.execute(f"drop table if exists {table} cascade")
         cursor.execute(f"create table {table} ({column_sql})")
     with csv_path.open() as handle:

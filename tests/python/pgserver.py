@@ -18,6 +18,9 @@ from pathlib import Path
 USER = "mediapulse"
 PASSWORD = "mediapulse-test"
 DATABASE = "mediapulse"
+# The secret a server target hashes e-mail addresses with (MEDIAPULSE_PII_HASH_KEY): required
+# there, so every test of a server target gets one. A test value, not a secret.
+PII_HASH_KEY = "mediapulse-test-pii-hash-key"
 
 
 def find_bindir() -> Path | None:
@@ -45,8 +48,9 @@ class PgServer:
 
     @property
     def env(self) -> dict[str, str]:
-        """The variables profiles.yml reads for the `postgres` target."""
+        """The variables profiles.yml reads for the `postgres` target, and the hash key."""
         return {
+            "MEDIAPULSE_PII_HASH_KEY": PII_HASH_KEY,
             "MEDIAPULSE_PG_HOST": "127.0.0.1",
             "MEDIAPULSE_PG_PORT": str(self.port),
             "MEDIAPULSE_PG_USER": USER,

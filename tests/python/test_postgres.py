@@ -15,7 +15,7 @@ import pytest
 
 from mediapulse import artifacts, build, generate
 from mediapulse.project import Project
-from mediapulse.rawload import connect_postgres
+from mediapulse.rawload import connect_postgres, load_raw
 
 from . import pgserver
 from .conftest import clone_built, manifest_models, relation_of
@@ -56,6 +56,8 @@ def postgres() -> Iterator[pgserver.PgServer]:
 @pytest.fixture(scope="session")
 def on_postgres(built: Project, postgres: pgserver.PgServer, tmp_path_factory) -> Project:
     project = clone_built(built, tmp_path_factory.mktemp("pg") / "project")
+    # The raw schemas are the loader's: jobs only read them, so the demo set is loaded first.
+    assert "loaded" in load_raw(project, "postgres")
     assert build.main_job(project, target="postgres") == 0
     return project
 
@@ -178,8 +180,6 @@ def test_marts_hold_the_same_rows_on_postgres_and_duckdb(
 
 
 def test_raw_load_is_skipped_when_the_target_is_current(on_postgres: Project) -> None:
-    from mediapulse.rawload import load_raw
-
     assert "already loaded" in load_raw(on_postgres, "postgres")
 
 
@@ -220,15 +220,16 @@ def test_incremental_run_on_postgres_equals_a_full_refresh_there(
     on_postgres: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Each side in its own schemas of the one database: a copied project directory does not
-    # copy what it built on PostgreSQL. Last in this file: the appended day reloads the raw
-    # schemas, which every schema of the database reads, so the raw data of `on_postgres` is
-    # no longer the one loaded (the marts it built, tables, are untouched).
+    # copy what it built on PostgreSQL. Last in this file: the appended day is loaded into the
+    # raw schemas, which every schema of the database reads, so the raw data of `on_postgres`
+    # is no longer the one loaded (the marts it built, tables, are untouched).
     incremental = clone_built(on_postgres, tmp_path / "incremental")
     monkeypatch.setenv("MEDIAPULSE_PG_SCHEMA", "incremental")
     assert build.main_job(incremental, target="postgres") == 0
     loaded_before = _latest_event_load(incremental)
     assert generate.append_day(incremental.raw_path).added["streaming.watch_events"] > 0
-    # The appended day reloads the raw schemas, then builds incrementally.
+    # The loader brings the appended day (jobs never write raw data); then an incremental build.
+    assert "loaded" in load_raw(incremental, "postgres")
     assert build.main_job(incremental, target="postgres") == 0
     results = artifacts.node_results(incremental.target_dir)
     assert all(r.status in ("success", "pass", "no-op") for r in results)

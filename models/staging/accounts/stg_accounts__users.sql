@@ -1,3 +1,15 @@
+{#
+    A table instead of the staging folder's view: the e-mail hash needs the secret key, which
+    only the build has (the pre-hook puts it in a session variable, see
+    macros/pii/keyed_hash.sql); whoever reads the table needs no key.
+#}
+{{
+    config(
+        materialized='table',
+        pre_hook="{{ set_pii_hash_key() }}",
+    )
+}}
+
 with
 
 source as (
@@ -13,9 +25,9 @@ final as (
         user_id,
 
         -- strings
-        -- Personal data stops here: the e-mail is kept only as a hash (normalised first, so
-        -- the same address always gives the same hash), the name is dropped.
-        {{ dbt.hash('lower(trim(email))') }} as email_hash,
+        -- Personal data stops here: the e-mail is kept only as a keyed hash (normalised first,
+        -- so the same address always gives the same hash), the name is dropped.
+        {{ keyed_hash('lower(trim(email))') }} as email_hash,
         country_code,
 
         -- numerics
