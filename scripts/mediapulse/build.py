@@ -65,7 +65,8 @@ def prepare(project: Project, target: str) -> str:
     every raw table the sources declare is there (`mediapulse load-raw` loads the demo set).
     """
     kind = project.target_type(target)  # unknown targets fail here, before any work
-    pii.hash_key_env(project, target)  # a server target without the key stops before any work
+    if kind != "duckdb":
+        pii.hash_key_env(project, target)  # without the key: stop before any work
     print(deps.install(project, force=False).summary())
     if kind == "duckdb":
         ensure_raw_data(project)
