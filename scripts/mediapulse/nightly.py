@@ -219,7 +219,7 @@ def run_release(
     finally:
         if release:
             release.discard()
-        if pg and schemas and not ok:
+        if pg and schemas:  # a failed release's green; after a swap there is none left
             pg.discard(schemas)
         shutil.rmtree(staging, ignore_errors=True)
     print(report)

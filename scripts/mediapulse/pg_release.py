@@ -11,8 +11,10 @@ for, so without them a statement could resolve one schema's name before the comm
 another's after it, and read two releases at once. With them, a reader's first reference
 waits for the commit and then resolves every name afresh. Views are locked with a no-op
 ``alter view ... owner to <its owner>``: ``lock table`` on a view would also lock the raw
-tables it reads (the loader's, which the release may not lock). ``lock_timeout`` bounds every
-wait: a swap that cannot take its locks rolls back, both releases intact.
+tables it reads (the loader's, which the release may not lock). Each attempt waits for its
+locks at most half a second (``set local lock_timeout``), then rolls back and tries again, up
+to ``$MEDIAPULSE_SWAP_LOCK_TIMEOUT`` seconds: a swap that cannot take its locks gives up with
+both releases intact, and a reader is never chosen as the victim of a deadlock with it.
 
 PostgreSQL binds views to objects, not names, so the views built in green keep reading
 green's objects once renamed, and the previous release's views keep reading its own.
@@ -37,6 +39,7 @@ GREEN = "__green"
 PREVIOUS = "__previous"
 LOCK_TIMEOUT_ENV = "MEDIAPULSE_SWAP_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT_S = 5.0
+ATTEMPT_LOCK_TIMEOUT_S = 0.5
 STAMP_TABLE = "_mediapulse_release"
 BUILT_KINDS = ("model", "seed", "snapshot")
 _TABLE_KINDS = ("r", "p", "m", "f")
@@ -184,6 +187,8 @@ class PgRelease:
 
     def publish(self, schemas: list[str], release_id: str) -> float:
         """Stamp green, give it live's schema grants, swap it in. Returns the swap's seconds."""
+        import psycopg2
+
         con = self.connect()
         try:
             with con.cursor() as cursor:
@@ -197,29 +202,36 @@ class PgRelease:
                     )
                     copy_schema_grants(cursor, schema, schema + GREEN)
             con.commit()
+        except psycopg2.Error as exc:
+            con.rollback()
+            raise MediaPulseError(
+                f"cannot stamp the green schemas of release {release_id} on target "
+                f"'{self.target}': {_first_line(exc)}; production left as it was"
+            ) from None
         finally:
             con.close()
         return self.swap(schemas, release_id)
 
     def swap(self, schemas: list[str], release_id: str) -> float:
         """In one transaction: drop `<s>__previous`, `<s>` becomes `<s>__previous`, `<s>__green`
-        becomes `<s>`. Returns the seconds it took (locks included)."""
+        becomes `<s>`. A live schema of the replaced release that this one no longer has
+        becomes previous too. Returns the seconds the transaction took."""
         renames: list[tuple[str, str]] = []
         drops: list[str] = []
         con = self.connect()
         try:
             with con.cursor() as cursor:
                 existing = _existing(cursor)
-                for schema in schemas:
+                retired = [s for s in self._stamped(cursor, "") if s not in schemas]
+                for schema in [*schemas, *retired]:
                     if schema + PREVIOUS in existing:
                         drops.append(schema + PREVIOUS)
                     if schema in existing:
                         renames.append((schema, schema + PREVIOUS))
-                    renames.append((schema + GREEN, schema))
+                renames += [(schema + GREEN, schema) for schema in schemas]
             con.rollback()
-            return self._transaction(
-                con, [s for s in schemas if s in existing], drops, renames, f"release {release_id}"
-            )
+            locked = [s for s in [*schemas, *retired] if s in existing]
+            return self._transaction(con, locked, drops, renames, f"release {release_id}")
         finally:
             con.close()
 
@@ -231,31 +243,55 @@ class PgRelease:
         renames: list[tuple[str, str]],
         what: str,
     ) -> float:
+        """Lock, drop, rename, commit, as one transaction, retried until the lock timeout.
+
+        Each attempt waits at most ATTEMPT_LOCK_TIMEOUT_S for a lock (`set local lock_timeout`),
+        less than PostgreSQL's deadlock_timeout (1 s by default): a reader that holds one
+        relation of the release and waits for another the swap holds is let through by the
+        swap giving up, never aborted as a deadlock victim. Returns the successful attempt's
+        seconds."""
         import psycopg2
 
         timeout = lock_timeout_s()
-        started = time.perf_counter()
-        try:
-            with con.cursor() as cursor:
-                cursor.execute(f"set local lock_timeout = '{int(timeout * 1000)}ms'")
-                _lock_schemas(cursor, locked)
-                for schema in drops:
-                    cursor.execute(f"drop schema {_ident(schema)} cascade")
-                for old, new in renames:
-                    cursor.execute(f"alter schema {_ident(old)} rename to {_ident(new)}")
-            con.commit()
-        except psycopg2.errors.LockNotAvailable:
-            con.rollback()
-            raise MediaPulseError(
-                f"swap of {what} on target '{self.target}' could not take its locks within "
-                f"{_seconds(timeout)} s (another session holds a lock on a production relation, "
-                "e.g. an open transaction that read it): rolled back, both releases left as "
-                f"they were; retry when it is done, or raise {LOCK_TIMEOUT_ENV}"
-            ) from None
-        except BaseException:
-            con.rollback()
-            raise
-        return time.perf_counter() - started
+        deadline = time.monotonic() + timeout
+        attempt_ms = int(min(ATTEMPT_LOCK_TIMEOUT_S, timeout) * 1000)
+        while True:
+            started = time.perf_counter()
+            try:
+                with con.cursor() as cursor:
+                    cursor.execute(f"set local lock_timeout = '{attempt_ms}ms'")
+                    _lock_schemas(cursor, locked)
+                    for schema in drops:
+                        cursor.execute(f"drop schema {_ident(schema)} cascade")
+                    for old, new in renames:
+                        cursor.execute(f"alter schema {_ident(old)} rename to {_ident(new)}")
+                con.commit()
+                return time.perf_counter() - started
+            except (psycopg2.errors.LockNotAvailable, psycopg2.errors.DeadlockDetected):
+                con.rollback()
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.05)
+            except psycopg2.Error as exc:
+                con.rollback()
+                raise MediaPulseError(
+                    f"swap of {what} on target '{self.target}' failed: {_first_line(exc)}; "
+                    "rolled back, both releases left as they were"
+                ) from None
+            except BaseException:
+                con.rollback()
+                raise
+        raise MediaPulseError(
+            f"swap of {what} on target '{self.target}' could not take its locks within "
+            f"{_seconds(timeout)} s (another session holds a lock on a production relation, "
+            "e.g. an open transaction that read it): rolled back, both releases left as "
+            f"they were; retry when it is done, or raise {LOCK_TIMEOUT_ENV}"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _existing(cursor) -> set[str]:  # type: ignore[no-untyped-def]
