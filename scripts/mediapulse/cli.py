@@ -129,7 +129,7 @@ def _cmd_rollback(args: argparse.Namespace, project: Project) -> int:
         from mediapulse.pg_release import rollback as pg_rollback
 
         restored = pg_rollback(project, args.target, state_dir)
-        where = f"target '{args.target}'; the release it replaced is kept as *__previous"
+        where = f"target '{args.target}'"
     else:
         from mediapulse.release import rollback
 

@@ -352,8 +352,8 @@ def rename_in_state(state: Path) -> None:
 
 
 def rollback(project: Project, target: str, state_dir: Path) -> str:
-    """Swap the previous release and the live one back, in one transaction, and the state
-    that describes each with them. Returns the release now live. Run again, it undoes itself."""
+    """Put the previous release back in the live one's place, in one transaction (the live one
+    is dropped), and the state that describes it. Returns the release now live."""
     from mediapulse.release import PREVIOUS as PREVIOUS_STATE
     from mediapulse.release import _replace_dir, published_state
 
@@ -383,22 +383,16 @@ def rollback(project: Project, target: str, state_dir: Path) -> str:
                 f"{previous_state} describes release {kept['release_id']}: they are not the "
                 "same release; restore the matching production state, then retry"
             )
-        aside = "__rollback"
-        names = sorted(set(live) | set(previous))
-        renames = [(s, s + aside) for s in names if s in live]
-        renames += [(s + PREVIOUS, s) for s in names if s in previous]
-        renames += [(s + aside, s + PREVIOUS) for s in names if s in live]
+        # Like the DuckDB rollback: the previous release takes the live one's place, the
+        # rolled-back release goes (its state too), and nothing is left to roll back to.
+        renames = [(s + PREVIOUS, s) for s in previous]
         release._transaction(
-            con, live + [s + PREVIOUS for s in previous], [], renames, f"rollback to {in_db}"
+            con, live + [s + PREVIOUS for s in previous], live, renames, f"rollback to {in_db}"
         )
     finally:
         con.close()
     staged = state_dir.with_name(state_dir.name + ".rollback")
     shutil.rmtree(staged, ignore_errors=True)
     shutil.copytree(previous_state, staged)
-    (staged / PREVIOUS_STATE).mkdir()
-    for item in state_dir.iterdir():
-        if item.is_file():
-            shutil.copy2(item, staged / PREVIOUS_STATE / item.name)
     _replace_dir(staged, state_dir)
     return in_db or kept["release_id"] or f"built {kept['built_at']}"

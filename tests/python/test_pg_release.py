@@ -5,7 +5,8 @@ The tests run in order on one server and one project copy, each release building
 a first nightly, a failed deploy (production untouched), a second nightly (previous kept,
 snapshot history continued, schema grants kept), a deploy that changes two marts while a
 reader queries both (never a mix of releases), a swap that cannot take its locks (gives up,
-both releases intact), and rollbacks (swap back, the state with it).
+both releases intact), and a rollback (the previous release and its state back, then nothing
+left to roll back to).
 """
 
 from __future__ import annotations
@@ -330,21 +331,41 @@ def test_a_swap_that_cannot_take_its_locks_gives_up_and_keeps_both_releases(
     assert not [s for s in _schemas(project) if s.endswith("__green")]
 
 
-def test_a_rollback_swaps_previous_and_live_back_with_their_state(
+def test_a_rollback_puts_the_previous_release_back_with_its_state_then_refuses(
     project: Project, state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    live, previous = _release_id(state), _stamp(project, f"{MARTS}__previous")
+    previous = _stamp(project, f"{MARTS}__previous")
+    assert previous != _release_id(state)
+    count = "select count(distinct session_id) from {}.int_watch_events_sessionized"
+    new_logic = _query(project, count.format("analytics_intermediate"))[0][0]
+    old_logic = _query(project, count.format("analytics_intermediate__previous"))[0][0]
     assert _cli(project, "rollback", "--target", TARGET, "--artifacts", str(state)) == 0
     assert f"rolled back to release {previous}" in capsys.readouterr().out
-    assert _stamp(project, MARTS) == previous and _stamp(project, f"{MARTS}__previous") == live
-    assert _release_id(state) == previous
-    assert json.loads((state / "previous" / "release.json").read_text())["release_id"] == live
-    # The rolled-back views give the old logic again (30 idle minutes: fewer sessions).
-    count = "select count(distinct session_id) from {}.int_watch_events_sessionized"
-    assert (
-        _query(project, count.format("analytics_intermediate"))[0][0]
-        < _query(project, count.format("analytics_intermediate__previous"))[0][0]
-    )
-    # A second rollback undoes the first: the swap goes both ways.
-    assert _cli(project, "rollback", "--target", TARGET, "--artifacts", str(state)) == 0
-    assert _stamp(project, MARTS) == live and _release_id(state) == live
+    assert _stamp(project, MARTS) == previous and _stamp(project, SNAPSHOTS) == previous
+    assert not [s for s in _schemas(project) if s.endswith(("__previous", "__green"))]
+    assert _release_id(state) == previous and not (state / "previous").exists()
+    # The views back in place give the old logic again (30 idle minutes: fewer sessions).
+    assert _query(project, count.format("analytics_intermediate"))[0][0] == old_logic < new_logic
+
+    before = _objects(project), _digest(state)
+    assert _cli(project, "rollback", "--target", TARGET, "--artifacts", str(state)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nothing to roll back to" in err, err
+    assert (_objects(project), _digest(state)) == before
+
+
+def test_a_release_stops_when_the_state_says_production_exists_but_its_schemas_are_gone(
+    project: Project, state: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from mediapulse.nightly import check_pg_production_present
+    from mediapulse.pg_release import PgRelease
+
+    # The same state, a target whose schemas hold no release (as if they had been dropped).
+    monkeypatch.setenv("MEDIAPULSE_PG_SCHEMA", "elsewhere")
+    release = PgRelease(project, TARGET)
+    with pytest.raises(MediaPulseError) as err:
+        check_pg_production_present(release, state, start_over=False)
+    text = str(err.value)
+    assert "elsewhere*" in text and "--start-over" in text and "history" in text
+    check_pg_production_present(release, state, start_over=True)
+    assert "production starts again" in capsys.readouterr().out
