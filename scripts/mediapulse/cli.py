@@ -133,17 +133,26 @@ def _cmd_deploy(args: argparse.Namespace, project: Project) -> int:
 
 def _cmd_rollback(args: argparse.Namespace, project: Project) -> int:
     from mediapulse.nightly import check_artifacts_dir
-    from mediapulse.release import rollback
 
-    if project.target_type(args.target) != "duckdb":
+    kind = project.target_type(args.target)
+    if kind not in ("duckdb", "postgres"):
         raise MediaPulseError(
-            f"rollback of target '{args.target}' is not supported: only DuckDB releases keep "
-            "the production they replace"
+            f"rollback of target '{args.target}' ({kind}) is not supported: only DuckDB and "
+            "PostgreSQL releases keep the production they replace"
         )
     state_dir = check_artifacts_dir(Path(args.artifacts).resolve())
-    restored = rollback(project, state_dir)
+    if kind == "postgres":
+        from mediapulse.pg_release import rollback as pg_rollback
+
+        restored = pg_rollback(project, args.target, state_dir)
+        where = f"target '{args.target}'"
+    else:
+        from mediapulse.release import rollback
+
+        restored = rollback(project, state_dir)
+        where = str(project.duckdb_path("prod"))
     print(
-        f"production rolled back to release {restored} ({project.duckdb_path('prod')}); "
+        f"production rolled back to release {restored} ({where}); "
         f"its state is in {state_dir}, for slim CI"
     )
     return 0

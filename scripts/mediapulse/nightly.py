@@ -2,9 +2,11 @@
 
 Both rebuild production from scratch (`dbt build --full-refresh`, every test included) and
 generate the docs; the nightly also checks source freshness. Everything runs against a staged
-copy of production (DuckDB) that replaces the live file only when every step passed. The
-artifacts (manifest.json, run_results.json, sources.json, catalog.json and a Markdown report)
-go to ``--artifacts DIR``: the production state `mediapulse slim-ci --state` compares with.
+copy of production that replaces the live one only when every step passed: a copy of the file
+on DuckDB (release.py), green schemas swapped in by one transaction on PostgreSQL
+(pg_release.py). The artifacts (manifest.json, run_results.json, sources.json, catalog.json and
+a Markdown report) go to ``--artifacts DIR``: the production state `mediapulse slim-ci --state`
+compares with.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 
 from mediapulse import artifacts, build
 from mediapulse.errors import MediaPulseError
+from mediapulse.pg_release import PREVIOUS as PG_PREVIOUS
+from mediapulse.pg_release import PgRelease, rename_in_state
 from mediapulse.project import Project
 from mediapulse.release import Release, new_release_id, publish_state, published_state
 from mediapulse.report import markdown_table, write_summary
@@ -110,6 +114,23 @@ def check_production_present(
     )
 
 
+def check_pg_production_present(release: PgRelease, artifacts_dir: Path, start_over: bool) -> None:
+    """PostgreSQL's counterpart of check_production_present: the state says production exists,
+    but no live schema carries a release (they were dropped), so the snapshots' history is gone."""
+    previous = published_state(artifacts_dir)
+    if previous is None or release.live_schemas():
+        return
+    where = f"target '{release.target}' (no {release.base_schema}* schema carries a release)"
+    if start_over:
+        print(f"warning: --start-over: no production on {where}; production starts again")
+        return
+    raise MediaPulseError(
+        f"production (state in {artifacts_dir}) exists but not on {where}: rebuilding from "
+        "empty would lose the snapshots' history: restore the schemas, or start production "
+        "over deliberately with --start-over"
+    )
+
+
 def run_release(
     project: Project,
     target: str,
@@ -119,25 +140,41 @@ def run_release(
     freshness: bool,
     start_over: bool = False,
 ) -> int:
-    release = Release(project) if project.target_type(target) == "duckdb" else None
+    kind = project.target_type(target)
+    release = Release(project) if kind == "duckdb" else None
+    pg = PgRelease(project, target) if kind == "postgres" else None
     if release:
         check_production_present(project, release, artifacts_dir, start_over)
     build.prepare(project, target)
+    if pg:
+        check_pg_production_present(pg, artifacts_dir, start_over)
     env: dict[str, str] = {}
     if release:
         release.prepare()
         env = release.env
     steps: list[Step] = []
     saved: dict[str, Path] = {}
+    schemas: list[str] = []
+    notes: list[str] = []
     staging = artifacts_dir.with_name(artifacts_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     release_id = new_release_id()
+    ok = False
     try:
         plan = [("build", ["build", "--full-refresh"])]
         if freshness:
             plan.append(("freshness", ["source", "freshness", "--select", "source:*"]))
         plan.append(("docs", ["docs", "generate"]))
+        if pg:
+            parsed, schemas, snapshots = pg.parse()
+            env = pg.env
+            if parsed.success:
+                pg.prepare(schemas, snapshots)
+            else:
+                steps.append(Step("parse", parsed.command, False, parsed.elapsed_s,
+                                  [parsed.error or "dbt parse failed"]))  # fmt: skip
+                plan = []
         for name, args in plan:
             result = run_dbt(project, args, target=target, extra_env=env)
             step = Step(name, result.command, result.success, result.elapsed_s)
@@ -158,9 +195,21 @@ def run_release(
             steps.append(step)
             if not step.ok:
                 break
-        shutil.copy2(project.target_dir / "manifest.json", staging / "manifest.json")
-        ok = all(s.ok for s in steps) and len(steps) == len(plan)
-        report = _render(title, target, steps, ok, release_id, staged=release is not None)
+        if (project.target_dir / "manifest.json").exists():
+            shutil.copy2(project.target_dir / "manifest.json", staging / "manifest.json")
+        ok = bool(plan) and all(s.ok for s in steps) and len(steps) == len(plan)
+        if ok and pg:
+            try:
+                seconds = pg.publish(schemas, release_id)
+                notes.append(
+                    f"swap: {len(schemas)} schemas in {seconds * 1000:.1f} ms, one transaction "
+                    f"(the replaced release is kept as *{PG_PREVIOUS})"
+                )
+                rename_in_state(staging)
+            except MediaPulseError as exc:
+                ok = False
+                notes.append(f"swap gave up: {exc}")
+        report = _render(title, target, steps, ok, release_id, staged=release or pg, notes=notes)
         (staging / f"{title.lower()}.md").write_text(report)
         if ok:
             if release:
@@ -170,11 +219,14 @@ def run_release(
     finally:
         if release:
             release.discard()
+        if pg and schemas:  # a failed release's green; after a swap there is none left
+            pg.discard(schemas)
         shutil.rmtree(staging, ignore_errors=True)
     print(report)
     write_summary(report, summary)
     if not ok:
-        outcome = "production left as it was" if release else "production built in place"
+        staged = release is not None or pg is not None
+        outcome = "production left as it was" if staged else "production built in place"
         print(f"{title.lower()} on target '{target}' failed: {outcome}")
         return 1
     print(f"production state for slim CI written to {artifacts_dir} ({', '.join(saved)})")
@@ -182,7 +234,13 @@ def run_release(
 
 
 def _render(
-    title: str, target: str, steps: list[Step], ok: bool, release_id: str, staged: bool
+    title: str,
+    target: str,
+    steps: list[Step],
+    ok: bool,
+    release_id: str,
+    staged: object,
+    notes: list[str] | None = None,
 ) -> str:
     if ok:
         verdict = f"passed, release {release_id} is live"
@@ -196,6 +254,8 @@ def _render(
     lines = [f"## {title} on `{target}`: {verdict}", "", markdown_table(
         ("step", "result", "time", "command"), rows
     )]  # fmt: skip
+    if notes:
+        lines += ["", *notes]
     for step in steps:
         if step.problems:
             lines += ["", f"### {step.name}", *[f"- {p}" for p in step.problems]]

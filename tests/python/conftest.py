@@ -47,7 +47,8 @@ def packages_problem() -> str | None:
 # collection order (pytest-xdist, --dist loadfile), so starting these first keeps one long file
 # from running alone at the end. The rest keep their order.
 LONGEST_FIRST = (
-    "test_rehearsals.py", "test_faults.py", "test_raw_ownership.py", "test_slim_ci.py",
+    "test_rehearsals.py", "test_pg_release.py", "test_faults.py", "test_raw_ownership.py",
+    "test_slim_ci.py",
     "test_revenue.py", "test_postgres.py", "test_lint_sql.py",
 )  # fmt: skip
 
