@@ -279,6 +279,12 @@ def test_corrupt_state_and_bad_selector_are_clear_errors(
 REVENUE_TEST = "tests/marts/finance/assert_subscription_revenue_fully_allocated.sql"
 
 
+def _first_failure(project: Project) -> str:
+    """The first failure line of the job summary slim CI wrote."""
+    summary = (project.root / "slim.md").read_text()
+    return next(line for line in summary.splitlines() if line.startswith("- FAIL"))
+
+
 def _ran(project: Project) -> dict[str, str]:
     """Every node slim CI ran, by name, with its status (exposures are no-ops, left out)."""
     return {
@@ -302,8 +308,7 @@ def test_a_changed_singular_test_runs_against_production_and_fails_the_job(
     assert "fct_subscription_revenue" in _plan_row(out, "deferred to production")
     assert _built(project) == set(), "nothing is rebuilt: the test reads production"
     assert _ran(project) == {"assert_subscription_revenue_fully_allocated": "fail"}
-    summary = (project.root / "slim.md").read_text()
-    failure = next(line for line in summary.splitlines() if line.startswith("- FAIL"))
+    failure = _first_failure(project)
     assert "assert_subscription_revenue_fully_allocated" in failure
     assert "model fct_subscription_revenue" in failure
 
@@ -323,8 +328,7 @@ def test_a_changed_generic_test_runs_and_names_model_and_column(
     (test,) = _plan_row(out, "modified tests")
     assert test.startswith("accepted_values_stg_catalog__content_content_type")
     assert _built(project) == set()
-    summary = (project.root / "slim.md").read_text()
-    failure = next(line for line in summary.splitlines() if line.startswith("- FAIL"))
+    failure = _first_failure(project)
     assert "accepted_values on model stg_catalog__content, column content_type" in failure
 
 
