@@ -20,6 +20,10 @@ RUNS ?= 3
 STORE ?= ci-artifacts
 OUT ?= ci-output
 STATE := $(STORE)/production-state
+# The targets the workflows take from repository variables MEDIAPULSE_PROD_TARGET and
+# MEDIAPULSE_CI_TARGET (the same variables here; DuckDB's `prod` and `ci` by default).
+PROD_TARGET ?= $(or $(MEDIAPULSE_PROD_TARGET),prod)
+CI_TARGET ?= $(or $(MEDIAPULSE_CI_TARGET),ci)
 MP := $(BIN)/mediapulse
 
 .DEFAULT_GOAL := help
@@ -66,26 +70,30 @@ bench: venv ## performance report at SCALE (default 10M events, 90 days): bench/
 	$(MP) bench --scale $(SCALE) --days $(DAYS) --runs $(RUNS)
 
 ci-nightly: venv ## rehearse the nightly workflow: full refresh, freshness, docs, state in STORE
-	$(MP) nightly --artifacts $(STATE) --summary $(OUT)/nightly.md
-	$(MP) evaluate --target ci --json $(STATE)/evaluator.json --markdown $(OUT)/evaluator.md
+	$(MP) nightly --target $(PROD_TARGET) --artifacts $(STATE) --summary $(OUT)/nightly.md
+	$(MP) evaluate --target $(CI_TARGET) --json $(STATE)/evaluator.json --markdown $(OUT)/evaluator.md
+	$(MP) drop-ci-schemas --target $(CI_TARGET)
 
 ci-pr: venv ## rehearse the PR workflow: lint, unit tests, slim CI, evaluator, codegen check
 	$(MAKE) lint
 	$(MAKE) unit-test
-	$(MP) slim-ci --state $(STATE) --summary $(OUT)/slim-ci.md
-	$(MP) evaluate --target ci --baseline $(STATE)/evaluator.json --json $(OUT)/evaluator.json --markdown $(OUT)/evaluator.md
-	$(MP) codegen --target ci --check --markdown $(OUT)/codegen.md
+	$(MP) slim-ci --target $(CI_TARGET) --state $(STATE) --summary $(OUT)/slim-ci.md
+	$(MP) evaluate --target $(CI_TARGET) --baseline $(STATE)/evaluator.json --json $(OUT)/evaluator.json --markdown $(OUT)/evaluator.md
+	$(MP) codegen --target $(CI_TARGET) --check --markdown $(OUT)/codegen.md
 	$(MP) summarize --title "MediaPulse PR checks" --out $(OUT)/pr-comment.md $(OUT)/slim-ci.md $(OUT)/evaluator.md $(OUT)/codegen.md
+	$(MP) drop-ci-schemas --target $(CI_TARGET)
 
 ci-validate: venv ## rehearse PR validation: build and test tag:critical+ before merge
-	$(MP) slim-ci --select tag:critical+ --state $(STATE) --summary $(OUT)/validate.md
+	$(MP) slim-ci --target $(CI_TARGET) --select tag:critical+ --state $(STATE) --summary $(OUT)/validate.md
+	$(MP) drop-ci-schemas --target $(CI_TARGET)
 
 ci-deploy: venv ## rehearse the deploy workflow: build prod from this checkout, swap, publish state
-	$(MP) deploy --artifacts $(STATE) --summary $(OUT)/deploy.md
-	$(MP) evaluate --target ci --json $(STATE)/evaluator.json --markdown $(OUT)/evaluator.md
+	$(MP) deploy --target $(PROD_TARGET) --artifacts $(STATE) --summary $(OUT)/deploy.md
+	$(MP) evaluate --target $(CI_TARGET) --json $(STATE)/evaluator.json --markdown $(OUT)/evaluator.md
+	$(MP) drop-ci-schemas --target $(CI_TARGET)
 
 ci-rollback: venv ## rehearse the rollback workflow: put back the previous release and its state
-	$(MP) rollback --artifacts $(STATE)
+	$(MP) rollback --target $(PROD_TARGET) --artifacts $(STATE)
 
 format: venv ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

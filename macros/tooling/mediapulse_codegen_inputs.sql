@@ -2,9 +2,10 @@
     Everything `mediapulse codegen` needs from the warehouse, in one dbt invocation: the raw
     tables of `database` (one JSON line), dbt-codegen's `generate_source` YAML for each raw
     schema and its `generate_model_yaml` YAML for every built model of this project. Each is
-    printed; the Python side parses and merges them.
+    printed; the Python side parses and merges them. `schemas`, when given, are the only
+    schemas read as raw (a server database also holds the schemas dbt builds).
 #}
-{% macro mediapulse_codegen_inputs(database, ignored_schemas=[]) %}
+{% macro mediapulse_codegen_inputs(database, ignored_schemas=[], schemas=none) %}
     {% if execute %}
         {% set found = run_query(
             "select lower(table_schema), lower(table_name) from information_schema.tables "
@@ -12,7 +13,8 @@
             ~ "order by 1, 2"
         ) %}
         {% set tables = {} %}
-        {% for row in found.rows if row[0] not in ignored_schemas %}
+        {% for row in found.rows
+            if row[0] not in ignored_schemas and (schemas is none or row[0] in schemas) %}
             {% do tables.setdefault(row[0], []).append(row[1]) %}
         {% endfor %}
         {{ print('MEDIAPULSE_TABLES ' ~ tojson(tables)) }}

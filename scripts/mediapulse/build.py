@@ -71,9 +71,11 @@ def prepare(project: Project, target: str) -> str:
     if kind == "duckdb":
         ensure_raw_data(project)
     else:
+        from mediapulse.pg_access import check_roles
         from mediapulse.rawload import check_raw_tables
 
         check_raw_tables(project, target)
+        check_roles(project, target)
     return kind
 
 

@@ -115,6 +115,20 @@ def _cmd_load_raw(args: argparse.Namespace, project: Project) -> int:
     return 0
 
 
+def _cmd_access_sql(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.pg_access import access_sql
+
+    print(access_sql(project, args.target), end="")
+    return 0
+
+
+def _cmd_drop_ci_schemas(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.pg_access import drop_ci_schemas
+
+    print(drop_ci_schemas(project, args.target))
+    return 0
+
+
 def _cmd_nightly(args: argparse.Namespace, project: Project) -> int:
     from mediapulse.nightly import check_artifacts_dir, run_nightly
 
@@ -359,6 +373,20 @@ def build_parser() -> argparse.ArgumentParser:
         "load the demo raw data set into a server target (never a table it did not create)",
     )
     _target_argument(load_p)
+
+    access_p = command(
+        "access-sql",
+        _cmd_access_sql,
+        "print the grants a PostgreSQL database owner runs once for the MediaPulse roles",
+    )
+    _target_argument(access_p, default="prod")
+
+    drop_ci_p = command(
+        "drop-ci-schemas",
+        _cmd_drop_ci_schemas,
+        "drop this CI run's schemas on a PostgreSQL CI target (the end of a pull-request job)",
+    )
+    _target_argument(drop_ci_p, default="ci")
 
     eval_p = command(
         "evaluate",

@@ -228,18 +228,21 @@ def merge_text(text: str, additions: dict[str, Any]) -> str:
 
 
 def read_inputs(
-    project: Project, target: str, database: str, env: dict[str, str] | None = None
+    project: Project,
+    target: str,
+    database: str,
+    env: dict[str, str] | None = None,
+    schemas: list[str] | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, list[dict[str, Any]]]]]:
     """(model columns by model, source columns by schema and table), as dbt-codegen sees the
-    warehouse, from one `dbt run-operation`. Models not built in the target are absent."""
+    warehouse, from one `dbt run-operation`; raw tables only in ``schemas`` when given.
+    Models not built in the target are absent."""
+    arguments = {"database": database, "ignored_schemas": sorted(IGNORED_SCHEMAS)}
+    if schemas is not None:
+        arguments["schemas"] = schemas
     result = run_dbt(
         project,
-        [
-            "run-operation",
-            "mediapulse_codegen_inputs",
-            "--args",
-            json.dumps({"database": database, "ignored_schemas": sorted(IGNORED_SCHEMAS)}),
-        ],
+        ["run-operation", "mediapulse_codegen_inputs", "--args", json.dumps(arguments)],
         target=target,
         extra_env=env,
         capture_events=["PrintEvent"],
@@ -281,6 +284,11 @@ def raw_database(project: Project, target: str) -> str:
     return databases.pop()
 
 
+def declared_source_schemas(manifest: dict[str, Any]) -> set[str]:
+    root = project_name(manifest)
+    return {s["schema"].lower() for s in manifest["sources"].values() if s["package_name"] == root}
+
+
 def project_name(manifest: dict[str, Any]) -> str:
     return str(manifest["metadata"].get("project_name", "mediapulse"))
 
@@ -307,8 +315,12 @@ def run_codegen(
     if not parsed.success:
         raise MediaPulseError(f"dbt parse failed: {parsed.error or 'see above'}")
     database = raw_database(project, target)
-    models, sources = read_inputs(project, target, database, env)
     manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
+    # DuckDB attaches the raw data as a catalog of its own: every schema there is raw. A server
+    # database also holds production's, CI's and developers' schemas: only the raw schemas the
+    # sources declare are read there (a new raw schema needs its `sources:` entry first).
+    raw_schemas = None if kind == "duckdb" else sorted(declared_source_schemas(manifest))
+    models, sources = read_inputs(project, target, database, env, raw_schemas)
     manifest["_project"] = project_name(manifest)
     plan = plan_models(project.root, manifest, models)
     plan = plan_sources(project.root, manifest, sources, plan)

@@ -345,6 +345,10 @@ def run_slim_ci(
     prod_warehouse: Path | None = None,
     summary: Path | None = None,
 ) -> int:
+    if project.target_type(target) != "duckdb":  # a shared server: never production's schemas
+        from mediapulse.pg_access import ci_schema
+
+        ci_schema(project, target, "slim CI builds only in a CI run's own schemas")
     build.prepare(project, target)
     state = find_state(state_dir)
     env = build.target_env(project, target, prod_warehouse, need_prod=state is not None)
@@ -378,6 +382,10 @@ def run_slim_ci(
         ci_file = project.duckdb_path(target)
         for leftover in (ci_file, ci_file.with_name(ci_file.name + ".wal")):
             leftover.unlink(missing_ok=True)  # a fresh CI warehouse per run
+    else:  # a server: this run's own schemas, fresh (refuses a target that is not CI's)
+        from mediapulse.pg_access import drop_ci_schemas
+
+        print(drop_ci_schemas(project, target))
     started = time.perf_counter()
     ok, error, results = _run_all(project, invocations, target, env)
     seconds = time.perf_counter() - started

@@ -15,6 +15,7 @@ this module cannot evaluate) raises, so a workflow change cannot be rehearsed ha
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -30,6 +31,10 @@ import yaml
 
 VENV = Path(sys.executable).parent.parent
 STEP_TIMEOUT_S = 1800
+
+
+# Each job a run of its own, with an id unique on this machine (GitHub's run ids are unique).
+_RUN_IDS = itertools.count(os.getpid() * 1000 + 1)
 
 
 class UnsupportedWorkflow(Exception):
@@ -266,6 +271,10 @@ class Runner:
     repository: Path  # a git repository; checkout clones `ref` from it
     store: Store
     work: Path  # where workspaces are created
+    # the repository's variables and secrets (`vars.*`, `secrets.*`); none by default: the
+    # documented defaults apply (DuckDB), alerts are skipped
+    variables: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict)
 
     def run(
         self,
@@ -289,16 +298,19 @@ class Runner:
         workspace = self.work / f"{workflow_file.stem}-{job_name}-{len(runs) + 1}"
         workspace.mkdir(parents=True)
         result = JobResult(workflow_file.name, job_name, workspace)
+        run_id = str(next(_RUN_IDS))
         context: dict[str, Any] = {
             "github": {
                 "event_name": event,
                 "event": dict(event_payload or {}),
                 "ref": "refs/heads/main" if on_main else "refs/pull/1/merge",
                 "repository": "mediapulse/mediapulse",
+                "run_id": run_id,
+                "run_attempt": "1",
             },
             "inputs": dict(inputs or {}),
-            "vars": {},  # no repository variables: the documented defaults apply
-            "secrets": {},  # no secrets: alerts are skipped, DuckDB needs none
+            "vars": dict(self.variables),
+            "secrets": dict(self.secrets),
         }
         status = {"success": True, "failure": False, "cancelled": False, "always": True}
         if not _condition(job.get("if"), context, status):
@@ -308,6 +320,7 @@ class Runner:
         env["HOME"] = os.environ.get("HOME", str(workspace))
         env["CI"] = "true"
         env["GITHUB_ACTIONS"] = "true"
+        env["GITHUB_RUN_ID"], env["GITHUB_RUN_ATTEMPT"] = run_id, "1"
         env["GITHUB_STEP_SUMMARY"] = str(workspace.parent / f"{workspace.name}.summary.md")
         for scope in (workflow.get("env"), job.get("env")):
             env.update({k: render(v, context, status) for k, v in (scope or {}).items()})

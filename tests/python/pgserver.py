@@ -21,6 +21,10 @@ DATABASE = "mediapulse"
 # The secret a server target hashes e-mail addresses with (MEDIAPULSE_PII_HASH_KEY): required
 # there, so every test of a server target gets one. A test value, not a secret.
 PII_HASH_KEY = "mediapulse-test-pii-hash-key"
+# The three roles of README "Roles and grants", each with a test password: `transformer`
+# builds production, `ci` runs slim CI, `reporter` reads the marts. USER stays the loader (a
+# superuser that owns the raw schemas, as an EL tool's role would).
+ROLES = ("transformer", "ci", "reporter")
 
 
 def find_bindir() -> Path | None:
@@ -57,6 +61,53 @@ class PgServer:
             "MEDIAPULSE_PG_PASSWORD": PASSWORD,
             "MEDIAPULSE_PG_DATABASE": DATABASE,
         }
+
+    def role_password(self, role: str) -> str:
+        return f"{role}-test-password"
+
+    def connect(self, role: str = USER):  # type: ignore[no-untyped-def]
+        import psycopg2
+
+        password = PASSWORD if role == USER else self.role_password(role)
+        return psycopg2.connect(host="127.0.0.1", port=self.port, user=role,
+                                password=password, dbname=DATABASE)  # fmt: skip
+
+    def execute(self, *statements: str, role: str = USER) -> list[tuple]:
+        """Run statements in one transaction as ``role``; the last one's rows."""
+        con = self.connect(role)
+        try:
+            rows: list[tuple] = []
+            with con.cursor() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+                    rows = cursor.fetchall() if cursor.description else []
+            con.commit()
+            return rows
+        finally:
+            con.close()
+
+    def create_roles(self) -> None:
+        """The three MediaPulse roles, with LOGIN and nothing else (grants come after)."""
+        self.execute(*(
+            f"create role {role} login password '{self.role_password(role)}'" for role in ROLES
+        ))  # fmt: skip
+
+    def role_env(self, role: str) -> dict[str, str]:
+        """`env` with the production target connecting as ``role``."""
+        return {**self.env, "MEDIAPULSE_PG_USER": role,
+                "MEDIAPULSE_PG_PASSWORD": self.role_password(role)}  # fmt: skip
+
+    def ci_env(self, run_id: str) -> dict[str, str]:
+        """What a pull-request job has: the CI role's credentials and its run's id, no
+        production password."""
+        env = {
+            k: v
+            for k, v in self.env.items()
+            if k not in ("MEDIAPULSE_PG_USER", "MEDIAPULSE_PG_PASSWORD")
+        }
+        return {**env, "MEDIAPULSE_PG_CI_USER": "ci",
+                "MEDIAPULSE_PG_CI_PASSWORD": self.role_password("ci"),
+                "GITHUB_RUN_ID": run_id, "GITHUB_RUN_ATTEMPT": "1"}  # fmt: skip
 
     def _run(self, *args: str) -> None:
         cmd = [str(self.bindir / args[0]), *args[1:]]
@@ -101,4 +152,5 @@ def start_server() -> PgServer | None:
     os.chmod(root, 0o755)
     server = PgServer(bindir=bindir, root=root, port=_free_port())
     server.start()
+    server.create_roles()  # every MediaPulse server has them: the models grant to them
     return server

@@ -12,7 +12,10 @@ left to roll back to).
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -51,15 +54,6 @@ READ_BOTH = f"""
 """
 
 
-def load_raw_into_server(project: Project) -> None:
-    """The raw data set into the server's raw schemas, as an EL tool would have landed it.
-    (Today `build.prepare` does this inside every job; when jobs stop loading raw data, this
-    is the one place to switch to `mediapulse load-raw --target postgres`.)"""
-    from mediapulse.rawload import load_raw
-
-    print(load_raw(project, TARGET))
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[pgserver.PgServer]:
     pg = pgserver.start_server()
@@ -77,13 +71,27 @@ def server() -> Iterator[pgserver.PgServer]:
 
 
 @pytest.fixture(scope="module")
-def project(server: pgserver.PgServer, tmp_path_factory: pytest.TempPathFactory) -> Project:
+def project(
+    server: pgserver.PgServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Project]:
+    """The loader (the server's superuser) lands the raw data, the database owner creates the
+    three roles and runs the grants `mediapulse access-sql` prints; from then on every job
+    connects as `transformer`, as production's would."""
     project = copy_project(tmp_path_factory.mktemp("bluegreen") / "project")
     deps.install(project)
     params = generate.Params(**DATA, start_date=generate.default_start_date(DATA["days"]))
     generate.generate(project.raw_path, params)
-    load_raw_into_server(project)
-    return project
+    assert _cli(project, "load-raw", "--target", TARGET) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in server.role_env("transformer").items():
+            patch.setenv(name, value)
+        sql = subprocess.run(
+            [sys.executable, "-m", "mediapulse", "--project-dir", str(project.root),
+             "access-sql", "--target", TARGET],
+            capture_output=True, text=True, check=True, env=dict(os.environ),
+        ).stdout  # fmt: skip
+        server.execute(sql)
+        yield project
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +112,17 @@ def _query(project: Project, sql: str, params: tuple = ()) -> list[tuple]:
             return cursor.fetchall() if cursor.description else []
     finally:
         con.commit()
+        con.close()
+
+
+def _admin(server: pgserver.PgServer, sql: str, params: tuple = ()) -> None:
+    """As the loader, who owns the raw data (and may create roles): production's jobs may not."""
+    con = server.connect()
+    try:
+        with con.cursor() as cursor:
+            cursor.execute(sql, params)
+        con.commit()
+    finally:
         con.close()
 
 
@@ -134,12 +153,12 @@ def _digest(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def _retitle(project: Project, title: str) -> int:
+def _retitle(project: Project, server: pgserver.PgServer, title: str) -> int:
     """The catalogue system renames one title (a new `updated_at`): the snapshot's history
     should gain a version. Returns the title's id."""
     content_id = _query(project, "select min(content_id) from catalog.content")[0][0]
-    _query(
-        project,
+    _admin(
+        server,
         "update catalog.content set title = %s, "
         "updated_at = greatest(updated_at, now()::timestamp - interval '1 day') "
         "+ interval '1 hour' "
@@ -176,6 +195,94 @@ def test_a_first_nightly_builds_green_and_swaps_it_live(
     assert "__green" not in (state / "catalog.json").read_text()
 
 
+# -- roles: what `reporter` and `ci` may do on production (README, "Roles and grants") ---------
+
+
+def _production(server: pgserver.PgServer, state: Path) -> dict[str, list[tuple[str, str]]]:
+    """Production's relations by kind ("marts", "other": staging, intermediate, seeds,
+    snapshots; "raw": the sources), each (relation, one of its columns), from the state: every
+    one the release built."""
+    manifest = json.loads((state / "manifest.json").read_text())
+    found: dict[str, list[tuple[str, str]]] = {"marts": [], "other": [], "raw": []}
+    for node in [*manifest["nodes"].values(), *manifest["sources"].values()]:
+        if node["package_name"] != "mediapulse":
+            continue
+        kind = node["resource_type"]
+        if kind not in ("model", "seed", "snapshot", "source"):
+            continue
+        name = node.get("identifier") if kind == "source" else node.get("alias")
+        relation = f'"{node["schema"]}"."{name or node["name"]}"'
+        column = next(iter(node.get("columns") or {}), None) or "1"
+        key = "raw" if kind == "source" else "marts" if node["schema"] == MARTS else "other"
+        if server.execute(f"select to_regclass('{relation}')")[0][0] is not None:
+            found[key].append((relation, column))
+    assert found["marts"] and found["other"] and found["raw"], found
+    return found
+
+
+def _attempt(server: pgserver.PgServer, role: str, sql: str) -> str | None:
+    """None when ``role`` may run ``sql`` (rolled back: nothing is kept), else the refusal."""
+    con = server.connect(role)
+    try:
+        with con.cursor() as cursor:
+            cursor.execute(sql)
+        return None
+    except psycopg2.Error as exc:
+        return str(exc).strip().splitlines()[0]
+    finally:
+        con.rollback()
+        con.close()
+
+
+def _writes(relation: str, column: str) -> list[str]:
+    schema = relation.split(".")[0]
+    return [
+        f"insert into {relation} select * from {relation} where false",
+        f"update {relation} set {column} = {column} where false",
+        f"delete from {relation} where false",
+        f"truncate {relation}",
+        f"drop table {relation}",
+        f"alter table {relation} rename to renamed_by_a_reader",
+        f"create table {schema}.written_by_a_reader (x int)",
+        f"create view {schema}.written_by_a_reader as select 1 as x",
+    ]
+
+
+def _refused(server: pgserver.PgServer, role: str, statements: list[str]) -> None:
+    allowed = [sql for sql in statements if _attempt(server, role, sql) is None]
+    assert not allowed, f"{role} was allowed: {allowed[:5]}"
+
+
+def _assert_reporter_reads_the_marts_only(server: pgserver.PgServer, state: Path) -> None:
+    found = _production(server, state)
+    for relation, _ in found["marts"]:
+        assert _attempt(server, "reporter", f"select count(*) from {relation}") is None, relation
+    refused = [f"select count(*) from {r}" for r, _ in found["other"] + found["raw"]]
+    _refused(server, "reporter", refused)
+    _refused(server, "reporter", [w for r, c in found["marts"] for w in _writes(r, c)])
+    _refused(server, "reporter", ["create schema written_by_a_reader"])
+
+
+def _assert_ci_reads_production_and_writes_nothing(server: pgserver.PgServer, state: Path) -> None:
+    found = _production(server, state)
+    everything = found["marts"] + found["other"] + found["raw"]
+    for relation, _ in everything:
+        assert _attempt(server, "ci", f"select count(*) from {relation}") is None, relation
+    _refused(server, "ci", [w for r, c in everything for w in _writes(r, c)])
+
+
+def test_reporter_reads_every_mart_and_nothing_else_nor_writes(
+    server: pgserver.PgServer, state: Path
+) -> None:
+    _assert_reporter_reads_the_marts_only(server, state)
+
+
+def test_ci_reads_production_and_is_refused_every_write(
+    server: pgserver.PgServer, state: Path
+) -> None:
+    _assert_ci_reads_production_and_writes_nothing(server, state)
+
+
 def test_a_rollback_without_a_previous_release_refuses(
     project: Project, state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -206,13 +313,13 @@ def test_a_failed_deploy_drops_green_and_leaves_production_unchanged(
 
 
 def test_a_second_nightly_keeps_the_previous_release_its_history_and_grants(
-    project: Project, state: Path
+    project: Project, server: pgserver.PgServer, state: Path
 ) -> None:
     first = _release_id(state)
     # A role that may read the marts: the new live marts schema must grant it the same.
-    _query(project, "create role bg_reader nologin")
+    _admin(server, "create role bg_reader nologin")
     _query(project, f"grant usage on schema {MARTS} to bg_reader")
-    content_id = _retitle(project, "Renamed Once")
+    content_id = _retitle(project, server, "Renamed Once")
     assert _cli(project, "nightly", "--target", TARGET, "--artifacts", str(state)) == 0
     second = _release_id(state)
     assert second != first
@@ -222,6 +329,10 @@ def test_a_second_nightly_keeps_the_previous_release_its_history_and_grants(
     history = _history(project, content_id)
     assert len(history) == 2 and history[-1] == ("Renamed Once", True), history
     assert _query(project, f"select has_schema_privilege('bg_reader', '{MARTS}', 'usage')")[0][0]
+    # dbt's grants were applied in green and were renamed live with it: the roles still read
+    # exactly what they read before the swap.
+    _assert_reporter_reads_the_marts_only(server, state)
+    _assert_ci_reads_production_and_writes_nothing(server, state)
 
 
 def _reader(con, stop: threading.Event, seen: list, errors: list) -> None:  # type: ignore[no-untyped-def]
@@ -241,10 +352,10 @@ def _reader(con, stop: threading.Event, seen: list, errors: list) -> None:  # ty
 
 
 def test_a_deploy_is_atomic_for_a_reader_of_two_marts(
-    project: Project, state: Path, capsys: pytest.CaptureFixture[str]
+    project: Project, server: pgserver.PgServer, state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     old_release = _release_id(state)
-    content_id = _retitle(project, "Renamed Twice")
+    content_id = _retitle(project, server, "Renamed Twice")
     # The merged change: sessions split after 10 idle minutes, not 30 (both marts change).
     config = project.root / "dbt_project.yml"
     config.write_text(config.read_text().replace(
@@ -295,6 +406,65 @@ def test_a_deploy_is_atomic_for_a_reader_of_two_marts(
     live_mart = _query(project, f"select count(*) from {MARTS}.fct_watch_sessions")[0][0]
     old_mart = _query(project, f"select count(*) from {MARTS}__previous.fct_watch_sessions")[0][0]
     assert live_view == live_mart and previous_view == old_mart and live_view > previous_view
+
+
+def _as_ci_job(project: Project, server: pgserver.PgServer, *args: str) -> int:
+    """A command as a pull-request job runs it: the CI role's secret only (no production
+    password at all) and its run's id."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MEDIAPULSE_PG_USER")
+        patch.delenv("MEDIAPULSE_PG_PASSWORD")
+        for name, value in server.ci_env(run_id="4242").items():
+            patch.setenv(name, value)
+        return _cli(project, *args, "--target", "postgres_ci")
+
+
+def test_slim_ci_builds_in_its_own_schemas_as_ci_reads_production_and_drops_them(
+    project: Project, server: pgserver.PgServer, state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = project.root / "models/staging/catalog/stg_catalog__content.sql"
+    original = model.read_text()
+    assert "        title,\n" in original
+    model.write_text(original.replace("        title,\n", "        upper(title) as title,\n", 1))
+    before = _objects(project)
+    try:
+        code = _as_ci_job(project, server, "slim-ci", "--state", str(state))
+    finally:
+        model.write_text(original)
+    out = capsys.readouterr().out
+    assert code == 0, out[-3000:]
+    assert re.search(r"deferred to production \| [1-9]", out), out[-3000:]
+    run_schemas = {s for s in _schemas(project) if s.startswith("ci_4242_1")}
+    assert "ci_4242_1_staging" in run_schemas, run_schemas
+    owners = server.execute(
+        "select distinct pg_get_userbyid(nspowner) from pg_namespace "
+        "where nspname like 'ci\\_4242\\_1%'"
+    )
+    assert owners == [("ci",)], owners
+    # The change was built in the run's schema, downstream of it too, reading production's
+    # unchanged parents; production is exactly as it was.
+    assert server.execute("select count(*) from ci_4242_1_staging.stg_catalog__content "
+                          "where title <> upper(title)") == [(0,)]  # fmt: skip
+    assert _objects(project) == before
+    # The end of the job: the run's schemas go, and only they.
+    assert _as_ci_job(project, server, "drop-ci-schemas") == 0
+    assert f"dropped the {len(run_schemas)} schemas of CI run ci_4242_1" in capsys.readouterr().out
+    assert not {s for s in _schemas(project) if s.startswith("ci_")}
+    assert _objects(project) == before
+
+
+@pytest.mark.parametrize(
+    "command", [("drop-ci-schemas",), ("slim-ci", "--state", "state")], ids=lambda c: c[0]
+)
+def test_ci_commands_refuse_the_production_target(
+    project: Project, state: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]
+) -> None:
+    before = _objects(project), _digest(state)
+    assert _cli(project, *command, "--target", TARGET) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a CI run's schema" in err, err
+    assert "postgres_ci" in err
+    assert (_objects(project), _digest(state)) == before
 
 
 def test_a_swap_that_cannot_take_its_locks_gives_up_and_keeps_both_releases(

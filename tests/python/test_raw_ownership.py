@@ -32,8 +32,8 @@ RAW_SCHEMAS = ("streaming", "catalog", "accounts", "billing", "ads", "_mediapuls
 DATA = dict(seed=11, users=150, days=7, events_per_user_day=8.0)
 KEY = "test-pii-key-not-a-secret"
 MISSING = re.compile(
-    r"raw table (\w+\.\w+) not found in target 'postgres': load it with your EL tool or "
-    r"`mediapulse load-raw --target postgres`"
+    r"raw table (\w+\.\w+) not found in target '(postgres|postgres_ci)': load it with your EL "
+    r"tool or `mediapulse load-raw --target \2`"
 )
 HANDMADE_DB = "handmade"
 
@@ -77,7 +77,11 @@ def _sql(server: pgserver.PgServer, database: str, *statements: str) -> list[tup
 
 
 def _env(server: pgserver.PgServer, database: str) -> dict[str, str]:
-    return {**server.env, "MEDIAPULSE_PG_DATABASE": database, "MEDIAPULSE_PII_HASH_KEY": KEY}
+    """The server's user for every target, CI's (`postgres_ci`) included: roles are another
+    test's business (test_pg_release.py)."""
+    return {**server.env, "MEDIAPULSE_PG_DATABASE": database, "MEDIAPULSE_PII_HASH_KEY": KEY,
+            "MEDIAPULSE_PG_CI_USER": pgserver.USER,
+            "MEDIAPULSE_PG_CI_PASSWORD": pgserver.PASSWORD}  # fmt: skip
 
 
 def _cli(project: Project, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -183,7 +187,7 @@ def test_load_raw_refuses_a_raw_table_it_did_not_create(
         ("build", "--target", "postgres"),
         ("nightly", "--target", "postgres", "--artifacts", "state"),
         ("deploy", "--target", "postgres", "--artifacts", "state"),
-        ("slim-ci", "--target", "postgres", "--state", "state"),
+        ("slim-ci", "--target", "postgres_ci", "--state", "state"),
         ("evaluate", "--target", "postgres"),
         ("codegen", "--target", "postgres", "--check"),
     ],
@@ -237,6 +241,19 @@ def test_load_raw_keeps_a_current_load_and_its_neighbours(
     assert _raw_state(server, pgserver.DATABASE) == before
 
 
+def test_a_job_stops_when_a_role_the_models_grant_to_is_missing(
+    server: pgserver.PgServer, loaded: tuple[Project, dict[str, tuple]]
+) -> None:
+    project, before = loaded
+    env = {**_env(server, pgserver.DATABASE), "MEDIAPULSE_PG_REPORTER_ROLE": "analysts"}
+    line = _one_line_error(_cli(project, env, "build", "--target", "postgres"))
+    assert "error: role analysts not found on target 'postgres'" in line, line
+    assert "MEDIAPULSE_PG_REPORTER_ROLE" in line and "Setting up a server" in line, line
+    assert _raw_state(server, pgserver.DATABASE) == before
+    assert not [s for (s,) in _sql(server, pgserver.DATABASE, "select nspname from pg_namespace")
+                if s.startswith("analytics")]  # fmt: skip
+
+
 def test_load_raw_on_a_duckdb_target_says_there_is_nothing_to_load(
     loaded: tuple[Project, dict[str, tuple]],
 ) -> None:
@@ -251,7 +268,7 @@ JOBS = (
     ("build", "--target", "postgres"),
     ("nightly", "--target", "postgres", "--artifacts", "state"),
     ("deploy", "--target", "postgres", "--artifacts", "state"),
-    ("slim-ci", "--target", "postgres", "--state", "state"),
+    ("slim-ci", "--target", "postgres_ci", "--state", "state"),
 )
 
 

@@ -33,6 +33,8 @@ MAKE_VARS = {
     "$(STATE)": "ci-artifacts/production-state",
     "$(OUT)": "ci-output",
     "$(MAKE)": "make",
+    "$(PROD_TARGET)": '"$MEDIAPULSE_PROD_TARGET"',
+    "$(CI_TARGET)": '"$MEDIAPULSE_CI_TARGET"',
 }
 SHA_PIN = re.compile(r"^[\w.-]+/[\w.-]+@[0-9a-f]{40}$")
 
@@ -137,6 +139,45 @@ def test_secrets_reach_only_env_and_targets_come_from_variables() -> None:
             if "secrets." in line:
                 assert re.match(r"^\s+[A-Z_]+: \$\{\{ secrets\.[A-Z_]+ \}\}$", line), line
         assert re.search(r"MEDIAPULSE_(PROD|CI)_TARGET: \$\{\{ vars\.", text), path.name
+
+
+PROD_COMMANDS = {"nightly", "deploy", "rollback"}
+PR_WORKFLOWS = ("pr-slim-ci.yml", "pr-validation.yml")
+# What a pull request's job may receive: the CI role's password and the key the e-mail hash
+# needs; never production's password.
+PR_SECRETS = {"MEDIAPULSE_PG_CI_PASSWORD", "MEDIAPULSE_PII_HASH_KEY"}
+
+
+def test_every_step_takes_its_target_from_the_repository_variables() -> None:
+    parser = build_parser()
+    for name, workflow in _workflows().items():
+        for job_name, job in workflow["jobs"].items():
+            runs = [s["run"] for s in job.get("steps", []) if "run" in s]
+            calls = [shlex.split(r) for r in runs if r.startswith(".venv/bin/mediapulse ")]
+            uses_ci = False
+            for words in calls:
+                if not hasattr(parser.parse_args(words[1:]), "target"):
+                    continue
+                assert "--target" in words, f"{name}: {shlex.join(words)} names no target"
+                target = words[words.index("--target") + 1]
+                expected = "PROD" if words[1] in PROD_COMMANDS else "CI"
+                assert target == f"$MEDIAPULSE_{expected}_TARGET", f"{name}: {shlex.join(words)}"
+                uses_ci = uses_ci or expected == "CI"
+            if uses_ci:  # a CI run's schemas on a server go at the end, whatever happened
+                last = [s for s in job["steps"] if "run" in s and " notify " not in s["run"]][-1]
+                assert "drop-ci-schemas" in last["run"], f"{name}:{job_name}"
+                assert last["if"] == "${{ always() }}", f"{name}:{job_name}"
+    makefile = (REPO / "Makefile").read_text()
+    assert not re.search(r"--target (ci|prod|postgres\w*)\b", makefile)
+
+
+def test_pull_request_workflows_get_only_the_ci_roles_secret() -> None:
+    for name in PR_WORKFLOWS:
+        text = (WORKFLOWS / name).read_text()
+        assert set(re.findall(r"secrets\.(\w+)", text)) <= PR_SECRETS, name
+        assert "MEDIAPULSE_PG_PASSWORD" not in text and "MEDIAPULSE_PG_USER:" not in text, name
+    for name in RELEASES:
+        assert "secrets.MEDIAPULSE_PG_PASSWORD" in (WORKFLOWS / name).read_text(), name
 
 
 def test_caches_are_keyed_on_lock_files() -> None:
