@@ -24,7 +24,9 @@
             ).columns[0].values() -%}
             {%- for schema in existing | sort %}
 grant usage on schema {{ adapter.quote(schema) }} to
-    {%- for role in roles_by_schema[schema] %} {{ adapter.quote(role) }}{{ "," if not loop.last }}{% endfor %};
+    {%- for role in roles_by_schema[schema] %}
+    {{ adapter.quote(role) }}{{ "," if not loop.last }}
+    {%- endfor %};
             {%- endfor -%}
         {%- endif -%}
     {%- endif -%}
