@@ -115,6 +115,8 @@ def node_results(target_dir: Path) -> list[NodeResult]:
         unique_id = result["unique_id"]
         node = nodes.get(unique_id, {})
         resource_type = node.get("resource_type") or unique_id.split(".")[0]
+        if resource_type == "operation" and result.get("status") == "success":
+            continue  # a hook that ran (on-run-end grants): not a node of the project
         extra = _test_details(node, manifest) if resource_type in ("test", "unit_test") else {}
         out.append(
             NodeResult(

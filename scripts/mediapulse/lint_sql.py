@@ -34,7 +34,7 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -119,7 +119,8 @@ def scratch_env(project: Project, name: str = "full-refresh") -> dict[str, str]:
         duckdb.connect(str(raw)).close()
     return {
         **os.environ,
-        **project.dbt_env(LINT_TARGET),
+        # the scratch warehouse's own key for hashing personal data, if one is needed at all
+        **replace(project, warehouse_dir=warehouse).dbt_env(LINT_TARGET),
         WAREHOUSE_ENV: str(warehouse),
         "DBT_TARGET_PATH": str(scratch / "target"),
         "DBT_LOG_PATH": str(scratch / "logs"),
@@ -258,7 +259,8 @@ def build_incremental_warehouse(project: Project) -> tuple[dict[str, str], list[
         "DBT_TARGET_PATH": str(scratch / "build"),
         "DBT_LOG_PATH": env["DBT_LOG_PATH"],
     }
-    result = run_dbt(project, INCREMENTAL_BUILD, target=LINT_TARGET, extra_env=overrides,
+    scratch_project = replace(project, warehouse_dir=warehouse)
+    result = run_dbt(scratch_project, INCREMENTAL_BUILD, target=LINT_TARGET, extra_env=overrides,
                      quiet=True)  # fmt: skip
     target = Path(overrides["DBT_TARGET_PATH"])
     if not result.success:

@@ -33,6 +33,7 @@ from mediapulse.rawload import connect_postgres
 
 from . import pgserver
 from .conftest import copy_project
+from .test_raw_ownership import _raw_state
 
 pytestmark = [pytest.mark.dbt, pytest.mark.postgres]
 
@@ -42,6 +43,8 @@ DATA = dict(seed=11, users=120, days=6, events_per_user_day=10.0)
 MARTS = "analytics_marts"
 SNAPSHOTS = "analytics_snapshots"
 LOCK_TIMEOUT_ENV = "MEDIAPULSE_SWAP_LOCK_TIMEOUT"
+# The raw schemas as the loader left them, before the first release.
+RAW_BEFORE: dict[str, tuple] = {}
 # Two marts a reader compares, each by a checksum of its rows, in one statement; with the
 # release id the marts' schema and the snapshots' schema carry.
 READ_BOTH = f"""
@@ -82,6 +85,13 @@ def project(
     params = generate.Params(**DATA, start_date=generate.default_start_date(DATA["days"]))
     generate.generate(project.raw_path, params)
     assert _cli(project, "load-raw", "--target", TARGET) == 0
+    # someone else's table in a raw schema: no release may touch it (nor the rest of raw)
+    server.execute(
+        "create table streaming.partner_events (id integer primary key, payload text)",
+        "insert into streaming.partner_events select i, 'partner ' || i "
+        "from generate_series(1, 300) as i",
+    )
+    RAW_BEFORE.update(_raw_state(server, pgserver.DATABASE))
     with pytest.MonkeyPatch.context() as patch:
         for name, value in server.role_env("transformer").items():
             patch.setenv(name, value)
@@ -539,3 +549,18 @@ def test_a_release_stops_when_the_state_says_production_exists_but_its_schemas_a
     assert "elsewhere*" in text and "--start-over" in text and "history" in text
     check_pg_production_present(release, state, start_over=True)
     assert "production starts again" in capsys.readouterr().out
+
+
+def test_no_release_wrote_a_raw_table(server: pgserver.PgServer) -> None:
+    """After five releases, a slim CI run and two rollbacks: every raw table byte for byte as
+    the loader left it (tests/python/test_raw_ownership.py shows the same for `build` and
+    slim CI), except catalog.content, which the loader itself updated in these tests: that one
+    kept its columns and its storage (no truncate, drop or re-create)."""
+    after = _raw_state(server, pgserver.DATABASE)
+    assert RAW_BEFORE and set(after) == set(RAW_BEFORE)
+    assert "streaming.partner_events" in after
+    for table, (columns, checksum, oid, filenode) in RAW_BEFORE.items():
+        if table == "catalog.content":
+            assert (after[table][0], after[table][2:]) == (columns, (oid, filenode)), table
+        else:
+            assert after[table] == (columns, checksum, oid, filenode), table
