@@ -65,16 +65,17 @@ class PgServer:
     def role_password(self, role: str) -> str:
         return f"{role}-test-password"
 
-    def connect(self, role: str = USER):  # type: ignore[no-untyped-def]
+    def connect(self, role: str = USER, database: str = DATABASE):  # type: ignore[no-untyped-def]
         import psycopg2
 
         password = PASSWORD if role == USER else self.role_password(role)
         return psycopg2.connect(host="127.0.0.1", port=self.port, user=role,
-                                password=password, dbname=DATABASE)  # fmt: skip
+                                password=password, dbname=database)  # fmt: skip
 
-    def execute(self, *statements: str, role: str = USER) -> list[tuple]:
-        """Run statements in one transaction as ``role``; the last one's rows."""
-        con = self.connect(role)
+    def execute(self, *statements: str, role: str = USER, database: str = DATABASE) -> list[tuple]:
+        """Run statements in one committed transaction as ``role`` (by default the server's
+        user, the loader: the way an EL tool or a person writes); the last one's rows."""
+        con = self.connect(role, database)
         try:
             rows: list[tuple] = []
             with con.cursor() as cursor:

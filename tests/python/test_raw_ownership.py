@@ -16,7 +16,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-import psycopg2
 import pytest
 
 from mediapulse import deps, generate
@@ -44,7 +43,7 @@ def server() -> Iterator[pgserver.PgServer]:
     if server is None:
         pytest.skip("PostgreSQL server binaries not found (Debian: apt-get install postgresql-15)")
     try:
-        connection = _connect(server, pgserver.DATABASE)
+        connection = server.connect()
         connection.autocommit = True
         with connection.cursor() as cursor:
             cursor.execute(f"create database {HANDMADE_DB}")
@@ -54,26 +53,8 @@ def server() -> Iterator[pgserver.PgServer]:
         server.stop()
 
 
-def _connect(server: pgserver.PgServer, database: str):  # type: ignore[no-untyped-def]
-    return psycopg2.connect(
-        host="127.0.0.1", port=server.port, user=pgserver.USER, password=pgserver.PASSWORD,
-        dbname=database,
-    )  # fmt: skip
-
-
 def _sql(server: pgserver.PgServer, database: str, *statements: str) -> list[tuple]:
-    """Plain SQL as the server's user, the way an EL tool (or a person) writes: committed."""
-    connection = _connect(server, database)
-    try:
-        with connection.cursor() as cursor:
-            rows: list[tuple] = []
-            for statement in statements:
-                cursor.execute(statement)
-                rows = cursor.fetchall() if cursor.description else []
-        connection.commit()
-        return rows
-    finally:
-        connection.close()
+    return server.execute(*statements, database=database)
 
 
 def _env(server: pgserver.PgServer, database: str) -> dict[str, str]:

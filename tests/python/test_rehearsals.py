@@ -124,15 +124,20 @@ def _mixed_case_titles(store: gha.Store) -> int:
     return _count(prod, f"select count(*) from {relation} where title <> upper(title)")
 
 
-@pytest.fixture(scope="module")
-def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
-    root = tmp_path_factory.mktemp("github")
+def init_repository(root: Path) -> Path:
+    """The scenario's GitHub repository: this project committed on `main`."""
     repository = root / "repository"
     copy_project(repository)
     gha.git(repository, "init", "--quiet", "--initial-branch=main")
     gha.git(repository, "add", "-A")
     gha.git(repository, "commit", "--quiet", "-m", "main")
-    return Scenario(repository, root / "runners")
+    return repository
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    root = tmp_path_factory.mktemp("github")
+    return Scenario(init_repository(root), root / "runners")
 
 
 @pytest.fixture(scope="module")

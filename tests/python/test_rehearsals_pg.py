@@ -22,7 +22,15 @@ from mediapulse.cli import main
 
 from . import gha, pgserver
 from .conftest import copy_project
-from .test_rehearsals import CODE_CHECKS, STATE, WAREHOUSE, Scenario, _ok, _upper_titles
+from .test_rehearsals import (
+    CODE_CHECKS,
+    STATE,
+    WAREHOUSE,
+    Scenario,
+    _ok,
+    _upper_titles,
+    init_repository,
+)
 
 pytestmark = [pytest.mark.dbt, pytest.mark.postgres]
 
@@ -90,12 +98,7 @@ class PgScenario(Scenario):
 @pytest.fixture(scope="module")
 def scenario(server: pgserver.PgServer, tmp_path_factory: pytest.TempPathFactory) -> PgScenario:
     root = tmp_path_factory.mktemp("github-pg")
-    repository = root / "repository"
-    copy_project(repository)
-    gha.git(repository, "init", "--quiet", "--initial-branch=main")
-    gha.git(repository, "add", "-A")
-    gha.git(repository, "commit", "--quiet", "-m", "main")
-    scenario = PgScenario(repository, root / "runners")
+    scenario = PgScenario(init_repository(root), root / "runners")
     scenario.server = server
     return scenario
 
