@@ -1,108 +1,17 @@
-"""`mediapulse build`: the main job. Packages if needed, demo data if none (DuckDB), `dbt build`."""
+"""`mediapulse build`: the main job, on a developer's own target: `dbt build` after the
+preparation every job shares (`mediapulse.prepare`)."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
-import duckdb
-
-from mediapulse import artifacts, deps, generate, pii
+from mediapulse import artifacts
 from mediapulse.errors import MediaPulseError
+from mediapulse.prepare import check_duckdb_file, prepare, target_env
 from mediapulse.project import Project
 from mediapulse.runner import run_dbt
-from mediapulse.warehouse import open_duckdb
 
-# The data set `make build` creates on a fresh clone: big enough to be interesting
-# (~0.6 M watch events), small enough to build in well under a minute.
-DEMO = generate.Params(seed=42, users=2_000, days=30, events_per_user_day=12.0)
 EXAMPLE_MODEL = "fct_daily_engagement"
 FAILED = frozenset(artifacts.FAILED_STATUSES)
 WARNED = frozenset({"warn"})
-
-
-def check_duckdb_file(path: Path, purpose: str) -> None:
-    """Fail early, with the fix, when a warehouse file is corrupt or locked."""
-    if path.exists():
-        open_duckdb(path, purpose=purpose, read_only=True).close()
-
-
-def require_built(project: Project, target: str, purpose: str) -> None:
-    """For jobs that read what a DuckDB target built: its file exists and opens."""
-    path = project.duckdb_path(target)
-    if not path.exists():
-        raise MediaPulseError(
-            f"cannot {purpose}: target '{target}' has no warehouse at {path}: build the target "
-            "first (`make build`)"
-        )
-    check_duckdb_file(path, purpose)
-
-
-def ensure_raw_data(project: Project) -> None:
-    raw = project.raw_path
-    if raw.exists():
-        check_duckdb_file(raw, "read the raw data")
-        return
-    print(
-        f"no raw data at {raw}: generating the demo data set ({DEMO.users} users, {DEMO.days} days)"
-    )
-    params = generate.Params(
-        seed=DEMO.seed,
-        users=DEMO.users,
-        days=DEMO.days,
-        events_per_user_day=DEMO.events_per_user_day,
-        start_date=generate.default_start_date(DEMO.days),
-    )
-    print(generate.generate(raw, params))
-
-
-def prepare(project: Project, target: str) -> str:
-    """What every job needs before dbt runs: a known target, packages, raw data where the
-    target reads it. Returns the target's engine.
-
-    A DuckDB target reads raw.duckdb (the demo data set is generated when there is none). A
-    server's raw schemas belong to its loader: no job writes to them, it only checks that
-    every raw table the sources declare is there (`mediapulse load-raw` loads the demo set).
-    """
-    kind = project.target_type(target)  # unknown targets fail here, before any work
-    if kind != "duckdb":
-        pii.hash_key_env(project, target)  # without the key: stop before any work
-    print(deps.install(project, force=False).summary())
-    if kind == "duckdb":
-        ensure_raw_data(project)
-    else:
-        from mediapulse.pg_access import check_roles
-        from mediapulse.rawload import check_raw_tables
-
-        check_raw_tables(project, target)
-        check_roles(project, target)
-    return kind
-
-
-PROD_WAREHOUSE_ENV = "MEDIAPULSE_PROD_WAREHOUSE"
-
-
-def target_env(
-    project: Project, target: str, prod_warehouse: Path | None = None, need_prod: bool = False
-) -> dict[str, str]:
-    """Extra environment a target needs: the production file a CI target attaches read-only
-    (for --defer). Without production (a first run), an empty stand-in unless ``need_prod``."""
-    output = project.outputs[project.check_target(target)]
-    attaches_prod = any(a.get("alias") == "prod" for a in output.get("attach") or [])
-    if output.get("type") != "duckdb" or not attaches_prod:
-        return {}
-    path = prod_warehouse or project.duckdb_path("prod")
-    if path.exists():
-        check_duckdb_file(path, "attach production for --defer")
-        return {PROD_WAREHOUSE_ENV: str(path)}
-    if need_prod:
-        raise MediaPulseError(
-            f"production warehouse {path} not found: slim CI reads unchanged models from it; "
-            "pass --prod-warehouse (the file `mediapulse nightly` built)"
-        )
-    placeholder = Path(tempfile.mkdtemp(prefix="mediapulse-noprod-")) / "prod.duckdb"
-    duckdb.connect(str(placeholder)).close()
-    return {PROD_WAREHOUSE_ENV: str(placeholder)}
 
 
 def report_failures(project: Project, statuses: frozenset[str] = FAILED) -> list[str]:

@@ -100,7 +100,7 @@ def _cmd_build(args: argparse.Namespace, project: Project) -> int:
 
 
 def _cmd_load_raw(args: argparse.Namespace, project: Project) -> int:
-    from mediapulse import build
+    from mediapulse import prepare
 
     if project.target_type(args.target) == "duckdb":
         print(
@@ -110,7 +110,7 @@ def _cmd_load_raw(args: argparse.Namespace, project: Project) -> int:
         return 0
     from mediapulse.rawload import load_raw
 
-    build.ensure_raw_data(project)
+    prepare.ensure_raw_data(project)
     print(load_raw(project, args.target))
     return 0
 
@@ -130,7 +130,7 @@ def _cmd_drop_ci_schemas(args: argparse.Namespace, project: Project) -> int:
 
 
 def _cmd_nightly(args: argparse.Namespace, project: Project) -> int:
-    from mediapulse.nightly import check_artifacts_dir, run_nightly
+    from mediapulse.release import check_artifacts_dir, run_nightly
 
     artifacts_dir = check_artifacts_dir(Path(args.artifacts).resolve())
     summary = Path(args.summary) if args.summary else None
@@ -138,33 +138,30 @@ def _cmd_nightly(args: argparse.Namespace, project: Project) -> int:
 
 
 def _cmd_deploy(args: argparse.Namespace, project: Project) -> int:
-    from mediapulse.nightly import check_artifacts_dir, run_deploy
+    from mediapulse.release import check_artifacts_dir, run_deploy
 
     artifacts_dir = check_artifacts_dir(Path(args.artifacts).resolve())
     summary = Path(args.summary) if args.summary else None
     return run_deploy(project, args.target, artifacts_dir, summary, start_over=args.start_over)
 
 
+def _cmd_refresh(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.release import check_artifacts_dir, run_refresh
+
+    artifacts_dir = check_artifacts_dir(Path(args.artifacts).resolve())
+    summary = Path(args.summary) if args.summary else None
+    return run_refresh(project, args.target, artifacts_dir, summary)
+
+
 def _cmd_rollback(args: argparse.Namespace, project: Project) -> int:
-    from mediapulse.nightly import check_artifacts_dir
+    from mediapulse.release import check_artifacts_dir, rollback
 
-    kind = project.target_type(args.target)
-    if kind not in ("duckdb", "postgres"):
-        raise MediaPulseError(
-            f"rollback of target '{args.target}' ({kind}) is not supported: only DuckDB and "
-            "PostgreSQL releases keep the production they replace"
-        )
     state_dir = check_artifacts_dir(Path(args.artifacts).resolve())
-    if kind == "postgres":
-        from mediapulse.pg_release import rollback as pg_rollback
-
-        restored = pg_rollback(project, args.target, state_dir)
-        where = f"target '{args.target}'"
-    else:
-        from mediapulse.release import rollback
-
-        restored = rollback(project, state_dir)
+    restored = rollback(project, args.target, state_dir)
+    if project.target_type(args.target) == "duckdb":
         where = str(project.duckdb_path("prod"))
+    else:
+        where = f"target '{args.target}'"
     print(
         f"production rolled back to release {restored} ({where}); "
         f"its state is in {state_dir}, for slim CI"
@@ -262,8 +259,8 @@ TARGET_ENVS = {
 }
 
 
-def _release_arguments(parser: argparse.ArgumentParser) -> None:
-    """What `nightly` and `deploy` share: they build production and publish its state."""
+def _release_arguments(parser: argparse.ArgumentParser, start_over: bool = True) -> None:
+    """What the releases share: they build production and publish its state."""
     _target_argument(parser, default="prod")
     parser.add_argument(
         "--artifacts", required=True, help="directory to write the production state to"
@@ -271,6 +268,8 @@ def _release_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--summary", help="Markdown report path (default: $GITHUB_STEP_SUMMARY when set)"
     )
+    if not start_over:  # a refresh adds to production: there is nothing to start over
+        return
     parser.add_argument(
         "--start-over",
         action="store_true",
@@ -430,6 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
         "build production from this checkout with every test; swap it in only if all pass",
     )
     _release_arguments(deploy_p)
+
+    refresh_p = command(
+        "refresh",
+        _cmd_refresh,
+        "add the raw rows loaded since the live release (incremental models, their tests on "
+        "the new rows); release it like any other change, or do nothing if nothing is new",
+    )
+    _release_arguments(refresh_p, start_over=False)
 
     rollback_p = command(
         "rollback",

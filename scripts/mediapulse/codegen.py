@@ -20,7 +20,7 @@ import yaml
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from mediapulse import artifacts, build
+from mediapulse import artifacts, prepare
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 from mediapulse.runner import run_dbt
@@ -307,10 +307,10 @@ def render_markdown(plan: Plan, root: Path, check: bool) -> str:
 def run_codegen(
     project: Project, target: str, check: bool, dry_run: bool, markdown: Path | None = None
 ) -> int:
-    kind = build.prepare(project, target)
+    kind = prepare.prepare(project, target)
     if kind == "duckdb":  # column types come from the built warehouse
-        build.require_built(project, target, f"read column types from target '{target}'")
-    env = build.target_env(project, target)
+        prepare.require_built(project, target, f"read column types from target '{target}'")
+    env = prepare.target_env(project, target)
     parsed = run_dbt(project, ["parse"], target=target, extra_env=env, quiet=True)
     if not parsed.success:
         raise MediaPulseError(f"dbt parse failed: {parsed.error or 'see above'}")

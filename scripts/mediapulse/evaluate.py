@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mediapulse import artifacts, build
+from mediapulse import artifacts, prepare
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 from mediapulse.report import write_summary
@@ -178,13 +178,13 @@ def run_evaluate(
         print(f"notice: no baseline at {baseline_path} (first run?): every violation counts")
     elif baseline_path is not None:
         baseline = load_baseline(baseline_path)
-    kind = build.prepare(project, target)
+    kind = prepare.prepare(project, target)
     if kind == "duckdb":
         # the evaluator reads dbt's graph, not the models' tables: a fresh runner's target
         # (no file yet) is fine, a corrupt or locked one is not
-        build.check_duckdb_file(project.duckdb_path(target), f"evaluate target '{target}'")
+        prepare.check_duckdb_file(project.duckdb_path(target), f"evaluate target '{target}'")
     severity = os.environ.get(SEVERITY_ENV, "error")
-    env = {SEVERITY_ENV: severity, **build.target_env(project, target)}
+    env = {SEVERITY_ENV: severity, **prepare.target_env(project, target)}
     result = run_dbt(
         project, ["build", "--selector", "project_evaluator"], target=target, extra_env=env
     )

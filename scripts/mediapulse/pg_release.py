@@ -87,9 +87,12 @@ class PgRelease:
 
         return connect_postgres(self.project, self.target)
 
-    def parse(self) -> tuple[DbtRun, list[str], list[tuple[str, str]]]:
-        """`dbt parse` with green names: (the run, the release's live schema names, its
-        snapshot tables as (live schema, table))."""
+    def parse(
+        self, keep_incremental: bool = False
+    ) -> tuple[DbtRun, list[str], list[tuple[str, str]]]:
+        """`dbt parse` with green names: (the run, the release's live schema names, the live
+        tables green starts from as (live schema, table)): the snapshots, whose history
+        continues, and with ``keep_incremental`` (a refresh) the incremental models too."""
         run = run_dbt(self.project, ["parse"], target=self.target, extra_env=self.env)
         if not run.success:
             return run, [], []
@@ -110,28 +113,34 @@ class PgRelease:
                 )
             live = schema.removesuffix(GREEN)
             schemas.add(live)
-            if node["resource_type"] == "snapshot":
+            incremental = node["config"].get("materialized") == "incremental"
+            if node["resource_type"] == "snapshot" or (keep_incremental and incremental):
                 snapshots.append((live, node.get("alias") or node["name"]))
         return run, sorted(schemas), sorted(snapshots)
 
-    def prepare(self, schemas: list[str], snapshots: list[tuple[str, str]]) -> None:
-        """A clean green release that starts from live's snapshot history."""
+    def prepare(self, schemas: list[str], snapshots: list[tuple[str, str]]) -> tuple[int, int]:
+        """A clean green release that starts from copies of live's ``snapshots`` (and, on a
+        refresh, incremental tables). Returns (tables copied, their bytes)."""
         self.discard(schemas)  # a crashed release's leftovers
         con = self.connect()
+        copied = size = 0
         try:
             with con.cursor() as cursor:
                 for schema, table in snapshots:
                     live, green = f"{_ident(schema)}.{_ident(table)}", _ident(schema + GREEN)
                     cursor.execute("select to_regclass(%s)", [f"{live}"])
                     if cursor.fetchone()[0] is None:
-                        continue  # a first release, or a new snapshot: dbt starts it
+                        continue  # a first release, or a new table: dbt starts it
                     cursor.execute(f"create schema if not exists {green}")
                     copy = f"{green}.{_ident(table)}"
                     cursor.execute(f"create table {copy} (like {live} including all)")
                     cursor.execute(f"insert into {copy} select * from {live}")
+                    cursor.execute("select pg_total_relation_size(%s::regclass)", [copy])
+                    copied, size = copied + 1, size + int(cursor.fetchone()[0])
             con.commit()
         finally:
             con.close()
+        return copied, size
 
     def discard(self, schemas: list[str]) -> None:
         """Drop the green schemas of ``schemas`` (and only those)."""

@@ -1,91 +1,82 @@
-"""Building production beside production, and swapping it in only when everything passed.
+"""Releases: every change to production, all or nothing.
 
-DuckDB production is one file. A release copies it (snapshots keep their history), builds
-the copy in a staging directory, and, when every check passed, moves the copy over the live
-file with one atomic rename; the file it replaced stays as ``prod.previous.duckdb`` for a
-rollback. A failed release deletes its copy: production was never touched.
+`mediapulse nightly` rebuilds production from scratch (`dbt build --full-refresh`, every test,
+source freshness, docs), the reset that catches drift. `mediapulse deploy` does the same from
+the merged code. `mediapulse refresh`, the hourly job, picks up the raw rows loaded since the
+live release with the incremental models and tests those rows (the rules that need the whole
+history wait for the nightly). `mediapulse rollback` puts back the release the last one
+replaced.
 
-Each release has an id, written into the production file (``_mediapulse.release``) and into
-the production state it publishes (``release.json``, beside the manifest slim CI compares
-with). The state of the release it replaced moves to ``<state>/previous/``, so a rollback
-puts back the file and the state that belong together, and can check that they do.
+Every release builds a staged copy of production and makes it live only when every step
+passed: a copy of the file on DuckDB (`duckdb_release`), green schemas swapped in by one
+transaction on PostgreSQL (`pg_release`). It publishes the production state `mediapulse slim-ci
+--state` compares with (manifest.json, run_results.json, sources.json, catalog.json, a
+Markdown report and release.json) to ``--artifacts DIR``; the state it replaces moves to
+``DIR/previous/``, so a rollback puts back the production and the state that belong together.
+
+release.json records, beside the release id: the project's vars (dbt's `state:modified` does
+not compare them, slim CI does), a fingerprint of the code (a refresh runs only the code that
+is live) and the raw tables' row counts and newest loads (what the next refresh compares with).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import duckdb
-
-from mediapulse import artifacts
+from mediapulse import artifacts, prepare
+from mediapulse.duckdb_release import DuckDbRelease, warehouse_release_id
 from mediapulse.errors import MediaPulseError
+from mediapulse.pg_release import PREVIOUS as PG_PREVIOUS
+from mediapulse.pg_release import PgRelease, rename_in_state
 from mediapulse.project import Project
-from mediapulse.warehouse import open_duckdb
+from mediapulse.report import markdown_table, write_summary
+from mediapulse.runner import run_dbt
 
-PROD_DIR_ENV = "MEDIAPULSE_PROD_DIR"
-TARGET = "prod"
+STATE_FILES = ("manifest.json", "run_results.json", "sources.json", "catalog.json")
 RELEASE_FILE = "release.json"
 PREVIOUS = "previous"  # the replaced release's state, inside the state directory
-RELEASE_TABLE = "_mediapulse.release"
+SINCE_ENV = "MEDIAPULSE_REFRESH_SINCE"  # read by macro get_where_subquery
+# What a release's code is: every file dbt reads to build the project (not profiles: a
+# refresh on another target is still the same code).
+CODE_PATHS = ("models", "macros", "seeds", "snapshots", "tests", "analyses")
+CODE_FILES = ("dbt_project.yml", "packages.yml", "package-lock.yml", "selectors.yml")
+CODE_SUFFIXES = (".sql", ".yml", ".yaml", ".csv", ".md", ".py")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    title: str
+    full_refresh: bool  # rebuild every model from scratch
+    freshness: bool  # check source freshness
+    docs: bool  # generate the catalog (a refresh keeps the live one: same code, same columns)
+
+
+NIGHTLY = Job("nightly", "Nightly", full_refresh=True, freshness=True, docs=True)
+DEPLOY = Job("deploy", "Deploy", full_refresh=True, freshness=False, docs=True)
+REFRESH = Job("refresh", "Refresh", full_refresh=False, freshness=False, docs=False)
+
+
+@dataclass
+class Step:
+    name: str
+    command: str
+    ok: bool
+    seconds: float
+    problems: list[str] = field(default_factory=list)
 
 
 def new_release_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-
-
-@dataclass(frozen=True)
-class Release:
-    project: Project
-
-    @property
-    def live(self) -> Path:
-        return self.project.duckdb_path(TARGET)
-
-    @property
-    def staging_dir(self) -> Path:
-        return self.project.warehouse_dir / ".release"
-
-    @property
-    def staged(self) -> Path:
-        return self.staging_dir / self.live.name  # same file name: same catalog name `prod`
-
-    @property
-    def previous(self) -> Path:
-        return self.live.with_name("prod.previous.duckdb")
-
-    @property
-    def env(self) -> dict[str, str]:
-        """Point the `prod` target at the staged copy."""
-        return {PROD_DIR_ENV: str(self.staging_dir)}
-
-    def prepare(self) -> None:
-        """A fresh staging copy of production (or nothing, for a first release)."""
-        self.discard()
-        self.staging_dir.mkdir(parents=True)
-        if self.live.exists():
-            # opening read-only proves it is a database and that no writer holds it
-            open_duckdb(self.live, purpose="copy production for a release", read_only=True).close()
-            shutil.copy2(self.live, self.staged)
-
-    def publish(self, release_id: str) -> None:
-        """Atomically make the staged copy production; keep the replaced file for rollback."""
-        if not self.staged.exists():
-            raise MediaPulseError(f"nothing to publish: {self.staged} was not built")
-        _stamp(self.staged, release_id)
-        if self.live.exists():
-            self.previous.unlink(missing_ok=True)
-            os.link(self.live, self.previous)  # the old inode survives the swap
-        os.replace(self.staged, self.live)
-        self.discard()
-
-    def discard(self) -> None:
-        shutil.rmtree(self.staging_dir, ignore_errors=True)
 
 
 def published_state(state_dir: Path) -> dict | None:
@@ -100,7 +91,12 @@ def published_state(state_dir: Path) -> dict | None:
 
 
 def publish_state(
-    staged_state: Path, state_dir: Path, release_id: str, job: str, project_vars: dict
+    staged_state: Path,
+    state_dir: Path,
+    release_id: str,
+    job: str,
+    project_vars: dict,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Make ``staged_state`` the published state, the state it replaces kept in previous/.
 
@@ -111,6 +107,7 @@ def publish_state(
         "job": job,
         "built_at": datetime.now(UTC).isoformat(),
         "vars": project_vars,
+        **(extra or {}),
     }
     (staged_state / RELEASE_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
     if published_state(state_dir) is not None:
@@ -132,22 +129,403 @@ def _replace_dir(new: Path, live: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def warehouse_release_id(path: Path) -> str | None:
-    """The release id a production file carries; None for a file built before ids existed."""
-    with open_duckdb(path, purpose="read the release id", read_only=True) as con:
-        found = con.execute(
-            "select count(*) from information_schema.tables "
-            "where table_schema = '_mediapulse' and table_name = 'release'"
-        ).fetchone()[0]
-        if not found:
-            return None
-        return str(con.execute(f"select release_id from {RELEASE_TABLE}").fetchone()[0])
+def _freshness_problems(target_dir: Path) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of the last `dbt source freshness`, one line per stale source."""
+    data = artifacts.load_json(target_dir / "sources.json", "source freshness results")
+    errors, warnings = [], []
+    for result in data.get("results", []):
+        source = result["unique_id"].split(".", 2)[-1]
+        age = result.get("max_loaded_at_time_ago_in_s")
+        line = f"source {source}: {result['status']}" + (
+            f", newest row loaded {age / 3600:.1f} h ago" if age is not None else ""
+        )
+        if result["status"] in ("error", "runtime error"):
+            errors.append(line)
+        elif result["status"] == "warn":
+            warnings.append(line)
+    return errors, warnings
 
 
-def rollback(project: Project, state_dir: Path) -> str:
+def check_production_present(
+    project: Project, release: DuckDbRelease, artifacts_dir: Path, start_over: bool
+) -> None:
+    """Refuse to rebuild production from nothing when the published state says it exists.
+
+    On GitHub the production file travels as an artifact that expires; rebuilding from an
+    empty file would silently drop the snapshots' history (and demo data would stand in for
+    the loader's raw data), so that takes an explicit --start-over.
+    """
+    previous = published_state(artifacts_dir)
+    missing = [p for p in (release.live, project.raw_path) if not p.exists()]
+    if previous is None and not release.live.exists():
+        print(
+            f"notice: no production yet (no state in {artifacts_dir}, no {release.live}): "
+            "building production from scratch (first run)"
+        )
+        return
+    if not missing:
+        return
+    names = " and ".join(str(p) for p in missing)
+    if start_over:
+        print(f"warning: --start-over: {names} missing; production starts again from empty")
+        return
+    described = (
+        f"release {previous['release_id']}" if previous and previous.get("release_id")
+        else f"built {previous.get('built_at')}" if previous else "the existing production"
+    )  # fmt: skip
+    raise MediaPulseError(
+        f"production ({described}, state in {artifacts_dir}) exists but {names} is missing "
+        "(on GitHub: the production-warehouse artifact expired or was not downloaded); "
+        "rebuilding from empty would lose the snapshots' history: restore the file(s), or "
+        "start production over deliberately with --start-over"
+    )
+
+
+def check_pg_production_present(release: PgRelease, artifacts_dir: Path, start_over: bool) -> None:
+    """PostgreSQL's counterpart of check_production_present: the state says production exists,
+    but no live schema carries a release (they were dropped), so the snapshots' history is gone."""
+    previous = published_state(artifacts_dir)
+    if previous is None or release.live_schemas():
+        return
+    where = f"target '{release.target}' (no {release.base_schema}* schema carries a release)"
+    if start_over:
+        print(f"warning: --start-over: no production on {where}; production starts again")
+        return
+    raise MediaPulseError(
+        f"production (state in {artifacts_dir}) exists but not on {where}: rebuilding from "
+        "empty would lose the snapshots' history: restore the schemas, or start production "
+        "over deliberately with --start-over"
+    )
+
+
+def code_fingerprint(project: Project) -> str:
+    """A hash of every file dbt reads to build the project: equal fingerprints, same code."""
+    digest = hashlib.sha256()
+    files = [project.root / name for name in CODE_FILES]
+    for folder in CODE_PATHS:
+        root = project.root / folder
+        if root.is_dir():
+            files += sorted(
+                p for p in root.rglob("*")
+                if p.is_file() and p.suffix in CODE_SUFFIXES and "python" not in p.parts
+            )  # fmt: skip
+    for path in files:
+        if path.is_file():
+            digest.update(str(path.relative_to(project.root)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def raw_marks(project: Project, target: str) -> dict[str, list[Any]]:
+    """Each raw table the sources declare: [row count, newest `loaded_at`, newest `loaded_at`
+    not in the future (UTC)]. Equal counts and newest loads: the same raw data (loads append or
+    replace rows and stamp what they write). Read only."""
+    from mediapulse.rawload import declared_raw_tables
+
+    tables = declared_raw_tables(project)
+    query = (
+        "select count(*), cast(max(loaded_at) as varchar), cast(max(case when loaded_at <= "
+        "current_timestamp at time zone 'UTC' then loaded_at end) as varchar) from {}"
+    )
+    marks: dict[str, list[Any]] = {}
+    if project.target_type(target) == "duckdb":
+        from mediapulse.warehouse import open_duckdb
+
+        with open_duckdb(project.raw_path, "read the raw data's newest loads", True) as con:
+            for table in tables:
+                count, newest, past = con.execute(query.format(table)).fetchone()
+                marks[table] = [int(count), newest, past]
+        return marks
+    from mediapulse.rawload import connect_postgres
+
+    pg = connect_postgres(project, target)
+    try:
+        with pg.cursor() as cursor:
+            for table in tables:
+                cursor.execute(query.format(table))
+                count, newest, past = cursor.fetchone()
+                marks[table] = [int(count), newest, past]
+    finally:
+        pg.rollback()
+        pg.close()
+    return marks
+
+
+def scoped_sources(manifest: dict[str, Any]) -> list[str]:
+    """The raw tables (schema.table) whose new rows a refresh tests: the sources that
+    dbt_project.yml gives a `new_rows_column`."""
+    return sorted(
+        f"{source['schema']}.{source['identifier']}"
+        for source in manifest["sources"].values()
+        if (source["config"].get("meta") or {}).get("new_rows_column")
+    )
+
+
+@dataclass(frozen=True)
+class RefreshPlan:
+    """What a refresh runs: nothing (no new raw rows), or a build of the new rows."""
+
+    previous: dict[str, Any]
+    marks: dict[str, list[Any]]
+    since: str | None  # the live release's newest event load: tests read the rows after it
+    excluded: tuple[str, ...]  # selectors of the tests left to the nightly
+    new_rows: dict[str, int]  # raw table: rows added since the live release
+
+    @property
+    def nothing_new(self) -> bool:
+        before = self.previous.get("raw") or {}
+        return before.keys() == self.marks.keys() and all(
+            before[t][:2] == mark[:2] for t, mark in self.marks.items()
+        )
+
+
+def whole_history_tests(manifest: dict[str, Any], rule_names: list[str]) -> list[dict]:
+    """The tests a refresh leaves to the nightly: a whole-history rule (``rule_names``) on a
+    relation whose new rows a refresh tests (`new_rows_column`). Tests of the tables a
+    refresh rebuilds from scratch keep running: those tables are new every time."""
+    scoped = {
+        uid for uid, node in {**manifest["nodes"], **manifest["sources"]}.items()
+        if ((node.get("config") or {}).get("meta") or node.get("meta") or {}).get(
+            "new_rows_column"
+        )
+    }  # fmt: skip
+    chosen = []
+    for node in manifest["nodes"].values():
+        if node["resource_type"] != "test" or not node.get("test_metadata"):
+            continue
+        tested = node.get("attached_node") or next(
+            (p for p in node["depends_on"]["nodes"] if p.startswith("source.")), None
+        )
+        if tested in scoped and node["test_metadata"]["name"] in rule_names:
+            chosen.append(node)
+    return chosen
+
+
+def plan_refresh(project: Project, target: str, state_dir: Path) -> RefreshPlan:
+    """Refuse what a refresh must not do (no production, other code), then compare the raw
+    tables with what the live release read."""
+    previous = published_state(state_dir)
+    if previous is None:
+        raise MediaPulseError(
+            f"no production state in {state_dir}: a refresh adds to a live release; run "
+            "`mediapulse nightly` (or deploy) first"
+        )
+    live = previous.get("release_id") or f"built {previous.get('built_at')}"
+    code = previous.get("code")
+    if code is None or code != code_fingerprint(project):
+        why = "records no code fingerprint" if code is None else "was built from other code"
+        raise MediaPulseError(
+            f"production (release {live}) {why} than this checkout: a refresh only adds new "
+            "rows to the code that is live; release this code with `mediapulse deploy` (or "
+            "the nightly), then refresh"
+        )
+    marks = raw_marks(project, target)
+    before = previous.get("raw") or {}
+    manifest = artifacts.load_json(state_dir / "manifest.json", "production manifest")
+    newest = [before[t][2] for t in scoped_sources(manifest) if t in before and before[t][2]]
+    rules = list(project.vars.get("whole_history_tests") or [])
+    excluded = tuple(
+        "fqn:" + ".".join(node["fqn"]) for node in whole_history_tests(manifest, rules)
+    )
+    new_rows = {
+        t: marks[t][0] - (before.get(t) or [0])[0]
+        for t in marks if marks[t][:2] != (before.get(t) or [])[:2]
+    }  # fmt: skip
+    return RefreshPlan(previous, marks, min(newest) if newest else None, excluded, new_rows)
+
+
+def run_nightly(
+    project: Project, target: str, artifacts_dir: Path, summary: Path | None,
+    start_over: bool = False,
+) -> int:  # fmt: skip
+    """Full refresh, source freshness, docs; publish production and its state."""
+    return run_release(project, target, artifacts_dir, summary, NIGHTLY, start_over)
+
+
+def run_deploy(
+    project: Project, target: str, artifacts_dir: Path, summary: Path | None,
+    start_over: bool = False,
+) -> int:  # fmt: skip
+    """Build production from the merged code with every test; swap it in only if all pass."""
+    return run_release(project, target, artifacts_dir, summary, DEPLOY, start_over)
+
+
+def run_refresh(project: Project, target: str, artifacts_dir: Path, summary: Path | None) -> int:
+    """The new raw rows through the incremental models, their tests on those rows; released
+    like every other change. Nothing new: says so and releases nothing."""
+    return run_release(project, target, artifacts_dir, summary, REFRESH)
+
+
+def run_release(
+    project: Project,
+    target: str,
+    artifacts_dir: Path,
+    summary: Path | None,
+    job: Job,
+    start_over: bool = False,
+) -> int:
+    kind = project.target_type(target)
+    release = DuckDbRelease(project) if kind == "duckdb" else None
+    pg = PgRelease(project, target) if kind == "postgres" else None
+    if release and job.full_refresh:
+        check_production_present(project, release, artifacts_dir, start_over)
+    prepare.prepare(project, target)
+    if pg and job.full_refresh:
+        check_pg_production_present(pg, artifacts_dir, start_over)
+    refresh = None if job.full_refresh else plan_refresh(project, target, artifacts_dir)
+    if refresh and release and not release.live.exists():
+        raise MediaPulseError(
+            f"production warehouse {release.live} not found: a refresh adds to it; restore "
+            "the production-warehouse artifact, or run the nightly"
+        )
+    if refresh and refresh.nothing_new:
+        live = refresh.previous.get("release_id")
+        report = (
+            f"## {job.title} on `{target}`: nothing to do, release {live} stays live\n\n"
+            f"No new raw rows since release {live}: every raw table holds the rows it read "
+            "(row counts and newest loads). Nothing was built or released.\n"
+        )
+        print(report)
+        write_summary(report, summary)
+        return 0
+    env: dict[str, str] = {}
+    notes: list[str] = []
+    if refresh:
+        added = ", ".join(f"{t} +{n:,}" for t, n in refresh.new_rows.items())
+        notes.append(f"new raw rows since release {refresh.previous.get('release_id')}: {added}")
+        if refresh.since:
+            env[SINCE_ENV] = refresh.since
+            notes.append(
+                f"tests of the incremental models read the rows loaded after {refresh.since}; "
+                f"{len(refresh.excluded)} whole-history tests wait for the nightly"
+            )
+    if release:
+        started = time.perf_counter()
+        release.prepare()
+        size = release.staged.stat().st_size if release.staged.exists() else 0
+        notes.append(
+            f"staged copy of production: {time.perf_counter() - started:.1f} s, "
+            f"{size / 2**20:,.0f} MiB (the file a release builds in)"
+        )
+        env.update(release.env)
+    steps: list[Step] = []
+    saved: dict[str, Path] = {}
+    schemas: list[str] = []
+    staging = artifacts_dir.with_name(artifacts_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    release_id = new_release_id()
+    ok = False
+    try:
+        build_args = ["build", "--full-refresh"] if job.full_refresh else ["build"]
+        if refresh:
+            # unit tests prove the code, which the release of this same code already did
+            build_args += ["--exclude", "package:dbt_project_evaluator", "resource_type:unit_test",
+                           *refresh.excluded]  # fmt: skip
+        plan = [("build", build_args)]
+        if job.freshness:
+            plan.append(("freshness", ["source", "freshness", "--select", "source:*"]))
+        if job.docs:
+            plan.append(("docs", ["docs", "generate"]))
+        if pg:
+            parsed, schemas, kept = pg.parse(keep_incremental=refresh is not None)
+            env.update(pg.env)
+            if parsed.success:
+                started = time.perf_counter()
+                copied, size = pg.prepare(schemas, kept)
+                notes.append(
+                    f"staged copy of production: {time.perf_counter() - started:.1f} s, "
+                    f"{copied} tables, {size / 2**20:,.1f} MiB copied into the green schemas"
+                )
+            else:
+                steps.append(Step("parse", parsed.command, False, parsed.elapsed_s,
+                                  [parsed.error or "dbt parse failed"]))  # fmt: skip
+                plan = []
+        for name, args in plan:
+            result = run_dbt(project, args, target=target, extra_env=env)
+            step = Step(name, result.command, result.success, result.elapsed_s)
+            if name == "build":
+                step.problems = [
+                    r.describe() for r in artifacts.node_results(project.target_dir) if r.failed
+                ]
+                shutil.copy2(project.target_dir / "run_results.json", staging / "run_results.json")
+            elif name == "freshness":
+                errors, warnings = _freshness_problems(project.target_dir)
+                step.ok = not errors and (result.success or not result.error)
+                step.problems = errors + warnings
+                shutil.copy2(project.target_dir / "sources.json", staging / "sources.json")
+            elif result.success:
+                shutil.copy2(project.target_dir / "catalog.json", staging / "catalog.json")
+            if not step.ok and not step.problems and result.error:
+                step.problems = [result.error]
+            steps.append(step)
+            if not step.ok:
+                break
+        if (project.target_dir / "manifest.json").exists():
+            shutil.copy2(project.target_dir / "manifest.json", staging / "manifest.json")
+        for name in ("catalog.json", "sources.json"):  # what this job did not redo
+            if not (staging / name).exists() and (artifacts_dir / name).is_file():
+                shutil.copy2(artifacts_dir / name, staging / name)
+        ok = bool(plan) and all(s.ok for s in steps) and len(steps) == len(plan)
+        if ok and pg:
+            try:
+                seconds = pg.publish(schemas, release_id)
+                notes.append(
+                    f"swap: {len(schemas)} schemas in {seconds * 1000:.1f} ms, one transaction "
+                    f"(the replaced release is kept as *{PG_PREVIOUS})"
+                )
+                rename_in_state(staging)
+            except MediaPulseError as exc:
+                ok = False
+                notes.append(f"swap gave up: {exc}")
+        report = _render(job.title, target, steps, ok, release_id, staged=release or pg,
+                         notes=notes)  # fmt: skip
+        (staging / f"{job.name}.md").write_text(report)
+        if ok:
+            if release:
+                release.publish(release_id)
+            record = {
+                "code": code_fingerprint(project),
+                "raw": refresh.marks if refresh else raw_marks(project, target),
+            }
+            publish_state(staging, artifacts_dir, release_id, job.name, project.vars, record)
+            saved = {f: artifacts_dir / f for f in STATE_FILES if (artifacts_dir / f).exists()}
+    finally:
+        if release:
+            release.discard()
+        if pg and schemas:  # a failed release's green; after a swap there is none left
+            pg.discard(schemas)
+        shutil.rmtree(staging, ignore_errors=True)
+    print(report)
+    write_summary(report, summary)
+    if not ok:
+        staged = release is not None or pg is not None
+        outcome = "production left as it was" if staged else "production built in place"
+        print(f"{job.name} on target '{target}' failed: {outcome}")
+        return 1
+    print(f"production state for slim CI written to {artifacts_dir} ({', '.join(saved)})")
+    return 0
+
+
+def rollback(project: Project, target: str, state_dir: Path) -> str:
+    """Put back the release the last one replaced, on either engine; returns its id."""
+    kind = project.target_type(target)
+    if kind == "postgres":
+        from mediapulse.pg_release import rollback as pg_rollback
+
+        return pg_rollback(project, target, state_dir)
+    if kind != "duckdb":
+        raise MediaPulseError(
+            f"rollback of target '{target}' ({kind}) is not supported: only DuckDB and "
+            "PostgreSQL releases keep the production they replace"
+        )
+    return _rollback_duckdb(project, state_dir)
+
+
+def _rollback_duckdb(project: Project, state_dir: Path) -> str:
     """Put back the production file the last release replaced, and the state that describes
     it, so the next pull request is compared with what is live. Returns what was restored."""
-    release = Release(project)
+    release = DuckDbRelease(project)
     if not release.previous.exists():
         raise MediaPulseError(
             f"nothing to roll back to: no previous production at {release.previous} (each "
@@ -175,14 +553,36 @@ def rollback(project: Project, state_dir: Path) -> str:
     return kept["release_id"] or f"built {kept['built_at']}"
 
 
-def _stamp(path: Path, release_id: str) -> None:
-    """Record the release id in the file, and fold the write-ahead log into it, so the file
-    alone is the database."""
-    with duckdb.connect(str(path)) as con:
-        con.execute("create schema if not exists _mediapulse")
-        con.execute(
-            f"create or replace table {RELEASE_TABLE} as select ? as release_id, "
-            "current_timestamp as published_at",
-            [release_id],
-        )
-        con.execute("checkpoint")
+def _render(
+    title: str,
+    target: str,
+    steps: list[Step],
+    ok: bool,
+    release_id: str,
+    staged: object,
+    notes: list[str] | None = None,
+) -> str:
+    if ok:
+        verdict = f"passed, release {release_id} is live"
+    elif staged:
+        verdict = "FAILED, production unchanged"
+    else:  # built in place: what the failed run reached is already in production
+        verdict = "FAILED, production was built in place and may be partly rebuilt"
+    rows = [
+        (s.name, "ok" if s.ok else "failed", f"{s.seconds:.0f} s", f"`{s.command}`") for s in steps
+    ]
+    lines = [f"## {title} on `{target}`: {verdict}", "", markdown_table(
+        ("step", "result", "time", "command"), rows
+    )]  # fmt: skip
+    if notes:
+        lines += ["", *notes]
+    for step in steps:
+        if step.problems:
+            lines += ["", f"### {step.name}", *[f"- {p}" for p in step.problems]]
+    return "\n".join(lines) + "\n"
+
+
+def check_artifacts_dir(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise MediaPulseError(f"--artifacts {path} is a file: pass a directory")
+    return path

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mediapulse import artifacts, build
+from mediapulse import artifacts, prepare
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 from mediapulse.release import RELEASE_FILE
@@ -349,9 +349,9 @@ def run_slim_ci(
         from mediapulse.pg_access import ci_schema
 
         ci_schema(project, target, "slim CI builds only in a CI run's own schemas")
-    build.prepare(project, target)
+    prepare.prepare(project, target)
     state = find_state(state_dir)
-    env = build.target_env(project, target, prod_warehouse, need_prod=state is not None)
+    env = prepare.target_env(project, target, prod_warehouse, need_prod=state is not None)
     if state is None:
         where = f"at {state_dir}" if state_dir else "(no --state given)"
         print(f"notice: no production state {where}: running a full build instead of slim CI")

@@ -177,7 +177,7 @@ def relation_of(node: dict) -> str:
 def after_nightly(built: Project, tmp_path_factory: pytest.TempPathFactory) -> Project:
     """A project copy whose production was built by `mediapulse nightly`, with the state
     slim CI reads in <root>/state."""
-    from mediapulse.nightly import run_nightly
+    from mediapulse.release import run_nightly
 
     project = clone_built(built, tmp_path_factory.mktemp("nightly") / "project")
     assert run_nightly(project, "prod", project.root / "state", None) == 0

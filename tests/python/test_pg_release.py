@@ -537,8 +537,8 @@ def test_a_rollback_puts_the_previous_release_back_with_its_state_then_refuses(
 def test_a_release_stops_when_the_state_says_production_exists_but_its_schemas_are_gone(
     project: Project, state: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from mediapulse.nightly import check_pg_production_present
     from mediapulse.pg_release import PgRelease
+    from mediapulse.release import check_pg_production_present
 
     # The same state, a target whose schemas hold no release (as if they had been dropped).
     monkeypatch.setenv("MEDIAPULSE_PG_SCHEMA", "elsewhere")

@@ -12,10 +12,10 @@ import duckdb
 import pytest
 
 from mediapulse.cli import main
+from mediapulse.duckdb_release import DuckDbRelease, warehouse_release_id
 from mediapulse.errors import MediaPulseError
-from mediapulse.nightly import check_production_present
 from mediapulse.project import Project
-from mediapulse.release import Release, publish_state, rollback, warehouse_release_id
+from mediapulse.release import check_production_present, publish_state, rollback
 
 from .conftest import REPO
 
@@ -31,7 +31,7 @@ def _digest(root: Path) -> dict[str, str]:
 def _release(project: Project, state: Path, release_id: str, rows: int) -> None:
     """What a passing nightly does to the file and the state (the dbt build stood in for by
     a table of ``rows`` rows)."""
-    release = Release(project)
+    release = DuckDbRelease(project)
     release.prepare()
     with duckdb.connect(str(release.staged)) as con:
         con.execute(f"create or replace table marts_dim as select range as id from range({rows})")
@@ -61,7 +61,7 @@ def _rows(path: Path) -> int:
 
 def test_a_release_carries_its_id_in_the_file_and_the_state(released) -> None:
     project, state = released
-    release = Release(project)
+    release = DuckDbRelease(project)
     assert warehouse_release_id(release.live) == "r2"
     assert warehouse_release_id(release.previous) == "r1"
     assert json.loads((state / "release.json").read_text())["release_id"] == "r2"
@@ -76,7 +76,7 @@ def test_rollback_puts_back_the_file_and_its_state_then_refuses(released, capsys
                  str(project.warehouse_dir), "rollback", "--artifacts", str(state)])  # fmt: skip
     assert code == 0
     assert "rolled back to release r1" in capsys.readouterr().out
-    release = Release(project)
+    release = DuckDbRelease(project)
     assert _rows(release.live) == 10 and warehouse_release_id(release.live) == "r1"
     assert json.loads((state / "manifest.json").read_text()) == {"release": "r1"}
     assert not release.previous.exists() and not (state / "previous").exists()
@@ -98,21 +98,21 @@ def test_rollback_refuses_a_state_of_another_release(released) -> None:
     (state / "previous" / "release.json").write_text(json.dumps(record))
     before = _digest(project.warehouse_dir) | _digest(state)
     with pytest.raises(MediaPulseError, match=r"release r1 but .* describes release r0"):
-        rollback(project, state)
+        rollback(project, "prod", state)
     assert _digest(project.warehouse_dir) | _digest(state) == before
 
 
 def test_rollback_without_a_previous_state_refuses(released, tmp_path: Path) -> None:
     project, _ = released
     with pytest.raises(MediaPulseError, match="no previous production state"):
-        rollback(project, tmp_path / "elsewhere")
+        rollback(project, "prod", tmp_path / "elsewhere")
 
 
 def test_a_release_stops_when_production_exists_but_its_file_is_gone(
     released, capsys: pytest.CaptureFixture[str]
 ) -> None:
     project, state = released
-    release = Release(project)
+    release = DuckDbRelease(project)
     release.live.unlink()
     with pytest.raises(MediaPulseError) as err:
         check_production_present(project, release, state, start_over=False)
@@ -124,5 +124,5 @@ def test_a_release_stops_when_production_exists_but_its_file_is_gone(
 
 def test_a_first_release_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     project = Project.discover(REPO, tmp_path / "warehouse")
-    check_production_present(project, Release(project), tmp_path / "state", start_over=False)
+    check_production_present(project, DuckDbRelease(project), tmp_path / "state", start_over=False)
     assert "no production yet" in capsys.readouterr().out

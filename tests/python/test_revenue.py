@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mediapulse import artifacts, build
+from mediapulse import artifacts, build, prepare
 from mediapulse.project import Project
 from mediapulse.runner import DbtRun, run_dbt
 
@@ -35,7 +35,7 @@ FINANCE_MODELS = frozenset(
 
 
 def _dbt(project: Project, *args: str) -> DbtRun:
-    return run_dbt(project, list(args), target="dev", extra_env=build.target_env(project, "dev"))
+    return run_dbt(project, list(args), target="dev", extra_env=prepare.target_env(project, "dev"))
 
 
 def _finance_problems(project: Project) -> list[str]:

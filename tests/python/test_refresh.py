@@ -1,0 +1,161 @@
+"""`mediapulse refresh`, from the user's side: the hourly job that adds what the loader loaded
+since the live release, tests those rows, and releases all or nothing.
+
+On production after a nightly: with nothing new it releases nothing; after an appended day it
+publishes a release equal, table for table, to a from-scratch build of the same raw data, having
+run the row-level tests on the new rows only and left the whole-history ones to the nightly; a
+fault injected into the appended day fails it with production unchanged; it refuses code that
+is not the live release's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from mediapulse import artifacts, generate
+from mediapulse.cli import main
+from mediapulse.duckdb_release import warehouse_release_id
+from mediapulse.project import Project
+from mediapulse.release import run_nightly
+
+from .conftest import clone_built, manifest_models, relation_of
+
+pytestmark = pytest.mark.dbt
+
+
+def _refresh(project: Project, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["--project-dir", str(project.root), "refresh", "--target", "prod",
+                 "--artifacts", str(project.root / "state")])  # fmt: skip
+    return code, capsys.readouterr().out
+
+
+def _release_record(project: Project) -> dict:
+    return json.loads((project.root / "state" / "release.json").read_text())
+
+
+def _marts(project: Project) -> dict[str, list]:
+    """Every mart's rows in production, sorted."""
+    marts = {n: node for n, node in manifest_models(project).items() if node["fqn"][1] == "marts"}
+    with duckdb.connect(str(project.duckdb_path("prod")), read_only=True) as con:
+        return {
+            name: sorted(con.execute(f"select * from {relation_of(node)}").fetchall(), key=repr)
+            for name, node in marts.items()
+        }
+
+
+@pytest.fixture
+def production(after_nightly: Project, tmp_path: Path) -> Project:
+    """A copy of production after a nightly (the session's), to add to."""
+    return clone_built(after_nightly, tmp_path / "project")
+
+
+def test_nothing_new_releases_nothing(
+    production: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live = warehouse_release_id(production.duckdb_path("prod"))
+    inode = production.duckdb_path("prod").stat().st_ino
+    code, out = _refresh(production, capsys)
+    assert code == 0
+    assert f"No new raw rows since release {live}" in out
+    assert "Nothing was built or released" in out
+    assert production.duckdb_path("prod").stat().st_ino == inode, "production file untouched"
+    assert _release_record(production)["release_id"] == live
+
+
+def test_an_appended_day_is_released_equal_to_a_full_build(
+    production: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = _release_record(production)
+    generate.append_day(production.raw_path)
+    code, out = _refresh(production, capsys)
+    assert code == 0, out
+    after = _release_record(production)
+    assert after["release_id"] != before["release_id"] and after["job"] == "refresh"
+    assert after["release_id"] == warehouse_release_id(production.duckdb_path("prod"))
+    assert "new raw rows since release" in out and "streaming.watch_events +" in out
+    assert "staged copy of production:" in out and "MiB" in out
+    assert "previous" in {p.name for p in (production.root / "state").iterdir()}
+
+    # what ran: incremental models incrementally; row-level tests on the new rows only; the
+    # whole-history rules and the unit tests not at all
+    manifest = artifacts.load_json(production.root / "state" / "manifest.json", "manifest")
+    results = {
+        r["unique_id"]: r
+        for r in artifacts.load_json(production.root / "state" / "run_results.json", "results")[
+            "results"
+        ]
+    }
+    names = {manifest["nodes"][u]["name"]: r for u, r in results.items() if u in manifest["nodes"]}
+    assert "unique_stg_streaming__watch_events_event_id" not in names
+    assert "unique_fct_watch_sessions_session_id" not in names
+    assert not [u for u in results if u.startswith("unit_test.")]
+    scoped = names["not_null_stg_streaming__watch_events_user_id"]
+    assert scoped["status"] == "pass"
+    assert "loaded_at > cast('" in scoped["compiled_code"], "tests read the new rows only"
+    source_test = names["source_not_null_streaming_watch_events_user_id"]
+    assert "loaded_at > cast('" in source_test["compiled_code"]
+    # a table rebuilt from scratch keeps its uniqueness test, unscoped
+    assert names["unique_dim_content_content_id"]["status"] == "pass"
+    assert "loaded_at > cast(" not in names["unique_dim_content_content_id"]["compiled_code"]
+
+    # production equals a from-scratch build of the same raw data, mart for mart
+    full = clone_built(production, tmp_path / "full")
+    assert run_nightly(full, "prod", full.root / "state", None) == 0
+    refreshed, rebuilt = _marts(production), _marts(full)
+    assert refreshed.keys() == rebuilt.keys()
+    for mart in rebuilt:
+        assert refreshed[mart] == rebuilt[mart], f"{mart}: refresh differs from a full build"
+
+
+@pytest.mark.parametrize(
+    ("fault", "test_name"),
+    [
+        ("null_keys", "source_not_null_streaming_watch_events_user_id"),
+        ("future_timestamps", "dbt_utils_expression_is_true_stg_streaming__watch_events_event_at"),
+        ("future_loaded_at", "source_not_in_future_streaming_watch_events_loaded_at"),
+        ("negative_revenue", "dbt_utils_accepted_range_stg_ads__ad_impressions_revenue_micros"),
+    ],
+)
+def test_a_fault_in_the_appended_day_fails_the_refresh(
+    fault: str, test_name: str, production: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live = warehouse_release_id(production.duckdb_path("prod"))
+    marts = _marts(production)
+    generate.append_day(production.raw_path, faults=[fault])
+    code, out = _refresh(production, capsys)
+    assert code == 1, out
+    assert "Refresh on `prod`: FAILED, production unchanged" in out
+    assert test_name in out, f"the failing test is named: {out[-2000:]}"
+    assert warehouse_release_id(production.duckdb_path("prod")) == live
+    assert _release_record(production)["release_id"] == live
+    assert _marts(production) == marts
+
+
+def test_other_code_than_the_live_release_is_refused(
+    production: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = production.root / "models" / "marts" / "core" / "dim_content.sql"
+    model.write_text(model.read_text() + "\n-- a change not deployed yet\n")
+    generate.append_day(production.raw_path)
+    live = warehouse_release_id(production.duckdb_path("prod"))
+    code = main(["--project-dir", str(production.root), "refresh",
+                 "--artifacts", str(production.root / "state")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "was built from other code than this checkout" in err
+    assert "mediapulse deploy" in err and len(err.strip().splitlines()) == 1
+    assert warehouse_release_id(production.duckdb_path("prod")) == live
+
+
+def test_a_refresh_needs_a_live_release(
+    project_copy: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--project-dir", str(project_copy.root), "refresh",
+                 "--artifacts", str(project_copy.root / "state")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "run `mediapulse nightly`" in err
