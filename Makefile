@@ -28,7 +28,7 @@ MP := $(BIN)/mediapulse
 
 .DEFAULT_GOAL := help
 .PHONY: help venv deps data build test lint lint-sql format clean lock unit-test bench \
-	ci-nightly ci-pr ci-validate ci-deploy ci-rollback
+	ci-nightly ci-refresh ci-pr ci-validate ci-deploy ci-rollback
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ ci-nightly: venv ## rehearse the nightly workflow: full refresh, freshness, docs
 	$(MP) nightly --target $(PROD_TARGET) --artifacts $(STATE) --summary $(OUT)/nightly.md
 	$(MP) evaluate --target $(CI_TARGET) --json $(STATE)/evaluator.json --markdown $(OUT)/evaluator.md
 	$(MP) drop-ci-schemas --target $(CI_TARGET)
+
+ci-refresh: venv ## rehearse the hourly refresh: new raw rows into production, state in STORE
+	$(MP) refresh --target $(PROD_TARGET) --artifacts $(STATE) --summary $(OUT)/refresh.md
 
 ci-pr: venv ## rehearse the PR workflow: lint, unit tests, slim CI, evaluator, codegen check
 	$(MAKE) lint

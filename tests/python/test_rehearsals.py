@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mediapulse import artifacts
+from mediapulse import artifacts, generate
 from mediapulse.summarize import MARKER
 
 from . import gha
@@ -355,6 +355,33 @@ def test_a_deploy_whose_test_fails_publishes_nothing(
     assert "assert_deploy_gate_rehearsal" in (job.workspace / "ci-output" / "deploy.md").read_text()
     assert job.step("Alert on failure").outcome == "success", job.log()
     assert _digest(store.root) == before, "nothing of a failed deploy is published"
+
+
+def test_the_hourly_refresh_adds_the_loaders_new_rows_then_rests(
+    scenario: Scenario, deployed: tuple[gha.JobResult, gha.Store], tmp_path: Path
+) -> None:
+    _ok(deployed[0])
+    store = deployed[1].copy(tmp_path / "store")
+    live = artifacts.load_json(store.path(STATE) / "release.json", "release")["release_id"]
+    sessions = _relation(store.path(STATE), "fct_watch_sessions")
+    prod = store.path(WAREHOUSE) / "prod.duckdb"
+    before = _count(prod, f"select count(*) from {sessions}")
+    generate.append_day(store.path(WAREHOUSE) / "raw.duckdb")  # the loader's next day
+    job = scenario.on_main(store, "refresh.yml", "refresh")
+    _ok(job)
+    release = artifacts.load_json(store.path(STATE) / "release.json", "release")
+    assert release["job"] == "refresh" and release["release_id"] != live
+    assert _count(prod, f"select count(*) from {sessions}") > before, "the new day is live"
+    summary = (job.workspace / "ci-output" / "refresh.md").read_text()
+    assert "passed, release" in summary and "streaming.watch_events +" in summary
+    assert _mixed_case_titles(store) == 0, "the refresh ran the deployed code"
+
+    # the next hour: nothing new, nothing built, nothing published changes
+    unchanged = _digest(store.root)
+    again = scenario.on_main(store, "refresh.yml", "refresh")
+    _ok(again)
+    assert "No new raw rows since release" in again.step("Refresh with the new raw rows").stdout
+    assert _digest(store.root) == unchanged
 
 
 def test_the_next_nightly_keeps_snapshot_history(

@@ -23,11 +23,12 @@ BIN = Path(sys.executable).parent
 REHEARSAL = {
     "pr-slim-ci.yml": "ci-pr",
     "nightly.yml": "ci-nightly",
+    "refresh.yml": "ci-refresh",
     "pr-validation.yml": "ci-validate",
     "deploy.yml": "ci-deploy",
     "rollback.yml": "ci-rollback",
 }
-RELEASES = ("nightly.yml", "deploy.yml", "rollback.yml")  # they write production
+RELEASES = ("nightly.yml", "refresh.yml", "deploy.yml", "rollback.yml")  # write production
 MAKE_VARS = {
     "$(MP)": ".venv/bin/mediapulse",
     "$(STATE)": "ci-artifacts/production-state",
@@ -141,7 +142,7 @@ def test_secrets_reach_only_env_and_targets_come_from_variables() -> None:
         assert re.search(r"MEDIAPULSE_(PROD|CI)_TARGET: \$\{\{ vars\.", text), path.name
 
 
-PROD_COMMANDS = {"nightly", "deploy", "rollback"}
+PROD_COMMANDS = {"nightly", "refresh", "deploy", "rollback"}
 PR_WORKFLOWS = ("pr-slim-ci.yml", "pr-validation.yml")
 # What a pull request's job may receive: the CI role's password and the key the e-mail hash
 # needs; never production's password.
