@@ -91,6 +91,37 @@ def test_every_policy_row_is_used(manifest: dict) -> None:
     assert not unused, f"policy rows no test follows: {unused}"
 
 
+def _refresh_section() -> str:
+    text = POLICY.read_text()
+    start = text.index("## Which job runs which test")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_the_refresh_leaves_to_the_nightly_exactly_what_the_policy_says(manifest: dict) -> None:
+    """docs/test-severity.md's table of whole-history rules is var('whole_history_tests'), and
+    every such rule used on a relation a refresh scopes is one the project really uses."""
+    section = _refresh_section()
+    documented = set(re.findall(r"^\| `(\w+)` \|", section, flags=re.MULTILINE))
+    assert documented == set(Project.discover(REPO).vars["whole_history_tests"])
+    scoped = {
+        uid for uid, node in {**manifest["nodes"], **manifest["sources"]}.items()
+        if (node.get("config", {}).get("meta") or {}).get("new_rows_column")
+    }  # fmt: skip
+    # the relations the policy names as scoped are the ones dbt_project.yml configures
+    named = {uid.split(".")[-1] if uid.startswith("model.") else ".".join(uid.split(".")[-2:])
+             for uid in scoped}  # fmt: skip
+    listed = section.split("**New rows only**", 1)[1].split("**In full**", 1)[0]
+    assert named == set(re.findall(r"`([a-z_]+(?:\.[a-z_]+)?)`", listed)) - {
+        "meta.new_rows_column", "dbt_project.yml", "get_where_subquery"
+    }  # fmt: skip
+    on_scoped = {
+        n["test_metadata"]["name"] for n in _own_tests(manifest)
+        if n.get("test_metadata") and (n.get("attached_node") in scoped or
+                                       set(n["depends_on"]["nodes"]) & scoped)
+    }  # fmt: skip
+    assert documented <= on_scoped, f"rules no scoped relation uses: {documented - on_scoped}"
+
+
 def test_warn_level_tests_say_why_in_a_comment() -> None:
     """A warn-level test is a signal, not a gate, so it carries its threshold and a comment
     saying why it only warns (docs/test-severity.md)."""
