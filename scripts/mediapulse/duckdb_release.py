@@ -52,7 +52,7 @@ class DuckDbRelease:
     @property
     def env(self) -> dict[str, str]:
         """Point the `prod` target at the staged copy."""
-        return {PROD_DIR_ENV: str(self.staging_dir)}
+        return {PROD_DIR_ENV: self.project.dbt_path(self.staging_dir)}
 
     def prepare(self) -> None:
         """A fresh staging copy of production (or nothing, for a first release)."""

@@ -94,7 +94,7 @@ def target_env(
     path = prod_warehouse or project.duckdb_path("prod")
     if path.exists():
         check_duckdb_file(path, "attach production for --defer")
-        return {PROD_WAREHOUSE_ENV: str(path)}
+        return {PROD_WAREHOUSE_ENV: project.dbt_path(path)}
     if need_prod:
         raise MediaPulseError(
             f"production warehouse {path} not found: slim CI reads unchanged models from it; "

@@ -91,14 +91,21 @@ class Project:
         return dict(outputs)
 
     @cached_property
-    def vars(self) -> dict[str, Any]:
-        """The `vars:` of dbt_project.yml as written (unrendered), for comparing releases."""
+    def _dbt_project(self) -> dict[str, Any]:
         path = self.root / "dbt_project.yml"
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            return yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise MediaPulseError(f"cannot read {path}: {exc}") from exc
-        return dict(data.get("vars") or {})
+
+    @property
+    def vars(self) -> dict[str, Any]:
+        """The `vars:` of dbt_project.yml as written (unrendered), for comparing releases."""
+        return dict(self._dbt_project.get("vars") or {})
+
+    @property
+    def dbt_project_name(self) -> str:
+        return str(self._dbt_project.get("name"))
 
     def check_target(self, target: str) -> str:
         if target not in self.outputs:
@@ -118,6 +125,16 @@ class Project:
             raise MediaPulseError(f"target '{target}' is not a DuckDB target")
         return self.warehouse_dir / f"{target}.duckdb"
 
+    def dbt_path(self, path: Path) -> str:
+        """A path as dbt is given it (dbt runs in the project's root): relative when inside the
+        project. dbt's partial parsing starts over when the rendered profile changes, and a
+        relative path renders the same in every copy of the project: a copy's first dbt run
+        reuses the parse its source left (tests copy built projects dozens of times)."""
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
+
     def dbt_env(self, target: str) -> dict[str, str]:
         """Environment variables that make dbt read this project's profiles and warehouse, and
         the key personal data is hashed with (see pii.py)."""
@@ -125,7 +142,7 @@ class Project:
 
         return {
             "DBT_PROFILES_DIR": str(self.profiles_dir),
-            WAREHOUSE_ENV: str(self.warehouse_dir),
+            WAREHOUSE_ENV: self.dbt_path(self.warehouse_dir),
             TARGET_ENV: self.check_target(target),
             **hash_key_env(self, target),
         }

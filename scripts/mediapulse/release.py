@@ -334,6 +334,72 @@ def plan_refresh(project: Project, target: str, state_dir: Path) -> RefreshPlan:
     return RefreshPlan(previous, marks, min(newest) if newest else None, excluded, new_rows)
 
 
+def deploy_fallback(project: Project, state_dir: Path) -> str | None:
+    """Why a deploy must build everything instead of what changed; None when it need not."""
+    from dbt.version import __version__ as dbt_version
+
+    if published_state(state_dir) is None or not (state_dir / "manifest.json").is_file():
+        return f"no published production state in {state_dir}"
+    metadata = artifacts.load_json(state_dir / "manifest.json", "production manifest")["metadata"]
+    ours = project.dbt_project_name
+    if metadata.get("project_name") != ours:
+        return f"the published state is of project {metadata.get('project_name')!r}, not {ours!r}"
+    if metadata.get("dbt_version") != dbt_version:
+        return (
+            f"the published state was written by dbt {metadata.get('dbt_version')}, this is "
+            f"dbt {dbt_version} (its comparison of states is not reliable across versions)"
+        )
+    return None
+
+
+def _deploy_plan(
+    project: Project,
+    target: str,
+    state_dir: Path,
+    env: dict[str, str],
+    notes: list[str],
+    staged: Path,
+) -> list[tuple[str, list[str]]]:
+    """A deploy's dbt steps: what changed against the published state (dbt's
+    `state:modified+`, plus what slim CI adds: readers of changed vars, tests of changed
+    exposures, changed tests), rebuilt from scratch (`--full-refresh`: an incremental model
+    whose logic or upstream changed is rebuilt whole) inside the staged copy, which holds
+    everything else as it is live. Without a usable state: every model, with a notice."""
+    from mediapulse import slim_ci
+
+    why = deploy_fallback(project, state_dir)
+    if why is None and not staged.exists():
+        why = "no production warehouse to keep the unchanged models of"
+    docs = ("docs", ["docs", "generate"])
+    if why:
+        notes.append(f"notice: {why}: full build of the project")
+        return [("build", ["build", "--full-refresh"]), docs]
+    plan = slim_ci.make_plan(project, state_dir, None, target, env)
+    notes += [f"notice: {n}" for n in plan.notices]
+    live = (published_state(state_dir) or {}).get("release_id")
+    if plan.empty:
+        notes.append(f"no changes against release {live}: nothing to rebuild")
+        return [docs]
+    manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
+    incremental = [
+        slim_ci.node_name(u) for u in plan.selected
+        if manifest["nodes"][u]["config"].get("materialized") == "incremental"
+    ]  # fmt: skip
+    notes.append(
+        f"builds what changed against release {live} (state:modified+): "
+        f"{len(plan.modified)} modified, {len(plan.downstream)} downstream, {plan.tests} tests; "
+        f"incremental models rebuilt whole: {', '.join(incremental) or 'none'}; everything else "
+        "kept as it is live"
+    )
+    steps = []
+    state = ["--state", str(state_dir), "--exclude", "package:dbt_project_evaluator"]
+    if plan.needs_build:
+        steps.append(("build", ["build", "--select", *plan.selection, "--full-refresh", *state]))
+    if plan.standalone_unit_tests:
+        steps.append(("unit tests", ["test", "--select", *plan.standalone_selection, *state]))
+    return [*steps, docs]
+
+
 def run_nightly(
     project: Project, target: str, artifacts_dir: Path, summary: Path | None,
     start_over: bool = False,
@@ -427,6 +493,8 @@ def run_release(
             plan.append(("freshness", ["source", "freshness", "--select", "source:*"]))
         if job.docs:
             plan.append(("docs", ["docs", "generate"]))
+        if job is DEPLOY and release:  # on PostgreSQL green starts empty: it builds everything
+            plan = _deploy_plan(project, target, artifacts_dir, env, notes, release.staged)
         if pg:
             parsed, schemas, kept = pg.parse(keep_incremental=refresh is not None)
             env.update(pg.env)
@@ -444,17 +512,20 @@ def run_release(
         for name, args in plan:
             result = run_dbt(project, args, target=target, extra_env=env)
             step = Step(name, result.command, result.success, result.elapsed_s)
-            if name == "build":
+            if name in ("build", "unit tests"):
                 step.problems = [
                     r.describe() for r in artifacts.node_results(project.target_dir) if r.failed
                 ]
-                shutil.copy2(project.target_dir / "run_results.json", staging / "run_results.json")
+                if name == "build":
+                    shutil.copy2(
+                        project.target_dir / "run_results.json", staging / "run_results.json"
+                    )
             elif name == "freshness":
                 errors, warnings = _freshness_problems(project.target_dir)
                 step.ok = not errors and (result.success or not result.error)
                 step.problems = errors + warnings
                 shutil.copy2(project.target_dir / "sources.json", staging / "sources.json")
-            elif result.success:
+            elif name == "docs" and result.success:
                 shutil.copy2(project.target_dir / "catalog.json", staging / "catalog.json")
             if not step.ok and not step.problems and result.error:
                 step.problems = [result.error]

@@ -3,10 +3,11 @@
 
 The tests run in order on one server and one project copy, each release building on the last:
 a first nightly, a failed deploy (production untouched), a second nightly (previous kept,
-snapshot history continued, schema grants kept), a deploy that changes two marts while a
-reader queries both (never a mix of releases), a swap that cannot take its locks (gives up,
-both releases intact), and a rollback (the previous release and its state back, then nothing
-left to roll back to).
+snapshot history continued, schema grants kept), a refresh (with nothing new, nothing built;
+with the loader's next day, the new rows built in green and swapped in), a deploy that changes
+two marts while a reader queries both (never a mix of releases), a swap that cannot take its
+locks (gives up, both releases intact), and a rollback (the previous release and its state
+back, then nothing left to roll back to).
 """
 
 from __future__ import annotations
@@ -345,6 +346,40 @@ def test_a_second_nightly_keeps_the_previous_release_its_history_and_grants(
     _assert_ci_reads_production_and_writes_nothing(server, state)
 
 
+def test_a_refresh_adds_the_loaders_new_rows_in_green_and_swaps(
+    project: Project, server: pgserver.PgServer, state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live = _release_id(state)
+    before = _objects(project)
+    assert _cli(project, "refresh", "--target", TARGET, "--artifacts", str(state)) == 0
+    assert f"No new raw rows since release {live}" in capsys.readouterr().out
+    assert _release_id(state) == live and _objects(project) == before, "nothing new: nothing built"
+
+    # the loader appends the next day of watch events (new ids, a day later)
+    _admin(
+        server,
+        "insert into streaming.watch_events (event_id, user_id, content_id, device_type, "
+        "event_type, position_sec, event_ts, loaded_at) "
+        "select substr(md5(event_id || 'next day'), 1, 16), user_id, content_id, device_type, "
+        "event_type, position_sec, event_ts + interval '1 day', loaded_at + interval '1 day' "
+        "from streaming.watch_events "
+        "where loaded_at > (select max(loaded_at) - interval '1 day' from streaming.watch_events)",
+    )
+    sessions = f"select count(*), max(session_start_at) from {MARTS}.fct_watch_sessions"
+    ((count, newest),) = _query(project, sessions)
+    assert _cli(project, "refresh", "--target", TARGET, "--artifacts", str(state)) == 0
+    out = capsys.readouterr().out
+    assert "## Refresh on `postgres`: passed" in out and "streaming.watch_events +" in out
+    assert re.search(r"staged copy of production: [\d.]+ s, \d+ tables", out), out
+    refreshed = _release_id(state)
+    assert refreshed != live
+    assert _stamp(project, MARTS) == refreshed and _stamp(project, f"{MARTS}__previous") == live
+    ((count_after, newest_after),) = _query(project, sessions)
+    assert count_after > count and newest_after > newest, "the new day's sessions are live"
+    assert not [s for s in _schemas(project) if s.endswith("__green")]
+    _assert_reporter_reads_the_marts_only(server, state)
+
+
 def _reader(con, stop: threading.Event, seen: list, errors: list) -> None:  # type: ignore[no-untyped-def]
     """An analyst's session: one statement reading both marts, again and again."""
     con.autocommit = True
@@ -552,15 +587,16 @@ def test_a_release_stops_when_the_state_says_production_exists_but_its_schemas_a
 
 
 def test_no_release_wrote_a_raw_table(server: pgserver.PgServer) -> None:
-    """After five releases, a slim CI run and two rollbacks: every raw table byte for byte as
-    the loader left it (tests/python/test_raw_ownership.py shows the same for `build` and
-    slim CI), except catalog.content, which the loader itself updated in these tests: that one
-    kept its columns and its storage (no truncate, drop or re-create)."""
+    """After six releases (a refresh among them), a slim CI run and two rollbacks: every raw
+    table byte for byte as the loader left it (tests/python/test_raw_ownership.py shows the
+    same for `build` and slim CI), except catalog.content and streaming.watch_events, which the
+    loader itself updated or added to in these tests: those kept their columns and their
+    storage (no truncate, drop or re-create)."""
     after = _raw_state(server, pgserver.DATABASE)
     assert RAW_BEFORE and set(after) == set(RAW_BEFORE)
     assert "streaming.partner_events" in after
     for table, (columns, checksum, oid, filenode) in RAW_BEFORE.items():
-        if table == "catalog.content":
+        if table in ("catalog.content", "streaming.watch_events"):  # the loader added to these
             assert (after[table][0], after[table][2:]) == (columns, (oid, filenode)), table
         else:
             assert after[table] == (columns, checksum, oid, filenode), table

@@ -1,0 +1,60 @@
+"""Bounded memory on DuckDB: every DuckDB target sets a memory limit and a spill directory from
+the environment (MEDIAPULSE_DUCKDB_MEMORY_LIMIT, MEDIAPULSE_DUCKDB_TEMP_DIR), with defaults that
+fit a 16 GB laptop, and DuckDB itself runs with them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mediapulse.project import Project
+from mediapulse.rawload import target_credentials
+from mediapulse.runner import run_dbt
+
+from .conftest import REPO
+
+DUCKDB_TARGETS = ("dev", "ci", "prod")
+
+
+@pytest.mark.parametrize("target", DUCKDB_TARGETS)
+def test_every_duckdb_target_has_a_memory_limit_and_a_spill_directory(
+    target: str, isolated_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    project = Project.discover(REPO, tmp_path / "warehouse")
+    monkeypatch.setenv("MEDIAPULSE_WAREHOUSE_DIR", str(project.warehouse_dir))
+    settings = target_credentials(project, target).settings
+    assert settings["memory_limit"] == "4GB"
+    assert settings["temp_directory"] == str(project.warehouse_dir / f"{target}.duckdb.tmp")
+
+    monkeypatch.setenv("MEDIAPULSE_DUCKDB_MEMORY_LIMIT", "12GB")
+    monkeypatch.setenv("MEDIAPULSE_DUCKDB_TEMP_DIR", "/mnt/scratch")
+    settings = target_credentials(project, target).settings
+    assert settings == {"memory_limit": "12GB", "temp_directory": "/mnt/scratch"}
+
+
+def test_a_releases_spill_directory_is_beside_the_staged_copy(
+    isolated_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    project = Project.discover(REPO, tmp_path / "warehouse")
+    monkeypatch.setenv("MEDIAPULSE_PROD_DIR", str(tmp_path / "warehouse" / ".release"))
+    settings = target_credentials(project, "prod").settings
+    assert settings["temp_directory"] == str(tmp_path / "warehouse" / ".release/prod.duckdb.tmp")
+
+
+@pytest.mark.dbt
+def test_duckdb_runs_with_the_limit(built: Project) -> None:
+    """What DuckDB reports inside a dbt run on the default settings."""
+    result = run_dbt(
+        built,
+        ["show", "--inline", "select current_setting('memory_limit') as memory_limit, "
+         "current_setting('temp_directory') as temp_directory", "--output", "json"],
+        target="dev",
+        capture_events=["ShowNode"],
+        quiet=True,
+    )  # fmt: skip
+    assert result.success, result.error
+    shown = json.loads(result.messages[0])["show"][0]
+    assert shown["memory_limit"] == "3.7 GiB"  # 4 GB, as DuckDB prints it
+    assert shown["temp_directory"].endswith("dev.duckdb.tmp")
