@@ -61,7 +61,7 @@ lint-sql: deps ## sqlfluff on the SQL as dbt renders it (rules in .sqlfluff), an
 	$(MP) lint-sql
 
 test: venv lint ## every test: lint, the Python tests, and dbt builds on generated data
-	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 unit-test: venv ## the Python tests that need no dbt run (seconds)
 	$(BIN)/pytest -m "not dbt" $(PYTEST_ARGS)

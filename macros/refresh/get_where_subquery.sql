@@ -4,7 +4,9 @@
 
     dbt wraps the `model` argument of every generic test (ours and the packages') in this
     macro, so overriding it here scopes every row-level rule at once. A refresh sets
-    MEDIAPULSE_REFRESH_SINCE to the newest raw `loaded_at` the live release had read; a test
+    MEDIAPULSE_REFRESH_SINCE to the newest raw `loaded_at` the live release had read, and a
+    test reads the rows loaded after it minus var('incremental_lookback_hours') (what the
+    incremental models re-read); a test
     is scoped when the relation it tests names its load-time column in `meta.new_rows_column`
     (dbt_project.yml: the incremental models and the event sources). Rules that need the whole
     history (uniqueness across it, reconciliations, distributions, gaps between days:
@@ -56,5 +58,12 @@
     {%- if not column -%}
         {{ return('') }}
     {%- endif -%}
-    {{ return(column ~ " > cast('" ~ since ~ "' as " ~ dbt.type_timestamp() ~ ")") }}
+    {#- minus the look-back the incremental models re-read: rows a loader committed late, with
+        a stamp before the live release's newest load, are processed now and tested now -#}
+    {%- set after = dbt.dateadd(
+        'hour',
+        -1 * var('incremental_lookback_hours') | int,
+        "cast('" ~ since ~ "' as " ~ dbt.type_timestamp() ~ ")",
+    ) -%}
+    {{ return(column ~ ' > ' ~ after) }}
 {%- endmacro %}

@@ -63,12 +63,14 @@ class DuckDbRelease:
             open_duckdb(self.live, purpose="copy production for a release", read_only=True).close()
             shutil.copy2(self.live, self.staged)
 
-    def publish(self, release_id: str) -> None:
-        """Atomically make the staged copy production; keep the replaced file for rollback."""
+    def publish(self, release_id: str, keep_previous: bool = False) -> None:
+        """Atomically make the staged copy production; keep the replaced file for rollback,
+        or, with ``keep_previous`` (a refresh: same code, more rows), the one kept before, so
+        that a rollback still returns to the release before the last change of code."""
         if not self.staged.exists():
             raise MediaPulseError(f"nothing to publish: {self.staged} was not built")
         _stamp(self.staged, release_id)
-        if self.live.exists():
+        if self.live.exists() and not (keep_previous and self.previous.exists()):
             self.previous.unlink(missing_ok=True)
             os.link(self.live, self.previous)  # the old inode survives the swap
         os.replace(self.staged, self.live)

@@ -194,7 +194,7 @@ class PgRelease:
         finally:
             con.close()
 
-    def publish(self, schemas: list[str], release_id: str) -> float:
+    def publish(self, schemas: list[str], release_id: str, keep_previous: bool = False) -> float:
         """Stamp green, give it live's schema grants, swap it in. Returns the swap's seconds."""
         import psycopg2
 
@@ -219,12 +219,14 @@ class PgRelease:
             ) from None
         finally:
             con.close()
-        return self.swap(schemas, release_id)
+        return self.swap(schemas, release_id, keep_previous)
 
-    def swap(self, schemas: list[str], release_id: str) -> float:
+    def swap(self, schemas: list[str], release_id: str, keep_previous: bool = False) -> float:
         """In one transaction: drop `<s>__previous`, `<s>` becomes `<s>__previous`, `<s>__green`
         becomes `<s>`. A live schema of the replaced release that this one no longer has
-        becomes previous too. Returns the seconds the transaction took."""
+        becomes previous too. With ``keep_previous`` (a refresh), a live schema that has a
+        previous one is dropped instead, and the previous kept. Returns the seconds the
+        transaction took."""
         renames: list[tuple[str, str]] = []
         drops: list[str] = []
         con = self.connect()
@@ -233,6 +235,10 @@ class PgRelease:
                 existing = _existing(cursor)
                 retired = [s for s in self._stamped(cursor, "") if s not in schemas]
                 for schema in [*schemas, *retired]:
+                    if keep_previous and schema + PREVIOUS in existing:
+                        if schema in existing:
+                            drops.append(schema)
+                        continue
                     if schema + PREVIOUS in existing:
                         drops.append(schema + PREVIOUS)
                     if schema in existing:

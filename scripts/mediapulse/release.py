@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -39,12 +40,20 @@ from mediapulse.pg_release import PREVIOUS as PG_PREVIOUS
 from mediapulse.pg_release import PgRelease, rename_in_state
 from mediapulse.project import Project
 from mediapulse.report import markdown_table, write_summary
-from mediapulse.runner import run_dbt
+from mediapulse.runner import DbtRun, run_dbt
 
 STATE_FILES = ("manifest.json", "run_results.json", "sources.json", "catalog.json")
+# Files of the published state a job may not write, kept from the state it replaces: a
+# refresh's catalog (same code, same columns), freshness from the nightly, and the evaluator
+# report the nightly and deploy workflows add after their release (pull requests' baseline).
+CARRIED_OVER = ("catalog.json", "sources.json", "evaluator.json")
 RELEASE_FILE = "release.json"
 PREVIOUS = "previous"  # the replaced release's state, inside the state directory
 SINCE_ENV = "MEDIAPULSE_REFRESH_SINCE"  # read by macro get_where_subquery
+NO_STATE = (
+    "no production state in {state_dir}: a refresh adds to a live release; run `mediapulse "
+    "nightly` (or deploy) first"
+)
 # What a release's code is: every file dbt reads to build the project (not profiles: a
 # refresh on another target is still the same code).
 CODE_PATHS = ("models", "macros", "seeds", "snapshots", "tests", "analyses")
@@ -97,8 +106,10 @@ def publish_state(
     job: str,
     project_vars: dict,
     extra: dict[str, Any] | None = None,
+    keep_previous: bool = False,
 ) -> None:
-    """Make ``staged_state`` the published state, the state it replaces kept in previous/.
+    """Make ``staged_state`` the published state, the state it replaces kept in previous/
+    (with ``keep_previous``, the previous/ it kept, as the production file does).
 
     The release record holds the project's vars too: dbt's `state:modified` does not compare
     them, so slim CI does, against the vars production was built with."""
@@ -110,7 +121,9 @@ def publish_state(
         **(extra or {}),
     }
     (staged_state / RELEASE_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    if published_state(state_dir) is not None:
+    if keep_previous and (state_dir / PREVIOUS).is_dir():
+        shutil.copytree(state_dir / PREVIOUS, staged_state / PREVIOUS)
+    elif published_state(state_dir) is not None:
         kept = staged_state / PREVIOUS
         kept.mkdir()
         for item in state_dir.iterdir():
@@ -181,6 +194,28 @@ def check_production_present(
     )
 
 
+def check_live_release(release: DuckDbRelease, state_dir: Path) -> None:
+    """What a job that adds to production needs: the production file, and the one the state
+    describes (a refresh compares the raw data with what that release read)."""
+    previous = published_state(state_dir)
+    if previous is None:
+        raise MediaPulseError(NO_STATE.format(state_dir=state_dir))
+    for path in (release.live, release.project.raw_path):
+        if not path.exists():
+            raise MediaPulseError(
+                f"{path} not found, but the state in {state_dir} describes a live release: a "
+                "refresh adds to production and reads the loader's raw data; restore the "
+                "production-warehouse artifact, or run the nightly"
+            )
+    in_file, described = warehouse_release_id(release.live), previous.get("release_id")
+    if in_file and described and in_file != described:
+        raise MediaPulseError(
+            f"{release.live} is release {in_file} but {state_dir} describes release "
+            f"{described}: restore the matching production-warehouse and production-state "
+            "artifacts, then retry"
+        )
+
+
 def check_pg_production_present(release: PgRelease, artifacts_dir: Path, start_over: bool) -> None:
     """PostgreSQL's counterpart of check_production_present: the state says production exists,
     but no live schema carries a release (they were dropped), so the snapshots' history is gone."""
@@ -207,7 +242,8 @@ def code_fingerprint(project: Project) -> str:
         if root.is_dir():
             files += sorted(
                 p for p in root.rglob("*")
-                if p.is_file() and p.suffix in CODE_SUFFIXES and "python" not in p.parts
+                if p.is_file() and p.suffix in CODE_SUFFIXES
+                and p.relative_to(project.root).parts[:2] != ("tests", "python")
             )  # fmt: skip
     for path in files:
         if path.is_file():
@@ -223,9 +259,10 @@ def raw_marks(project: Project, target: str) -> dict[str, list[Any]]:
     from mediapulse.rawload import declared_raw_tables
 
     tables = declared_raw_tables(project)
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")  # loads are stamped in UTC
     query = (
         "select count(*), cast(max(loaded_at) as varchar), cast(max(case when loaded_at <= "
-        "current_timestamp at time zone 'UTC' then loaded_at end) as varchar) from {}"
+        f"cast('{now}' as timestamp) then loaded_at end) as varchar) from {{}}"
     )
     marks: dict[str, list[Any]] = {}
     if project.target_type(target) == "duckdb":
@@ -306,18 +343,18 @@ def plan_refresh(project: Project, target: str, state_dir: Path) -> RefreshPlan:
     tables with what the live release read."""
     previous = published_state(state_dir)
     if previous is None:
-        raise MediaPulseError(
-            f"no production state in {state_dir}: a refresh adds to a live release; run "
-            "`mediapulse nightly` (or deploy) first"
-        )
+        raise MediaPulseError(NO_STATE.format(state_dir=state_dir))
     live = previous.get("release_id") or f"built {previous.get('built_at')}"
     code = previous.get("code")
     if code is None or code != code_fingerprint(project):
-        why = "records no code fingerprint" if code is None else "was built from other code"
+        why = (
+            "records no code fingerprint (published before refreshes existed)" if code is None
+            else "was built from other code than this checkout"
+        )  # fmt: skip
         raise MediaPulseError(
-            f"production (release {live}) {why} than this checkout: a refresh only adds new "
-            "rows to the code that is live; release this code with `mediapulse deploy` (or "
-            "the nightly), then refresh"
+            f"production (release {live}) {why}: a refresh only adds new rows to the code "
+            "that is live; release this code with `mediapulse deploy` (or the nightly), then "
+            "refresh"
         )
     marks = raw_marks(project, target)
     before = previous.get("raw") or {}
@@ -370,6 +407,11 @@ def _deploy_plan(
     why = deploy_fallback(project, state_dir)
     if why is None and not staged.exists():
         why = "no production warehouse to keep the unchanged models of"
+    if why is None:
+        in_file = warehouse_release_id(staged)
+        described = (published_state(state_dir) or {}).get("release_id")
+        if in_file and described and in_file != described:
+            why = f"production is release {in_file} but the state describes release {described}"
     docs = ("docs", ["docs", "generate"])
     if why:
         notes.append(f"notice: {why}: full build of the project")
@@ -398,6 +440,86 @@ def _deploy_plan(
     if plan.standalone_unit_tests:
         steps.append(("unit tests", ["test", "--select", *plan.standalone_selection, *state]))
     return [*steps, docs]
+
+
+RETRIES_ENV = "MEDIAPULSE_RETRIES"
+RETRY_DELAY_ENV = "MEDIAPULSE_RETRY_DELAY_S"
+# Errors that say nothing about the data or the code: the connection or a lock, which the
+# next attempt may well get. Anything else (a failing test above all) is never retried.
+TRANSIENT = re.compile(
+    r"server closed the connection unexpectedly|terminating connection|connection already "
+    r"closed|could not connect to server|connection to server at .* failed|connection refused|"
+    r"timeout expired|connection timed out|ssl syscall error|lock timeout|deadlock detected|"
+    r"could not serialize access|could not set lock on file|conflicting lock is held",
+    re.IGNORECASE,
+)
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name) or str(default)
+    if not raw.isdigit():
+        raise MediaPulseError(f"{name}={raw!r} is not a whole number")
+    return int(raw)
+
+
+def transient_failure(target_dir: Path, error: str | None) -> str | None:
+    """The transient error a failed dbt invocation died of, or None when anything failed for
+    another reason (a test, SQL, the data): only the former is worth another attempt."""
+    results_file = target_dir / "run_results.json"
+    if not results_file.exists():
+        return error if error and TRANSIENT.search(error) else None
+    failed = [
+        r for r in artifacts.load_json(results_file, "dbt run results")["results"]
+        if r["status"] in ("error", "fail", "runtime error")
+    ]  # fmt: skip
+    if not failed or any(r["status"] == "fail" for r in failed):
+        return None
+    messages = [str(r.get("message") or "") for r in failed]
+    if all(TRANSIENT.search(m) for m in messages):
+        return messages[0].strip().splitlines()[0]
+    return None
+
+
+def _merge_results(first: dict[str, Any], retried: dict[str, Any]) -> dict[str, Any]:
+    """One run_results.json for a step that took several attempts: each node's last result."""
+    by_id = {r["unique_id"]: r for r in first["results"]}
+    by_id.update({r["unique_id"]: r for r in retried["results"]})
+    elapsed = first.get("elapsed_time", 0) + retried.get("elapsed_time", 0)
+    return {**retried, "results": list(by_id.values()), "elapsed_time": elapsed}
+
+
+def run_with_retries(
+    project: Project, args: list[str], target: str, env: dict[str, str], notes: list[str]
+) -> DbtRun:
+    """One release step; after a transient failure, `dbt retry` (the failed and skipped nodes
+    only, in the same staged release) up to $MEDIAPULSE_RETRIES times (default 2), waiting
+    $MEDIAPULSE_RETRY_DELAY_S seconds (default 10) before each. A run that died before dbt
+    recorded any node is started again whole."""
+    results_file = project.target_dir / "run_results.json"
+    retries, delay = _int_env(RETRIES_ENV, 2), _int_env(RETRY_DELAY_ENV, 10)
+    results_file.unlink(missing_ok=True)
+    result = run_dbt(project, args, target=target, extra_env=env)
+    elapsed = result.elapsed_s
+    for attempt in range(1, retries + 1):
+        if result.success:
+            break
+        reason = transient_failure(project.target_dir, result.error)
+        if reason is None:
+            break
+        earlier = artifacts.load_json(results_file, "results") if results_file.exists() else None
+        how = "dbt retry (the failed nodes and what they skipped)" if earlier else "again, whole"
+        notes.append(f"retry {attempt} of `{args[0]}` after a transient error ({reason}): {how}")
+        time.sleep(delay)
+        # dbt retry reads the last run's results; a whole rerun starts without any
+        if earlier is None:
+            results_file.unlink(missing_ok=True)
+        result = run_dbt(project, ["retry"] if earlier else args, target=target, extra_env=env)
+        elapsed += result.elapsed_s
+        if earlier and results_file.exists():
+            merged = _merge_results(earlier, artifacts.load_json(results_file, "results"))
+            results_file.write_text(json.dumps(merged))
+    return DbtRun(args=tuple(args), success=result.success, error=result.error,
+                  elapsed_s=elapsed, messages=result.messages)  # fmt: skip
 
 
 def run_nightly(
@@ -435,15 +557,12 @@ def run_release(
     pg = PgRelease(project, target) if kind == "postgres" else None
     if release and job.full_refresh:
         check_production_present(project, release, artifacts_dir, start_over)
+    elif release:
+        check_live_release(release, artifacts_dir)
     prepare.prepare(project, target)
-    if pg and job.full_refresh:
+    if pg:
         check_pg_production_present(pg, artifacts_dir, start_over)
     refresh = None if job.full_refresh else plan_refresh(project, target, artifacts_dir)
-    if refresh and release and not release.live.exists():
-        raise MediaPulseError(
-            f"production warehouse {release.live} not found: a refresh adds to it; restore "
-            "the production-warehouse artifact, or run the nightly"
-        )
     if refresh and refresh.nothing_new:
         live = refresh.previous.get("release_id")
         report = (
@@ -481,6 +600,7 @@ def run_release(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     release_id = new_release_id()
+    code = code_fingerprint(project)  # of what this release builds, before it builds
     ok = False
     try:
         build_args = ["build", "--full-refresh"] if job.full_refresh else ["build"]
@@ -493,8 +613,14 @@ def run_release(
             plan.append(("freshness", ["source", "freshness", "--select", "source:*"]))
         if job.docs:
             plan.append(("docs", ["docs", "generate"]))
+        # what the build reads of the raw data: a deploy that keeps models as they are live
+        # keeps what they read (the next refresh adds the rest)
+        marks = refresh.marks if refresh else raw_marks(project, target)
         if job is DEPLOY and release:  # on PostgreSQL green starts empty: it builds everything
             plan = _deploy_plan(project, target, artifacts_dir, env, notes, release.staged)
+            if plan[0] != ("build", ["build", "--full-refresh"]):  # not everything rebuilt
+                live_marks = (published_state(artifacts_dir) or {}).get("raw")
+                marks = live_marks if live_marks is not None else marks
         if pg:
             parsed, schemas, kept = pg.parse(keep_incremental=refresh is not None)
             env.update(pg.env)
@@ -510,9 +636,12 @@ def run_release(
                                   [parsed.error or "dbt parse failed"]))  # fmt: skip
                 plan = []
         for name, args in plan:
-            result = run_dbt(project, args, target=target, extra_env=env)
+            result = run_with_retries(project, args, target, env, notes)
             step = Step(name, result.command, result.success, result.elapsed_s)
-            if name in ("build", "unit tests"):
+            if (
+                name in ("build", "unit tests")
+                and (project.target_dir / "run_results.json").exists()
+            ):
                 step.problems = [
                     r.describe() for r in artifacts.node_results(project.target_dir) if r.failed
                 ]
@@ -534,16 +663,23 @@ def run_release(
                 break
         if (project.target_dir / "manifest.json").exists():
             shutil.copy2(project.target_dir / "manifest.json", staging / "manifest.json")
-        for name in ("catalog.json", "sources.json"):  # what this job did not redo
+        for name in CARRIED_OVER:  # what this job did not redo (the evaluator runs after it)
             if not (staging / name).exists() and (artifacts_dir / name).is_file():
                 shutil.copy2(artifacts_dir / name, staging / name)
         ok = bool(plan) and all(s.ok for s in steps) and len(steps) == len(plan)
+        # a refresh is the live code with more rows: a rollback should still reach the release
+        # before the last change of code, so the previous release is kept, not replaced
+        keep = (
+            refresh is not None and ok and (artifacts_dir / PREVIOUS).is_dir()
+            and (release.previous.exists() if release else pg.release_id(PG_PREVIOUS) is not None)
+        )  # fmt: skip
         if ok and pg:
             try:
-                seconds = pg.publish(schemas, release_id)
+                seconds = pg.publish(schemas, release_id, keep_previous=keep)
+                kept_as = "the release before it stays" if keep else "the replaced release is kept"
                 notes.append(
                     f"swap: {len(schemas)} schemas in {seconds * 1000:.1f} ms, one transaction "
-                    f"(the replaced release is kept as *{PG_PREVIOUS})"
+                    f"({kept_as} as *{PG_PREVIOUS})"
                 )
                 rename_in_state(staging)
             except MediaPulseError as exc:
@@ -554,12 +690,10 @@ def run_release(
         (staging / f"{job.name}.md").write_text(report)
         if ok:
             if release:
-                release.publish(release_id)
-            record = {
-                "code": code_fingerprint(project),
-                "raw": refresh.marks if refresh else raw_marks(project, target),
-            }
-            publish_state(staging, artifacts_dir, release_id, job.name, project.vars, record)
+                release.publish(release_id, keep_previous=keep)
+            record = {"code": code, "raw": marks}
+            publish_state(staging, artifacts_dir, release_id, job.name, project.vars, record,
+                          keep_previous=keep)  # fmt: skip
             saved = {f: artifacts_dir / f for f in STATE_FILES if (artifacts_dir / f).exists()}
     finally:
         if release:

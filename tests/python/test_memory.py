@@ -31,7 +31,8 @@ def test_every_duckdb_target_has_a_memory_limit_and_a_spill_directory(
     monkeypatch.setenv("MEDIAPULSE_DUCKDB_MEMORY_LIMIT", "12GB")
     monkeypatch.setenv("MEDIAPULSE_DUCKDB_TEMP_DIR", "/mnt/scratch")
     settings = target_credentials(project, target).settings
-    assert settings == {"memory_limit": "12GB", "temp_directory": "/mnt/scratch"}
+    # one directory per target: DuckDB instances must not share a spill directory
+    assert settings == {"memory_limit": "12GB", "temp_directory": f"/mnt/scratch/{target}"}
 
 
 def test_a_releases_spill_directory_is_beside_the_staged_copy(

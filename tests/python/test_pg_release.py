@@ -367,13 +367,18 @@ def test_a_refresh_adds_the_loaders_new_rows_in_green_and_swaps(
     )
     sessions = f"select count(*), max(session_start_at) from {MARTS}.fct_watch_sessions"
     ((count, newest),) = _query(project, sessions)
+    kept = _stamp(project, f"{MARTS}__previous")
     assert _cli(project, "refresh", "--target", TARGET, "--artifacts", str(state)) == 0
     out = capsys.readouterr().out
     assert "## Refresh on `postgres`: passed" in out and "streaming.watch_events +" in out
     assert re.search(r"staged copy of production: [\d.]+ s, \d+ tables", out), out
     refreshed = _release_id(state)
     assert refreshed != live
-    assert _stamp(project, MARTS) == refreshed and _stamp(project, f"{MARTS}__previous") == live
+    assert _stamp(project, MARTS) == refreshed
+    # same code, more rows: the release a rollback returns to stays the one before the last
+    # change of code (the live one, same code, is dropped)
+    assert _stamp(project, f"{MARTS}__previous") == kept != live
+    assert json.loads((state / "previous" / "release.json").read_text())["release_id"] == kept
     ((count_after, newest_after),) = _query(project, sessions)
     assert count_after > count and newest_after > newest, "the new day's sessions are live"
     assert not [s for s in _schemas(project) if s.endswith("__green")]
@@ -584,6 +589,64 @@ def test_a_release_stops_when_the_state_says_production_exists_but_its_schemas_a
     assert "elsewhere*" in text and "--start-over" in text and "history" in text
     check_pg_production_present(release, state, start_over=True)
     assert "production starts again" in capsys.readouterr().out
+
+
+def test_a_dropped_connection_is_retried_from_the_failed_nodes(
+    project: Project,
+    server: pgserver.PgServer,
+    state: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The loader holds a raw table; the release's queries on it wait, and their connections
+    are dropped (as a server restart or a network cut would): the release retries those nodes
+    and what they skipped, in the same green schemas, and is published."""
+    monkeypatch.setenv("MEDIAPULSE_RETRY_DELAY_S", "1")
+    loader = server.connect()
+    loader.cursor().execute("lock table streaming.watch_events in access exclusive mode")
+    dropped: list[int] = []
+
+    def drop_waiting_connections() -> None:
+        watcher = server.connect()
+        watcher.autocommit = True
+        try:
+            with watcher.cursor() as cursor:
+                for _ in range(600):
+                    cursor.execute(
+                        "select pid from pg_stat_activity where usename = 'transformer' "
+                        "and wait_event_type = 'Lock'"
+                    )
+                    waiting = [row[0] for row in cursor.fetchall()]
+                    if waiting:
+                        time.sleep(0.5)  # let the other threads reach the table too
+                        cursor.execute(
+                            "select pg_terminate_backend(pid) from pg_stat_activity "
+                            "where usename = 'transformer' and wait_event_type = 'Lock'"
+                        )
+                        dropped.extend(waiting)
+                        return
+                    time.sleep(0.1)
+        finally:
+            loader.rollback()  # the loader is done
+            loader.close()
+            watcher.close()
+
+    before = _release_id(state)
+    thread = threading.Thread(target=drop_waiting_connections)
+    thread.start()
+    try:
+        code = _cli(project, "nightly", "--target", TARGET, "--artifacts", str(state))
+    finally:
+        thread.join()
+    out = capsys.readouterr().out
+    assert dropped, "the release's queries waited for the loader's lock"
+    assert code == 0, out
+    assert "retry 1 of `build` after a transient error (terminating connection" in out
+    assert "dbt retry (the failed nodes and what they skipped)" in out
+    assert _release_id(state) != before and _stamp(project, MARTS) == _release_id(state)
+    results = json.loads((state / "run_results.json").read_text())["results"]
+    assert {r["status"] for r in results} <= {"success", "pass"}, "every node's last attempt"
+    assert not [s for s in _schemas(project) if s.endswith("__green")]
 
 
 def test_no_release_wrote_a_raw_table(server: pgserver.PgServer) -> None:
