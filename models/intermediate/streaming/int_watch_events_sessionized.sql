@@ -253,6 +253,7 @@ final as (
 select * from final
 {%- if not is_incremental() %}
 -- Load order, as later runs append: the table's zone maps on `loaded_at` and `event_at` then
--- let incremental runs (here and in fct_watch_sessions) skip all but the latest row groups.
+-- let incremental runs (here and in int_watch_sessions_aggregated) skip all but the latest
+-- row groups.
 order by loaded_at, event_id
 {%- endif %}
