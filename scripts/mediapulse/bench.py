@@ -369,7 +369,7 @@ def run_bench(
     shutil.copytree(bench.project.target_dir, work / "state", dirs_exist_ok=True)
     bench.measure("full_run", ["run", "--full-refresh"], before=bench.restore("after_full"))
     path_models = ("stg_streaming__watch_events", "int_watch_events_sessionized",
-                   "fct_watch_sessions")  # fmt: skip
+                   "int_watch_sessions_aggregated", "fct_watch_sessions")  # fmt: skip
     path_seconds = sum(
         r.execution_time for r in artifacts.node_results(bench.project.target_dir)
         if r.name in path_models

@@ -36,7 +36,8 @@ def test_every_layer_is_there_and_every_mart_is_populated(built: Project) -> Non
     expected = {
         "stg_streaming__watch_events", "stg_catalog__content", "stg_accounts__users",
         "stg_billing__subscriptions", "stg_ads__ad_impressions", "stg_ads__campaigns",
-        "int_watch_events_sessionized", "dim_users_v2", "dim_content", "fct_watch_sessions",
+        "int_watch_events_sessionized", "int_watch_sessions_aggregated", "dim_users_v2",
+        "dim_content", "fct_watch_sessions",
         "fct_daily_engagement", "fct_ad_impressions", "fct_campaign_delivery",
         "fct_subscription_revenue", "revenue_by_content",
     }  # fmt: skip

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.dbt
 NEW_DAY_COLUMNS = {
     "stg_streaming__watch_events": "event_at",
     "int_watch_events_sessionized": "event_at",
+    "int_watch_sessions_aggregated": "session_date",
     "fct_watch_sessions": "session_date",
     "fct_daily_engagement": "activity_date",
     "fct_ad_impressions": "served_date",

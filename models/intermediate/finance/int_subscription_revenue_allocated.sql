@@ -9,8 +9,9 @@ subscription_months as (
 watch_sessions as (
 
     -- Sessions, not events: the same watch time, already summed and kept up to date
-    -- incrementally, at a fiftieth of the rows.
-    select * from {{ ref('fct_watch_sessions') }}
+    -- incrementally, at a fiftieth of the rows. The intermediate sessions rather than the
+    -- mart fct_watch_sessions built from them (the same rows): the layers flow one way.
+    select * from {{ ref('int_watch_sessions_aggregated') }}
 
 ),
 

@@ -1,10 +1,3 @@
--- Ordering only (`depends_on`, nothing is read from them): waits for the accounts
--- dimension, which is built after the tests of accounts, subscriptions and their reference data.
--- `dbt build` skips a model after a failed test on several tables (a relationships test)
--- only when the model is downstream of all of them, so without these a failing foreign key
--- in staging would not stop this model and the marts built from it.
--- depends_on: {{ ref('dim_users') }}
-
 with
 
 subscriptions as (

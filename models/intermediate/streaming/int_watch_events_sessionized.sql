@@ -26,15 +26,6 @@
     )
 }}
 
--- Ordering only (`depends_on`, nothing is read from them): waits for the conformed
--- dimensions, which are built after the tests of accounts, titles and their reference data
--- (player events have foreign keys to both).
--- `dbt build` skips a model after a failed test on several tables (a relationships test)
--- only when the model is downstream of all of them, so without these a failing foreign key
--- in staging would not stop this model and the marts built from it.
--- depends_on: {{ ref('dim_users') }}
--- depends_on: {{ ref('dim_content') }}
-
 {#- Called here, outside the incremental branch, so that dbt records the macro among this
     model's dependencies (see loaded_after_watermark). #}
 {%- set loaded_since_watermark = loaded_after_watermark('loaded_at') %}
@@ -253,6 +244,7 @@ final as (
 select * from final
 {%- if not is_incremental() %}
 -- Load order, as later runs append: the table's zone maps on `loaded_at` and `event_at` then
--- let incremental runs (here and in fct_watch_sessions) skip all but the latest row groups.
+-- let incremental runs (here and in int_watch_sessions_aggregated) skip all but the latest
+-- row groups.
 order by loaded_at, event_id
 {%- endif %}

@@ -15,16 +15,6 @@
     )
 }}
 
--- Ordering only (`depends_on`, nothing is read from them): facts wait for what their
--- keys are tested against (accounts, titles, campaigns, device types).
--- `dbt build` skips a model after a failed test on several tables (a relationships test)
--- only when the model is downstream of all of them, so without these a failing foreign key
--- in staging would not stop this model and the marts built from it.
--- depends_on: {{ ref('dim_users') }}
--- depends_on: {{ ref('dim_content') }}
--- depends_on: {{ ref('stg_ads__campaigns') }}
--- depends_on: {{ ref('device_types') }}
-
 {#- Called here, outside the incremental branch, so that dbt records the macro among this
     model's dependencies (see loaded_after_watermark). #}
 {%- set loaded_since_watermark = loaded_after_watermark('ad_impressions.loaded_at') %}

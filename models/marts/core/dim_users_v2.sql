@@ -2,14 +2,6 @@
     Version 2, the latest: version 1 without `birth_year` (see the doc block `dim_users`).
 #}
 
--- Ordering only (`depends_on`, nothing is read from it): waits for the currencies that
--- subscriptions are tested against, so that this dimension comes after every test of
--- accounts, subscriptions and their reference data, and models that wait for it do too.
--- `dbt build` skips a model after a failed test on several tables (a relationships test)
--- only when the model is downstream of all of them, so without these a failing foreign key
--- in staging would not stop this model and the marts built from it.
--- depends_on: {{ ref('currencies') }}
-
 with
 
 users as (

@@ -1,11 +1,13 @@
 {#
-    Incremental: only sessions holding events loaded since the watermark minus the look-back
-    are recomputed (from all their events) and merged on session_id. A late event can merge
-    two sessions into one or move a session's start (and so its id), so the merge alone would
-    leave the old session behind: the pre-hook deletes every session whose id no longer
-    exists among the sessionised events, and the table equals a full refresh. It checks only
-    sessions starting no earlier than the earliest session holding a newly loaded event: a
-    session merged away lives on in one that holds a new event and starts no later.
+    The published sessions: the sessions of int_watch_sessions_aggregated (where they are
+    computed) with the title's running time and how far into it the session got.
+    Incremental: a session of the intermediate model changes only when it gains an event, and
+    then its last_loaded_at is that event's load or later, so a run merges on session_id the
+    sessions whose last_loaded_at is later than this table's watermark minus the look-back.
+    The pre-hook deletes the sessions the intermediate model no longer holds (merged away by a
+    late event, or renamed by a moved start), checking only those starting no earlier than the
+    earliest session it merges, as the intermediate model's own pre-hook does; so the table
+    equals a full refresh.
     on_schema_change='fail': the contract fixes the columns; a new column must be filled for
     every session by a full refresh, not left null for old ones ('append_new_columns').
 #}
@@ -17,30 +19,26 @@
         on_schema_change='fail',
         pre_hook="{{ delete_rows_missing_upstream(
             'session_id',
-            ref('int_watch_events_sessionized'),
+            ref('int_watch_sessions_aggregated'),
             start_column='session_start_at',
-            upstream_time_column='event_at',
-            upstream_changed_filter=loaded_after_watermark('loaded_at', 'last_loaded_at'),
+            upstream_time_column='session_start_at',
+            upstream_changed_filter=loaded_after_watermark('last_loaded_at', 'last_loaded_at'),
         ) }}",
     )
 }}
 
--- Ordering only (`depends_on`, nothing is read from them): facts wait for what their
--- keys are tested against (accounts and titles come through the sessionised events).
--- `dbt build` skips a model after a failed test on several tables (a relationships test)
--- only when the model is downstream of all of them, so without these a failing foreign key
--- in staging would not stop this model and the marts built from it.
--- depends_on: {{ ref('device_types') }}
-
 {#- Called here, outside the incremental branch, so that dbt records the macro among this
     model's dependencies (see loaded_after_watermark). #}
-{%- set loaded_since_watermark = loaded_after_watermark('loaded_at', 'last_loaded_at') %}
+{%- set loaded_since_watermark = loaded_after_watermark('last_loaded_at', 'last_loaded_at') %}
 
 with
 
-watch_events as (
+watch_sessions as (
 
-    select * from {{ ref('int_watch_events_sessionized') }}
+    select * from {{ ref('int_watch_sessions_aggregated') }}
+    {%- if is_incremental() %}
+    where {{ loaded_since_watermark }}
+    {%- endif %}
 
 ),
 
@@ -50,101 +48,15 @@ content as (
 
 ),
 
-{% if is_incremental() %}
-
--- The same model again, restricted to the events loaded since the watermark. A second import
--- rather than a second reference to `watch_events`: DuckDB and PostgreSQL materialise a CTE
--- that is referenced twice, which here would copy every event on every run.
-newly_loaded_watch_events as (
-
-    select * from {{ ref('int_watch_events_sessionized') }}
-    where {{ loaded_since_watermark }}
-
-),
-
-touched_sessions as (
-
-    -- A session changes only when it gains an event (a late event that bridges a gap joins
-    -- the earlier session; one before a session's start gives it a new id), so the sessions
-    -- holding events loaded since the watermark are the only ones to recompute. Sessions
-    -- that no longer exist are removed by the pre-hook.
-    select
-        session_id,
-        min(session_start_at) as session_start_at
-
-    from newly_loaded_watch_events
-    group by session_id
-
-),
-
-earliest_touched_session as (
-
-    select min(session_start_at) as session_start_at
-
-    from touched_sessions
-
-),
-
-events_to_aggregate as (
-
-    select watch_events.*
-
-    from watch_events
-    inner join touched_sessions
-        on watch_events.session_id = touched_sessions.session_id
-    -- No event of a session precedes its start: a cheap range filter before the join on
-    -- the 32-character session id.
-    where
-        watch_events.event_at
-        >= (select earliest_touched_session.session_start_at from earliest_touched_session)
-
-),
-
-{% else %}
-
-events_to_aggregate as (
-
-    select * from watch_events
-
-),
-
-{% endif %}
-
-sessions_aggregated as (
-
-    select
-        session_id,
-        user_id,
-        content_id,
-        device_type,
-        count(*) as events_count,
-        sum(case when event_type = 'pause' then 1 else 0 end) as pauses_count,
-        sum(case when event_type = 'seek' then 1 else 0 end) as seeks_count,
-        sum(playback_seconds) as watch_seconds,
-        max(playhead_seconds) as max_playhead_seconds,
-        {{ dbt.bool_or("event_type = 'complete'") }} as is_completed,
-        min(event_at) as session_start_at,
-        max(event_at) as session_ended_at,
-        max(loaded_at) as last_loaded_at
-
-    from events_to_aggregate
-    group by
-        session_id,
-        user_id,
-        content_id,
-        device_type
-
-),
-
 content_duration_joined as (
 
     select
-        sessions_aggregated.*,
+        watch_sessions.*,
         content.duration_seconds as content_duration_seconds
 
-    from sessions_aggregated
+    from watch_sessions
     left join content
-        on sessions_aggregated.content_id = content.content_id
+        on watch_sessions.content_id = content.content_id
 
 ),
 
@@ -160,10 +72,10 @@ final as (
         device_type,
 
         -- numerics
-        cast(events_count as {{ dbt.type_bigint() }}) as events_count,
-        cast(pauses_count as {{ dbt.type_bigint() }}) as pauses_count,
-        cast(seeks_count as {{ dbt.type_bigint() }}) as seeks_count,
-        cast(watch_seconds as {{ dbt.type_bigint() }}) as watch_seconds,
+        events_count,
+        pauses_count,
+        seeks_count,
+        watch_seconds,
         max_playhead_seconds,
         content_duration_seconds,
         cast(
@@ -177,7 +89,7 @@ final as (
         is_completed,
 
         -- dates
-        cast(session_start_at as date) as session_date,
+        session_date,
 
         -- timestamps
         session_start_at,
