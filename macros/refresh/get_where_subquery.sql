@@ -27,7 +27,8 @@
         {%- do conditions.append(new_rows) -%}
     {%- endif -%}
     {%- if conditions -%}
-        {%- do return('(select * from ' ~ relation ~ ' where ' ~ conditions | join(' and ') ~ ') dbt_subquery') -%}
+        {%- set filtered = conditions | join(' and ') -%}
+        {%- do return('(select * from ' ~ relation ~ ' where ' ~ filtered ~ ') dbt_subquery') -%}
     {%- endif -%}
     {%- do return(relation) -%}
 {%- endmacro %}
@@ -54,7 +55,8 @@
     {%- if tested is none -%}
         {{ return('') }}
     {%- endif -%}
-    {%- set column = (tested.config.meta or {}).get('new_rows_column') or (tested.meta or {}).get('new_rows_column') -%}
+    {%- set meta = tested.config.meta or tested.meta or {} -%}
+    {%- set column = meta.get('new_rows_column') -%}
     {%- if not column -%}
         {{ return('') }}
     {%- endif -%}

@@ -2,8 +2,9 @@
 release publishes it.
 
 For every fault: regenerate the session's data set with the fault, release production
-(`mediapulse deploy`: a staged copy rebuilt by a full refresh with every test) from a copy of
-the clean production, and check that the expected test fires, with the severity
+(`mediapulse nightly`: a staged copy rebuilt by a full refresh with every test; a deploy of
+unchanged code rebuilds nothing, and the refresh's own fault tests are in test_refresh.py) from
+a copy of the clean production, and check that the expected test fires, with the severity
 docs/test-severity.md gives it, that the line the user reads names the model or source, the
 column and the rule, that any other test failing with it is on a model built from the faulty
 rows, and that production holds exactly what the clean release put there. Production is
@@ -22,8 +23,8 @@ import pytest
 
 from mediapulse import artifacts, generate
 from mediapulse.faults import FAULTS
-from mediapulse.nightly import run_deploy
 from mediapulse.project import Project
+from mediapulse.release import run_nightly
 
 from .conftest import REPO, clone_built, manifest_models, relation_of
 from .policy import effective_severity, layer_of, load_policy, name_of_test, rule_for
@@ -127,7 +128,7 @@ def test_fault_is_caught_by_the_policy_test(
     before = _digest(production)
     state = project.root / "state"
     capsys.readouterr()
-    code = run_deploy(project, "prod", state, None)
+    code = run_nightly(project, "prod", state, None)
     printed = capsys.readouterr().out
 
     # the build's results: published with the state when the release passed (the docs step
