@@ -311,7 +311,10 @@ def run_codegen(
     if kind == "duckdb":  # column types come from the built warehouse
         prepare.require_built(project, target, f"read column types from target '{target}'")
     env = prepare.target_env(project, target)
-    parsed = run_dbt(project, ["parse"], target=target, extra_env=env, quiet=True)
+    # From scratch: codegen trusts the manifest to say which models and columns have YAML, and
+    # dbt's partial parsing can keep the entry of a model whose YAML was deleted.
+    parsed = run_dbt(project, ["parse", "--no-partial-parse"], target=target, extra_env=env,
+                     quiet=True)  # fmt: skip
     if not parsed.success:
         raise MediaPulseError(f"dbt parse failed: {parsed.error or 'see above'}")
     database = raw_database(project, target)

@@ -475,9 +475,10 @@ def transient_failure(target_dir: Path, error: str | None) -> str | None:
     if not failed or any(r["status"] == "fail" for r in failed):
         return None
     messages = [str(r.get("message") or "") for r in failed]
-    if all(TRANSIENT.search(m) for m in messages):
-        return messages[0].strip().splitlines()[0]
-    return None
+    if not all(TRANSIENT.search(m) for m in messages):
+        return None
+    # the line that says what happened, not dbt's "Database Error in test ..." above it
+    return next(line.strip() for line in messages[0].splitlines() if TRANSIENT.search(line))
 
 
 def _merge_results(first: dict[str, Any], retried: dict[str, Any]) -> dict[str, Any]:
