@@ -1,16 +1,33 @@
-"""Runs one dbt invocation through dbtRunner, in a process of its own.
+"""Runs dbt invocations through dbtRunner, in a process of their own.
 
-`mediapulse.runner` starts this module so that every dbt invocation gets a fresh
-interpreter (dbt keeps global state, DuckDB keeps file locks) and a timeout the parent
-can enforce. Usage: ``python -m mediapulse.dbt_child RESULT_JSON [--capture EVENT]... -- ARGS``.
+`mediapulse.runner` starts this module so that dbt runs in a fresh interpreter (dbt keeps
+global state, DuckDB keeps file locks) with a timeout the parent can enforce. Two modes:
+
+- ``python -m mediapulse.dbt_child RESULT_JSON [--capture EVENT]... -- ARGS``: one invocation.
+- ``python -m mediapulse.dbt_child --serve ACK_FD``: a job's session. Requests arrive on stdin,
+  one JSON object a line (``{"result": path, "capture": [...], "args": [...]}``); each result
+  is written to its path, then a line on ACK_FD says it is there. The project is parsed once
+  and the manifest handed to every later invocation (dbtRunner(manifest=...)), so a job that
+  calls dbt several times pays for one parse, not one per call.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
+import os
+import pickle
 import resource
 import sys
+import time
 from pathlib import Path
+from typing import Any
+
+# commands that read no manifest, or must parse for themselves
+_NO_MANIFEST = {"deps", "debug", "clean", "init", "--version", "parse"}
+# the flags a manifest is parsed under: a request with other values needs a parse of its own
+_PARSE_FLAGS = ("--vars", "--target-path", "--target", "-t", "--profile", "--project-dir")
 
 
 def _peak_rss_mb() -> float:
@@ -28,37 +45,155 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main(argv: list[str]) -> int:
-    result_file = Path(argv[0])
-    split = argv.index("--")
-    options, dbt_args = argv[1:split], argv[split + 1 :]
-    capture = {options[i + 1] for i, opt in enumerate(options) if opt == "--capture"}
+def _invoke(dbt_args: list[str], capture: set[str], manifest: Any = None) -> dict[str, Any]:
+    from dbt.cli.main import dbtRunner
+
     messages: list[str] = []
 
     def collect(event) -> None:  # type: ignore[no-untyped-def]
         if event.info.name in capture:
             messages.append(event.info.msg)
 
-    from dbt.cli.main import dbtRunner
-
-    result = dbtRunner(callbacks=[collect]).invoke(dbt_args)
+    result = dbtRunner(manifest=manifest, callbacks=[collect]).invoke(dbt_args)
     error = None
     if result.exception is not None:
         error = f"{type(result.exception).__name__}: {result.exception}"
-    peak_rss_mb = _peak_rss_mb()
-    result_file.write_text(
-        json.dumps(
-            {
-                "success": bool(result.success),
-                "error": error,
-                "messages": messages,
-                "peak_rss_mb": peak_rss_mb,
+    return {
+        "success": bool(result.success),
+        "error": error,
+        "messages": messages,
+        "peak_rss_mb": _peak_rss_mb(),
+        "_result": result.result,
+    }
+
+
+def _release_duckdb() -> None:
+    """dbt-duckdb keeps its database open until the process exits; a session lives on between
+    invocations, and the files must be free for the job (copies, swaps) in the meantime."""
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:
+        return
+    with DuckDBConnectionManager._LOCK:
+        env = DuckDBConnectionManager._ENV
+        if env is not None:
+            env.close()
+            DuckDBConnectionManager._ENV = None
+
+
+def _silence_stdout() -> int:
+    """What dbt prints goes nowhere (a listing read through its events); returns the old fd."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    return saved
+
+
+def _restore_stdout(saved: int) -> None:
+    sys.stdout.flush()
+    os.dup2(saved, 1)
+    os.close(saved)
+
+
+def _parse_key(dbt_args: list[str]) -> tuple[str, ...]:
+    key = []
+    for i, arg in enumerate(dbt_args[:-1]):
+        if arg in _PARSE_FLAGS:
+            key += [arg, dbt_args[i + 1]]
+    return tuple(key)
+
+
+def _rebuild_manifest(cls: type, fields: dict[str, Any]) -> Any:
+    return cls(**fields)
+
+
+class _ManifestPickler(pickle.Pickler):
+    """dbt 1.11's Manifest.__reduce_ex__ leaves out `fixtures`, so every lookup after it lands
+    one field off (a source lookup answers with a ref lookup). Pickle its public fields by
+    name instead; the lookups are caches dbt rebuilds on first use."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        from dbt.contracts.graph.manifest import Manifest
+
+        if type(obj) is Manifest:
+            public = {
+                f.name: getattr(obj, f.name)
+                for f in dataclasses.fields(obj)
+                if f.init and not f.name.startswith("_")
             }
-        )
-    )
-    if result.success:
+            return _rebuild_manifest, (Manifest, public)
+        return NotImplemented
+
+
+def _freeze(manifest: Any) -> bytes:
+    buffer = io.BytesIO()
+    _ManifestPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(manifest)
+    return buffer.getvalue()
+
+
+class Session:
+    """The manifest of the last parse, as pickled bytes: every invocation gets its own copy
+    (a deferred build merges production's nodes into the manifest it is given)."""
+
+    def __init__(self) -> None:
+        self.manifest: bytes | None = None
+        self.key: tuple[str, ...] | None = None
+
+    def handle(self, dbt_args: list[str], capture: set[str]) -> dict[str, Any]:
+        command = dbt_args[0] if dbt_args else ""
+        key = _parse_key(dbt_args)
+        parse_s = 0.0
+        if command in _NO_MANIFEST:
+            payload = _invoke(dbt_args, capture)
+            if command == "parse" and payload["success"]:
+                self.manifest, self.key = _freeze(payload["_result"]), key
+            return {**payload, "parsed": command == "parse", "parse_s": 0.0}
+        parsed = False
+        if self.manifest is None or self.key != key:
+            started = time.perf_counter()
+            parse = _invoke(["parse", *key], set())
+            parse_s = time.perf_counter() - started
+            if not parse["success"]:
+                return {**parse, "parsed": True, "parse_s": parse_s}
+            self.manifest, self.key, parsed = _freeze(parse["_result"]), key, True
+        payload = _invoke(dbt_args, capture, pickle.loads(self.manifest))
+        return {**payload, "parsed": parsed, "parse_s": parse_s}
+
+
+def serve(ack_fd: int) -> int:
+    session = Session()
+    with os.fdopen(ack_fd, "w") as ack:
+        for line in sys.stdin:
+            request = json.loads(line)
+            quiet = request.get("quiet") and _silence_stdout()
+            try:
+                payload = session.handle(request["args"], set(request.get("capture", ())))
+            finally:
+                _release_duckdb()
+                if quiet:
+                    _restore_stdout(quiet)
+            payload.pop("_result", None)
+            Path(request["result"]).write_text(json.dumps(payload))
+            ack.write("done\n")
+            ack.flush()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--serve":
+        return serve(int(argv[1]))
+    result_file = Path(argv[0])
+    split = argv.index("--")
+    options, dbt_args = argv[1:split], argv[split + 1 :]
+    capture = {options[i + 1] for i, opt in enumerate(options) if opt == "--capture"}
+    payload = _invoke(dbt_args, capture)
+    payload.pop("_result", None)
+    result_file.write_text(json.dumps(payload))
+    if payload["success"]:
         return 0
-    return 2 if result.exception is not None else 1
+    return 2 if payload["error"] is not None else 1
 
 
 if __name__ == "__main__":

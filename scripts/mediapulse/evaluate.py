@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mediapulse import artifacts, prepare
+from mediapulse import artifacts, prepare, runner
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 from mediapulse.report import write_summary
@@ -185,25 +185,26 @@ def run_evaluate(
         prepare.check_duckdb_file(project.duckdb_path(target), f"evaluate target '{target}'")
     severity = os.environ.get(SEVERITY_ENV, "error")
     env = {SEVERITY_ENV: severity, **prepare.target_env(project, target)}
-    result = run_dbt(
-        project, ["build", "--selector", "project_evaluator"], target=target, extra_env=env
-    )
-    results = artifacts.node_results(project.target_dir)
-    broken = [r.describe() for r in results if r.status == "error" or (
-        r.resource_type == "model" and r.status not in ("success", "skipped"))]  # fmt: skip
-    if broken:
-        raise MediaPulseError(f"dbt-project-evaluator did not run: {broken[0]}")
-    if not result.success and not any(r.status == "fail" for r in results):
-        raise MediaPulseError(f"dbt-project-evaluator did not run: {result.error}")
-    manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
-    dump = run_dbt(
-        project,
-        ["run-operation", "mediapulse_evaluator_rows"],
-        target=target,
-        extra_env=env,
-        capture_events=["PrintEvent"],
-        quiet=True,
-    )
+    with runner.session(project, target, env):  # one parse for the build and the dump
+        result = run_dbt(
+            project, ["build", "--selector", "project_evaluator"], target=target, extra_env=env
+        )
+        results = artifacts.node_results(project.target_dir)
+        broken = [r.describe() for r in results if r.status == "error" or (
+            r.resource_type == "model" and r.status not in ("success", "skipped"))]  # fmt: skip
+        if broken:
+            raise MediaPulseError(f"dbt-project-evaluator did not run: {broken[0]}")
+        if not result.success and not any(r.status == "fail" for r in results):
+            raise MediaPulseError(f"dbt-project-evaluator did not run: {result.error}")
+        manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
+        dump = run_dbt(
+            project,
+            ["run-operation", "mediapulse_evaluator_rows"],
+            target=target,
+            extra_env=env,
+            capture_events=["PrintEvent"],
+            quiet=True,
+        )
     payload = next((m for m in dump.messages if m.startswith(ROWS_MARKER)), None)
     if not dump.success or payload is None:
         raise MediaPulseError(f"could not read the evaluator's tables: {dump.error}")

@@ -88,12 +88,13 @@ class PgRelease:
         return connect_postgres(self.project, self.target)
 
     def parse(
-        self, keep_incremental: bool = False
+        self, env: dict[str, str], keep_incremental: bool = False
     ) -> tuple[DbtRun, list[str], list[tuple[str, str]]]:
-        """`dbt parse` with green names: (the run, the release's live schema names, the live
-        tables green starts from as (live schema, table)): the snapshots, whose history
-        continues, and with ``keep_incremental`` (a refresh) the incremental models too."""
-        run = run_dbt(self.project, ["parse"], target=self.target, extra_env=self.env)
+        """`dbt parse` with green names (``env``: the release's environment, with `self.env`):
+        (the run, the release's live schema names, the live tables green starts from as (live
+        schema, table)): the snapshots, whose history continues, and with ``keep_incremental``
+        (a refresh) the incremental models too."""
+        run = run_dbt(self.project, ["parse"], target=self.target, extra_env=env)
         if not run.success:
             return run, [], []
         manifest = artifacts.load_json(self.project.target_dir / "manifest.json", "manifest")

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mediapulse import artifacts, prepare
+from mediapulse import artifacts, prepare, runner
 from mediapulse.duckdb_release import DuckDbRelease, warehouse_release_id
 from mediapulse.errors import MediaPulseError
 from mediapulse.pg_release import PREVIOUS as PG_PREVIOUS
@@ -594,6 +594,8 @@ def run_release(
             f"{size / 2**20:,.0f} MiB (the file a release builds in)"
         )
         env.update(release.env)
+    if pg:
+        env.update(pg.env)
     steps: list[Step] = []
     saved: dict[str, Path] = {}
     schemas: list[str] = []
@@ -603,6 +605,8 @@ def run_release(
     release_id = new_release_id()
     code = code_fingerprint(project)  # of what this release builds, before it builds
     ok = False
+    # every dbt call of the job in one process that parses the project once
+    dbt = runner.session(project, target, env).__enter__()
     try:
         build_args = ["build", "--full-refresh"] if job.full_refresh else ["build"]
         if refresh:
@@ -623,8 +627,7 @@ def run_release(
                 live_marks = (published_state(artifacts_dir) or {}).get("raw")
                 marks = live_marks if live_marks is not None else marks
         if pg:
-            parsed, schemas, kept = pg.parse(keep_incremental=refresh is not None)
-            env.update(pg.env)
+            parsed, schemas, kept = pg.parse(env, keep_incremental=refresh is not None)
             if parsed.success:
                 started = time.perf_counter()
                 copied, size = pg.prepare(schemas, kept)
@@ -668,6 +671,8 @@ def run_release(
             if not (staging / name).exists() and (artifacts_dir / name).is_file():
                 shutil.copy2(artifacts_dir / name, staging / name)
         ok = bool(plan) and all(s.ok for s in steps) and len(steps) == len(plan)
+        dbt.close()  # the files are free before they are swapped
+        notes.append(dbt.describe())
         # a refresh is the live code with more rows: a rollback should still reach the release
         # before the last change of code, so the previous release is kept, not replaced
         keep = (
@@ -697,6 +702,7 @@ def run_release(
                           keep_previous=keep)  # fmt: skip
             saved = {f: artifacts_dir / f for f in STATE_FILES if (artifacts_dir / f).exists()}
     finally:
+        dbt.close()
         if release:
             release.discard()
         if pg and schemas:  # a failed release's green; after a swap there is none left

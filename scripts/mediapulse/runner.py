@@ -1,14 +1,20 @@
 """The one module that invokes dbt.
 
 Each call runs ``dbtRunner().invoke(args)`` in a child interpreter (`mediapulse.dbt_child`):
-dbt keeps process-wide state and DuckDB holds file locks for the life of a process, so a fresh
-process per invocation keeps runs independent, and lets us enforce a timeout.
+dbt keeps process-wide state and DuckDB holds file locks for the life of a process, so a child
+keeps runs apart from this process, and lets us enforce a timeout.
+
+A job that calls dbt several times (slim CI's listings and build, a release's steps) opens a
+`session`: one child for the whole job, which parses the project once and hands the manifest to
+every later invocation. Without one, each call starts a child of its own, which imports dbt and
+reads the project again (partial parsing makes that seconds, not a full parse, but seconds each).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -40,6 +46,7 @@ class DbtRun:
     elapsed_s: float
     messages: list[str] = field(default_factory=list)
     peak_rss_mb: float = 0.0  # the dbt process's peak resident memory
+    parse_s: float = 0.0  # a session's parse before this invocation (0: the manifest was reused)
 
     @property
     def command(self) -> str:
@@ -71,14 +78,12 @@ def run_dbt(
     A timeout or a child that dies without reporting raises MediaPulseError; a dbt failure
     (a test failing, a model erroring) is reported in the result for the caller to judge.
     """
-    env = {**os.environ, **project.dbt_env(target), **(extra_env or {}), **PRIVATE_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p
-    )
+    active = _SESSION[-1] if _SESSION else None
+    if active is not None and active.serves(project, target, extra_env):
+        return active.run(args, capture_events=capture_events, timeout_s=timeout_s, quiet=quiet)
+    env = _child_env(project, target, extra_env)
     limit = timeout_s if timeout_s is not None else _timeout()
-    full_args = list(args)
-    if "--project-dir" not in full_args and args and args[0] not in ("--version",):
-        full_args += ["--project-dir", str(project.root)]
+    full_args = _with_project_dir(project, args)
 
     with tempfile.TemporaryDirectory(prefix="mediapulse-dbt-") as tmp:
         result_file = Path(tmp) / "result.json"
@@ -99,10 +104,7 @@ def run_dbt(
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            raise MediaPulseError(
-                f"dbt {' '.join(args)} did not finish within {limit:.0f} s and was stopped; "
-                f"raise {TIMEOUT_ENV} if the run is expected to take longer"
-            ) from None
+            raise _timed_out(args, limit) from None
         except BaseException:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -113,7 +115,32 @@ def run_dbt(
                 f"dbt {' '.join(args)} exited with code {proc.returncode} before reporting a "
                 "result; see its output above"
             )
-        payload = json.loads(result_file.read_text())
+        return _run_from(full_args, json.loads(result_file.read_text()), elapsed)
+
+
+def _child_env(project: Project, target: str, extra_env: Mapping[str, str] | None) -> dict:
+    env = {**os.environ, **project.dbt_env(target), **(extra_env or {}), **PRIVATE_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p
+    )
+    return env
+
+
+def _with_project_dir(project: Project, args: Sequence[str]) -> list[str]:
+    full_args = list(args)
+    if "--project-dir" not in full_args and args and args[0] not in ("--version",):
+        full_args += ["--project-dir", str(project.root)]
+    return full_args
+
+
+def _timed_out(args: Sequence[str], limit: float) -> MediaPulseError:
+    return MediaPulseError(
+        f"dbt {' '.join(args)} did not finish within {limit:.0f} s and was stopped; "
+        f"raise {TIMEOUT_ENV} if the run is expected to take longer"
+    )
+
+
+def _run_from(full_args: list[str], payload: dict, elapsed: float) -> DbtRun:
     return DbtRun(
         args=tuple(full_args),
         success=payload["success"],
@@ -121,4 +148,125 @@ def run_dbt(
         elapsed_s=elapsed,
         messages=payload["messages"],
         peak_rss_mb=float(payload.get("peak_rss_mb", 0.0)),
+        parse_s=float(payload.get("parse_s", 0.0)),
     )
+
+
+class DbtSession:
+    """One dbt child for a job's invocations on one target and environment: the project is
+    parsed once (again only if an invocation's --vars differ) and the manifest reused."""
+
+    def __init__(
+        self, project: Project, target: str, extra_env: Mapping[str, str] | None = None
+    ) -> None:
+        self.project, self.target = project, target
+        self.extra_env = dict(extra_env or {})
+        self.invocations = 0
+        self.parses = 0
+        self.parse_s = 0.0
+        self._tmp = tempfile.TemporaryDirectory(prefix="mediapulse-dbt-")
+        ack_read, ack_write = os.pipe()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "mediapulse.dbt_child", "--serve", str(ack_write)],
+            cwd=project.root,
+            env=_child_env(project, target, extra_env),
+            start_new_session=True,
+            stdin=subprocess.PIPE,
+            text=True,
+            pass_fds=(ack_write,),
+        )
+        os.close(ack_write)
+        self._ack = os.fdopen(ack_read, "r")
+        self._closed = False
+
+    def serves(self, project: Project, target: str, extra_env: Mapping[str, str] | None) -> bool:
+        return (
+            project.root == self.project.root
+            and target == self.target
+            and dict(extra_env or {}) == self.extra_env
+            and self._proc.poll() is None
+        )
+
+    def run(
+        self,
+        args: Sequence[str],
+        capture_events: Sequence[str] = (),
+        timeout_s: float | None = None,
+        quiet: bool = False,
+    ) -> DbtRun:
+        limit = timeout_s if timeout_s is not None else _timeout()
+        full_args = _with_project_dir(self.project, args)
+        self.invocations += 1
+        result_file = Path(self._tmp.name) / f"result-{self.invocations}.json"
+        request = {"args": full_args, "capture": list(capture_events), "quiet": quiet,
+                   "result": str(result_file)}  # fmt: skip
+        started = time.perf_counter()
+        try:
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(json.dumps(request) + "\n")
+            self._proc.stdin.flush()
+            ready, _, _ = select.select([self._ack], [], [], limit)
+            if not ready:
+                self.close(kill=True)
+                raise _timed_out(args, limit)
+            acked = self._ack.readline()
+        except BaseException:
+            self.close(kill=True)
+            raise
+        elapsed = time.perf_counter() - started
+        if not acked or not result_file.exists():
+            code = self._proc.wait()
+            raise MediaPulseError(
+                f"dbt {' '.join(args)} exited with code {code} before reporting a result; "
+                "see its output above"
+            )
+        run = _run_from(full_args, json.loads(result_file.read_text()), elapsed)
+        if run.parse_s or (args and args[0] == "parse"):
+            self.parses += 1
+            self.parse_s += run.parse_s
+        return run
+
+    def describe(self) -> str:
+        """The session's line for a job's report: what parsing cost, measured."""
+        times = "once" if self.parses == 1 else f"{self.parses} times"
+        return f"dbt: {self.invocations} invocations in one process, the project parsed {times}" + (
+            f" ({self.parse_s:.1f} s)" if self.parse_s else ""
+        )
+
+    def __enter__(self) -> DbtSession:
+        _SESSION.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self, kill: bool = False) -> None:
+        if self in _SESSION:
+            _SESSION.remove(self)
+        if self._closed:
+            return
+        self._closed = True
+        if self._proc.poll() is None:
+            if kill:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            elif self._proc.stdin is not None:
+                self._proc.stdin.close()  # the child ends its loop and exits
+            try:
+                self._proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+        self._ack.close()
+        self._tmp.cleanup()
+
+
+_SESSION: list[DbtSession] = []
+
+
+def session(
+    project: Project, target: str, extra_env: Mapping[str, str] | None = None
+) -> DbtSession:
+    """``with session(...)``: within the block, every `run_dbt` for this project, target and
+    environment goes to one dbt process that parses once; other calls still get their own.
+    ``close()`` ends it early (idempotent), before the job moves the files dbt wrote."""
+    return DbtSession(project, target, extra_env)

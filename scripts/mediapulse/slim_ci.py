@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mediapulse import artifacts, prepare
+from mediapulse import artifacts, prepare, runner
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 from mediapulse.release import RELEASE_FILE
@@ -352,6 +352,21 @@ def run_slim_ci(
     prepare.prepare(project, target)
     state = find_state(state_dir)
     env = prepare.target_env(project, target, prod_warehouse, need_prod=state is not None)
+    with runner.session(project, target, env) as dbt:
+        return _slim_ci(project, state, state_dir, target, select, env, summary, dbt)
+
+
+def _slim_ci(
+    project: Project,
+    state: Path | None,
+    state_dir: Path | None,
+    target: str,
+    select: str | None,
+    env: dict[str, str],
+    summary: Path | None,
+    dbt: runner.DbtSession,
+) -> int:
+    """The plan and its builds, every dbt call in one session (the project parsed once)."""
     if state is None:
         where = f"at {state_dir}" if state_dir else "(no --state given)"
         print(f"notice: no production state {where}: running a full build instead of slim CI")
@@ -389,8 +404,9 @@ def run_slim_ci(
     started = time.perf_counter()
     ok, error, results = _run_all(project, invocations, target, env)
     seconds = time.perf_counter() - started
-    report = render_plan(plan) + "\n" + render_results(results, seconds)
+    report = render_plan(plan) + "\n" + render_results(results, seconds) + f"\n{dbt.describe()}\n"
     written = write_summary(report, summary)
+    print(dbt.describe())
     for line in (r.describe() for r in results if r.failed):
         print(f"  {line}")
     if written:
