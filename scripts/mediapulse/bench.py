@@ -28,6 +28,7 @@ from typing import Any
 import duckdb
 
 from mediapulse import artifacts, deps, generate
+from mediapulse.bench_jobs import measure_jobs
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 from mediapulse.report import markdown_table
@@ -174,6 +175,7 @@ class Bench:
         self.runs = runs
         self.measures: dict[str, Measure] = {}
         self.checks: dict[str, str] = {}
+        self.job_notes: dict[str, list[str]] = {}  # a job's report lines (staged copy, parses)
         # dbt's threads: the profile's default unless the caller sets one (it is reported)
         self.env = {"MEDIAPULSE_THREADS": os.environ.get("MEDIAPULSE_THREADS", "4")}
 
@@ -436,6 +438,9 @@ def run_bench(
     bench.measure("evaluator", ["build", "--selector", "project_evaluator"],
                   env={"DBT_PROJECT_EVALUATOR_SEVERITY": "warn"})  # fmt: skip
 
+    # 6. the jobs as users run them, whole commands
+    measure_jobs(bench, ONE_MART)
+
     m = bench.measures
     incremental_ratio = m["full_run"].exec_median / max(m["incremental_run"].exec_median, 1e-9)
     slim_ratio = m["full_build"].exec_median / max(m["slim_ci_one_mart"].exec_median, 1e-9)
@@ -457,7 +462,30 @@ def run_bench(
                wall_ratio("full_run", "incremental_run"), 10, "higher", "x"),
         Target("slim CI, one mart, vs full build, wall clock",
                wall_ratio("full_build", "slim_ci_one_mart"), 20, "higher", "x"),
+        # the jobs, whole commands: the refresh's dbt time against the full build with its tests
+        Target("mediapulse refresh of a day vs full build, both with their tests",
+               m["full_build"].exec_median / max(m["job_refresh"].exec_median, 1e-9),
+               5 if events < 30_000_000 else 15, "higher", "x"),
+        Target("mediapulse deploy of one mart vs full deploy (nightly's build), dbt time",
+               m["job_nightly"].exec_median / max(m["job_deploy_one_mart"].exec_median, 1e-9),
+               10, "higher", "x"),
+        Target("mediapulse slim-ci, one mart, wall clock", m["job_slim_ci_one_mart"].wall_median,
+               6, "lower", "s"),
     ]  # fmt: skip
+    scaling = _scaling(out_json, events_loaded, m)
+    if len(scaling) > 1:  # the refresh stays flat as history grows
+        low, high = scaling[min(scaling, key=int)], scaling[max(scaling, key=int)]
+        if int(max(scaling, key=int)) >= 4 * int(min(scaling, key=int)):
+            targets.append(
+                Target(
+                    f"refresh at {int(max(scaling, key=int)):,} vs at {int(min(scaling, key=int)):,} "
+                    "events",
+                    high["refresh_s"] / max(low["refresh_s"], 1e-9),
+                    2,
+                    "lower",
+                    "x",
+                )
+            )
     report = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": info,
@@ -480,6 +508,8 @@ def run_bench(
         },
         "targets": [{**asdict(t), "met": t.met} for t in targets],
         "checks": bench.checks,
+        "job_notes": bench.job_notes,
+        "scaling": scaling,
         "total_seconds": time.perf_counter() - started,
     }
     out_json.parent.mkdir(parents=True, exist_ok=True)
@@ -489,6 +519,27 @@ def run_bench(
     print(markdown)
     print(f"results: {out_json}, {out_markdown}")
     return 0
+
+
+def _scaling(out_json: Path, events: int, m: dict[str, Measure]) -> dict[str, dict[str, float]]:
+    """This run's row of the scaling table, with the other scales' rows of the last report."""
+    rows: dict[str, dict[str, float]] = {}
+    if out_json.exists():
+        try:
+            rows = dict(json.loads(out_json.read_text()).get("scaling") or {})
+        except (OSError, ValueError):
+            rows = {}
+    rows[str(events)] = {
+        "full_build_s": m["full_build"].exec_median,
+        "nightly_wall_s": m["job_nightly"].wall_median,
+        "refresh_s": m["job_refresh"].exec_median,
+        "refresh_wall_s": m["job_refresh"].wall_median,
+        "deploy_one_mart_s": m["job_deploy_one_mart"].exec_median,
+        "deploy_one_mart_wall_s": m["job_deploy_one_mart"].wall_median,
+        "slim_ci_wall_s": m["job_slim_ci_one_mart"].wall_median,
+        "peak_gib": max(s.peak_mb for s in m["full_build"].samples) / 1024,
+    }
+    return dict(sorted(rows.items(), key=lambda kv: int(kv[0])))
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -540,6 +591,27 @@ def render(report: dict[str, Any]) -> str:
         "",
         "Checks: " + "; ".join(f"{k}: {v}" for k, v in report["checks"].items()) + ".",
     ]
+    notes = report.get("job_notes") or {}
+    if notes:
+        lines += [
+            "",
+            "What the jobs reported (last run): "
+            + "; ".join(f"{name}: {', '.join(found)}" for name, found in notes.items() if found)
+            + ".",
+        ]
+    scaling = report.get("scaling") or {}
+    if scaling:
+        table = [
+            (f"{int(events):,}", _fmt(r["full_build_s"], 1), _fmt(r["nightly_wall_s"], 1),
+             _fmt(r["refresh_s"], 1), _fmt(r["refresh_wall_s"], 1),
+             _fmt(r["deploy_one_mart_s"], 1), _fmt(r["deploy_one_mart_wall_s"], 1),
+             _fmt(r["slim_ci_wall_s"], 1), _fmt(r["peak_gib"], 2))
+            for events, r in scaling.items()
+        ]  # fmt: skip
+        lines += ["", "### Scaling (each row from the run at that scale; dbt time, and wall)", "",
+                  markdown_table(("events", "full build", "nightly wall", "refresh",
+                                  "refresh wall", "deploy 1 mart", "deploy wall",
+                                  "slim CI wall", "peak GiB"), table)]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -22,7 +22,9 @@ from .conftest import REPO
 MEASURES = {
     "full_build", "full_run", "incremental_run", "incremental_build", "slim_ci_one_mart",
     "slim_ci_event_staging", "floor", "parse_cold", "parse_partial", "evaluator",
+    "job_nightly", "job_refresh", "job_deploy_one_mart", "job_slim_ci_one_mart",
 }  # fmt: skip
+JOBS = {name for name in MEASURES if name.startswith("job_")}
 
 
 @pytest.mark.dbt
@@ -43,7 +45,11 @@ def test_bench_runs_every_step_and_its_checks_hold(
         assert measure["wall_s"]["median"] > 0, name
         if name not in ("floor", "parse_cold", "parse_partial"):
             assert measure["exec_s"]["median"] > 0, name
+        if name not in ("floor", "parse_cold", "parse_partial", *JOBS):
             assert measure["peak_mb"]["max"] > 50, f"{name}: the dbt process's memory is measured"
+    # the jobs are the commands users run, whole
+    assert report["measures"]["job_refresh"]["command"].startswith("mediapulse refresh --target")
+    assert "mediapulse slim-ci" in report["measures"]["job_slim_ci_one_mart"]["command"]
     assert report["scale"]["events"] >= 15_000  # the scale asked for, near enough
     assert report["machine"]["cores"] and report["machine"]["dbt_core"].startswith("1.11")
     assert report["watch_event_path"]["events_per_second"] > 0
@@ -53,6 +59,12 @@ def test_bench_runs_every_step_and_its_checks_hold(
         "slim_ci_event_staging == full build": report["checks"][
             "slim_ci_event_staging == full build"
         ],
+        "mediapulse refresh == full refresh": report["checks"][
+            "mediapulse refresh == full refresh"
+        ],
+        "deploy of one mart == the release it replaced": report["checks"][
+            "deploy of one mart == the release it replaced"
+        ],
     }
     assert all(value.startswith("equal (") for value in report["checks"].values())
     # the incremental check compares every table the project builds, not a token few
@@ -61,6 +73,19 @@ def test_bench_runs_every_step_and_its_checks_hold(
         "incremental run vs full refresh (dbt run)", "slim CI, one mart, vs full build",
     }  # fmt: skip
     assert all(isinstance(t["met"], bool) for t in report["targets"])
+    assert {t["name"] for t in report["targets"]} >= {
+        "mediapulse refresh of a day vs full build, both with their tests",
+        "mediapulse deploy of one mart vs full deploy (nightly's build), dbt time",
+        "mediapulse slim-ci, one mart, wall clock",
+    }
+    # the staged copy is its own line, and each job says how often dbt parsed
+    for job in ("job_nightly", "job_refresh", "job_deploy_one_mart"):
+        notes = " ".join(report["job_notes"][job])
+        assert "staged copy of production:" in notes and "parsed once" in notes, (job, notes)
+    assert "parsed once" in " ".join(report["job_notes"]["job_slim_ci_one_mart"])
+    # the scaling table holds this scale's row, from this run
+    (row,) = report["scaling"].values()
+    assert row["refresh_s"] == report["measures"]["job_refresh"]["exec_s"]["median"]
 
     markdown = out.with_suffix(".md").read_text()
     assert markdown == bench.render(report)
@@ -69,6 +94,7 @@ def test_bench_runs_every_step_and_its_checks_hold(
     assert str(tmp_path) not in markdown and str(tmp_path) not in out.read_text()
     assert "--state <work-dir>/state" in report["measures"]["slim_ci_one_mart"]["command"]
     assert "| parse_cold | — | — |" in markdown
+    assert "### Scaling" in markdown
     assert "Machine:" in printed and "check incremental == full refresh: equal" in printed
     # the edited models were put back in the work copy, and the checkout was never touched
     work_model = tmp_path / "work" / "project" / bench.ONE_MART
