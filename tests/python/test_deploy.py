@@ -112,3 +112,28 @@ def test_a_state_from_another_dbt_version_falls_back_to_the_full_build(
     assert code == 0, out
     assert "notice: the published state was written by dbt 1.10.0" in out
     assert "full build of the project" in out and "dbt build --full-refresh" in out
+
+
+def test_a_state_of_another_project_or_none_is_a_reason_to_build_everything(
+    tmp_path: Path,
+) -> None:
+    """The other reasons deploy_fallback gives (the dbt-version one runs a deploy above)."""
+    from dbt.version import __version__ as dbt_version
+
+    from mediapulse.release import deploy_fallback
+
+    from .conftest import REPO
+
+    project = Project.discover(REPO)
+    state = tmp_path / "state"
+    assert deploy_fallback(project, state) == f"no published production state in {state}"
+    state.mkdir()
+    manifest = {"metadata": {"project_name": "other_shop", "dbt_version": dbt_version,
+                             "generated_at": "2026-11-30T02:00:00Z"}}  # fmt: skip
+    (state / "manifest.json").write_text(json.dumps(manifest))
+    assert deploy_fallback(project, state) == (
+        "the published state is of project 'other_shop', not 'mediapulse'"
+    )
+    manifest["metadata"]["project_name"] = "mediapulse"
+    (state / "manifest.json").write_text(json.dumps(manifest))
+    assert deploy_fallback(project, state) is None
