@@ -373,8 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sample on the sources and large models that set event_time; the rest in full): "
         '\'3 days\', \'12 hours\' (ending now) or \'{"start": "2026-11-01", "end": '
         '"2026-11-04"}\' (UTC, end excluded). Implies --full-refresh, so the warehouse '
-        "holds the sample only, not the sample on top of an earlier build; never on "
-        "production",
+        "holds the sample only, not the sample on top of an earlier build, and the next "
+        "build without --sample rebuilds the incremental models in full again (an incremental "
+        "run would only add new loads to the sample); never on production",
     )
 
     load_p = command(
