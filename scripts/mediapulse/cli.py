@@ -96,6 +96,7 @@ def _cmd_build(args: argparse.Namespace, project: Project) -> int:
         target=args.target,
         full_refresh=args.full_refresh,
         select=args.select,
+        sample=args.sample,
     )
 
 
@@ -365,6 +366,17 @@ def build_parser() -> argparse.ArgumentParser:
     _target_argument(build_p)
     build_p.add_argument("--full-refresh", action="store_true", help="rebuild incremental models")
     build_p.add_argument("--select", help="dbt node selection (default: the whole project)")
+    build_p.add_argument(
+        "--sample",
+        metavar="WINDOW",
+        help="build from the watch events and ad impressions of this window only (dbt's "
+        "--sample on the sources and large models that set event_time; the rest in full): "
+        '\'3 days\', \'12 hours\' (ending now) or \'{"start": "2026-11-01", "end": '
+        '"2026-11-04"}\' (UTC, end excluded). Implies --full-refresh, so the warehouse '
+        "holds the sample only, not the sample on top of an earlier build, and the next "
+        "build without --sample rebuilds the incremental models in full again (an incremental "
+        "run would only add new loads to the sample); never on production",
+    )
 
     load_p = command(
         "load-raw",
