@@ -474,18 +474,11 @@ def run_bench(
     ]  # fmt: skip
     scaling = _scaling(out_json, events_loaded, m)
     if len(scaling) > 1:  # the refresh stays flat as history grows
-        low, high = scaling[min(scaling, key=int)], scaling[max(scaling, key=int)]
-        if int(max(scaling, key=int)) >= 4 * int(min(scaling, key=int)):
-            targets.append(
-                Target(
-                    f"refresh at {int(max(scaling, key=int)):,} vs at {int(min(scaling, key=int)):,} "
-                    "events",
-                    high["refresh_s"] / max(low["refresh_s"], 1e-9),
-                    2,
-                    "lower",
-                    "x",
-                )
-            )
+        small, large = min(scaling, key=int), max(scaling, key=int)
+        if int(large) >= 4 * int(small):
+            ratio = scaling[large]["refresh_s"] / max(scaling[small]["refresh_s"], 1e-9)
+            name = f"refresh at {int(large):,} vs at {int(small):,} events"
+            targets.append(Target(name, ratio, 2, "lower", "x"))
     report = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": info,
