@@ -16,11 +16,9 @@ from mediapulse.cli import main
 from mediapulse.project import Project
 from mediapulse.release import run_nightly
 
-from .conftest import clone_built
+from .conftest import change_one_mart, clone_built
 
 pytestmark = pytest.mark.dbt
-
-MART = "models/marts/engagement/fct_daily_engagement.sql"
 
 
 def _deploy(project: Project, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -50,14 +48,6 @@ def _tables(project: Project) -> dict[str, list]:
         }
 
 
-def _change_the_mart(project: Project) -> None:
-    path = project.root / MART
-    text = path.read_text()
-    old = "count(distinct content_id) as distinct_content_count"
-    assert old in text
-    path.write_text(text.replace(old, "count(distinct (content_id)) as distinct_content_count"))
-
-
 @pytest.fixture
 def production(after_nightly: Project, tmp_path: Path) -> Project:
     return clone_built(after_nightly, tmp_path / "project")
@@ -66,7 +56,7 @@ def production(after_nightly: Project, tmp_path: Path) -> Project:
 def test_a_one_mart_change_rebuilds_that_mart_whole_and_nothing_upstream(
     production: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _change_the_mart(production)
+    change_one_mart(production)
     code, out = _deploy(production, capsys)
     assert code == 0, out
     assert "builds what changed against release" in out and "1 modified" in out
@@ -107,7 +97,7 @@ def test_a_state_from_another_dbt_version_falls_back_to_the_full_build(
     data = json.loads(manifest.read_text())
     data["metadata"]["dbt_version"] = "1.10.0"
     manifest.write_text(json.dumps(data))
-    _change_the_mart(production)
+    change_one_mart(production)
     code, out = _deploy(production, capsys)
     assert code == 0, out
     assert "notice: the published state was written by dbt 1.10.0" in out

@@ -11,20 +11,11 @@ import pytest
 from mediapulse.cli import main
 from mediapulse.project import Project
 
-from .conftest import clone_built
+from .conftest import change_one_mart, clone_built
 
 pytestmark = pytest.mark.dbt
 
-MART = "models/marts/engagement/fct_daily_engagement.sql"
 PARSE = re.compile(r"Partial parsing enabled|Unable to do partial parsing|Starting full parse")
-
-
-def _change_a_mart(project: Project) -> None:
-    path = project.root / MART
-    text = path.read_text()
-    old = "count(distinct content_id) as distinct_content_count"
-    assert old in text
-    path.write_text(text.replace(old, "count(distinct (content_id)) as distinct_content_count"))
 
 
 def _job(project: Project, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[str, str]:
@@ -46,7 +37,7 @@ def test_slim_ci_parses_once_for_its_listings_and_build(
     after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     project = clone_built(after_nightly, tmp_path / "pr")
-    _change_a_mart(project)
+    change_one_mart(project)
     out, log = _job(project, capsys, "slim-ci", "--target", "ci",
                     "--state", str(project.root / "state"))  # fmt: skip
     invocations, parses = _counts(log)
@@ -60,7 +51,7 @@ def test_a_release_parses_once_for_its_plan_build_freshness_and_docs(
     after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     project = clone_built(after_nightly, tmp_path / "prod")
-    _change_a_mart(project)
+    change_one_mart(project)
     out, log = _job(project, capsys, "deploy", "--target", "prod",
                     "--artifacts", str(project.root / "state"))  # fmt: skip
     invocations, parses = _counts(log)
