@@ -146,3 +146,16 @@ def relation_name(target_dir: Path, model: str) -> str:
         if is_model and node.get("relation_name"):
             return unquoted_relation(node)
     raise MediaPulseError(f"model {model} is not in the manifest at {target_dir}")
+
+
+def macros_called(manifest: dict[str, Any], node: dict[str, Any]) -> set[str]:
+    """Every macro a manifest node calls, directly or through other macros (unique ids)."""
+    macros = manifest.get("macros", {})
+    found: set[str] = set()
+    pending = list((node.get("depends_on") or {}).get("macros", []))
+    while pending:
+        uid = pending.pop()
+        if uid not in found:
+            found.add(uid)
+            pending += ((macros.get(uid) or {}).get("depends_on") or {}).get("macros", [])
+    return found

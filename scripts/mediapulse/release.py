@@ -307,6 +307,7 @@ class RefreshPlan:
     since: str | None  # the live release's newest event load: tests read the rows after it
     excluded: tuple[str, ...]  # selectors of the tests left to the nightly
     new_rows: dict[str, int]  # raw table: rows added since the live release
+    selection: tuple[str, ...] = ()  # what the new rows reach (and the clock): dbt --select
 
     @property
     def nothing_new(self) -> bool:
@@ -336,6 +337,35 @@ def whole_history_tests(manifest: dict[str, Any], rule_names: list[str]) -> list
         if tested in scoped and node["test_metadata"]["name"] in rule_names:
             chosen.append(node)
     return chosen
+
+
+# The macro that gives a model the run's start time: a table or view calling it (the revenue
+# as-of day) can change without new raw rows, as the clock moves. Incremental models call it
+# for their watermark only, which decides what they re-read, not what they hold (an incremental
+# run equals a full refresh of the same rows).
+CLOCK_MACRO = "macro.mediapulse.run_started_timestamp"
+
+
+def refresh_selection(manifest: dict[str, Any], changed_tables: list[str]) -> tuple[str, ...]:
+    """What a refresh rebuilds (pure): everything downstream of the raw tables with new rows
+    (``schema.table``), and of the models that read the clock. Nothing else can differ from
+    the live release, which is this same code on the same other inputs: seeds (code),
+    unchanged sources, and what is built from them only, stay as they are and untested."""
+    changed = set(changed_tables)
+    selectors = [
+        f"source:{source['source_name']}.{source['name']}+"
+        for source in manifest["sources"].values()
+        if f"{source['schema']}.{source['identifier']}" in changed
+    ]
+    ours = manifest["metadata"]["project_name"]
+    selectors += [
+        "fqn:" + ".".join(node["fqn"]) + "+"
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "model" and node["package_name"] == ours
+        and node.get("config", {}).get("materialized") != "incremental"
+        and CLOCK_MACRO in artifacts.macros_called(manifest, node)
+    ]  # fmt: skip
+    return tuple(sorted(selectors))
 
 
 def plan_refresh(project: Project, target: str, state_dir: Path) -> RefreshPlan:
@@ -368,7 +398,10 @@ def plan_refresh(project: Project, target: str, state_dir: Path) -> RefreshPlan:
         t: marks[t][0] - (before.get(t) or [0])[0]
         for t in marks if marks[t][:2] != (before.get(t) or [])[:2]
     }  # fmt: skip
-    return RefreshPlan(previous, marks, min(newest) if newest else None, excluded, new_rows)
+    return RefreshPlan(
+        previous, marks, min(newest) if newest else None, excluded, new_rows,
+        refresh_selection(manifest, list(new_rows)),
+    )  # fmt: skip
 
 
 def deploy_fallback(project: Project, state_dir: Path) -> str | None:
@@ -609,6 +642,15 @@ def run_release(
     dbt = runner.session(project, target, env).__enter__()
     try:
         build_args = ["build", "--full-refresh"] if job.full_refresh else ["build"]
+        if refresh and release:
+            # what the new rows reach; the staged copy holds the rest as it is live (on
+            # PostgreSQL green holds only the incremental tables: it builds everything)
+            build_args += ["--select", *refresh.selection]
+            notes.append(
+                f"rebuilds what the new rows reach: {len(refresh.selection)} selectors "
+                "(downstream of the raw tables with new rows, and of the models that read the "
+                "clock); seeds and everything else kept as they are live"
+            )
         if refresh:
             # unit tests prove the code, which the release of this same code already did
             build_args += ["--exclude", "package:dbt_project_evaluator", "resource_type:unit_test",

@@ -214,3 +214,38 @@ def test_plan_lists_modified_tests_vars_and_exposures_by_name() -> None:
     assert "| reading them | 1 | stg_a |" in text
     assert "| modified exposures (their inputs' tests run) | 1 | kpis |" in text
     assert not plan.empty and plan.needs_build
+
+
+def test_refresh_selection_is_what_the_new_rows_and_the_clock_reach() -> None:
+    from mediapulse.release import CLOCK_MACRO, refresh_selection
+
+    def source(name: str, table: str) -> dict:
+        return {"source_name": name, "name": table, "schema": name, "identifier": table}
+
+    def model(
+        name: str, macros: list[str], package: str = "mediapulse", kind: str = "view"
+    ) -> dict:
+        return {"resource_type": "model", "package_name": package, "fqn": [package, name],
+                "depends_on": {"macros": macros}, "config": {"materialized": kind}}  # fmt: skip
+
+    manifest = {
+        "metadata": {"project_name": "mediapulse"},
+        "sources": {
+            "source.mediapulse.streaming.watch_events": source("streaming", "watch_events"),
+            "source.mediapulse.catalog.content": source("catalog", "content"),
+        },
+        "nodes": {
+            # reads the clock through another macro
+            "model.mediapulse.as_of": model("as_of", ["macro.mediapulse.bounded"]),
+            "model.mediapulse.dim": model("dim", ["macro.dbt.ref"]),
+            "model.other.pkg": model("pkg", [CLOCK_MACRO], package="other"),
+            # its watermark reads the clock; what it holds does not depend on it
+            "model.mediapulse.events": model("events", [CLOCK_MACRO], kind="incremental"),
+        },
+        "macros": {"macro.mediapulse.bounded": {"depends_on": {"macros": [CLOCK_MACRO]}}},
+    }
+    assert refresh_selection(manifest, ["streaming.watch_events"]) == (
+        "fqn:mediapulse.as_of+", "source:streaming.watch_events+",
+    )  # fmt: skip
+    # a raw table no source declares selects nothing of its own; the clock's readers remain
+    assert refresh_selection(manifest, ["billing.other"]) == ("fqn:mediapulse.as_of+",)

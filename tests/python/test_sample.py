@@ -230,8 +230,7 @@ def test_a_sample_build_holds_the_window_only_and_passes_every_test(
         )
 
     # The next plain build rebuilds the sampled incremental models in full: an incremental run
-    # would add the new loads to the sample, and fct_ad_impressions (incremental, sampled)
-    # would no longer reconcile with stg_ads__ad_impressions (a view, whole again).
+    # would add the new loads to the sample, and the marts would hold the sample's history only.
     assert build.sample_marker(project, "dev").exists()
     assert _build(project) == 0, capsys.readouterr()
     assert "the last build on 'dev' was a sample" in capsys.readouterr().out
