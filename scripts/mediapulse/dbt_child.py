@@ -26,6 +26,8 @@ from typing import Any
 
 # commands that read no manifest, or must parse for themselves
 _NO_MANIFEST = {"deps", "debug", "clean", "init", "--version", "parse"}
+# commands that only read the manifest they are given: they share one copy of it
+_READ_ONLY = {"ls", "list"}
 # the flags a manifest is parsed under: a request with other values needs a parse of its own
 _PARSE_FLAGS = ("--vars", "--target-path", "--target", "-t", "--profile", "--project-dir")
 
@@ -45,14 +47,21 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# why dbt parsed the whole project instead of only what changed since its saved parse
+_FULL_PARSE_EVENT = "UnableToPartialParse"
+
+
 def _invoke(dbt_args: list[str], capture: set[str], manifest: Any = None) -> dict[str, Any]:
     from dbt.cli.main import dbtRunner
 
     messages: list[str] = []
+    full_parse: list[str] = []
 
     def collect(event) -> None:  # type: ignore[no-untyped-def]
         if event.info.name in capture:
             messages.append(event.info.msg)
+        if event.info.name == _FULL_PARSE_EVENT:
+            full_parse.append(event.info.msg)
 
     result = dbtRunner(manifest=manifest, callbacks=[collect]).invoke(dbt_args)
     error = None
@@ -62,6 +71,7 @@ def _invoke(dbt_args: list[str], capture: set[str], manifest: Any = None) -> dic
         "success": bool(result.success),
         "error": error,
         "messages": messages,
+        "full_parse": full_parse,
         "peak_rss_mb": _peak_rss_mb(),
         "_result": result.result,
     }
@@ -133,13 +143,47 @@ def _freeze(manifest: Any) -> bytes:
     return buffer.getvalue()
 
 
+def _share_previous_state() -> None:
+    """dbt reads the production state (`--state`: a manifest of several MB, run results,
+    freshness) again in every invocation that is given it; a slim CI job gives it to three.
+    Within a session, invocations share one reading of the same files, read again when any of
+    them changes. dbt only reads it: a deferred build copies what it needs into the manifest
+    it runs (`Manifest.merge_from_artifact`)."""
+    from dbt.contracts.state import PreviousState
+    from dbt.task import runnable
+
+    read: dict[tuple[Any, ...], PreviousState] = {}
+
+    def stamp(path: Path) -> tuple[int, int] | None:
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        return info.st_mtime_ns, info.st_size
+
+    def shared(state_path: Path, target_path: Path, project_root: Path) -> PreviousState:
+        root = Path(project_root)
+        files = [root / state_path / name for name in
+                 ("manifest.json", "run_results.json", "sources.json")]  # fmt: skip
+        files.append(root / target_path / "sources.json")
+        key = (str(state_path), str(target_path), str(root), *map(stamp, files))
+        if key not in read:
+            read.clear()
+            read[key] = PreviousState(state_path, target_path, project_root)
+        return read[key]
+
+    runnable.PreviousState = shared  # type: ignore[assignment,misc]
+
+
 class Session:
-    """The manifest of the last parse, as pickled bytes: every invocation gets its own copy
-    (a deferred build merges production's nodes into the manifest it is given)."""
+    """The manifest of the last parse, as pickled bytes: every invocation that may change it
+    gets its own copy (a deferred build merges production's nodes into the manifest it is
+    given); listings share one."""
 
     def __init__(self) -> None:
         self.manifest: bytes | None = None
         self.key: tuple[str, ...] | None = None
+        self.shared: Any = None  # the listings' copy of ``manifest``
 
     def handle(self, dbt_args: list[str], capture: set[str]) -> dict[str, Any]:
         command = dbt_args[0] if dbt_args else ""
@@ -149,8 +193,10 @@ class Session:
             payload = _invoke(dbt_args, capture)
             if command == "parse" and payload["success"]:
                 self.manifest, self.key = _freeze(payload["_result"]), key
+                self.shared = None
             return {**payload, "parsed": command == "parse", "parse_s": 0.0}
         parsed = False
+        full_parse: list[str] = []
         if self.manifest is None or self.key != key:
             started = time.perf_counter()
             parse = _invoke(["parse", *key], set())
@@ -158,11 +204,23 @@ class Session:
             if not parse["success"]:
                 return {**parse, "parsed": True, "parse_s": parse_s}
             self.manifest, self.key, parsed = _freeze(parse["_result"]), key, True
-        payload = _invoke(dbt_args, capture, pickle.loads(self.manifest))
-        return {**payload, "parsed": parsed, "parse_s": parse_s}
+            self.shared = None
+            full_parse = parse["full_parse"]
+        if command in _READ_ONLY:
+            if self.shared is None:
+                self.shared = pickle.loads(self.manifest)
+            manifest = self.shared
+        else:
+            manifest = pickle.loads(self.manifest)
+        payload = _invoke(dbt_args, capture, manifest)
+        return {**payload, "parsed": parsed, "parse_s": parse_s, "full_parse": full_parse}
 
 
 def serve(ack_fd: int) -> int:
+    # dbt's import takes seconds: done while the job prepares its first request
+    import dbt.cli.main  # noqa: F401
+
+    _share_previous_state()
     session = Session()
     with os.fdopen(ack_fd, "w") as ack:
         for line in sys.stdin:
@@ -183,7 +241,12 @@ def serve(ack_fd: int) -> int:
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "--serve":
-        return serve(int(argv[1]))
+        code = serve(int(argv[1]))
+        # every result is written and acknowledged, every database closed: skip tearing down
+        # the interpreter, which with dbt's objects loaded takes most of a second
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     result_file = Path(argv[0])
     split = argv.index("--")
     options, dbt_args = argv[1:split], argv[split + 1 :]

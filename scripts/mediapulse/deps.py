@@ -9,6 +9,7 @@ in one atomic swap, so a failed install leaves the previous packages in place.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -113,8 +114,9 @@ def lock_hash(packages_yml: dict[str, Any]) -> str:
     return _create_sha1_hash(config.packages)
 
 
-def check_lock(pins: list[Pin], lock: dict[str, Any] | None, expected_hash: str) -> None:
-    """Fail unless package-lock.yml records exactly the pinned versions of packages.yml."""
+def check_lock(pins: list[Pin], lock: dict[str, Any] | None, expected_hash: str | None) -> None:
+    """Fail unless package-lock.yml records exactly the pinned versions of packages.yml (and,
+    given ``expected_hash``, was generated from this packages.yml)."""
     if lock is None:
         raise MediaPulseError(f"{LOCK_FILE} is missing: run `mediapulse deps --lock` and commit it")
     locked = {str(p.get("package")): str(p.get("version")) for p in lock.get("packages") or []}
@@ -129,7 +131,7 @@ def check_lock(pins: list[Pin], lock: dict[str, Any] | None, expected_hash: str)
                 f"version mismatch for {pin.hub_id}: packages.yml pins {pin.version}, "
                 f"{LOCK_FILE} has {locked[pin.hub_id]}; run `mediapulse deps --lock` and commit it"
             )
-    if lock.get("sha1_hash") != expected_hash:
+    if expected_hash is not None and lock.get("sha1_hash") != expected_hash:
         raise MediaPulseError(
             f"{LOCK_FILE} was not generated from the current packages.yml (sha1_hash differs): "
             "run `mediapulse deps --lock` and commit it"
@@ -261,6 +263,10 @@ def _marker(project: Project) -> dict[str, Any] | None:
         return None
 
 
+def _write_marker(project: Project, marker: dict[str, Any]) -> None:
+    (project.packages_dir / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+
+
 def _expected_marker(pins: list[Pin], source: Source, location: str) -> dict[str, Any]:
     return {
         "source": str(source),
@@ -287,6 +293,7 @@ def install_from_mirror(project: Project, pins: list[Pin], mirror: Path) -> Inst
         shutil.copytree(package.path, staging / package.project_name, symlinks=True)
     marker = _expected_marker(pins, Source.MIRROR, str(mirror))
     marker["names"] = [p.project_name for p in resolved]
+    marker["lock_checked"] = _declared_digest(project)
     (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
     target = project.packages_dir
     if target.exists():
@@ -328,16 +335,39 @@ def install_from_hub(project: Project, pins: list[Pin], url: str) -> InstallRepo
     marker["names"] = sorted(
         p.name for p in project.packages_dir.iterdir() if (p / "dbt_project.yml").is_file()
     )
-    (project.packages_dir / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+    marker["lock_checked"] = _declared_digest(project)
+    _write_marker(project, marker)
     return InstallReport(Source.HUB, url, tuple(pins))
 
 
+def _declared_digest(project: Project) -> str:
+    """What the lock check depends on: packages.yml and package-lock.yml, byte for byte, and
+    the dbt whose hash it compares (read from the installed distribution, not imported)."""
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(version("dbt-core").encode() + b"\0")
+    for name in ("packages.yml", LOCK_FILE):
+        path = project.root / name
+        digest.update(path.read_bytes() if path.is_file() else b"-")
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def install(project: Project, source: Source = Source.AUTO, force: bool = True) -> InstallReport:
-    """Install the pinned packages from ``source``; with ``force=False`` skip if already there."""
+    """Install the pinned packages from ``source``; with ``force=False`` skip if already there.
+
+    The lock's hash is dbt's own, and computing it imports dbt (seconds, paid by every job
+    before its first dbt call): the installed packages' marker records the files it was checked
+    against, and the same files are not checked again."""
     pins, packages_yml = load_pins(project)
-    check_lock(pins, _read_yaml(project.root / LOCK_FILE), lock_hash(packages_yml))
+    declared = _declared_digest(project)
+    marker = _marker(project) or {}
+    checked_before = marker.get("lock_checked") == declared
+    check_lock(pins, _read_yaml(project.root / LOCK_FILE),
+               None if checked_before else lock_hash(packages_yml))  # fmt: skip
     if not force and is_installed(project, pins):
-        marker = _marker(project) or {}
+        if not checked_before:
+            _write_marker(project, {**marker, "lock_checked": declared})
         return InstallReport(
             Source(marker.get("source", "mirror")),
             str(marker.get("location", "")),

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ STATE_FILES = ("manifest.json", "run_results.json", "sources.json", "catalog.jso
 # refresh's catalog (same code, same columns), freshness from the nightly, and the evaluator
 # report the nightly and deploy workflows add after their release (pull requests' baseline).
 CARRIED_OVER = ("catalog.json", "sources.json", "evaluator.json")
+# dbt's saved parse of this release's code for the CI target (slim CI starts from it), as
+# `partial_parse.<target>.msgpack`; a refresh keeps it (same code)
+CI_TARGET_ENV = "MEDIAPULSE_CI_TARGET"
+CI_PARSE = "partial_parse.{target}.msgpack"
 RELEASE_FILE = "release.json"
 PREVIOUS = "previous"  # the replaced release's state, inside the state directory
 SINCE_ENV = "MEDIAPULSE_REFRESH_SINCE"  # read by macro get_where_subquery
@@ -556,6 +561,33 @@ def run_with_retries(
                   elapsed_s=elapsed, messages=result.messages)  # fmt: skip
 
 
+def publish_ci_parse(project: Project, dbt: runner.DbtSession, staging: Path) -> str:
+    """dbt's parse of this release's code for the CI target, published with the state: slim CI
+    on a fresh runner starts from it (dbt then parses only the files a pull request changed)
+    instead of parsing the whole project, the longest part of checking a one-model change.
+    Parsing reads no data; dbt checks the saved parse against the profile, vars and dbt
+    version it was made with, and parses everything when they differ. DuckDB only: a CI run
+    on a server has schemas of its own, a profile no other run shares. Returns the report's
+    line; a failure costs slim CI time, not the release."""
+    ci = os.environ.get(CI_TARGET_ENV) or "ci"
+    if ci not in project.outputs or project.target_type(ci) != "duckdb":
+        return f"no parse published for slim CI: no DuckDB target `{ci}` (${CI_TARGET_ENV})"
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mediapulse-ci-parse-") as tmp:
+        run = dbt.run(["parse", "--target", ci, "--target-path", tmp], quiet=True, count=False)
+        saved = Path(tmp) / "partial_parse.msgpack"
+        if not run.success or not saved.is_file():
+            return (
+                f"notice: dbt could not parse the project for slim CI on target `{ci}` "
+                f"({run.error or 'no saved parse'}); the previous parse, if any, is kept"
+            )
+        shutil.copy2(saved, staging / CI_PARSE.format(target=ci))
+    return (
+        f"parse for slim CI on target `{ci}` published ({time.perf_counter() - started:.1f} s): "
+        "a pull request's slim CI starts from it"
+    )
+
+
 def run_nightly(
     project: Project, target: str, artifacts_dir: Path, summary: Path | None,
     start_over: bool = False,
@@ -709,10 +741,14 @@ def run_release(
                 break
         if (project.target_dir / "manifest.json").exists():
             shutil.copy2(project.target_dir / "manifest.json", staging / "manifest.json")
-        for name in CARRIED_OVER:  # what this job did not redo (the evaluator runs after it)
+        ok = bool(plan) and all(s.ok for s in steps) and len(steps) == len(plan)
+        if ok and release and refresh is None:
+            notes.append(publish_ci_parse(project, dbt, staging))
+        parses = artifacts_dir.glob(CI_PARSE.format(target="*"))
+        carried = [*CARRIED_OVER, *(p.name for p in parses)]
+        for name in carried:  # what this job did not redo (the evaluator runs after it)
             if not (staging / name).exists() and (artifacts_dir / name).is_file():
                 shutil.copy2(artifacts_dir / name, staging / name)
-        ok = bool(plan) and all(s.ok for s in steps) and len(steps) == len(plan)
         dbt.close()  # the files are free before they are swapped
         notes.append(dbt.describe())
         # a refresh is the live code with more rows: a rollback should still reach the release

@@ -47,10 +47,14 @@ class DbtRun:
     messages: list[str] = field(default_factory=list)
     peak_rss_mb: float = 0.0  # the dbt process's peak resident memory
     parse_s: float = 0.0  # a session's parse before this invocation (0: the manifest was reused)
+    full_parse: list[str] = field(default_factory=list)  # why dbt parsed everything, if it did
 
     @property
     def command(self) -> str:
         return "dbt " + " ".join(self.args)
+
+
+CHILD = (sys.executable, "-W", "ignore:resource_tracker:UserWarning")
 
 
 def _timeout() -> float:
@@ -83,7 +87,7 @@ def run_dbt(
         return active.run(args, capture_events=capture_events, timeout_s=timeout_s, quiet=quiet)
     env = _child_env(project, target, extra_env)
     limit = timeout_s if timeout_s is not None else _timeout()
-    full_args = _with_project_dir(project, args)
+    full_args = _with_project_dir(project, args, target)
 
     with tempfile.TemporaryDirectory(prefix="mediapulse-dbt-") as tmp:
         result_file = Path(tmp) / "result.json"
@@ -126,10 +130,18 @@ def _child_env(project: Project, target: str, extra_env: Mapping[str, str] | Non
     return env
 
 
-def _with_project_dir(project: Project, args: Sequence[str]) -> list[str]:
+def _with_project_dir(project: Project, args: Sequence[str], target: str) -> list[str]:
+    """dbt's arguments with the project and the target named. The target as an argument, not
+    only through the profile's default (MEDIAPULSE_TARGET): dbt's saved parse records the
+    `--target` it was made for, and a parse made by another job for this target (production's
+    parse for slim CI) must be recognised as one."""
     full_args = list(args)
-    if "--project-dir" not in full_args and args and args[0] not in ("--version",):
+    if not args or args[0] == "--version":
+        return full_args
+    if "--project-dir" not in full_args:
         full_args += ["--project-dir", str(project.root)]
+    if "--target" not in full_args and "-t" not in full_args:
+        full_args += ["--target", target]
     return full_args
 
 
@@ -149,6 +161,7 @@ def _run_from(full_args: list[str], payload: dict, elapsed: float) -> DbtRun:
         messages=payload["messages"],
         peak_rss_mb=float(payload.get("peak_rss_mb", 0.0)),
         parse_s=float(payload.get("parse_s", 0.0)),
+        full_parse=list(payload.get("full_parse") or []),
     )
 
 
@@ -162,12 +175,16 @@ class DbtSession:
         self.project, self.target = project, target
         self.extra_env = dict(extra_env or {})
         self.invocations = 0
+        self._sent = 0  # requests, counted or not
         self.parses = 0
         self.parse_s = 0.0
+        self.full_parse: list[str] = []  # dbt's reasons for parsing everything, when it did
         self._tmp = tempfile.TemporaryDirectory(prefix="mediapulse-dbt-")
         ack_read, ack_write = os.pipe()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "mediapulse.dbt_child", "--serve", str(ack_write)],
+            # the child ends with os._exit, skipping its finalisers: the semaphore tracker it
+            # inherits this flag from unlinks dbt's semaphores, as expected, without a warning
+            [*CHILD, "-m", "mediapulse.dbt_child", "--serve", str(ack_write)],
             cwd=project.root,
             env=_child_env(project, target, extra_env),
             start_new_session=True,
@@ -193,11 +210,15 @@ class DbtSession:
         capture_events: Sequence[str] = (),
         timeout_s: float | None = None,
         quiet: bool = False,
+        count: bool = True,
     ) -> DbtRun:
+        """One invocation; ``count=False`` leaves it out of the job's line (`describe`): work
+        the session does for another job, such as parsing for the CI target."""
         limit = timeout_s if timeout_s is not None else _timeout()
-        full_args = _with_project_dir(self.project, args)
-        self.invocations += 1
-        result_file = Path(self._tmp.name) / f"result-{self.invocations}.json"
+        full_args = _with_project_dir(self.project, args, self.target)
+        self._sent += 1
+        self.invocations += count
+        result_file = Path(self._tmp.name) / f"result-{self._sent}.json"
         request = {"args": full_args, "capture": list(capture_events), "quiet": quiet,
                    "result": str(result_file)}  # fmt: skip
         started = time.perf_counter()
@@ -221,16 +242,26 @@ class DbtSession:
                 "see its output above"
             )
         run = _run_from(full_args, json.loads(result_file.read_text()), elapsed)
-        if run.parse_s or (args and args[0] == "parse"):
+        if count and (run.parse_s or (args and args[0] == "parse")):
             self.parses += 1
             self.parse_s += run.parse_s
+            self.full_parse += run.full_parse
         return run
 
     def describe(self) -> str:
         """The session's line for a job's report: what parsing cost, measured."""
         times = "once" if self.parses == 1 else f"{self.parses} times"
+        how = []
+        if self.parse_s:
+            how.append(f"{self.parse_s:.1f} s")
+        if self.parses:
+            # dbt says why it could not start from its saved parse; silence means it did
+            how.append(
+                "in full: " + "; ".join(dict.fromkeys(self.full_parse)) if self.full_parse
+                else "partially, from the saved parse"
+            )  # fmt: skip
         return f"dbt: {self.invocations} invocations in one process, the project parsed {times}" + (
-            f" ({self.parse_s:.1f} s)" if self.parse_s else ""
+            f" ({', '.join(how)})" if how else ""
         )
 
     def __enter__(self) -> DbtSession:

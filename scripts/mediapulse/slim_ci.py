@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 from mediapulse import artifacts, prepare, runner
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
-from mediapulse.release import RELEASE_FILE
+from mediapulse.release import CI_PARSE, RELEASE_FILE
 from mediapulse.report import markdown_table, write_summary
 from mediapulse.runner import run_dbt
 
@@ -349,11 +350,29 @@ def run_slim_ci(
         from mediapulse.pg_access import ci_schema
 
         ci_schema(project, target, "slim CI builds only in a CI run's own schemas")
-    prepare.prepare(project, target)
     state = find_state(state_dir)
     env = prepare.target_env(project, target, prod_warehouse, need_prod=state is not None)
+    seed_parse(project, state, target)
+    # dbt starts (and imports itself) while the job checks packages and data
     with runner.session(project, target, env) as dbt:
+        prepare.prepare(project, target)
         return _slim_ci(project, state, state_dir, target, select, env, summary, dbt)
+
+
+def seed_parse(project: Project, state: Path | None, target: str) -> bool:
+    """Start dbt from production's parse of its code for this target (published with the
+    state) when this checkout has no parse of its own, as on a fresh runner: dbt then parses
+    only what the pull request changed. dbt itself refuses a parse made for another profile,
+    vars or dbt version and parses everything (the report says why)."""
+    if state is None:
+        return False
+    published = state / CI_PARSE.format(target=target)
+    saved = project.target_dir / "partial_parse.msgpack"
+    if not published.is_file() or saved.exists():
+        return False
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(published, saved)
+    return True
 
 
 def _slim_ci(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -157,6 +160,34 @@ def test_mirror_install_writes_packages_lock_and_marker(
     assert deps.is_installed(project, list(report.packages))
     again = deps.install(project, force=False)
     assert again.already_installed
+
+
+def test_a_job_checks_installed_packages_without_loading_dbt(
+    tmp_path: Path, fake_mirror: Path, offline: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every job starts with the packages check; once the packages are installed from this
+    packages.yml and lock, it must not pay for importing dbt (seconds) to check them again,
+    and a stale lock is still refused."""
+    project = _two_package_project(tmp_path)
+    monkeypatch.setenv(deps.MIRROR_ENV, str(fake_mirror))
+    deps.write_lock(project, fake_mirror)
+    deps.install(project)
+    check = (
+        "import sys; from pathlib import Path; from mediapulse import deps; "
+        "from mediapulse.project import Project; "
+        f"p = Project.discover(Path({str(project.root)!r}), Path({str(tmp_path / 'wh')!r})); "
+        "r = deps.install(p, force=False); "
+        "print(r.already_installed, [m for m in sys.modules if m.startswith('dbt.')][:3])"
+    )
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                         check=True, env=os.environ).stdout  # fmt: skip
+    assert out.strip() == "True []", out
+    # packages.yml changed since the install: the lock is checked again, and is stale
+    packages = yaml.safe_load((project.root / "packages.yml").read_text())
+    packages["packages"][1]["version"] = "0.14.0"
+    (project.root / "packages.yml").write_text(yaml.safe_dump(packages, sort_keys=False))
+    with pytest.raises(MediaPulseError, match="version mismatch for dbt-labs/codegen"):
+        deps.install(project, force=False)
 
 
 def test_missing_version_in_mirror_names_both_versions(

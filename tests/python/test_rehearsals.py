@@ -223,6 +223,9 @@ def test_a_pull_request_is_built_against_production(
     slim = (checks.workspace / "ci-output" / "slim-ci.md").read_text()
     assert "| modified | 1 | stg_catalog__content |" in slim
     assert "Slim CI results: passed" in slim
+    # the fresh runner started dbt from the parse the nightly published with the state
+    assert (published.path("production-state") / "partial_parse.ci.msgpack").is_file()
+    assert "the project parsed once (" in slim and "partially, from the saved parse" in slim, slim
     ci = checks.workspace / "warehouse" / "ci.duckdb"
     relation = _relation(checks.workspace / "target", "dim_content")
     assert _count(ci, f"select count(*) from {relation} where title <> upper(title)") == 0
