@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mediapulse import artifacts
+from mediapulse import artifacts, history
 from mediapulse.errors import MediaPulseError
 from mediapulse.prepare import check_duckdb_file, prepare, target_env
 from mediapulse.project import Project
@@ -97,6 +97,7 @@ def main_job(
     large models that configure `event_time` are read from the window only, and the
     incremental models are rebuilt (--full-refresh): the warehouse then holds the sample and
     nothing else, whatever an earlier build left in it."""
+    clock = history.Job("build", target)
     window = check_sample(project, target, sample) if sample is not None else None
     kind = prepare(project, target)
     env = target_env(project, target)
@@ -127,11 +128,15 @@ def main_job(
         )
     if select:
         args += ["--select", select]
+    # what the history records is this build's, never an earlier one's
+    (project.target_dir / "run_results.json").unlink(missing_ok=True)
     result = run_dbt(project, args, target=target, extra_env=env)
+    recorded = history.record_job(project, target, clock, result.success, project.target_dir)
     if not result.success:
         print(f"\ndbt build on target '{target}' failed:")
         if not report_failures(project) and result.error:
             print(f"  {result.error}")
+        print(recorded)
         return 1
     if window is None and not select:
         marker.unlink(missing_ok=True)  # every model was built from the whole data
@@ -140,6 +145,7 @@ def main_job(
     if any(r.status == "warn" for r in artifacts.node_results(project.target_dir)):
         print("Warnings (signals, see docs/test-severity.md):")
         report_failures(project, WARNED)
+    print(recorded)
     if kind == "duckdb":
         _print_where(project, target)
     return 0

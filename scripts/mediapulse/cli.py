@@ -170,6 +170,30 @@ def _cmd_rollback(args: argparse.Namespace, project: Project) -> int:
     return 0
 
 
+def _cmd_record(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse import artifacts, history
+
+    folder = Path(args.artifacts).resolve()
+    if not (folder / "run_results.json").is_file():
+        raise MediaPulseError(
+            f"--artifacts {folder}: no run_results.json there; pass the directory a job left "
+            "its dbt artifacts in (a release's published state, or target/ after a build)"
+        )
+    project.check_target(args.target)
+    job = history.Job(args.job, args.target)
+    results = artifacts.load_json(folder / "run_results.json", "dbt run results")["results"]
+    ok = not any(str(r.get("status")) in artifacts.FAILED_STATUSES for r in results)
+    record = job.record(project, ok, folder)
+    record.measured = False
+    record.run.update(history.timed_by_dbt(folder))  # the job's times, not this command's
+    history.store(project, args.target, record, keep_run=True)
+    print(
+        f"run {record.run_id} ({args.job} on '{args.target}') recorded: "
+        f"{len(record.node_results)} nodes, {len(record.source_freshness)} freshness checks"
+    )
+    return 0
+
+
 def _cmd_notify(args: argparse.Namespace, project: Project) -> int:
     from mediapulse.notify import notify
 
@@ -460,6 +484,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--artifacts",
         required=True,
         help="the production state directory releases publish to (its previous/ is restored)",
+    )
+
+    record_p = command(
+        "record",
+        _cmd_record,
+        "load a job's dbt artifacts into the target's run history (again: it changes nothing)",
+    )
+    _target_argument(record_p, default="prod")
+    record_p.add_argument("--artifacts", required=True, help="the directory with run_results.json")
+    record_p.add_argument(
+        "--job", required=True, choices=["nightly", "deploy", "refresh", "build", "slim-ci"]
     )
 
     notify_p = command(

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mediapulse import artifacts, prepare, runner
+from mediapulse import artifacts, history, prepare, runner
 from mediapulse.duckdb_release import DuckDbRelease, warehouse_release_id
 from mediapulse.errors import MediaPulseError
 from mediapulse.pg_release import PREVIOUS as PG_PREVIOUS
@@ -618,6 +618,7 @@ def run_release(
     job: Job,
     start_over: bool = False,
 ) -> int:
+    clock = history.Job(job.name, target)  # the run history's record of this job
     kind = project.target_type(target)
     release = DuckDbRelease(project) if kind == "duckdb" else None
     pg = PgRelease(project, target) if kind == "postgres" else None
@@ -636,6 +637,7 @@ def run_release(
             f"No new raw rows since release {live}: every raw table holds the rows it read "
             "(row counts and newest loads). Nothing was built or released.\n"
         )
+        report += "\n" + history.record_job(project, target, clock, True, None, status="skipped")
         print(report)
         write_summary(report, summary)
         return 0
@@ -779,6 +781,15 @@ def run_release(
             publish_state(staging, artifacts_dir, release_id, job.name, project.vars, record,
                           keep_previous=keep)  # fmt: skip
             saved = {f: artifacts_dir / f for f in STATE_FILES if (artifacts_dir / f).exists()}
+        # the history outlives the release (its own file on DuckDB, its own schema on a server)
+        report += "\n" + history.record_job(
+            project, target, clock, ok, artifacts_dir if ok else staging,
+            release_id if ok else None, database=release.live if release else None,
+        )  # fmt: skip
+    except BaseException:
+        # a job that stopped on an error is a failed run too
+        history.record_job(project, target, clock, False, staging)
+        raise
     finally:
         dbt.close()
         if release:

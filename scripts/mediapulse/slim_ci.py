@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mediapulse import artifacts, prepare, runner
+from mediapulse import artifacts, history, prepare, runner
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 from mediapulse.release import CI_PARSE, RELEASE_FILE
@@ -350,13 +350,20 @@ def run_slim_ci(
         from mediapulse.pg_access import ci_schema
 
         ci_schema(project, target, "slim CI builds only in a CI run's own schemas")
+    clock = history.Job("slim-ci", target)
     state = find_state(state_dir)
     env = prepare.target_env(project, target, prod_warehouse, need_prod=state is not None)
     seed_parse(project, state, target)
+    (project.target_dir / "run_results.json").unlink(missing_ok=True)  # this run's, or none
     # dbt starts (and imports itself) while the job checks packages and data
     with runner.session(project, target, env) as dbt:
         prepare.prepare(project, target)
-        return _slim_ci(project, state, state_dir, target, select, env, summary, dbt)
+        code = _slim_ci(project, state, state_dir, target, select, env, summary, dbt)
+    if project.target_type(target) == "duckdb":
+        # the CI warehouse's own history; on a server a CI run's schemas are dropped after it
+        # and production's history is never a pull request's to write
+        print(history.record_job(project, target, clock, code == 0, project.target_dir))
+    return code
 
 
 def seed_parse(project: Project, state: Path | None, target: str) -> bool:

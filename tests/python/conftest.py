@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from mediapulse import artifacts, build, deps, generate
 from mediapulse.errors import MediaPulseError
@@ -148,15 +149,37 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 E2E = dict(seed=5, users=300, days=10, events_per_user_day=12.0)
 
 
-@pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    """A project copy with packages, raw data and a complete `dev` build on DuckDB."""
-    project = copy_project(tmp_path_factory.mktemp("e2e") / "project")
+def once_per_session(
+    factory: pytest.TempPathFactory, name: str, make: Callable[[Path], Project]
+) -> Project:
+    """``make(destination)`` once for the whole test session, by whichever `make test` worker
+    asks first (the others wait for it), and a copy of it for each worker: a built warehouse
+    takes a minute or two, and every worker needs one."""
+    here = factory.mktemp(name) / "project"
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: nothing to share
+        return make(here)
+    shared = factory.getbasetemp().parent / f"shared-{name}"  # the session's, above the workers'
+    with FileLock(str(shared) + ".lock"):
+        if not (shared / ".made").exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            make(shared / "project")
+            (shared / ".made").touch()
+    return clone_built(Project.discover(shared / "project", shared / "project" / "warehouse"), here)
+
+
+def _build_e2e(destination: Path) -> Project:
+    project = copy_project(destination)
     deps.install(project)
     params = generate.Params(**E2E, start_date=generate.default_start_date(E2E["days"]))
     generate.generate(project.raw_path, params)
     assert build.main_job(project, target="dev") == 0
     return project
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A project copy with packages, raw data and a complete `dev` build on DuckDB."""
+    return once_per_session(tmp_path_factory, "e2e", _build_e2e)
 
 
 def manifest_models(project: Project) -> dict[str, dict]:
@@ -179,9 +202,12 @@ def after_nightly(built: Project, tmp_path_factory: pytest.TempPathFactory) -> P
     slim CI reads in <root>/state."""
     from mediapulse.release import run_nightly
 
-    project = clone_built(built, tmp_path_factory.mktemp("nightly") / "project")
-    assert run_nightly(project, "prod", project.root / "state", None) == 0
-    return project
+    def nightly(destination: Path) -> Project:
+        project = clone_built(built, destination)
+        assert run_nightly(project, "prod", project.root / "state", None) == 0
+        return project
+
+    return once_per_session(tmp_path_factory, "nightly", nightly)
 
 
 ONE_MART = "models/marts/engagement/fct_daily_engagement.sql"

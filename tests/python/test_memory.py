@@ -46,10 +46,12 @@ def test_a_releases_spill_directory_is_beside_the_staged_copy(
 
 
 @pytest.mark.dbt
-def test_duckdb_runs_with_the_limit(built: Project) -> None:
-    """What DuckDB reports inside a dbt run on the default settings."""
+def test_duckdb_runs_with_the_limit(built: Project, tmp_path: Path) -> None:
+    """What DuckDB reports inside a dbt run on the default settings. On a copy: `dbt show`
+    writes its own run_results.json, which other tests read from the shared build."""
+    project = clone_built(built, tmp_path / "project")
     result = run_dbt(
-        built,
+        project,
         ["show", "--inline", "select current_setting('memory_limit') as memory_limit, "
          "current_setting('temp_directory') as temp_directory", "--output", "json"],
         target="dev",

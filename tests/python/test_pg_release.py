@@ -26,7 +26,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from mediapulse import deps, generate
+from mediapulse import deps, generate, history
 from mediapulse.cli import main
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
@@ -204,6 +204,19 @@ def test_a_first_nightly_builds_green_and_swaps_it_live(
     # The published state names the live schemas (slim CI defers to them), not green's.
     assert "__green" not in (state / "manifest.json").read_text()
     assert "__green" not in (state / "catalog.json").read_text()
+    # The run history: schema `monitoring` of the database, the same tables as on DuckDB,
+    # outside what a release swaps.
+    assert "run history: run " in out, out[-2000:]
+    assert history.read(project, TARGET, "select job, status, release_id from monitoring.runs") == [
+        ("nightly", "success", release_id)
+    ]
+    columns = history.read(project, TARGET,
+        "select table_name, column_name from information_schema.columns "
+        "where table_schema = 'monitoring' order by table_name, ordinal_position")  # fmt: skip
+    assert columns == [(t, c) for t in sorted(history.TABLES) for c, _ in history.TABLES[t]]
+    sizes = dict(history.read(project, TARGET,
+        "select relation, row_count from monitoring.relation_sizes"))  # fmt: skip
+    assert sizes and all(count >= 0 for count in sizes.values())
 
 
 # -- roles: what `reporter` and `ci` may do on production (README, "Roles and grants") ---------
