@@ -210,7 +210,9 @@ def test_the_first_nightly_on_an_empty_store_publishes_production(
     assert report["violations"] == []
     # production, the raw data, and the run history that outlives the runner
     assert {p.name for p in store.path(WAREHOUSE).iterdir()} == {
-        "prod.duckdb", "raw.duckdb", "monitoring_prod.duckdb"
+        "prod.duckdb",
+        "raw.duckdb",
+        "monitoring_prod.duckdb",
     }
     assert _mixed_case_titles(store) > 0
 
