@@ -456,7 +456,9 @@ def run_bench(
         Target("slim CI, one mart, vs full build", slim_ratio, 20, "higher", "x"),
         Target("dbt full refresh over the raw-SQL floor", floor_ratio, 1.5, "lower", "x"),
         Target("full build wall clock", m["full_build"].wall_median, 60, "lower", "s"),
-        Target("full build peak memory", peak_gib, 4, "lower", "GiB"),
+        # 4 GiB at 10 M; at 50 M, under 6 GiB (a 16 GB laptop): DuckDB's limit and spilling
+        Target("full build peak memory", peak_gib, 4 if events < 30_000_000 else 6, "lower",
+               "GiB"),
         # the same ratios as a user at the terminal sees them: dbt's start-up and parsing
         # (several seconds whatever the change) included
         Target("incremental run vs full refresh, wall clock",
@@ -474,12 +476,9 @@ def run_bench(
                6, "lower", "s"),
     ]  # fmt: skip
     scaling = _scaling(out_json, events_loaded, m)
-    if len(scaling) > 1:  # the refresh stays flat as history grows
-        small, large = min(scaling, key=int), max(scaling, key=int)
-        if int(large) >= 4 * int(small):
-            ratio = scaling[large]["refresh_s"] / max(scaling[small]["refresh_s"], 1e-9)
-            name = f"refresh at {int(large):,} vs at {int(small):,} events"
-            targets.append(Target(name, ratio, 2, "lower", "x"))
+    flat = flatness_target(scaling)
+    if flat is not None:
+        targets.append(flat)
     report = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": info,
@@ -513,6 +512,21 @@ def run_bench(
     print(markdown)
     print(f"results: {out_json}, {out_markdown}")
     return 0
+
+
+def flatness_target(scaling: dict[str, dict[str, float]]) -> Target | None:
+    """The refresh stays flat as history grows: the refresh at the largest scale measured
+    against the largest scale at least 4x smaller (50 M against 10 M when 1 M, 10 M and 50 M
+    were measured), at most 2x."""
+    if not scaling:
+        return None
+    large = max(scaling, key=int)
+    smaller = [events for events in scaling if 4 * int(events) <= int(large)]
+    if not smaller:
+        return None
+    small = max(smaller, key=int)
+    ratio = scaling[large]["refresh_s"] / max(scaling[small]["refresh_s"], 1e-9)
+    return Target(f"refresh at {int(large):,} vs at {int(small):,} events", ratio, 2, "lower", "x")
 
 
 def _scaling(out_json: Path, events: int, m: dict[str, Measure]) -> dict[str, dict[str, float]]:
@@ -593,6 +607,14 @@ def render(report: dict[str, Any]) -> str:
             + "; ".join(f"{name}: {', '.join(found)}" for name, found in notes.items() if found)
             + ".",
         ]
+        staged = [f"{name}: {n.split(': ', 1)[1]}" for name, found in notes.items()
+                  for n in found if n.startswith("staged copy of production:")]  # fmt: skip
+        if staged:
+            lines += ["", "Staged copy of production (blue-green), per release: "
+                      + "; ".join(staged) + "."]  # fmt: skip
+    if any(not t["met"] for t in report["targets"]):
+        lines += ["", "Missed targets: the measured reasons and what was tried are in the "
+                  "README, section Performance."]  # fmt: skip
     scaling = report.get("scaling") or {}
     if scaling:
         table = [
@@ -600,7 +622,7 @@ def render(report: dict[str, Any]) -> str:
              _fmt(r["refresh_s"], 1), _fmt(r["refresh_wall_s"], 1),
              _fmt(r["deploy_one_mart_s"], 1), _fmt(r["deploy_one_mart_wall_s"], 1),
              _fmt(r["slim_ci_wall_s"], 1), _fmt(r["peak_gib"], 2))
-            for events, r in scaling.items()
+            for events, r in sorted(scaling.items(), key=lambda row: int(row[0]))
         ]  # fmt: skip
         lines += ["", "### Scaling (each row from the run at that scale; dbt time, and wall)", "",
                   markdown_table(("events", "full build", "nightly wall", "refresh",

@@ -28,6 +28,9 @@ STAGED = re.compile(r"staged copy of production: ([\d.]+) s, ([\d,.]+) MiB")
 PARSED = re.compile(
     r"dbt: (\d+) invocations in one process, the project parsed (\w+)(?: \([^)]*\))?"
 )
+RECORDED = re.compile(
+    r"run history: run \S+ recorded \(\d+ nodes, \d+ relation sizes\) in [\d.]+ s"
+)
 
 
 def _elapsed(run_results: Path) -> float | None:
@@ -59,7 +62,8 @@ def run_job(
             tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-4:])
             raise MediaPulseError(f"benchmark step `mediapulse {shown}` failed: {tail}")
         measure.samples.append(Sample(wall, _elapsed(results), 0.0))
-        notes = [m.group(0) for m in (STAGED.search(proc.stdout), PARSED.search(proc.stdout)) if m]
+        found = (pattern.search(proc.stdout) for pattern in (STAGED, PARSED, RECORDED))
+        notes = [m.group(0) for m in found if m]
         bench.job_notes[name] = notes
         print(f"  {name}: {wall:.1f} s wall, dbt {measure.samples[-1].exec_s or 0:.1f} s; "
               + "; ".join(notes))  # fmt: skip

@@ -23,8 +23,10 @@ rows, so loading twice changes nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -41,6 +43,8 @@ from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 
 SCHEMA = "monitoring"
+INSERT_BATCH = 500  # rows per insert statement on PostgreSQL
+DUCKDB_TYPES = {"double precision": "double"}  # the portable names DuckDB's JSON reader lacks
 CATALOG = "monitoring"  # DuckDB: the alias every target attaches the history file as
 
 # table -> columns (name, portable type): the same DDL on DuckDB and PostgreSQL
@@ -375,14 +379,53 @@ def store(project: Project, target: str, record: RunRecord, keep_run: bool = Fal
                           (table == "relation_sizes" and not record.measured)):  # fmt: skip
                 continue
             cursor.execute(f"delete from {SCHEMA}.{table} where run_id = {marker}", [record.run_id])
-            columns = [name for name, _ in TABLES[table]]
-            if rows:
-                insert = (
-                    f"insert into {SCHEMA}.{table} ({', '.join(columns)}) values "
-                    f"({', '.join([marker] * len(columns))})"
-                )
-                cursor.executemany(insert, [[row.get(c) for c in columns] for row in rows])
+            if marker == "?":
+                _insert_duckdb(cursor, table, rows)
+            else:
+                _insert_postgres(cursor, table, rows)
         con.commit()
+
+
+def _insert_duckdb(con: Any, table: str, rows: list[dict[str, Any]]) -> None:
+    """Rows into DuckDB through a JSON file it reads in one statement: binding parameters
+    (executemany, or many rows per insert) took 1.3-3 s for a build's ~300 nodes."""
+    if not rows:
+        return
+    columns = TABLES[table]
+    types = ", ".join(
+        f"'{name}': '{DUCKDB_TYPES.get(kind, kind).upper()}'" for name, kind in columns
+    )
+    with tempfile.TemporaryDirectory(prefix="mediapulse-history-") as folder:
+        path = Path(folder) / f"{table}.json"
+        with path.open("w") as handle:
+            for row in rows:
+                values = {name: row.get(name) for name, _ in columns}
+                handle.write(json.dumps(values, default=_json_value) + "\n")
+        names = ", ".join(name for name, _ in columns)
+        con.execute(
+            f"insert into {SCHEMA}.{table} ({names}) select {names} from read_json(?, "
+            f"format = 'newline_delimited', columns = {{{types}}})",
+            [str(path)],
+        )
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ")
+    raise TypeError(f"run history: cannot store {type(value).__name__} {value!r}")
+
+
+def _insert_postgres(cursor: Any, table: str, rows: list[dict[str, Any]]) -> None:
+    """Rows into PostgreSQL, many per statement (one round trip per row otherwise)."""
+    names = [name for name, _ in TABLES[table]]
+    one = f"({', '.join(['%s'] * len(names))})"
+    for start in range(0, len(rows), INSERT_BATCH):
+        batch = rows[start : start + INSERT_BATCH]
+        cursor.execute(
+            f"insert into {SCHEMA}.{table} ({', '.join(names)}) values "
+            + ", ".join([one] * len(batch)),
+            [row.get(name) for row in batch for name in names],
+        )
 
 
 def read(project: Project, target: str, sql: str) -> list[tuple]:

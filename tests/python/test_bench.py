@@ -83,6 +83,9 @@ def test_bench_runs_every_step_and_its_checks_hold(
         notes = " ".join(report["job_notes"][job])
         assert "staged copy of production:" in notes and "parsed once" in notes, (job, notes)
     assert "parsed once" in " ".join(report["job_notes"]["job_slim_ci_one_mart"])
+    # what recording the run history costs each job, measured by the job itself
+    for job in JOBS:
+        assert "run history: run " in " ".join(report["job_notes"][job]), job
     # the scaling table holds this scale's row, from this run
     (row,) = report["scaling"].values()
     assert row["refresh_s"] == report["measures"]["job_refresh"]["exec_s"]["median"]
@@ -95,6 +98,7 @@ def test_bench_runs_every_step_and_its_checks_hold(
     assert "--state <work-dir>/state" in report["measures"]["slim_ci_one_mart"]["command"]
     assert "| parse_cold | — | — |" in markdown
     assert "### Scaling" in markdown
+    assert "Staged copy of production (blue-green), per release: job_nightly: " in markdown
     assert "Machine:" in printed and "check incremental == full refresh: equal" in printed
     # the edited models were put back in the work copy, and the checkout was never touched
     work_model = tmp_path / "work" / "project" / bench.ONE_MART
@@ -209,3 +213,20 @@ def test_bench_uses_a_new_or_empty_directory_and_reuses_its_own(tmp_path: Path) 
     with pytest.raises(MediaPulseError, match=r"results.txt.* is a file"):
         bench.claim_work_dir(a_file)
     assert a_file.read_text() == "not a directory"
+
+
+def test_the_refresh_is_checked_flat_against_the_next_smaller_scale() -> None:
+    """With 1 M, 10 M and 50 M measured, the target is 50 M against 10 M (as stated), not
+    against 1 M, whose refresh is nearly all fixed cost."""
+    rows = {
+        "50000000": {"refresh_s": 38.0}, "1000000": {"refresh_s": 17.0},
+        "10000000": {"refresh_s": 20.0},
+    }  # fmt: skip
+    target = bench.flatness_target(rows)
+    assert target is not None
+    assert target.name == "refresh at 50,000,000 vs at 10,000,000 events"
+    assert target.measured == 38.0 / 20.0 and target.met
+    assert bench.flatness_target({"10000000": rows["10000000"]}) is None
+    # 12.5 M is less than 4x below 50 M: 10 M is still the scale compared
+    near = bench.flatness_target({**rows, "12500001": {"refresh_s": 30.0}})
+    assert near is not None and "vs at 10,000,000" in near.name
