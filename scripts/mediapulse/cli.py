@@ -171,26 +171,9 @@ def _cmd_rollback(args: argparse.Namespace, project: Project) -> int:
 
 
 def _cmd_record(args: argparse.Namespace, project: Project) -> int:
-    from mediapulse import artifacts, history
+    from mediapulse.history import record_artifacts
 
-    folder = Path(args.artifacts).resolve()
-    if not (folder / "run_results.json").is_file():
-        raise MediaPulseError(
-            f"--artifacts {folder}: no run_results.json there; pass the directory a job left "
-            "its dbt artifacts in (a release's published state, or target/ after a build)"
-        )
-    project.check_target(args.target)
-    job = history.Job(args.job, args.target)
-    results = artifacts.load_json(folder / "run_results.json", "dbt run results")["results"]
-    ok = not any(str(r.get("status")) in artifacts.FAILED_STATUSES for r in results)
-    record = job.record(project, ok, folder)
-    record.measured = False
-    record.run.update(history.timed_by_dbt(folder))  # the job's times, not this command's
-    history.store(project, args.target, record, keep_run=True)
-    print(
-        f"run {record.run_id} ({args.job} on '{args.target}') recorded: "
-        f"{len(record.node_results)} nodes, {len(record.source_freshness)} freshness checks"
-    )
+    print(record_artifacts(project, args.target, args.job, Path(args.artifacts).resolve()))
     return 0
 
 

@@ -510,3 +510,25 @@ def record_job(
         f"run history: run {record.run_id} recorded ({len(record.node_results)} nodes, "
         f"{len(record.relation_sizes)} relation sizes) in {time.perf_counter() - started:.2f} s"
     )
+
+
+def record_artifacts(project: Project, target: str, job: str, folder: Path) -> str:
+    """`mediapulse record`: load a job's artifacts after the fact (e.g. from a downloaded
+    GitHub artifact). Its status is the nodes', its times dbt's; what the job recorded of
+    itself (times, measured sizes) is kept when it did."""
+    if not (folder / "run_results.json").is_file():
+        raise MediaPulseError(
+            f"--artifacts {folder}: no run_results.json there; pass the directory a job left "
+            "its dbt artifacts in (a release's published state, or target/ after a build)"
+        )
+    project.check_target(target)
+    results = artifacts.load_json(folder / "run_results.json", "dbt run results")["results"]
+    ok = not any(str(r.get("status")) in artifacts.FAILED_STATUSES for r in results)
+    record = Job(job, target).record(project, ok, folder)
+    record.measured = False
+    record.run.update(timed_by_dbt(folder))  # the job's times, not this command's
+    store(project, target, record, keep_run=True)
+    return (
+        f"run {record.run_id} ({job} on '{target}') recorded: "
+        f"{len(record.node_results)} nodes, {len(record.source_freshness)} freshness checks"
+    )
