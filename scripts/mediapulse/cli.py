@@ -185,6 +185,16 @@ def _cmd_notify(args: argparse.Namespace, project: Project) -> int:
     return 0
 
 
+def _cmd_alert(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.alerts import run_alert
+
+    return run_alert(
+        project, args.target, job=args.job, run_id=args.run_id,
+        summary=Path(args.summary) if args.summary else None, dry_run=args.dry_run,
+        timeout=args.timeout, within_min=args.within, job_failed=args.job_failed,
+    )  # fmt: skip
+
+
 def _cmd_summarize(args: argparse.Namespace, project: Project) -> int:
     from mediapulse.summarize import write_combined
 
@@ -491,6 +501,43 @@ def build_parser() -> argparse.ArgumentParser:
     notify_p.add_argument("--title", required=True, help="what ran, e.g. 'Nightly full refresh'")
     notify_p.add_argument("--status", required=True, choices=["failure", "success", "cancelled"])
     notify_p.add_argument("--summary", help="Markdown report to include")
+
+    alert_p = command(
+        "alert",
+        _cmd_alert,
+        "one message for a failed or degraded run, page or ticket, to its owners' webhook "
+        "(exits 0 whatever the webhook does)",
+    )
+    _target_argument(alert_p, default="prod")
+    which = alert_p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--job",
+        choices=["nightly", "deploy", "refresh", "build", "slim-ci"],
+        help="alert for this job's latest run (default: the latest run of any job)",
+    )
+    which.add_argument("--run-id", help="alert for this run (dbt's invocation id)")
+    alert_p.add_argument(
+        "--within",
+        type=_positive_float,
+        metavar="MINUTES",
+        help="the run must have started this recently, else the job recorded none (CI: the "
+        "job's timeout)",
+    )
+    alert_p.add_argument(
+        "--job-failed",
+        action="store_true",
+        help="the CI job failed: alert even when its run is healthy or was never recorded",
+    )
+    alert_p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="how long to wait for the webhook (default: $MEDIAPULSE_ALERT_TIMEOUT_S or 5)",
+    )
+    alert_p.add_argument("--dry-run", action="store_true", help="print the payload, send nothing")
+    alert_p.add_argument(
+        "--summary", help="Markdown report path (default: $GITHUB_STEP_SUMMARY when set)"
+    )
 
     summarize_p = command(
         "summarize", _cmd_summarize, "combine the CI steps' Markdown reports into one"

@@ -1,8 +1,10 @@
-"""Failure alerts: posted to the webhook in a secret, skipped when it is unset, never echoed."""
+"""Posting to chat webhooks: `mediapulse notify`'s failure message (the webhook in a secret,
+skipped when it is unset, never echoed) and the posting `mediapulse alert` shares."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,7 +14,7 @@ from typing import ClassVar
 import pytest
 
 from mediapulse.errors import MediaPulseError
-from mediapulse.notify import notify
+from mediapulse.notify import DeliveryError, notify, post_json
 
 ENV = "MEDIAPULSE_WEBHOOK_URL"
 
@@ -74,3 +76,21 @@ def test_a_refusing_webhook_is_an_error_that_does_not_leak_the_url(
     with pytest.raises(MediaPulseError) as err:
         notify(ENV, "Deploy", "failure", None)
     assert "could not reach" in str(err.value) and "secret-token-123" not in str(err.value)
+
+
+def test_post_json_names_the_answer_or_the_silence_never_the_url(receiver: str) -> None:
+    """What `mediapulse alert` reports when its webhook fails (module alerts)."""
+    _Receiver.status = 500
+    with pytest.raises(DeliveryError) as err:
+        post_json(receiver, {"text": "hi"}, 2.0, "the page webhook")
+    assert str(err.value) == "the page webhook answered HTTP 500"
+    silent = socket.socket()  # the kernel accepts the connection; nothing ever answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    try:
+        with pytest.raises(DeliveryError) as err:
+            url = f"http://127.0.0.1:{silent.getsockname()[1]}/hooks/secret-token-123"
+            post_json(url, {"text": "hi"}, 0.3, "the page webhook")
+    finally:
+        silent.close()
+    assert str(err.value) == "the page webhook did not answer within 0.3 s"
