@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from mediapulse import deps, generate, pii
+from mediapulse import deps, generate, pii, schema_changes
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 from mediapulse.warehouse import open_duckdb
@@ -58,11 +58,14 @@ def ensure_raw_data(project: Project) -> None:
 
 def prepare(project: Project, target: str) -> str:
     """What every job needs before dbt runs: a known target, packages, raw data where the
-    target reads it. Returns the target's engine.
+    target reads it, in the shape its sources declare. Returns the target's engine.
 
     A DuckDB target reads raw.duckdb (the demo data set is generated when there is none). A
     server's raw schemas belong to its loader: no job writes to them, it only checks that
     every raw table the sources declare is there (`mediapulse load-raw` loads the demo set).
+    Then the raw tables' columns and types are compared with the sources' (schema_changes):
+    a changed critical source raises SchemaChangeError, so no model runs and a release
+    publishes nothing; other changes are printed as warnings.
     """
     kind = project.target_type(target)  # unknown targets fail here, before any work
     if kind != "duckdb":
@@ -70,11 +73,13 @@ def prepare(project: Project, target: str) -> str:
     print(deps.install(project, force=False).summary())
     if kind == "duckdb":
         ensure_raw_data(project)
+        schema_changes.check_and_report(project, target)
     else:
         from mediapulse.pg_access import check_roles
         from mediapulse.rawload import check_raw_tables
 
-        check_raw_tables(project, target)
+        check_raw_tables(project, target)  # a missing table stops here, on any source
+        schema_changes.check_and_report(project, target)
         check_roles(project, target)
     return kind
 

@@ -89,3 +89,32 @@ def effective_severity(config: dict) -> str:
     if str(config.get("warn_if", DEFAULT_THRESHOLD)).strip() != DEFAULT_THRESHOLD:
         return "warn"
     return "error"
+
+
+SOURCE_CHANGE_HEADER = ["change", "critical source", "other source", "why"]
+
+
+def load_source_change_policy(path: Path) -> dict[str, tuple[str, str]]:
+    """The table of docs/test-severity.md, "Schema changes of the sources": per change the
+    schema check reports (`added`, `removed`, ...), its severity on a critical source and on
+    any other."""
+    policy: dict[str, tuple[str, str]] = {}
+    in_table = False
+    for line in path.read_text().splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if [c.lower() for c in cells] == SOURCE_CHANGE_HEADER:
+            in_table = True
+            continue
+        if not in_table:
+            continue
+        if not line.strip().startswith("|"):
+            break
+        if set("".join(cells)) <= set("-: "):
+            continue
+        change, critical, other, _why = cells
+        if change in policy:
+            raise ValueError(f"schema change {change} appears twice")
+        policy[change] = (critical.lower(), other.lower())
+    if not policy:
+        raise ValueError(f"no table with header {SOURCE_CHANGE_HEADER} in {path}")
+    return policy

@@ -10,6 +10,10 @@ column and the rule, that any other test failing with it is on a model built fro
 rows, and that production holds exactly what the clean release put there. Production is
 protected by the release publishing nothing, not by `dbt build` skipping models: on `dev`, a
 failing foreign key does not stop every model downstream of its staging model.
+
+A fault that changes the raw tables' shape (a renamed column) is stopped earlier, by the
+schema check every job runs before dbt (mediapulse.schema_changes): the nightly exits with
+the one-line error naming the change, no model runs, and production is left as it was.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mediapulse import artifacts, generate
+from mediapulse import artifacts, cli, generate
 from mediapulse.faults import FAULTS
 from mediapulse.project import Project
 from mediapulse.release import run_nightly
@@ -40,11 +44,21 @@ class Caught:
     status: str  # what dbt reports for the injected amount: error, fail or warn
 
 
-CAUGHT_BY: dict[str, Caught | tuple[Caught, ...]] = {
-    # every source key is not_null and unique: a missing key column breaks both, loudly
-    "renamed_column": (
-        Caught("not_null", "source accounts.users", "user_id", "error"),
-        Caught("unique", "source accounts.users", "user_id", "error"),
+@dataclass(frozen=True)
+class StoppedBeforeTheBuild:
+    """Stopped by the schema check before dbt runs, with this error line (the CLI prints
+    "mediapulse <job>: error: " before it)."""
+
+    line: str
+
+
+CAUGHT_BY: dict[str, Caught | tuple[Caught, ...] | StoppedBeforeTheBuild] = {
+    # a critical source's column renamed: stopped before any model runs, the rename named (a
+    # plain `dbt build` still fails on the key's source not_null and unique tests)
+    "renamed_column": StoppedBeforeTheBuild(
+        "source accounts.users: column user_id is gone and userId (bigint) is new: likely "
+        "renamed user_id -> userId; rename it back in the loader, or update the source's "
+        "columns and staging model",
     ),
     "null_keys": Caught("not_null", "source streaming.watch_events", "user_id", "fail"),
     "late_redelivery": Caught(
@@ -119,7 +133,6 @@ def test_fault_is_caught_by_the_policy_test(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     caught = CAUGHT_BY[fault]
-    expected_all = caught if isinstance(caught, tuple) else (caught,)
     project = clone_built(after_nightly, tmp_path / "project")
     with duckdb.connect(str(project.raw_path), read_only=True) as con:
         params, _ = generate.read_params(con, project.raw_path)
@@ -128,6 +141,20 @@ def test_fault_is_caught_by_the_policy_test(
     before = _digest(production)
     state = project.root / "state"
     capsys.readouterr()
+    if isinstance(caught, StoppedBeforeTheBuild):
+        results = project.target_dir / "run_results.json"
+        untouched = _digest(results), _digest(state / "release.json")
+        where = ["--project-dir", str(project.root), "--warehouse-dir", str(project.warehouse_dir)]
+        code = cli.main([*where, "nightly", "--artifacts", str(state)])
+        printed = capsys.readouterr()
+        assert code == 2, printed.out + printed.err
+        # the user reads the change, in one line, and that nothing was built
+        assert printed.err.strip().splitlines() == [f"mediapulse nightly: error: {caught.line}"]
+        assert "stopping before any model runs" in printed.out
+        assert (_digest(results), _digest(state / "release.json")) == untouched, "dbt ran"
+        assert _digest(production) == before, "a stopped release leaves production untouched"
+        return
+    expected_all = caught if isinstance(caught, tuple) else (caught,)
     code = run_nightly(project, "prod", state, None)
     printed = capsys.readouterr().out
 
