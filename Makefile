@@ -73,9 +73,11 @@ ci-nightly: venv ## rehearse the nightly workflow: full refresh, freshness, docs
 	$(MP) nightly --target $(PROD_TARGET) --artifacts $(STATE) --summary $(OUT)/nightly.md
 	$(MP) evaluate --target $(CI_TARGET) --json $(STATE)/evaluator.json --markdown $(OUT)/evaluator.md
 	$(MP) drop-ci-schemas --target $(CI_TARGET)
+	$(MP) report --target $(PROD_TARGET) --artifacts $(STATE) --out $(OUT)/report --summary $(OUT)/report.md
 
 ci-refresh: venv ## rehearse the hourly refresh: new raw rows into production, state in STORE
 	$(MP) refresh --target $(PROD_TARGET) --artifacts $(STATE) --summary $(OUT)/refresh.md
+	$(MP) report --target $(PROD_TARGET) --artifacts $(STATE) --out $(OUT)/report --summary $(OUT)/report.md
 
 ci-pr: venv ## rehearse the PR workflow: lint, unit tests, slim CI, evaluator, codegen check
 	$(MAKE) lint

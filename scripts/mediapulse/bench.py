@@ -292,7 +292,15 @@ class Bench:
 
     def floor(self) -> Measure:
         """The compiled SQL of every model run directly in DuckDB in DAG order, without dbt."""
-        self.dbt(["compile", "--full-refresh", "--exclude", "package:dbt_project_evaluator"])
+        self.dbt(
+            [
+                "compile",
+                "--full-refresh",
+                "--exclude",
+                "package:dbt_project_evaluator",
+                "path:models/monitoring",
+            ]
+        )
         manifest = artifacts.load_json(self.project.target_dir / "manifest.json", "manifest")
         models = {
             uid: n for uid, n in manifest["nodes"].items()
@@ -400,7 +408,13 @@ def run_bench(
     bench.restore("after_full")()
     slim_env = {"MEDIAPULSE_PROD_WAREHOUSE": str(bench.file("prod.duckdb"))}
     slim_args = ["build", "--select", "state:modified+", "--exclude"]
-    slim_args += ["package:dbt_project_evaluator", "--defer", "--state", str(work / "state")]
+    slim_args += [
+        "package:dbt_project_evaluator",
+        "path:models/monitoring",
+        "--defer",
+        "--state",
+        str(work / "state"),
+    ]
     for name, model in (("slim_ci_one_mart", ONE_MART), ("slim_ci_event_staging", EVENT_STAGING)):
         undo = bench.edit(model)
         try:

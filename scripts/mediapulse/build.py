@@ -13,6 +13,7 @@ from mediapulse.errors import MediaPulseError
 from mediapulse.prepare import check_duckdb_file, prepare, target_env
 from mediapulse.project import Project
 from mediapulse.runner import run_dbt
+from mediapulse.schema_changes import SchemaChangeError
 from mediapulse.warehouse import open_duckdb
 
 if TYPE_CHECKING:
@@ -99,7 +100,12 @@ def main_job(
     nothing else, whatever an earlier build left in it."""
     clock = history.Job("build", target)
     window = check_sample(project, target, sample) if sample is not None else None
-    kind = prepare(project, target)
+    try:
+        kind = prepare(project, target)
+    except SchemaChangeError:
+        # stopped before any model ran: a failed run all the same, with what the check found
+        history.record_job(project, target, clock, False, None)
+        raise
     env = target_env(project, target)
     if kind == "duckdb":
         check_duckdb_file(project.duckdb_path(target), f"build target '{target}'")

@@ -74,7 +74,9 @@ def _cmd_generate(args: argparse.Namespace, project: Project) -> int:
 
     out = Path(args.out) if args.out else project.raw_path
     if args.append_day:
-        summary = generate.append_day(out, faults=args.fault)
+        summary = generate.append_day(out, faults=args.fault, event_copies=args.event_copies)
+    elif args.event_copies != 1:
+        raise MediaPulseError("--event-copies applies to --append-day only")
     else:
         params = generate.Params(
             seed=args.seed,
@@ -174,6 +176,22 @@ def _cmd_record(args: argparse.Namespace, project: Project) -> int:
     from mediapulse.history import record_artifacts
 
     print(record_artifacts(project, args.target, args.job, Path(args.artifacts).resolve()))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse import morning_report
+    from mediapulse.report import write_summary
+
+    project.check_target(args.target)
+    artifacts_dir = Path(args.artifacts).resolve() if args.artifacts else None
+    _, lines, data = morning_report.write(
+        project, args.target, Path(args.out).resolve(), artifacts_dir, rebuild=args.rebuild
+    )
+    print("\n".join(lines))
+    write_summary(
+        morning_report.summary_markdown(data), Path(args.summary) if args.summary else None
+    )
     return 0
 
 
@@ -367,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="add the next day to an existing data set (and the late events it brings)",
     )
     gen.add_argument(
+        "--event-copies",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --append-day: each watch event of the day is delivered N times (0: the "
+        "day's events are lost; 10: a loader replaying its batch): volume anomalies",
+    )
+    gen.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -489,6 +515,25 @@ def build_parser() -> argparse.ArgumentParser:
     record_p.add_argument(
         "--job", required=True, choices=["nightly", "deploy", "refresh", "build", "slim-ci"]
     )
+
+    report_p = command(
+        "report",
+        _cmd_report,
+        "the morning report: one static HTML page over the target's run history",
+    )
+    _target_argument(report_p, default="prod")
+    report_p.add_argument(
+        "--out", default="report", help="directory for index.html (default: report)"
+    )
+    report_p.add_argument(
+        "--artifacts",
+        help="a job's published state with dbt's static docs (static_index.html), copied beside "
+        "the report as docs.html (default: the target directory's)",
+    )
+    report_p.add_argument(
+        "--rebuild", action="store_true", help="rebuild the monitoring views (after changing them)"
+    )
+    report_p.add_argument("--summary", help="also write the report's headline here (Markdown)")
 
     notify_p = command(
         "notify", _cmd_notify, "post a job's outcome to the chat webhook held in a secret"

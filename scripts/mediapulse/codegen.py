@@ -23,6 +23,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from mediapulse import artifacts, prepare
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
+from mediapulse.rawload import is_raw_source
 from mediapulse.runner import run_dbt
 
 IGNORED_SCHEMAS = {"information_schema", "pg_catalog", "main", "public", "_mediapulse"}
@@ -127,7 +128,7 @@ def plan_sources(
     declared: dict[tuple[str, str], dict[str, Any]] = {}
     files: dict[str, Path] = {}
     for source in manifest["sources"].values():
-        if source["package_name"] != manifest["_project"]:
+        if source["package_name"] != manifest["_project"] or not is_raw_source(source):
             continue
         declared[(source["schema"].lower(), source["name"].lower())] = source
         files.setdefault(source["schema"].lower(), project_root / source["original_file_path"])
@@ -277,7 +278,7 @@ def raw_database(project: Project, target: str) -> str:
     databases = {
         s["database"]
         for s in manifest["sources"].values()
-        if s["package_name"] == project_name(manifest)
+        if s["package_name"] == project_name(manifest) and is_raw_source(s)
     }
     if len(databases) != 1:
         raise MediaPulseError(f"sources live in several databases ({databases}): not supported")
@@ -286,7 +287,11 @@ def raw_database(project: Project, target: str) -> str:
 
 def declared_source_schemas(manifest: dict[str, Any]) -> set[str]:
     root = project_name(manifest)
-    return {s["schema"].lower() for s in manifest["sources"].values() if s["package_name"] == root}
+    return {
+        s["schema"].lower()
+        for s in manifest["sources"].values()
+        if s["package_name"] == root and is_raw_source(s)
+    }
 
 
 def project_name(manifest: dict[str, Any]) -> str:

@@ -213,8 +213,39 @@ def read_params(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[Params, tup
     return params, tuple(f for f in faults.split(",") if f)
 
 
-def append_day(path: Path, faults: list[str] | tuple[str, ...] = ()) -> Summary:
-    """Add one day to the data set at ``path``: what the EL tool loaded during that day."""
+WATCH_EVENTS = "streaming.watch_events"
+
+
+def _deliver(con: duckdb.DuckDBPyConnection, window: synthetic.LoadWindow, copies: int) -> int:
+    """Each watch event the window loaded arrives ``copies`` times (0: the load was lost; 10:
+    a loader replaying its batch), the copies a minute apart within the window, as an
+    at-least-once loader re-sends them. Returns the rows the window then holds."""
+    loaded = (
+        f"loaded_at > timestamp '{window.after:%Y-%m-%d %H:%M:%S}' and "
+        f"loaded_at <= timestamp '{window.until:%Y-%m-%d %H:%M:%S}'"
+    )
+    if copies == 0:
+        con.execute(f"delete from {WATCH_EVENTS} where {loaded}")
+    elif copies > 1:
+        until = f"timestamp '{window.until:%Y-%m-%d %H:%M:%S}'"
+        con.execute(
+            f"insert into {WATCH_EVENTS} select loaded.* replace ("
+            f"least(loaded.loaded_at + to_minutes(copies.copy), {until}) as loaded_at) "
+            f"from {WATCH_EVENTS} as loaded, range(1, {int(copies)}) as copies(copy) "
+            f"where {loaded}"
+        )
+    return con.execute(f"select count(*) from {WATCH_EVENTS} where {loaded}").fetchone()[0]
+
+
+def append_day(
+    path: Path, faults: list[str] | tuple[str, ...] = (), event_copies: int = 1
+) -> Summary:
+    """Add one day to the data set at ``path``: what the EL tool loaded during that day.
+    ``event_copies``: how many times each of the day's watch events is delivered (1, the
+    default; 0 for a day whose events are lost; 10 for a loader replaying its batch), the
+    volume anomalies the run history flags."""
+    if event_copies < 0:
+        raise MediaPulseError(f"--event-copies {event_copies}: give 0 (a lost day) or more")
     chosen = _check_faults(faults)
     started = time.perf_counter()
     con = open_duckdb(path, purpose="append a day to the raw data")
@@ -225,6 +256,8 @@ def append_day(path: Path, faults: list[str] | tuple[str, ...] = ()) -> Summary:
         try:
             window = synthetic.LoadWindow(after=old.as_of, until=new.as_of)
             added = _write_window(con, new, window, chosen, create=False)
+            if event_copies != 1:
+                added[WATCH_EVENTS] = _deliver(con, window, event_copies)
             all_faults = tuple(dict.fromkeys(old_faults + chosen))
             _write_metadata(con, new, all_faults)
             con.execute("commit")

@@ -38,9 +38,10 @@ from typing import Any
 
 import duckdb
 
-from mediapulse import artifacts
+from mediapulse import anomalies, artifacts, schema_changes
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
+from mediapulse.rawload import is_raw_source
 
 SCHEMA = "monitoring"
 INSERT_BATCH = 500  # rows per insert statement on PostgreSQL
@@ -95,6 +96,32 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("row_count", "bigint"),
         ("measured_at", "timestamp"),
     ),
+    # every value judged against its series' earlier runs (module anomalies): the trend data
+    # of the report and the flags that keep anomalies out of later baselines
+    "anomalies": (
+        ("run_id", "varchar"),
+        ("job", "varchar"),
+        ("unique_id", "varchar"),
+        ("metric", "varchar"),
+        ("value", "double precision"),
+        ("baseline_n", "integer"),
+        ("baseline_median", "double precision"),
+        ("baseline_mad", "double precision"),
+        ("score", "double precision"),
+        ("is_anomaly", "boolean"),
+    ),
+    # what the check before the build found (module schema_changes)
+    "schema_changes": (
+        ("run_id", "varchar"),
+        ("source_name", "varchar"),
+        ("table_name", "varchar"),
+        ("column_name", "varchar"),
+        ("change", "varchar"),
+        ("declared_type", "varchar"),
+        ("actual_type", "varchar"),
+        ("renamed_from", "varchar"),
+        ("severity", "varchar"),
+    ),
 }
 
 
@@ -106,6 +133,8 @@ class RunRecord:
     node_results: list[dict[str, Any]] = field(default_factory=list)
     source_freshness: list[dict[str, Any]] = field(default_factory=list)
     relation_sizes: list[dict[str, Any]] = field(default_factory=list)
+    schema_changes: list[dict[str, Any]] = field(default_factory=list)
+    anomalies: list[dict[str, Any]] = field(default_factory=list)  # computed when stored
     measured: bool = True  # the sizes were measured right after the job (not loaded later)
 
     @property
@@ -118,6 +147,8 @@ class RunRecord:
             "node_results": self.node_results,
             "source_freshness": self.source_freshness,
             "relation_sizes": self.relation_sizes,
+            "schema_changes": self.schema_changes,
+            "anomalies": self.anomalies,
         }
 
 
@@ -143,6 +174,18 @@ def _rows_affected(result: dict[str, Any]) -> int | None:
     return int(value) if isinstance(value, int | float) and value >= 0 else None
 
 
+def _tested_node(node: dict[str, Any]) -> str | None:
+    """What a test tests: its attached node, a unit test's model, or (a source's tests name
+    no attached node) the source it reads."""
+    kind = node.get("resource_type")
+    if kind == "unit_test":
+        return node.get("model")
+    if kind != "test":
+        return None
+    depends = (node.get("depends_on") or {}).get("nodes", [])
+    return node.get("attached_node") or next((p for p in depends if p.startswith("source.")), None)
+
+
 def node_rows(run_id: str, run_results: dict[str, Any], manifest: dict[str, Any]) -> list[dict]:
     """A row per node dbt ran: status, time, rows, failures, and for tests what they test."""
     nodes = {**manifest.get("nodes", {}), **manifest.get("unit_tests", {})}
@@ -152,9 +195,7 @@ def node_rows(run_id: str, run_results: dict[str, Any], manifest: dict[str, Any]
         node = nodes.get(uid) or manifest.get("sources", {}).get(uid) or {}
         config = node.get("config") or {}
         tags = set(node.get("tags") or []) | set(config.get("tags") or [])
-        tested = node.get("attached_node") or (
-            node.get("model") if node.get("resource_type") == "unit_test" else None
-        )
+        tested = _tested_node(node)
         if tested and not tested.startswith(("model.", "seed.", "snapshot.", "source.")):
             tested = f"model.{node.get('package_name')}.{tested}"
         message = str(result.get("message") or "")
@@ -211,6 +252,7 @@ def measured_relations(manifest: dict[str, Any]) -> dict[str, str]:
         uid: artifacts.unquoted_relation(source)
         for uid, source in manifest.get("sources", {}).items()
         if source.get("package_name") == ours and source.get("relation_name")
+        and is_raw_source(source)
     })  # fmt: skip
     return relations
 
@@ -272,6 +314,10 @@ class Job:
             record.node_results = node_rows(run_id, run_results, manifest)
         if sources and _same_run(sources, run_results):
             record.source_freshness = freshness_rows(run_id, sources)
+        record.schema_changes = [
+            {"run_id": run_id, **change.as_row()}
+            for change in schema_changes.found(project, self.target)
+        ]
         relations = measured_relations(manifest)
         record.relation_sizes = [
             dict(run_id=run_id, unique_id=uid, relation=relations[uid], row_count=count,
@@ -375,6 +421,8 @@ def store(project: Project, target: str, record: RunRecord, keep_run: bool = Fal
                        [record.run_id])  # fmt: skip
         known = cursor.fetchone()[0] > 0
         for table, rows in record.rows().items():
+            if table == "anomalies":
+                continue  # judged below, from what the store now holds of the run
             if known and ((keep_run and table == "runs") or
                           (table == "relation_sizes" and not record.measured)):  # fmt: skip
                 continue
@@ -383,7 +431,80 @@ def store(project: Project, target: str, record: RunRecord, keep_run: bool = Fal
                 _insert_duckdb(cursor, table, rows)
             else:
                 _insert_postgres(cursor, table, rows)
+        record.anomalies = _judge_run(cursor, marker, record.run_id)
+        cursor.execute(f"delete from {SCHEMA}.anomalies where run_id = {marker}", [record.run_id])
+        if marker == "?":
+            _insert_duckdb(cursor, "anomalies", record.anomalies)
+        else:
+            _insert_postgres(cursor, "anomalies", record.anomalies)
         con.commit()
+
+
+def _judge_run(cursor: Any, marker: str, run_id: str) -> list[dict[str, Any]]:
+    """The run's rows added (per relation, since the same job's previous measurement) and
+    model execution times, each judged against the same job's earlier runs (module anomalies:
+    the value itself and earlier anomalies are never part of a baseline)."""
+    cursor.execute(f"select job, started_at from {SCHEMA}.runs where run_id = {marker}", [run_id])
+    job, started = cursor.fetchone()
+    values: dict[tuple[str, str], float] = {}
+    cursor.execute(
+        f"select unique_id, execution_time_s from {SCHEMA}.node_results where run_id = {marker} "
+        "and resource_type = 'model' and status = 'success'",
+        [run_id],
+    )
+    for uid, seconds in cursor.fetchall():
+        values[(anomalies.EXECUTION_TIME.name, uid)] = float(seconds or 0.0)
+    cursor.execute(
+        f"""
+        select now.unique_id, now.row_count, (
+            select before.row_count
+            from {SCHEMA}.relation_sizes as before
+            inner join {SCHEMA}.runs as earlier on earlier.run_id = before.run_id
+            where before.unique_id = now.unique_id and earlier.job = {marker}
+                and earlier.started_at < {marker}
+            order by earlier.started_at desc
+            limit 1
+        )
+        from {SCHEMA}.relation_sizes as now
+        where now.run_id = {marker}
+        """,
+        [job, started, run_id],
+    )
+    for uid, count, previous in cursor.fetchall():
+        if previous is not None:
+            values[(anomalies.ROWS_ADDED.name, uid)] = float(count - previous)
+    if not values:
+        return []
+    cursor.execute(
+        f"""
+        select metric, unique_id, value
+        from (
+            select judged.metric, judged.unique_id, judged.value, row_number() over (
+                partition by judged.metric, judged.unique_id order by earlier.started_at desc
+            ) as recency
+            from {SCHEMA}.anomalies as judged
+            inner join {SCHEMA}.runs as earlier on earlier.run_id = judged.run_id
+            where judged.job = {marker} and earlier.started_at < {marker}
+                and judged.run_id <> {marker} and not judged.is_anomaly
+        ) as baseline
+        where recency <= {anomalies.WINDOW}
+        order by metric, unique_id, recency desc
+        """,
+        [job, started, run_id],
+    )
+    baselines: dict[tuple[str, str], list[float]] = {}
+    for metric, uid, value in cursor.fetchall():
+        baselines.setdefault((metric, uid), []).append(float(value))
+    rows = []
+    for (metric, uid), value in sorted(values.items()):
+        baseline = baselines.get((metric, uid), [])
+        verdict = anomalies.judge(value, baseline, anomalies.METRICS[metric])
+        rows.append({
+            "run_id": run_id, "job": job, "unique_id": uid, "metric": metric, "value": value,
+            "baseline_n": verdict.baseline_n, "baseline_median": verdict.median,
+            "baseline_mad": verdict.mad, "score": verdict.score, "is_anomaly": verdict.is_anomaly,
+        })  # fmt: skip
+    return rows
 
 
 def _insert_duckdb(con: Any, table: str, rows: list[dict[str, Any]]) -> None:

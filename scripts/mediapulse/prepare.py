@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from mediapulse import deps, generate, pii, schema_changes
+from mediapulse import deps, generate, history, pii, schema_changes
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 from mediapulse.warehouse import open_duckdb
@@ -73,6 +73,9 @@ def prepare(project: Project, target: str) -> str:
     print(deps.install(project, force=False).summary())
     if kind == "duckdb":
         ensure_raw_data(project)
+        # the run history every DuckDB target attaches (profiles.yml): its tables exist before
+        # dbt opens it, for a job that builds the monitoring views (slim CI of a change to them)
+        history.ensure(project, target)
         schema_changes.check_and_report(project, target)
     else:
         from mediapulse.pg_access import check_roles

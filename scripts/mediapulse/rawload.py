@@ -104,10 +104,20 @@ def _generation_row(cursor) -> tuple | None:  # type: ignore[no-untyped-def]
     return cursor.fetchone()
 
 
+RAW_SOURCES_DIR = "models/staging"
+
+
+def is_raw_source(source: dict[str, Any]) -> bool:
+    """A manifest source the loaders write (not the run history's, models/monitoring/)."""
+    return str(source.get("original_file_path", "")).startswith(RAW_SOURCES_DIR + "/")
+
+
 def declared_raw_tables(project: Project) -> list[str]:
     """Every raw table the project's sources declare, as schema.table (watch events first)."""
     tables: list[str] = []
-    for path in sorted((project.root / "models").rglob("*.yml")):
+    # the loaders' sources live beside their staging models; the run history's source
+    # (models/monitoring/) is written by the jobs themselves
+    for path in sorted((project.root / RAW_SOURCES_DIR).rglob("*.yml")):
         try:
             document = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:

@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mediapulse import artifacts, history, prepare, runner
+from mediapulse import artifacts, history, monitoring, prepare, runner
 from mediapulse.duckdb_release import DuckDbRelease, warehouse_release_id
 from mediapulse.errors import MediaPulseError
 from mediapulse.pg_release import PREVIOUS as PG_PREVIOUS
@@ -42,12 +42,17 @@ from mediapulse.pg_release import PgRelease, rename_in_state
 from mediapulse.project import Project
 from mediapulse.report import markdown_table, write_summary
 from mediapulse.runner import DbtRun, run_dbt
+from mediapulse.schema_changes import SchemaChangeError
 
 STATE_FILES = ("manifest.json", "run_results.json", "sources.json", "catalog.json")
 # Files of the published state a job may not write, kept from the state it replaces: a
 # refresh's catalog (same code, same columns), freshness from the nightly, and the evaluator
 # report the nightly and deploy workflows add after their release (pull requests' baseline).
-CARRIED_OVER = ("catalog.json", "sources.json", "evaluator.json")
+CARRIED_OVER = ("catalog.json", "sources.json", "evaluator.json", "static_index.html")
+# dbt's docs site as one file (catalog and manifest inlined): opens from a file, no server;
+# published with the state, and beside the morning report as docs.html
+STATIC_DOCS = "static_index.html"
+DOCS_STEP = ("docs", ["docs", "generate", "--static"])
 # dbt's saved parse of this release's code for the CI target (slim CI starts from it), as
 # `partial_parse.<target>.msgpack`; a refresh keeps it (same code)
 CI_TARGET_ENV = "MEDIAPULSE_CI_TARGET"
@@ -73,11 +78,14 @@ class Job:
     full_refresh: bool  # rebuild every model from scratch
     freshness: bool  # check source freshness
     docs: bool  # generate the catalog (a refresh keeps the live one: same code, same columns)
+    # (re)build the monitoring views with the released code (a refresh releases no new code)
+    monitoring: bool
 
 
-NIGHTLY = Job("nightly", "Nightly", full_refresh=True, freshness=True, docs=True)
-DEPLOY = Job("deploy", "Deploy", full_refresh=True, freshness=False, docs=True)
-REFRESH = Job("refresh", "Refresh", full_refresh=False, freshness=False, docs=False)
+NIGHTLY = Job("nightly", "Nightly", full_refresh=True, freshness=True, docs=True, monitoring=True)
+DEPLOY = Job("deploy", "Deploy", full_refresh=True, freshness=False, docs=True, monitoring=True)
+REFRESH = Job("refresh", "Refresh", full_refresh=False, freshness=False, docs=False,
+              monitoring=False)  # fmt: skip
 
 
 @dataclass
@@ -450,7 +458,7 @@ def _deploy_plan(
         described = (published_state(state_dir) or {}).get("release_id")
         if in_file and described and in_file != described:
             why = f"production is release {in_file} but the state describes release {described}"
-    docs = ("docs", ["docs", "generate"])
+    docs = DOCS_STEP
     if why:
         notes.append(f"notice: {why}: full build of the project")
         return [("build", ["build", "--full-refresh"]), docs]
@@ -472,13 +480,17 @@ def _deploy_plan(
         "kept as it is live"
     )
     steps = []
-    state = ["--state", str(state_dir), "--exclude", "package:dbt_project_evaluator"]
+    state = ["--state", str(state_dir), "--exclude", "package:dbt_project_evaluator", MONITORING]
     if plan.needs_build:
         steps.append(("build", ["build", "--select", *plan.selection, "--full-refresh", *state]))
     if plan.standalone_unit_tests:
         steps.append(("unit tests", ["test", "--select", *plan.standalone_selection, *state]))
     return [*steps, docs]
 
+
+# the monitoring models read the run history, which a release does not build: `mediapulse
+# report` builds them after the job has recorded itself (selectors.yml, `monitoring`)
+MONITORING = "path:models/monitoring"
 
 RETRIES_ENV = "MEDIAPULSE_RETRIES"
 RETRY_DELAY_ENV = "MEDIAPULSE_RETRY_DELAY_S"
@@ -626,7 +638,12 @@ def run_release(
         check_production_present(project, release, artifacts_dir, start_over)
     elif release:
         check_live_release(release, artifacts_dir)
-    prepare.prepare(project, target)
+    try:
+        prepare.prepare(project, target)
+    except SchemaChangeError:
+        # stopped before any model ran: a failed run all the same, with what the check found
+        history.record_job(project, target, clock, False, None)
+        raise
     if pg:
         check_pg_production_present(pg, artifacts_dir, start_over)
     refresh = None if job.full_refresh else plan_refresh(project, target, artifacts_dir)
@@ -687,13 +704,15 @@ def run_release(
             )
         if refresh:
             # unit tests prove the code, which the release of this same code already did
-            build_args += ["--exclude", "package:dbt_project_evaluator", "resource_type:unit_test",
-                           *refresh.excluded]  # fmt: skip
+            build_args += ["--exclude", "package:dbt_project_evaluator", MONITORING,
+                           "resource_type:unit_test", *refresh.excluded]  # fmt: skip
         plan = [("build", build_args)]
         if job.freshness:
-            plan.append(("freshness", ["source", "freshness", "--select", "source:*"]))
+            # the loaders' sources; the run history's own freshness is the morning report's
+            plan.append(("freshness", ["source", "freshness", "--select", "source:*",
+                                       "--exclude", "source:monitoring"]))  # fmt: skip
         if job.docs:
-            plan.append(("docs", ["docs", "generate"]))
+            plan.append(DOCS_STEP)
         # what the build reads of the raw data: a deploy that keeps models as they are live
         # keeps what they read (the next refresh adds the rest)
         marks = refresh.marks if refresh else raw_marks(project, target)
@@ -735,7 +754,8 @@ def run_release(
                 step.problems = errors + warnings
                 shutil.copy2(project.target_dir / "sources.json", staging / "sources.json")
             elif name == "docs" and result.success:
-                shutil.copy2(project.target_dir / "catalog.json", staging / "catalog.json")
+                for produced in ("catalog.json", STATIC_DOCS):
+                    shutil.copy2(project.target_dir / produced, staging / produced)
             if not step.ok and not step.problems and result.error:
                 step.problems = [result.error]
             steps.append(step)
@@ -746,6 +766,8 @@ def run_release(
         ok = bool(plan) and all(s.ok for s in steps) and len(steps) == len(plan)
         if ok and release and refresh is None:
             notes.append(publish_ci_parse(project, dbt, staging))
+        if ok and job.monitoring:
+            notes.append(monitoring.build(project, target, env)[1])
         parses = artifacts_dir.glob(CI_PARSE.format(target="*"))
         carried = [*CARRIED_OVER, *(p.name for p in parses)]
         for name in carried:  # what this job did not redo (the evaluator runs after it)

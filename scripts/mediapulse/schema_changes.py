@@ -474,8 +474,20 @@ def _count(items: list[SchemaChange], noun: str) -> str:
     return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
 
 
+# what the check found, per (checkout, target), for the run history of the job that ran it
+_FOUND: dict[tuple[Path, str], SchemaCheck] = {}
+
+
+def found(project: Project, target: str) -> list[SchemaChange]:
+    """The changes this process's check of ``target`` found (none when it did not run)."""
+    result = _FOUND.get((project.root, target))
+    return list(result.changes) if result else []
+
+
 def check_and_report(project: Project, target: str) -> SchemaCheck:
-    """``check``, then ``enforce``: what every job runs before dbt (prepare.prepare)."""
+    """``check``, then ``enforce``: what every job runs before dbt (prepare.prepare). What it
+    found, errors or not, is kept for the job's run history (``found``)."""
     result = check(project, target)
+    _FOUND[(project.root, target)] = result
     enforce(result.changes, result.elapsed_s, result.tables)
     return result

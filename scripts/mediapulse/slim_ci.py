@@ -397,7 +397,10 @@ def _slim_ci(
         where = f"at {state_dir}" if state_dir else "(no --state given)"
         print(f"notice: no production state {where}: running a full build instead of slim CI")
         plan = Plan(state=None, selected=(), modified=(), deferred=(), tests=0)
-        invocations = [["build", *EXCLUDE] + (["--select", select] if select else [])]
+        # everything a plain `dbt build` builds (selectors.yml: not the monitoring views, which
+        # read the run history jobs write), or the selection asked for
+        everything = ["--exclude", *EXCLUDE[1:], "path:models/monitoring"]
+        invocations = [["build", *everything] + (["--select", select] if select else [])]
     else:
         try:
             plan = make_plan(project, state, select, target, env)

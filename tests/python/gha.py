@@ -44,12 +44,20 @@ class UnsupportedWorkflow(Exception):
 # -- the artifact store -----------------------------------------------------------------------
 
 
+COMPLETED = ".completed"  # inside a store: the uploads of every finished run, failed ones too
+
+
 @dataclass(frozen=True)
 class Store:
-    """Artifacts by name, as the download steps (`branch: main`, `workflow_conclusion:
-    success`) find them: what the latest successful run on main uploaded."""
+    """Artifacts by name, as the download steps (`branch: main`) find them: with
+    `workflow_conclusion: success` what the latest successful run on main uploaded, with
+    `completed` what the latest finished run uploaded, whether it failed or not (the
+    `completed()` store, kept inside this one)."""
 
     root: Path
+
+    def completed(self) -> Store:
+        return Store(self.root / COMPLETED)
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -58,7 +66,9 @@ class Store:
         return self.path(name).is_dir()
 
     def names(self) -> set[str]:
-        return {p.name for p in self.root.iterdir()} if self.root.exists() else set()
+        if not self.root.exists():
+            return set()
+        return {p.name for p in self.root.iterdir()} - {COMPLETED}
 
     def copy(self, destination: Path) -> Store:
         if self.root.exists():
@@ -70,6 +80,7 @@ class Store:
     def expire(self, name: str) -> None:
         """The retention period of an artifact ran out."""
         shutil.rmtree(self.path(name))
+        shutil.rmtree(self.completed().path(name), ignore_errors=True)
 
 
 def _upload(workspace: Path, spec: str, destination: Path, hidden: bool) -> int:
@@ -345,10 +356,12 @@ class Runner:
             outcome.seconds = time.perf_counter() - started
             result.steps.append(outcome)
         result.uploaded = uploads
-        if result.success and on_main:
-            for name, path in uploads.items():
-                shutil.rmtree(self.store.path(name), ignore_errors=True)
-                shutil.copytree(path, self.store.path(name))
+        if on_main:
+            stores = [self.store.completed()] + ([self.store] if result.success else [])
+            for store in stores:
+                for name, path in uploads.items():
+                    shutil.rmtree(store.path(name), ignore_errors=True)
+                    shutil.copytree(path, store.path(name))
         return result
 
     def _step(
@@ -387,14 +400,16 @@ class Runner:
             (workspace / ".venv" / ".installed").touch()  # newer than the checkout's lock files
             return StepResult(name, "success")
         if uses == "dawidd6/action-download-artifact":
-            if options.get("branch") != "main" or options.get("workflow_conclusion") != "success":
-                raise UnsupportedWorkflow(f"{name}: only main's successful runs are modelled")
+            conclusion = options.get("workflow_conclusion")
+            if options.get("branch") != "main" or conclusion not in ("success", "completed"):
+                raise UnsupportedWorkflow(f"{name}: only main's finished runs are modelled")
             artifact = options["name"]
-            if not self.store.has(artifact):
+            store = self.store if conclusion == "success" else self.store.completed()
+            if not store.has(artifact):
                 if options.get("if_no_artifact_found") == "warn":
                     return StepResult(name, "success", stderr=f"warning: no artifact {artifact}")
                 return StepResult(name, "failure", stderr=f"no artifact {artifact}")
-            shutil.copytree(self.store.path(artifact), workspace / options["path"],
+            shutil.copytree(store.path(artifact), workspace / options["path"],
                             dirs_exist_ok=True)  # fmt: skip
             return StepResult(name, "success")
         if uses == "actions/download-artifact":  # an artifact of this same run

@@ -114,7 +114,8 @@ def test_recording_a_run_again_changes_nothing(
         return {table: sorted(found, key=repr) for table, found in rows.items()}
 
     before = everything()
-    assert all(before.values())
+    # every table holds the nightly's rows (a clean raw data set has no schema change)
+    assert all(rows for table, rows in before.items() if table != "schema_changes")
     record = ["--project-dir", str(project.root), "record", "--job", "nightly",
               "--artifacts", str(project.root / "state")]  # fmt: skip
     assert main(record) == 0

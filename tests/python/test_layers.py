@@ -20,6 +20,8 @@ from .conftest import copy_project
 pytestmark = pytest.mark.dbt
 
 LAYERS = ("staging", "intermediate", "marts")  # the order the data flows in
+# beside the flow, not in it: the SLIs over the run history (its own staging models included)
+MONITORING = "monitoring"
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +47,21 @@ def _own_models(manifest: dict) -> dict[str, dict]:
 
 def test_every_model_is_in_a_layer(manifest: dict) -> None:
     elsewhere = [n["original_file_path"] for n in _own_models(manifest).values()
-                 if _layer(n) not in LAYERS]  # fmt: skip
-    assert not elsewhere, f"models outside {LAYERS}: {elsewhere}"
+                 if _layer(n) not in (*LAYERS, MONITORING)]  # fmt: skip
+    assert not elsewhere, f"models outside {LAYERS} and {MONITORING}: {elsewhere}"
+
+
+def test_monitoring_reads_only_the_run_history_and_nothing_reads_it(manifest: dict) -> None:
+    models = _own_models(manifest)
+    for node in models.values():
+        monitoring = _layer(node) == MONITORING
+        for parent in node["depends_on"]["nodes"]:
+            parent_is_monitoring = (
+                parent.startswith("source.mediapulse.monitoring.")
+                or (parent in models and _layer(models[parent]) == MONITORING)
+            )  # fmt: skip
+            if parent.startswith(("source.", "model.")):
+                assert parent_is_monitoring == monitoring, f"{node['name']} reads {parent}"
 
 
 def test_no_model_depends_on_a_later_layer(manifest: dict) -> None:

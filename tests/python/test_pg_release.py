@@ -347,11 +347,18 @@ def test_a_second_nightly_keeps_the_previous_release_its_history_and_grants(
     assert _cli(project, "nightly", "--target", TARGET, "--artifacts", str(state)) == 0
     second = _release_id(state)
     assert second != first
+    # the second nightly's rows added and model times, judged against the first's, on the
+    # server's history too; the SLI views over it, built by the nightly, count both runs
+    judged = history.read(project, TARGET, "select metric, count(*) from monitoring.anomalies "
+                          "where job = 'nightly' group by metric order by metric")  # fmt: skip
+    assert [m for m, n in judged if n > 0] == ["execution_time_s", "rows_added"], judged
+    assert _query(project, "select count(*) from analytics_monitoring.sli_runs "
+                  "where job = 'nightly'") == [(2,)]  # fmt: skip
     assert _stamp(project, MARTS) == second
     assert _stamp(project, f"{MARTS}__previous") == first
     assert json.loads((state / "previous" / "release.json").read_text())["release_id"] == first
-    history = _history(project, content_id)
-    assert len(history) == 2 and history[-1] == ("Renamed Once", True), history
+    versions = _history(project, content_id)
+    assert len(versions) == 2 and versions[-1] == ("Renamed Once", True), versions
     assert _query(project, f"select has_schema_privilege('bg_reader', '{MARTS}', 'usage')")[0][0]
     # dbt's grants were applied in green and were renamed live with it: the roles still read
     # exactly what they read before the swap.

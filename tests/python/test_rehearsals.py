@@ -28,6 +28,8 @@ pytestmark = pytest.mark.dbt
 
 STATE = "production-state"
 WAREHOUSE = "production-warehouse"
+HISTORY = "run-history"
+REPORT = "morning-report"
 CONTENT_MODEL = "models/staging/catalog/stg_catalog__content.sql"
 REVENUE_TEST = "tests/marts/finance/assert_subscription_revenue_fully_allocated.sql"
 # Lint and the unit tests read the checkout and write nothing a later step reads; they run in
@@ -208,12 +210,15 @@ def test_the_first_nightly_on_an_empty_store_publishes_production(
         assert (state / name).is_file(), f"{name} not published: {job.log()}"
     report = artifacts.load_json(state / "evaluator.json", "evaluator report")
     assert report["violations"] == []
-    # production, the raw data, and the run history that outlives the runner
-    assert {p.name for p in store.path(WAREHOUSE).iterdir()} == {
-        "prod.duckdb",
-        "raw.duckdb",
-        "monitoring_prod.duckdb",
-    }
+    # production and the raw data; the run history that outlives the runner on its own, kept
+    # for every finished run (a failed one's record matters most)
+    assert {p.name for p in store.path(WAREHOUSE).iterdir()} == {"prod.duckdb", "raw.duckdb"}
+    assert [p.name for p in store.path(HISTORY).iterdir()] == ["monitoring_prod.duckdb"]
+    assert store.completed().has(HISTORY)
+    # the morning report and the docs site beside it
+    report = store.path(REPORT)
+    assert {p.name for p in report.iterdir()} == {"index.html", "docs.html"}
+    assert "Morning report: `prod`" in (job.workspace / "ci-output" / "report.md").read_text()
     assert _mixed_case_titles(store) > 0
 
 
@@ -362,7 +367,16 @@ def test_a_deploy_whose_test_fails_publishes_nothing(
     assert "production left as it was" in step.stdout
     assert "assert_deploy_gate_rehearsal" in (job.workspace / "ci-output" / "deploy.md").read_text()
     assert job.step("Alert on failure").outcome == "success", job.log()
-    assert _digest(store.root) == before, "nothing of a failed deploy is published"
+    # nothing of a failed deploy is published but its record in the run history, kept for
+    # the next job (which downloads the latest finished run's)
+    after = _digest(store.root)
+    assert {k: v for k, v in after.items() if not k.startswith(gha.COMPLETED)} == {
+        k: v for k, v in before.items() if not k.startswith(gha.COMPLETED)
+    }
+    history = store.completed().path(HISTORY) / "monitoring_prod.duckdb"
+    runs = "select job, status from monitoring.runs order by started_at"
+    with duckdb.connect(str(history), read_only=True) as con:
+        assert con.execute(runs).fetchall()[-1] == ("deploy", "failed")
 
 
 def test_the_hourly_refresh_adds_the_loaders_new_rows_then_rests(
@@ -389,10 +403,15 @@ def test_the_hourly_refresh_adds_the_loaders_new_rows_then_rests(
     again = scenario.on_main(store, "refresh.yml", "refresh")
     _ok(again)
     assert "No new raw rows since release" in again.step("Refresh with the new raw rows").stdout
-    # only the run history changes: it records the hour's run as skipped
-    history = "production-warehouse/monitoring_prod.duckdb"
+    # only the run history changes (it records the hour's run as skipped), and the morning
+    # report that shows it
     after = _digest(store.root)
-    assert after.pop(history) != unchanged.pop(history)
+    for stored in (store, store.completed()):
+        history = str(stored.path(HISTORY).relative_to(store.root) / "monitoring_prod.duckdb")
+        assert after.pop(history) != unchanged.pop(history)
+        for page in ("index.html", "docs.html"):
+            report = str(stored.path(REPORT).relative_to(store.root) / page)
+            assert after.pop(report) and unchanged.pop(report)
     assert after == unchanged
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mediapulse import generate
+from mediapulse import generate, history
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 from mediapulse.schema_changes import (
@@ -338,6 +338,17 @@ def test_a_renamed_key_stops_the_build_before_any_model_runs(
     assert "before any model runs" in result.stdout
     assert "dbt build" not in result.stdout
     assert (_digest(results), _digest(warehouse)) == before, "no model ran"
+    # the run history keeps the stopped build, and why (the morning report and alerts read it)
+    [(run_id, status)] = history.read(
+        project, "dev", "select run_id, status from monitoring.runs order by started_at desc "
+        "limit 1",
+    )  # fmt: skip
+    assert status == "failed"
+    changes = history.read(
+        project, "dev", "select source_name, table_name, column_name, change, renamed_from, "
+        f"severity from monitoring.schema_changes where run_id = '{run_id}'",
+    )  # fmt: skip
+    assert changes == [("accounts", "users", "userId", "renamed", "user_id", "error")]
 
 
 @pytest.mark.dbt
@@ -365,6 +376,16 @@ def test_new_columns_and_a_non_critical_source_only_warn(built: Project, tmp_pat
     assert any(x.startswith("warn: source accounts.users: column nickname (varchar) is new")
                for x in warned)  # fmt: skip
     assert "passed" in result.stdout and results.exists(), "the build went on"
+    recorded = history.read(
+        project, "dev", "select c.table_name, c.column_name, c.change, c.severity from "
+        "monitoring.schema_changes as c inner join monitoring.runs as r on r.run_id = c.run_id "
+        "where r.status = 'success' order by 1, 2",
+    )  # fmt: skip
+    assert recorded == [
+        ("content", "app_region", "added", "warn"),
+        ("content", "season_number", "retyped", "warn"),
+        ("users", "nickname", "added", "warn"),
+    ]
 
 
 def test_every_change_kind_has_a_row_shape() -> None:
