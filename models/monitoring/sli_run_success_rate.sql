@@ -34,9 +34,11 @@ select
     runs,
     successful_runs,
     failed_runs,
-    1.0 * successful_runs / runs as success_rate,
+    -- a double on every engine (PostgreSQL's numeric division keeps twenty digits)
+    cast(successful_runs as double precision) / runs as success_rate,
     {{ monitoring_slo('run_success_rate_weekly') }} as success_rate_target,
-    1.0 * successful_runs / runs >= {{ monitoring_slo('run_success_rate_weekly') }} as meets_slo,
+    cast(successful_runs as double precision) / runs
+    >= {{ monitoring_slo('run_success_rate_weekly') }} as meets_slo,
     mean_duration_s,
     max_duration_s,
     compilation_errors,

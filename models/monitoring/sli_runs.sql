@@ -90,7 +90,9 @@ final as (
         -- a warning passes: it is a signal the severity policy chose not to stop a run on
         case
             when coalesce(node_counts.tests_run, 0) = 0 then null
-            else 1.0 * (node_counts.tests_run - node_counts.tests_failed) / node_counts.tests_run
+            -- a double on every engine (PostgreSQL's numeric division keeps twenty digits)
+            else cast(node_counts.tests_run - node_counts.tests_failed as double precision)
+                / node_counts.tests_run
         end as test_pass_rate,
         {{ monitoring_slo('test_pass_rate_per_run') }} as test_pass_rate_target,
         coalesce(node_counts.compilation_errors, 0) as compilation_errors,

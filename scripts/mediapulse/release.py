@@ -764,10 +764,12 @@ def run_release(
         if (project.target_dir / "manifest.json").exists():
             shutil.copy2(project.target_dir / "manifest.json", staging / "manifest.json")
         ok = bool(plan) and all(s.ok for s in steps) and len(steps) == len(plan)
-        if ok and release and refresh is None:
-            notes.append(publish_ci_parse(project, dbt, staging))
+        # the monitoring views first: the parse for the CI target that follows replaces the
+        # session's parse of this target
         if ok and job.monitoring:
             notes.append(monitoring.build(project, target, env)[1])
+        if ok and release and refresh is None:
+            notes.append(publish_ci_parse(project, dbt, staging))
         parses = artifacts_dir.glob(CI_PARSE.format(target="*"))
         carried = [*CARRIED_OVER, *(p.name for p in parses)]
         for name in carried:  # what this job did not redo (the evaluator runs after it)

@@ -35,6 +35,7 @@ def _tables(project: Project) -> dict[str, list]:
         n for n in manifest["nodes"].values()
         if n["resource_type"] in ("model", "seed", "snapshot")
         and n["package_name"] == "mediapulse" and n["config"]["materialized"] != "ephemeral"
+        and n["fqn"][1] != "monitoring"  # views over the run history, not production's data
     ]  # fmt: skip
     with duckdb.connect(str(project.duckdb_path("prod")), read_only=True) as con:
         con.execute(f"attach '{project.raw_path}' as raw (read_only)")  # the staging views read it

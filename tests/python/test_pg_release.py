@@ -232,8 +232,8 @@ def _production(server: pgserver.PgServer, state: Path) -> dict[str, list[tuple[
         if node["package_name"] != "mediapulse":
             continue
         kind = node["resource_type"]
-        if kind not in ("model", "seed", "snapshot", "source"):
-            continue
+        if kind not in ("model", "seed", "snapshot", "source") or node["fqn"][1] == "monitoring":
+            continue  # the run history and its views: not what a release builds
         name = node.get("identifier") if kind == "source" else node.get("alias")
         relation = f'"{node["schema"]}"."{name or node["name"]}"'
         column = next(iter(node.get("columns") or {}), None) or "1"
