@@ -91,7 +91,8 @@ final as (
         case
             when coalesce(node_counts.tests_run, 0) = 0 then null
             -- a double on every engine (PostgreSQL's numeric division keeps twenty digits)
-            else cast(node_counts.tests_run - node_counts.tests_failed as double precision)
+            else
+                cast(node_counts.tests_run - node_counts.tests_failed as double precision)
                 / node_counts.tests_run
         end as test_pass_rate,
         {{ monitoring_slo('test_pass_rate_per_run') }} as test_pass_rate_target,
