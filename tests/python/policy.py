@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +20,12 @@ class Rule:
     why: str
 
 
-def load_policy(path: Path) -> dict[tuple[str, str, str | None], Rule]:
-    rules: dict[tuple[str, str, str | None], Rule] = {}
+def _table_rows(path: Path, header: list[str]) -> Iterator[list[str]]:
+    """The cells of each row of the Markdown table under ``header`` in ``path``."""
     in_table = False
     for line in path.read_text().splitlines():
         cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
-        if [c.lower() for c in cells] == HEADER:
+        if [c.lower() for c in cells] == header:
             in_table = True
             continue
         if not in_table:
@@ -33,6 +34,12 @@ def load_policy(path: Path) -> dict[tuple[str, str, str | None], Rule]:
             break
         if set("".join(cells)) <= set("-: "):
             continue
+        yield cells
+
+
+def load_policy(path: Path) -> dict[tuple[str, str, str | None], Rule]:
+    rules: dict[tuple[str, str, str | None], Rule] = {}
+    for cells in _table_rows(path, HEADER):
         layer, test, severity, thresholds, why = cells
         narrowed = re.match(r"^(\S+)\s*\(`?([a-z0-9_]+)`?\)$", test)
         name, column = (narrowed.group(1), narrowed.group(2)) if narrowed else (test, None)
@@ -99,18 +106,7 @@ def load_source_change_policy(path: Path) -> dict[str, tuple[str, str]]:
     schema check reports (`added`, `removed`, ...), its severity on a critical source and on
     any other."""
     policy: dict[str, tuple[str, str]] = {}
-    in_table = False
-    for line in path.read_text().splitlines():
-        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
-        if [c.lower() for c in cells] == SOURCE_CHANGE_HEADER:
-            in_table = True
-            continue
-        if not in_table:
-            continue
-        if not line.strip().startswith("|"):
-            break
-        if set("".join(cells)) <= set("-: "):
-            continue
+    for cells in _table_rows(path, SOURCE_CHANGE_HEADER):
         change, critical, other, _why = cells
         if change in policy:
             raise ValueError(f"schema change {change} appears twice")
