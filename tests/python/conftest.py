@@ -132,6 +132,19 @@ def clone_built(source: Project, destination: Path) -> Project:
     return Project.discover(destination, destination / "warehouse")
 
 
+# The MEDIAPULSE_* variables of the shell `make test` started in. A fixture that sets more (a
+# PostgreSQL server's, its hash key) must take them away when its file is done: `make test`
+# runs several files in one process, and a key left behind makes a later file's DuckDB build
+# hash e-mail addresses differently from the session's shared build.
+_SHELL_ENV = {k: v for k, v in os.environ.items() if k.startswith("MEDIAPULSE_")}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_variables_left_behind() -> None:
+    here = {k: v for k, v in os.environ.items() if k.startswith("MEDIAPULSE_")}
+    assert here == _SHELL_ENV, f"variables left behind by an earlier test file: {sorted(set(here.items()) ^ set(_SHELL_ENV.items()))}"
+
+
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Project:
     return copy_project(tmp_path / "project")

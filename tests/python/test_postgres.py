@@ -39,7 +39,7 @@ ROUNDED_FROM_A_DOUBLE = frozenset(
 DECIMAL_TYPE = re.compile(r"(?:decimal|numeric)\(\s*\d+\s*,\s*(\d+)\s*\)")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def postgres() -> Iterator[pgserver.PgServer]:
     server = pgserver.start_server()
     if server is None:
@@ -53,7 +53,7 @@ def postgres() -> Iterator[pgserver.PgServer]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def on_postgres(built: Project, postgres: pgserver.PgServer, tmp_path_factory) -> Project:
     project = clone_built(built, tmp_path_factory.mktemp("pg") / "project")
     # The raw schemas are the loader's: jobs only read them, so the demo set is loaded first.
