@@ -142,7 +142,8 @@ _SHELL_ENV = {k: v for k, v in os.environ.items() if k.startswith("MEDIAPULSE_")
 @pytest.fixture(autouse=True, scope="module")
 def _no_variables_left_behind() -> None:
     here = {k: v for k, v in os.environ.items() if k.startswith("MEDIAPULSE_")}
-    assert here == _SHELL_ENV, f"variables left behind by an earlier test file: {sorted(set(here.items()) ^ set(_SHELL_ENV.items()))}"
+    left = sorted(k for k in here.keys() | _SHELL_ENV.keys() if here.get(k) != _SHELL_ENV.get(k))
+    assert not left, f"variables left behind by an earlier test file: {left}"
 
 
 @pytest.fixture
