@@ -1,7 +1,7 @@
 {#
     Division of whole numbers that truncates toward zero and stays a whole number. Engines
     spell it differently (`//` on DuckDB, whose `/` always gives a double; `div()` on
-    PostgreSQL), hence one implementation per adapter. Another engine gets a compile error
+    PostgreSQL, the `div` operator on Spark), hence one implementation per adapter. Another engine gets a compile error
     naming what to add rather than a division whose result type nobody checked.
 #}
 {% macro integer_divide(dividend, divisor) -%}
@@ -22,4 +22,8 @@
 
 {% macro postgres__integer_divide(dividend, divisor) -%}
     div({{ dividend }}, {{ divisor }})
+{%- endmacro %}
+
+{% macro spark__integer_divide(dividend, divisor) -%}
+    (({{ dividend }}) div ({{ divisor }}))
 {%- endmacro %}

@@ -31,8 +31,7 @@
                 )
             {%- endset -%}
         {%- endif %}
-    delete from {{ this }} as current_rows
-    where
+    {%- set condition -%}
         {%- if start_column is not none %}
         current_rows.{{ start_column }} >= {{ changed_since }}
         and
@@ -46,5 +45,7 @@
                 and upstream.{{ upstream_time_column }} >= {{ changed_since }}
                 {%- endif %}
         )
+    {%- endset %}
+    {{ delete_where(this, 'current_rows', condition) }}
     {%- endif -%}
 {%- endmacro %}

@@ -8,13 +8,15 @@
 #}
 {% macro delete_rows_to_recompute(recompute_sql, key_column, time_column, recompute_from_column) -%}
     {%- if is_incremental() %}
-    delete from {{ this }} as held
-    where exists (
+    {%- set condition -%}
+    exists (
         select 1
         from ({{ recompute_sql }}) as to_recompute
         where
             to_recompute.{{ key_column }} = held.{{ key_column }}
             and held.{{ time_column }} >= to_recompute.{{ recompute_from_column }}
     )
+    {%- endset %}
+    {{ delete_where(this, 'held', condition) }}
     {%- endif -%}
 {%- endmacro %}

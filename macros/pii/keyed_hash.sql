@@ -40,6 +40,13 @@
     {{ return(adapter.dispatch('keyed_hash', 'mediapulse')(expression)) }}
 {%- endmacro %}
 
+{#- Spark SQL has no session variables before 4.0: the key is a session setting, which the
+    hash reads through Spark's `${...}` substitution when the statement is parsed (the
+    compiled SQL holds the placeholder, not the key). -#}
+{% macro spark__set_pii_hash_key(quoted_key) -%}
+    set mediapulse.pii_hash_key = {{ quoted_key | replace("''", "'") }}
+{%- endmacro %}
+
 {% macro default__keyed_hash(expression) -%}
     {{ exceptions.raise_compiler_error(
         "macro keyed_hash has no implementation for adapter '" ~ adapter.type()
@@ -61,4 +68,8 @@
         ),
         'hex'
     )
+{%- endmacro %}
+
+{% macro spark__keyed_hash(expression) -%}
+    sha2('${mediapulse.pii_hash_key}' || '|' || {{ expression }}, 256)
 {%- endmacro %}

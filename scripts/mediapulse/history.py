@@ -613,6 +613,8 @@ def record_job(
 ) -> str:
     """Record a finished job; returns the report's line. Never fails the job: the history is
     how the job is watched, not part of what it does, so a failure to record is a notice."""
+    if project.target_type(target) not in ("duckdb", "postgres"):
+        return f"notice: run history not recorded (target '{target}': kept on DuckDB, PostgreSQL)"
     started = time.perf_counter()
     try:
         manifest = _optional(artifacts_dir, "manifest.json") or {}

@@ -3,7 +3,8 @@
 The key is MEDIAPULSE_PII_HASH_KEY, from the environment, never from a committed file: without
 it a dictionary of likely addresses reverses an unkeyed hash. A server target (PostgreSQL, the
 shared warehouse) requires the variable. A DuckDB target is a file in this checkout's
-warehouse directory, beside raw.duckdb with the addresses in clear: there, without the
+warehouse directory, beside raw.duckdb with the addresses in clear (so is a local Spark
+session's, `method: session`): there, without the
 variable, a random key is generated once per checkout into that (gitignored) directory, so
 that `make build` works on a fresh clone and hashes stay stable from one build to the next.
 """
@@ -30,7 +31,9 @@ def hash_key_env(project: Project, target: str) -> dict[str, str]:
 
 
 def _checkout_key(project: Project, target: str) -> str:
-    if project.target_type(target) != "duckdb":
+    output = project.outputs[project.check_target(target)]
+    on_this_machine = output.get("type") == "duckdb" or output.get("method") == "session"
+    if not on_this_machine:
         raise MediaPulseError(
             f"environment variable {KEY_ENV} is not set: target '{target}' hashes e-mail "
             "addresses with this secret key; set it from your secret store (the same value on "

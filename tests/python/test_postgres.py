@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,25 +17,10 @@ from mediapulse.project import Project
 from mediapulse.rawload import connect_postgres, load_raw
 
 from . import pgserver
+from .compare_marts import ROUNDED_FROM_A_DOUBLE, same_rows, tolerances_of
 from .conftest import clone_built, manifest_models, relation_of
 
 pytestmark = [pytest.mark.dbt, pytest.mark.postgres]
-
-# Columns that models outside finance compute as a ratio through a double on DuckDB
-# (`1.0 * a / b`, or a decimal divided by a decimal, is a double there) and then cast to a
-# decimal. DuckDB rounds the double, PostgreSQL the exact quotient, so a quotient that ties
-# at the next digit can end one unit of the column's last decimal apart. These, and only
-# these, are compared to within that unit; every other column, every amount of money above
-# all, must be equal. Finance computes its quotients exactly (macro `divide_rounded`); moving
-# these ratios to it would let this list go.
-ROUNDED_FROM_A_DOUBLE = frozenset(
-    {
-        ("fct_watch_sessions", "completion_ratio"),
-        ("fct_campaign_delivery", "impressions_pacing_ratio"),
-        ("fct_campaign_delivery", "budget_spent_ratio"),
-    }
-)
-DECIMAL_TYPE = re.compile(r"(?:decimal|numeric)\(\s*\d+\s*,\s*(\d+)\s*\)")
 
 
 @pytest.fixture(scope="module")
@@ -62,66 +46,6 @@ def on_postgres(built: Project, postgres: pgserver.PgServer, tmp_path_factory) -
     return project
 
 
-def _normalise(value: object) -> object:
-    if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=None).isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    return value
-
-
-def _tolerances(model: str, node: dict) -> list[decimal.Decimal | None]:
-    """Per column: None to compare exactly, else the one unit a ratio may differ by."""
-    tolerances: list[decimal.Decimal | None] = []
-    for column in node["columns"].values():
-        if (model, column["name"]) not in ROUNDED_FROM_A_DOUBLE:
-            tolerances.append(None)
-            continue
-        scale = DECIMAL_TYPE.fullmatch(str(column.get("data_type", "")).strip().lower())
-        assert scale, f"{model}.{column['name']} is listed as a ratio but is not a decimal(p, s)"
-        tolerances.append(decimal.Decimal(1).scaleb(-int(scale.group(1))))
-    return tolerances
-
-
-def _split(row: tuple, tolerances: list[decimal.Decimal | None], where: str) -> tuple[tuple, tuple]:
-    """(the exactly compared values, the ratios compared to within a unit) of a row."""
-    exact, ratios = [], []
-    for value, tolerance in zip(map(_normalise, row), tolerances, strict=True):
-        # A double would make exact equality a matter of luck: the marts have none (their
-        # contracts declare decimals), and a new one must be made a decimal or listed above.
-        assert not isinstance(value, float), f"{where}: a double column, {value!r}"
-        (exact if tolerance is None else ratios).append(value)
-    return tuple(exact), tuple(ratios)
-
-
-def _within(left: tuple, right: tuple, tolerances: list[decimal.Decimal]) -> bool:
-    for a, b, unit in zip(left, right, tolerances, strict=True):
-        if (a is None) != (b is None) or (a is not None and abs(a - b) > unit):
-            return False
-    return True
-
-
-def _same_rows(
-    left: list[tuple], right: list[tuple], tolerances: list[decimal.Decimal | None], where: str
-) -> str | None:
-    """None when both sides hold the same rows: equal in every column, decimals to the last
-    digit, except the listed ratios, which may differ by one unit of their last decimal."""
-    groups: dict[tuple, list[list[tuple]]] = {}
-    for side, rows in enumerate((left, right)):
-        for row in rows:
-            exact, ratios = _split(row, tolerances, where)
-            groups.setdefault(exact, [[], []])[side].append(ratios)
-    units = [t for t in tolerances if t is not None]
-    for exact, (a, b) in groups.items():
-        if len(a) != len(b):
-            return f"row {exact}: {len(a)} on DuckDB, {len(b)} on PostgreSQL"
-        order = lambda ratios: [(v is None, v or 0) for v in ratios]  # noqa: E731
-        for x, y in zip(sorted(a, key=order), sorted(b, key=order), strict=True):
-            if not _within(x, y, units):
-                return f"row {exact}: ratios {x} on DuckDB, {y} on PostgreSQL"
-    return None
-
-
 def test_only_ratios_outside_finance_are_compared_with_a_tolerance(on_postgres: Project) -> None:
     models = manifest_models(on_postgres)
     for model, column in sorted(ROUNDED_FROM_A_DOUBLE):
@@ -135,13 +59,13 @@ def test_the_comparison_is_exact_except_for_the_listed_ratios() -> None:
     may be one unit of its last decimal apart, not two; a double is refused."""
     money, ratio = [None], [None, decimal.Decimal("0.0001")]
     cent = decimal.Decimal
-    assert _same_rows([(cent("0.357150"),)], [(cent("0.357149"),)], money, "m") is not None
-    assert _same_rows([(cent("0.357150"),)], [(cent("0.35715"),)], money, "m") is None
-    assert _same_rows([(1, cent("0.1235"))], [(1, cent("0.1234"))], ratio, "r") is None
-    assert _same_rows([(1, cent("0.1236"))], [(1, cent("0.1234"))], ratio, "r") is not None
-    assert _same_rows([(1, None)], [(1, cent("0.1234"))], ratio, "r") is not None
+    assert same_rows([(cent("0.357150"),)], [(cent("0.357149"),)], money, "m") is not None
+    assert same_rows([(cent("0.357150"),)], [(cent("0.35715"),)], money, "m") is None
+    assert same_rows([(1, cent("0.1235"))], [(1, cent("0.1234"))], ratio, "r") is None
+    assert same_rows([(1, cent("0.1236"))], [(1, cent("0.1234"))], ratio, "r") is not None
+    assert same_rows([(1, None)], [(1, cent("0.1234"))], ratio, "r") is not None
     with pytest.raises(AssertionError, match="a double column"):
-        _same_rows([(0.5,)], [(0.5,)], money, "d")
+        same_rows([(0.5,)], [(0.5,)], money, "d")
 
 
 def test_build_and_tests_pass_on_postgres(on_postgres: Project) -> None:
@@ -172,8 +96,8 @@ def test_marts_hold_the_same_rows_on_postgres_and_duckdb(
                     cursor.execute(f"select {select} from {pg_rel}")
                     pg_rows = cursor.fetchall()
                 assert len(duck_rows) == len(pg_rows), name
-                tolerances = _tolerances(name, pg_models[name])
-                difference = _same_rows(duck_rows, pg_rows, tolerances, name)
+                tolerances = tolerances_of(name, pg_models[name])
+                difference = same_rows(duck_rows, pg_rows, tolerances, name, "PostgreSQL")
                 assert difference is None, f"{name}: {difference}"
     finally:
         pg.close()

@@ -1,0 +1,125 @@
+"""Spark targets (profiles.yml `spark`): what a job needs before dbt starts a Spark session,
+and the demo raw data in the Spark catalog.
+
+The local target runs Spark inside the dbt process (`method: session`, pyspark and a JRE).
+Its raw tables are Parquet files the loader wrote, registered in the catalog as external
+tables: `mediapulse load-raw --target spark` writes them from raw.duckdb (`load_raw`), never a
+build. A cluster (`method: thrift` or `http`) has its own loader and catalog: jobs read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from mediapulse.errors import MediaPulseError
+from mediapulse.project import Project
+from mediapulse.warehouse import open_duckdb
+
+JRE_PACKAGE = "openjdk-17-jre-headless"
+PYTHON_PACKAGES = "'dbt-spark[session]>=1.11,<1.12' 'pyspark>=3.5,<3.6'"
+RAW_DIR = "spark/raw"  # under the warehouse directory
+LOADED = "loaded.json"  # what the last load registered, and from which data set
+
+
+def is_local(project: Project, target: str) -> bool:
+    """A Spark session in this process, with its tables under the warehouse directory."""
+    output = project.outputs[project.check_target(target)]
+    return output.get("type") == "spark" and output.get("method") == "session"
+
+
+def java() -> str | None:
+    """The `java` a Spark session would start: JAVA_HOME's, else the one on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    return shutil.which("java")
+
+
+def check_local_session(project: Project, target: str) -> None:
+    """Before dbt starts Spark in its process: a JRE and pyspark, or one line naming them."""
+    if not is_local(project, target):
+        return
+    if java() is None:
+        raise MediaPulseError(
+            f"target '{target}' runs Spark in this process and needs a Java runtime, which was "
+            f"not found (no JAVA_HOME, no `java` on PATH): install Debian's {JRE_PACKAGE} "
+            f"(apt-get install {JRE_PACKAGE})"
+        )
+    try:
+        import pyspark  # noqa: F401
+        from dbt.adapters import spark  # noqa: F401
+    except ImportError as exc:
+        raise MediaPulseError(
+            f"target '{target}' needs dbt-spark with pyspark ({exc.name} is missing): "
+            f"pip install {PYTHON_PACKAGES} (the locked requirements have them: `make venv`)"
+        ) from None
+
+
+def raw_dir(project: Project) -> Path:
+    return project.warehouse_dir / RAW_DIR
+
+
+def check_raw_tables(project: Project, target: str) -> None:
+    """The local target reads raw tables that `load-raw` registered: they are there. (A
+    cluster's catalog is read by dbt itself, which names a missing table.)"""
+    if is_local(project, target) and not (raw_dir(project) / LOADED).exists():
+        raise MediaPulseError(
+            f"no raw data in target '{target}' (Spark): load the demo data set with "
+            f"`mediapulse load-raw --target {target}`"
+        )
+
+
+def load_raw(project: Project, target: str) -> str:
+    """Make the local Spark catalog's raw tables hold the data set in raw.duckdb.
+
+    Each table is written as Parquet into a new directory of its own (DuckDB writes it, no
+    JVM needed), then the catalog's table is pointed at it, then older loads are removed:
+    a reader sees the previous load or the new one, whole. Skipped when the catalog already
+    holds this data set (same ``_mediapulse.generation`` row)."""
+    from mediapulse.rawload import RAW_TABLES
+    from mediapulse.runner import run_dbt
+
+    if not is_local(project, target):
+        raise MediaPulseError(
+            f"target '{target}' is a Spark cluster: its raw tables are its loader's; "
+            "`load-raw` writes the demo data set into a local session's catalog only"
+        )
+    check_local_session(project, target)
+    root = raw_dir(project)
+    marker = root / LOADED
+    with open_duckdb(project.raw_path, purpose="read the raw data", read_only=True) as con:
+        row = con.execute("select * from _mediapulse.generation").fetchone()
+        generation = [str(v) for v in row]
+        previous = json.loads(marker.read_text()) if marker.exists() else {}
+        if previous.get("generation") == generation and _metastore(project).exists():
+            return f"raw data already loaded into target '{target}'"
+        load = root / f"load-{time.time_ns()}"
+        tables, rows = {}, 0
+        for table in RAW_TABLES:
+            directory = load / table
+            directory.mkdir(parents=True)
+            con.execute(f"copy {table} to '{directory / 'part-0.parquet'}' (format parquet)")
+            tables[table] = str(directory.resolve())
+            if not table.startswith("_"):
+                rows += con.execute(f"select count(*) from {table}").fetchone()[0]
+    result = run_dbt(
+        project,
+        ["run-operation", "spark_register_raw_tables", "--args", json.dumps({"tables": tables})],
+        target=target,
+    )
+    if not result.success:
+        shutil.rmtree(load, ignore_errors=True)
+        raise MediaPulseError(f"load-raw into target '{target}' failed: {result.error}")
+    marker.write_text(json.dumps({"generation": generation, "tables": tables}, indent=2) + "\n")
+    for old in root.glob("load-*"):  # earlier loads: no table points at them any more
+        if old != load:
+            shutil.rmtree(old, ignore_errors=True)
+    return f"loaded {rows:,} raw rows into target '{target}' ({len(tables) - 1} tables)"
+
+
+def _metastore(project: Project) -> Path:
+    return project.warehouse_dir / "spark" / "metastore_db"
