@@ -51,8 +51,35 @@ def _peak_rss_mb() -> float:
 _FULL_PARSE_EVENT = "UnableToPartialParse"
 
 
+_SPARK_STARTED: list[bool] = []
+
+
+def _spark_failure(dbt_args: list[str]) -> str | None:
+    """A local Spark target's session, started before the first command that connects; its
+    one-line reason when it cannot start (mediapulse.spark.start_local_session)."""
+    from mediapulse.spark import LOCAL_ENV
+
+    command = dbt_args[0] if dbt_args else ""
+    if os.environ.get(LOCAL_ENV) != "1" or _SPARK_STARTED or command in _NO_MANIFEST | _READ_ONLY:
+        return None
+    from mediapulse.errors import MediaPulseError
+    from mediapulse.spark import start_local_session
+
+    try:
+        start_local_session()
+    except MediaPulseError as exc:
+        return str(exc)
+    _SPARK_STARTED.append(True)
+    return None
+
+
 def _invoke(dbt_args: list[str], capture: set[str], manifest: Any = None) -> dict[str, Any]:
     from dbt.cli.main import dbtRunner
+
+    failure = _spark_failure(dbt_args)
+    if failure is not None:
+        return {"success": False, "error": failure, "fatal": True, "messages": [],
+                "full_parse": [], "peak_rss_mb": _peak_rss_mb(), "_result": None}  # fmt: skip
 
     messages: list[str] = []
     full_parse: list[str] = []

@@ -61,7 +61,8 @@ def target_credentials(project: Project, target: str) -> Any:
             raw, PROFILE_NAME, ProfileRenderer({}), target_override=target
         )
     except Exception as exc:  # dbt raises several types; all mean the profile is unusable
-        raise MediaPulseError(f"cannot read target '{target}' from profiles.yml: {exc}") from exc
+        reason = " ".join(str(exc).split())  # dbt's message spans lines: one line here
+        raise MediaPulseError(f"cannot read target '{target}' from profiles.yml: {reason}") from exc
     return profile.credentials
 
 

@@ -123,7 +123,10 @@ def run_dbt(
 
 
 def _child_env(project: Project, target: str, extra_env: Mapping[str, str] | None) -> dict:
-    env = {**os.environ, **project.dbt_env(target), **(extra_env or {}), **PRIVATE_ENV}
+    from mediapulse.spark import child_env
+
+    env = {**os.environ, **project.dbt_env(target), **child_env(project, target),
+           **(extra_env or {}), **PRIVATE_ENV}  # fmt: skip
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p
     )
@@ -153,6 +156,8 @@ def _timed_out(args: Sequence[str], limit: float) -> MediaPulseError:
 
 
 def _run_from(full_args: list[str], payload: dict, elapsed: float) -> DbtRun:
+    if payload.get("fatal"):  # dbt did not run: nothing to report but why
+        raise MediaPulseError(payload["error"])
     return DbtRun(
         args=tuple(full_args),
         success=payload["success"],

@@ -123,3 +123,71 @@ def load_raw(project: Project, target: str) -> str:
 
 def _metastore(project: Project) -> Path:
     return project.warehouse_dir / "spark" / "metastore_db"
+
+
+LOCAL_ENV = "MEDIAPULSE_SPARK_LOCAL"  # set for dbt's process when it will start Spark itself
+LOG = "spark/driver.log"  # under the warehouse directory: what Spark itself writes
+
+
+def child_env(project: Project, target: str) -> dict[str, str]:
+    return {LOCAL_ENV: "1"} if is_local(project, target) else {}
+
+
+def start_local_session() -> None:
+    """In dbt's process, before dbt needs it: the Spark session dbt-spark's `getOrCreate` will
+    then reuse (the same settings: the profile's, rendered as dbt renders them). Started here
+    so that a session that cannot start (no memory, a port taken) is one line with Spark's
+    reason, not dbt's Python traceback after a JVM's message. Spark's own output (errors only,
+    profiles/spark-log4j2.properties) goes to warehouse/spark/driver.log."""
+    import sys
+
+    from mediapulse.project import TARGET_ENV, WAREHOUSE_ENV
+    from mediapulse.rawload import target_credentials
+
+    project = Project.discover(Path.cwd(), Path(os.environ.get(WAREHOUSE_ENV, "warehouse")))
+    target = os.environ.get(TARGET_ENV, "")
+    conf = target_credentials(project, target).server_side_parameters
+    log = project.warehouse_dir / LOG
+    log.parent.mkdir(parents=True, exist_ok=True)
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.enableHiveSupport()
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    # the JVM inherits stdout and stderr (HotSpot prints its own start-up errors on stdout):
+    # both are Spark's log, for as long as it runs
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with log.open("w") as handle:  # this session's: a reason read from it is today's
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+    try:
+        builder.getOrCreate()
+    except Exception as exc:
+        reason = _reason(log) or type(exc).__name__
+        raise MediaPulseError(
+            f"the Spark session of target '{target}' could not start: {reason} (Spark's log: "
+            f"{log}; settings: profiles.yml, MEDIAPULSE_SPARK_DRIVER_MEMORY, "
+            "MEDIAPULSE_SPARK_CORES)"
+        ) from None
+    finally:
+        for fd, copy in enumerate(saved, start=1):
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def _reason(log: Path) -> str:
+    """Spark's reason from the end of its log: the JVM's own error, or an exception's line."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines()[-40:]]
+    except OSError:
+        return ""
+    lines = [line for line in lines if line]
+    for i, line in enumerate(lines):
+        if line.startswith("Error occurred during initialization of VM") and i + 1 < len(lines):
+            return f"{line}: {lines[i + 1]}"
+    for line in lines:
+        if "Exception:" in line or line.startswith("Error:"):
+            return line
+    return lines[-1] if lines else ""

@@ -48,7 +48,8 @@ def packages_problem() -> str | None:
 # collection order (pytest-xdist, --dist loadfile), so starting these first keeps one long file
 # from running alone at the end. The rest keep their order.
 LONGEST_FIRST = (
-    "test_rehearsals.py", "test_monitoring.py", "test_pg_release.py", "test_faults.py",
+    "test_rehearsals.py", "test_monitoring.py", "test_spark.py", "test_pg_release.py",
+    "test_faults.py",
     "test_raw_ownership.py",
     "test_refresh.py", "test_slim_ci.py", "test_deploy.py",
     "test_revenue.py", "test_postgres.py", "test_lint_sql.py",
@@ -77,6 +78,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
         terminalreporter.write_line(
             f"!!! DBT TESTS SKIPPED: no dbt packages: {problem} !!!", red=True, bold=True
         )
+    from mediapulse import spark
+
+    if spark.java() is None:
+        terminalreporter.write_line(
+            f"!!! SPARK TESTS SKIPPED: no Java runtime (apt-get install {spark.JRE_PACKAGE}) !!!",
+            red=True,
+            bold=True,
+        )
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
@@ -87,16 +96,18 @@ def _skip_reason(report: pytest.TestReport) -> str:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """A skipped check proves nothing: skips fail the run unless the machine cannot run them.
 
-    Allowed: the dbt tests when no package source exists (said loudly above), and the
-    PostgreSQL tests when no server binaries exist, except under MEDIAPULSE_REQUIRE_ALL_TESTS=1
-    (CI sets it), where every test must run.
+    Allowed: the dbt tests when no package source exists (said loudly above), the
+    PostgreSQL tests when no server binaries exist and the Spark tests without Java, except
+    under MEDIAPULSE_REQUIRE_ALL_TESTS=1 (CI sets it), where every test must run.
     """
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None or exitstatus != 0:
         return
     strict = os.environ.get("MEDIAPULSE_REQUIRE_ALL_TESTS") == "1"
     reasons = [_skip_reason(r) for r in reporter.stats.get("skipped", [])]
-    excused = ("dbt packages unavailable", "PostgreSQL server binaries not found")
+    excused = (
+        "dbt packages unavailable", "PostgreSQL server binaries not found", "no Java runtime"
+    )  # fmt: skip
     unexcused = [r for r in reasons if strict or not any(e in r for e in excused)]
     if unexcused:
         reporter.write_line(

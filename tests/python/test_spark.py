@@ -157,3 +157,23 @@ def test_no_java_is_one_line_naming_the_package(
         spark.check_local_session(project_copy, TARGET)
     text = str(err.value)
     assert "\n" not in text and spark.JRE_PACKAGE in text and "Java runtime" in text
+
+
+def test_a_session_that_cannot_start_is_one_line_with_sparks_reason(
+    runs: SparkRuns, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mediapulse.cli import main
+
+    monkeypatch.setenv("MEDIAPULSE_SPARK_DRIVER_MEMORY", "1k")  # the JVM refuses to start
+    capsys.readouterr()
+    code = main(["--project-dir", str(runs.project.root), "build", "--target", TARGET])
+    out, err = capsys.readouterr()
+    assert code != 0
+    errors = [line for line in (out + err).splitlines() if "could not start" in line]
+    assert errors == [
+        f"mediapulse build: error: the Spark session of target '{TARGET}' could not start: "
+        "Error occurred during initialization of VM: Too small maximum heap (Spark's log: "
+        f"{runs.project.warehouse_dir / spark.LOG}; settings: profiles.yml, "
+        "MEDIAPULSE_SPARK_DRIVER_MEMORY, MEDIAPULSE_SPARK_CORES)"
+    ], out + err
+    assert "Traceback" not in out + err and "at org.apache" not in out + err
