@@ -1,8 +1,9 @@
 {#
     Division of whole numbers that truncates toward zero and stays a whole number. Engines
     spell it differently (`//` on DuckDB, whose `/` always gives a double; `div()` on
-    PostgreSQL, the `div` operator on Spark), hence one implementation per adapter. Another engine gets a compile error
-    naming what to add rather than a division whose result type nobody checked.
+    PostgreSQL, the `div` operator on Spark), hence one implementation per adapter. Another
+    engine gets a compile error naming what to add rather than a division whose result type
+    nobody checked.
 #}
 {% macro integer_divide(dividend, divisor) -%}
     {{ return(adapter.dispatch('integer_divide', 'mediapulse')(dividend, divisor)) }}

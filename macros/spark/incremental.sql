@@ -15,7 +15,8 @@
 
 {#- Replace the rows of `relation` by the result of `select_sql`, which may read it. -#}
 {% macro spark_rewrite_table(relation, select_sql) %}
-    {%- set scratch = relation.incorporate(path={"identifier": relation.identifier ~ '__mediapulse_rewrite'}) -%}
+    {%- set scratch_name = relation.identifier ~ '__mediapulse_rewrite' -%}
+    {%- set scratch = relation.incorporate(path={"identifier": scratch_name}) -%}
     {%- do run_query('drop table if exists ' ~ scratch) -%}
     {%- do run_query('create table ' ~ scratch ~ ' using parquet as ' ~ select_sql) -%}
     {%- do run_query('insert overwrite table ' ~ relation ~ ' select * from ' ~ scratch) -%}
@@ -37,7 +38,9 @@
     one; on Parquet the work is done by then, and it only refreshes Spark's file listing. -#}
 {% macro spark__get_merge_sql(target, source, unique_key, dest_columns, incremental_predicates) %}
     {%- if spark_has_merge() -%}
-        {{ return(dbt_spark.spark__get_merge_sql(target, source, unique_key, dest_columns, incremental_predicates)) }}
+        {{ return(dbt_spark.spark__get_merge_sql(
+            target, source, unique_key, dest_columns, incremental_predicates
+        )) }}
     {%- endif -%}
     {%- if unique_key is none or incremental_predicates -%}
         {{ exceptions.raise_compiler_error(

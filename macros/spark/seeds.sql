@@ -12,8 +12,9 @@
     {% set sql %}
         create table {{ this.render() }} (
             {%- for col_name in agate_table.column_names -%}
-                {%- set type = column_override.get(col_name, adapter.convert_type(agate_table, loop.index0)) -%}
-                {{ adapter.quote_seed_column(col_name | string, quote_seed_column) }} {{ spark_type(type) }}
+                {%- set inferred = adapter.convert_type(agate_table, loop.index0) -%}
+                {%- set type = spark_type(column_override.get(col_name, inferred)) -%}
+                {{ adapter.quote_seed_column(col_name | string, quote_seed_column) }} {{ type }}
                 {%- if not loop.last -%}, {% endif -%}
             {%- endfor -%}
         )
@@ -33,7 +34,8 @@
     {%- set column_override = model['config'].get('column_types', {}) -%}
     {%- set types = [] -%}
     {%- for col_name in agate_table.column_names -%}
-        {%- do types.append(spark_type(column_override.get(col_name, adapter.convert_type(agate_table, loop.index0)))) -%}
+        {%- set inferred = adapter.convert_type(agate_table, loop.index0) -%}
+        {%- do types.append(spark_type(column_override.get(col_name, inferred))) -%}
     {%- endfor -%}
     {%- set statements = [] -%}
     {%- for chunk in agate_table.rows | batch(get_batch_size()) -%}

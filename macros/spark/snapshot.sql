@@ -41,7 +41,9 @@
 {% endmacro %}
 
 
-{% macro mediapulse_spark_snapshot_rewrite_sql(target, staging, scratch, target_columns, staging_columns, columns) %}
+{% macro mediapulse_spark_snapshot_rewrite_sql(
+    target, staging, scratch, target_columns, staging_columns, columns
+) %}
     {#- the MERGE of spark__snapshot_merge_sql, as a select of the whole new table -#}
     {%- set staging_names = staging_columns | map(attribute='name') | map('lower') | list -%}
     {%- set dest_valid_to = 'DBT_INTERNAL_DEST.' ~ adapter.quote(columns.dbt_valid_to) -%}
@@ -64,7 +66,8 @@
             when closures.dbt_internal_scd_id is null then {{ dest_valid_to }}
             -- MERGE fails when several source rows match one target row: so does this
             when closures.dbt_internal_matches > 1 then raise_error(
-                'snapshot {{ target }}: several staged changes for one {{ columns.dbt_scd_id }} (is unique_key unique?)')
+                'snapshot {{ target }}: several staged changes for one '
+                || '{{ columns.dbt_scd_id }} (is unique_key unique?)')
             else closures.dbt_internal_valid_to
         end as {{ adapter.quote(col.name) }}
         {%- else %}
@@ -75,7 +78,10 @@
     left join closures
         on closures.dbt_internal_scd_id = DBT_INTERNAL_DEST.{{ adapter.quote(columns.dbt_scd_id) }}
         {% if config.get('dbt_valid_to_current') -%}
-        and ({{ equals(dest_valid_to, config.get('dbt_valid_to_current') | trim) }} or {{ dest_valid_to }} is null)
+        and (
+            {{ equals(dest_valid_to, config.get('dbt_valid_to_current') | trim) }}
+            or {{ dest_valid_to }} is null
+        )
         {%- else -%}
         and {{ dest_valid_to }} is null
         {%- endif %}
@@ -93,7 +99,8 @@
         {%- endfor %}
     from {{ staging }} as DBT_INTERNAL_SOURCE
     left anti join {{ target }} as DBT_INTERNAL_DEST
-        on DBT_INTERNAL_SOURCE.{{ adapter.quote(columns.dbt_scd_id) }} = DBT_INTERNAL_DEST.{{ adapter.quote(columns.dbt_scd_id) }}
+        on DBT_INTERNAL_SOURCE.{{ adapter.quote(columns.dbt_scd_id) }}
+        = DBT_INTERNAL_DEST.{{ adapter.quote(columns.dbt_scd_id) }}
     where DBT_INTERNAL_SOURCE.dbt_change_type = 'insert'
 {% endmacro %}
 
@@ -129,17 +136,20 @@
   {%- if (config.get('hard_deletes') or '') | lower == 'new_record' -%}
     {% do exceptions.raise_compiler_error(
         "Snapshot " ~ target_relation ~ ": hard_deletes 'new_record' is not supported on Spark "
-        ~ "(deletion rows would get null columns, dbt-labs/dbt-adapters#1401); use 'invalidate'.") %}
+        ~ "(deletion rows would get null columns, dbt-labs/dbt-adapters#1401); "
+        ~ "use 'invalidate'.") %}
   {%- endif -%}
 
   {%- set scratch_relation = api.Relation.create(identifier=target_table ~ '__dbt_scratch',
-                                                 schema=model.schema, database=none, type='table') -%}
+        schema=model.schema, database=none, type='table') -%}
   {#- A scratch table left behind may be the only full copy, if an insert overwrite failed. -#}
   {%- if load_relation(scratch_relation) is not none -%}
     {% do exceptions.raise_compiler_error(
-        "Snapshot " ~ target_relation ~ ": " ~ scratch_relation ~ " is left from an interrupted run. "
+        "Snapshot " ~ target_relation ~ ": " ~ scratch_relation
+        ~ " is left from an interrupted run. "
         ~ "If " ~ target_relation ~ " is incomplete, restore it with `insert overwrite table "
-        ~ target_relation ~ " select * from " ~ scratch_relation ~ "`; then drop " ~ scratch_relation ~ ".") %}
+        ~ target_relation ~ " select * from " ~ scratch_relation ~ "`; then drop "
+        ~ scratch_relation ~ ".") %}
   {%- endif -%}
 
   {{ run_hooks(pre_hooks, inside_transaction=False) }}
@@ -147,7 +157,9 @@
   {{ run_hooks(pre_hooks, inside_transaction=True) }}
 
   {% set strategy_macro = strategy_dispatch(strategy_name) %}
-  {% set strategy = strategy_macro(model, "snapshotted_data", "source_data", model['config'], target_relation_exists) %}
+  {% set strategy = strategy_macro(
+      model, "snapshotted_data", "source_data", model['config'], target_relation_exists
+  ) %}
 
   {% if not target_relation_exists %}
 
@@ -159,13 +171,16 @@
 
   {% else %}
 
-      {% set columns = config.get("snapshot_table_column_names") or get_snapshot_table_column_names() %}
+      {% set columns = config.get("snapshot_table_column_names")
+                       or get_snapshot_table_column_names() %}
 
       {{ adapter.assert_valid_snapshot_target_given_strategy(target_relation, columns, strategy) }}
 
       {% set staging_table = spark_build_snapshot_staging_table(strategy, sql, target_relation) %}
 
-      {% set remove_columns = ['dbt_change_type', 'DBT_CHANGE_TYPE', 'dbt_unique_key', 'DBT_UNIQUE_KEY'] %}
+      {% set remove_columns = [
+          'dbt_change_type', 'DBT_CHANGE_TYPE', 'dbt_unique_key', 'DBT_UNIQUE_KEY'
+      ] %}
       {% if unique_key | is_list %}
           {% for key in strategy.unique_key %}
               {% do remove_columns.append('dbt_unique_key_' ~ loop.index) %}
