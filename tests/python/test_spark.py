@@ -35,6 +35,27 @@ class SparkRuns:
     duckdb_before: dict[str, list[tuple]]  # DuckDB's, before and after the day
     duckdb_after: dict[str, list[tuple]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    datediff_on_spark: tuple[int, int] = (0, 0)
+
+
+# dbt.datediff across engines: half an hour is 1 hour on Spark (it rounds the elapsed time up)
+# and 0 on DuckDB and PostgreSQL (they count hour boundaries crossed); seconds agree (Spark
+# truncates each timestamp to the second first). The models use seconds and days only.
+DATEDIFF_PROBE = (
+    "select {{ dbt.datediff(\"cast('2026-01-01 10:00:00' as timestamp)\", "
+    "\"cast('2026-01-01 10:30:00' as timestamp)\", 'hour') }} as hours, "
+    "{{ dbt.datediff(\"cast('2026-01-01 10:00:00.900' as timestamp)\", "
+    "\"cast('2026-01-01 10:00:01.100' as timestamp)\", 'second') }} as seconds"
+)
+
+
+def _datediff(project: Project, target: str) -> tuple[int, int]:
+    run = runner.run_dbt(
+        project, ["show", "--inline", DATEDIFF_PROBE], target=target, capture_events=["ShowNode"]
+    )
+    assert run.success and run.messages, run.error
+    hours, seconds = run.messages[-1].strip().splitlines()[-1].strip("| ").split("|")
+    return int(hours), int(seconds)
 
 
 def _marts(project: Project) -> dict[str, dict]:
@@ -95,9 +116,11 @@ def runs(built: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         seconds["incremental build"] = time.perf_counter() - started
         incremental = artifacts.node_results(project.target_dir)
         marts_incremental = _spark_rows(project)
+        datediff = _datediff(project, TARGET)
     result = SparkRuns(
-        project, full, incremental, marts_full, marts_incremental, duckdb_before, seconds=seconds
-    )
+        project, full, incremental, marts_full, marts_incremental, duckdb_before, seconds=seconds,
+        datediff_on_spark=datediff,
+    )  # fmt: skip
     # the reference: the same appended data, built from scratch on DuckDB
     assert build.main_job(project, "dev", full_refresh=True) == 0
     result.duckdb_after = _duckdb_rows(project)
@@ -177,3 +200,19 @@ def test_a_session_that_cannot_start_is_one_line_with_sparks_reason(
         "MEDIAPULSE_SPARK_DRIVER_MEMORY, MEDIAPULSE_SPARK_CORES)"
     ], out + err
     assert "Traceback" not in out + err and "at org.apache" not in out + err
+
+
+def test_datediff_in_hours_is_where_spark_differs_and_seconds_agree(runs: SparkRuns) -> None:
+    """The engine difference README "Running on Spark" names, shown, not assumed."""
+    assert runs.datediff_on_spark == (1, 1)
+    assert _datediff(runs.project, "dev") == (0, 1)
+    root = runs.project.root / "models"
+    calls = []
+    for path in root.rglob("*.sql"):
+        if path.relative_to(root).parts[0] == "monitoring":
+            continue  # the run history's views are not built on Spark
+        for call in path.read_text().split("dbt.datediff(")[1:]:
+            calls.append((path.name, call.split("}}")[0]))
+    assert len(calls) >= 5, "the models' datediff calls are found"
+    wrong = [name for name, call in calls if "'hour'" in call or "'minute'" in call]
+    assert not wrong, f"datediff in hours or minutes, which Spark rounds differently: {wrong}"
