@@ -110,7 +110,7 @@
   {%- set file_format = config.get('file_format') or 'parquet' -%}
 
   {#- Delta, Iceberg and Hudi: dbt-spark's own materialization, MERGE INTO and all. -#}
-  {%- if file_format in ['delta', 'iceberg', 'hudi'] -%}
+  {%- if spark_has_merge() -%}
     {{ return(dbt.materialization_snapshot_spark()) }}
   {%- endif -%}
 

@@ -31,9 +31,9 @@ def hash_key_env(project: Project, target: str) -> dict[str, str]:
 
 
 def _checkout_key(project: Project, target: str) -> str:
-    output = project.outputs[project.check_target(target)]
-    on_this_machine = output.get("type") == "duckdb" or output.get("method") == "session"
-    if not on_this_machine:
+    from mediapulse.spark import is_local
+
+    if project.target_type(target) != "duckdb" and not is_local(project, target):
         raise MediaPulseError(
             f"environment variable {KEY_ENV} is not set: target '{target}' hashes e-mail "
             "addresses with this secret key; set it from your secret store (the same value on "

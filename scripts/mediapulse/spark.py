@@ -77,8 +77,10 @@ def load_raw(project: Project, target: str) -> str:
     """Make the local Spark catalog's raw tables hold the data set in raw.duckdb.
 
     Each table is written as Parquet into a new directory of its own (DuckDB writes it, no
-    JVM needed), then the catalog's table is pointed at it, then older loads are removed:
-    a reader sees the previous load or the new one, whole. Skipped when the catalog already
+    JVM needed), then the catalog's table is dropped and created over it (external: the drop
+    deletes no file), then older loads are removed. A reader sees the previous load or the
+    new one, never a half-written one; between the drop and the create it finds no table.
+    Skipped when the catalog already
     holds this data set (same ``_mediapulse.generation`` row)."""
     from mediapulse.rawload import RAW_TABLES
     from mediapulse.runner import run_dbt
