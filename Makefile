@@ -79,13 +79,14 @@ ci-refresh: venv ## rehearse the hourly refresh: new raw rows into production, s
 	$(MP) refresh --target $(PROD_TARGET) --artifacts $(STATE) --summary $(OUT)/refresh.md
 	$(MP) report --target $(PROD_TARGET) --artifacts $(STATE) --out $(OUT)/report --summary $(OUT)/report.md
 
-ci-pr: venv ## rehearse the PR workflow: lint, unit tests, slim CI, evaluator, codegen check
+ci-pr: venv ## rehearse the PR workflow: lint, unit tests, slim CI, data diff, evaluator, codegen check
 	$(MAKE) lint
 	$(MAKE) unit-test
 	$(MP) slim-ci --target $(CI_TARGET) --state $(STATE) --summary $(OUT)/slim-ci.md
+	$(MP) diff --target $(CI_TARGET) --summary $(OUT)/data-diff.md
 	$(MP) evaluate --target $(CI_TARGET) --baseline $(STATE)/evaluator.json --json $(OUT)/evaluator.json --markdown $(OUT)/evaluator.md
 	$(MP) codegen --target $(CI_TARGET) --check --markdown $(OUT)/codegen.md
-	$(MP) summarize --title "MediaPulse PR checks" --out $(OUT)/pr-comment.md $(OUT)/slim-ci.md $(OUT)/evaluator.md $(OUT)/codegen.md
+	$(MP) summarize --title "MediaPulse PR checks" --out $(OUT)/pr-comment.md $(OUT)/slim-ci.md $(OUT)/data-diff.md $(OUT)/evaluator.md $(OUT)/codegen.md
 	$(MP) drop-ci-schemas --target $(CI_TARGET)
 
 ci-validate: venv ## rehearse PR validation: build and test tag:critical+ before merge

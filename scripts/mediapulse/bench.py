@@ -441,6 +441,8 @@ def run_bench(
                 },
             )
             bench.measures[name].command += f" (after editing {model})"
+            if name == "slim_ci_event_staging":
+                measure_data_diff(bench, manifest, slim_env)
         finally:
             undo()
 
@@ -489,6 +491,8 @@ def run_bench(
                10, "higher", "x"),
         Target("mediapulse slim-ci, one mart, wall clock", m["job_slim_ci_one_mart"].wall_median,
                6, "lower", "s"),
+        Target("data diff of fct_watch_sessions against production",
+               m["data_diff_watch_sessions"].wall_median, 5, "lower", "s"),
     ]  # fmt: skip
     scaling = _scaling(out_json, events_loaded, m)
     flat = flatness_target(scaling)
@@ -527,6 +531,34 @@ def run_bench(
     print(markdown)
     print(f"results: {out_json}, {out_markdown}")
     return 0
+
+
+DIFFED = "model.mediapulse.fct_watch_sessions"
+
+
+def measure_data_diff(bench: Bench, manifest: dict[str, Any], env: dict[str, str]) -> None:
+    """`mediapulse diff`'s work on the largest mart slim CI rebuilt: the value diff of
+    fct_watch_sessions against production, in the warehouse (a full outer join on its key)."""
+    from mediapulse import datadiff
+
+    production = artifacts.load_json(bench.work / "state" / "manifest.json", "production")
+    measure = Measure(
+        "data_diff_watch_sessions", "mediapulse diff of fct_watch_sessions (after slim CI)"
+    )
+    for _ in range(bench.runs):
+        started = time.perf_counter()
+        prod = Path(env["MEDIAPULSE_PROD_WAREHOUSE"])
+        with datadiff.connect(bench.project, "ci", prod) as wh:
+            diff = datadiff.diff_model(wh, manifest, production, DIFFED, modified=False)
+        seconds = time.perf_counter() - started
+        if diff.status != "compared" or not diff.key or diff.data_changed:
+            raise MediaPulseError(f"the benchmark's data diff went wrong: {diff}")
+        measure.samples.append(Sample(seconds, seconds, 0.0))
+        print(f"  data diff of fct_watch_sessions: {seconds:.2f} s, {diff.matched} rows matched")
+    bench.measures[measure.name] = measure
+    bench.checks["data diff of an unchanged fct_watch_sessions"] = (
+        f"equal ({diff.matched} rows matched on {', '.join(diff.key)})"
+    )
 
 
 def flatness_target(scaling: dict[str, dict[str, float]]) -> Target | None:

@@ -240,6 +240,20 @@ def _cmd_slim_ci(args: argparse.Namespace, project: Project) -> int:
     )
 
 
+def _cmd_diff(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.datadiff import run_diff
+
+    return run_diff(
+        project,
+        target=args.target,
+        state_dir=Path(args.state).resolve() if args.state else None,
+        prod_warehouse=Path(args.prod_warehouse).resolve() if args.prod_warehouse else None,
+        summary=Path(args.summary) if args.summary else None,
+        max_chars=args.max_chars,
+        json_out=Path(args.json) if args.json else None,
+    )
+
+
 def _cmd_evaluate(args: argparse.Namespace, project: Project) -> int:
     from mediapulse.evaluate import run_evaluate
 
@@ -615,6 +629,30 @@ def build_parser() -> argparse.ArgumentParser:
     slim_p.add_argument(
         "--summary", help="Markdown report path (default: $GITHUB_STEP_SUMMARY when set)"
     )
+
+    diff_p = command(
+        "diff",
+        _cmd_diff,
+        "after slim-ci: compare every model it built with production (schema, rows, values)",
+    )
+    _target_argument(diff_p, default="ci")
+    diff_p.add_argument(
+        "--state", help="production artifacts (default: the state slim-ci compared with)"
+    )
+    diff_p.add_argument(
+        "--prod-warehouse",
+        help="production DuckDB file (default: <warehouse-dir>/prod.duckdb)",
+    )
+    diff_p.add_argument(
+        "--summary", help="Markdown report path (default: $GITHUB_STEP_SUMMARY when set)"
+    )
+    diff_p.add_argument(
+        "--max-chars",
+        type=_positive_int,
+        default=40_000,
+        help="longest report (default 40000: a PR comment holds 65536 characters)",
+    )
+    diff_p.add_argument("--json", help="also write every model's diff as JSON here")
 
     bench_p = command(
         "bench",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mediapulse import artifacts, history, prepare, runner
+from mediapulse import artifacts, datadiff, history, prepare, runner
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 from mediapulse.release import CI_PARSE, RELEASE_FILE
@@ -354,7 +354,8 @@ def run_slim_ci(
     state = find_state(state_dir)
     env = prepare.target_env(project, target, prod_warehouse, need_prod=state is not None)
     seed_parse(project, state, target)
-    (project.target_dir / "run_results.json").unlink(missing_ok=True)  # this run's, or none
+    for previous in ("run_results.json", datadiff.PLAN_FILE):  # this run's, or none
+        (project.target_dir / previous).unlink(missing_ok=True)
     # dbt starts (and imports itself) while the job checks packages and data
     with runner.session(project, target, env) as dbt:
         prepare.prepare(project, target)
@@ -401,6 +402,7 @@ def _slim_ci(
         # read the run history jobs write), or the selection asked for
         everything = ["--exclude", *EXCLUDE[1:], "path:models/monitoring"]
         invocations = [["build", *everything] + (["--select", select] if select else [])]
+        datadiff.save_plan(project, None, [], [])
     else:
         try:
             plan = make_plan(project, state, select, target, env)
@@ -408,6 +410,7 @@ def _slim_ci(
             # the PR's summary and comment must say why, not only the job log
             write_summary(f"## Slim CI: failed before building\n\n- {exc}\n", summary)
             raise
+        datadiff.save_plan(project, state, list(plan.modified), list(plan.selected))
         if plan.empty:
             if select:
                 raise MediaPulseError(f"--select {select!r} matches no model, seed or snapshot")

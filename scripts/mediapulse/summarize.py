@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 MARKER = "<!-- mediapulse-ci-report -->"
+COMMENT_LIMIT = 65_536  # GitHub refuses a longer comment body
 
 
 def combine(title: str, inputs: list[Path]) -> str:
@@ -18,7 +19,14 @@ def combine(title: str, inputs: list[Path]) -> str:
             parts += [path.read_text().strip(), ""]
         else:
             parts += [f"_{path.name}: not produced (the step did not run or failed early)_", ""]
-    return "\n".join(parts).rstrip() + "\n"
+    text = "\n".join(parts).rstrip() + "\n"
+    if len(text) <= COMMENT_LIMIT:
+        return text
+    cut = (
+        f"\n\n_Cut here at GitHub's comment limit ({COMMENT_LIMIT} characters, "
+        f"{len(text)} written): the full reports are in the job summary._\n"
+    )
+    return text[: COMMENT_LIMIT - len(cut)].rsplit("\n", 1)[0] + cut
 
 
 def write_combined(title: str, inputs: list[Path], out: Path) -> Path:

@@ -23,6 +23,7 @@ MEASURES = {
     "full_build", "full_run", "incremental_run", "incremental_build", "slim_ci_one_mart",
     "slim_ci_event_staging", "floor", "parse_cold", "parse_partial", "evaluator",
     "job_nightly", "job_refresh", "job_deploy_one_mart", "job_slim_ci_one_mart",
+    "data_diff_watch_sessions",
 }  # fmt: skip
 JOBS = {name for name in MEASURES if name.startswith("job_")}
 
@@ -45,7 +46,7 @@ def test_bench_runs_every_step_and_its_checks_hold(
         assert measure["wall_s"]["median"] > 0, name
         if name not in ("floor", "parse_cold", "parse_partial"):
             assert measure["exec_s"]["median"] > 0, name
-        if name not in ("floor", "parse_cold", "parse_partial", *JOBS):
+        if name not in ("floor", "parse_cold", "parse_partial", "data_diff_watch_sessions", *JOBS):
             assert measure["peak_mb"]["max"] > 50, f"{name}: the dbt process's memory is measured"
     # the jobs are the commands users run, whole
     assert report["measures"]["job_refresh"]["command"].startswith("mediapulse refresh --target")
@@ -65,6 +66,9 @@ def test_bench_runs_every_step_and_its_checks_hold(
         "deploy of one mart == the release it replaced": report["checks"][
             "deploy of one mart == the release it replaced"
         ],
+        "data diff of an unchanged fct_watch_sessions": report["checks"][
+            "data diff of an unchanged fct_watch_sessions"
+        ],
     }
     assert all(value.startswith("equal (") for value in report["checks"].values())
     # the incremental check compares every table the project builds, not a token few
@@ -77,6 +81,7 @@ def test_bench_runs_every_step_and_its_checks_hold(
         "mediapulse refresh of a day vs full build, both with their tests",
         "mediapulse deploy of one mart vs full deploy (nightly's build), dbt time",
         "mediapulse slim-ci, one mart, wall clock",
+        "data diff of fct_watch_sessions against production",
     }
     # the staged copy is its own line, and each job says how often dbt parsed
     for job in ("job_nightly", "job_refresh", "job_deploy_one_mart"):

@@ -239,9 +239,16 @@ def test_a_pull_request_is_built_against_production(
     ci = checks.workspace / "warehouse" / "ci.duckdb"
     relation = _relation(checks.workspace / "target", "dim_content")
     assert _count(ci, f"select count(*) from {relation} where title <> upper(title)") == 0
+    # what the change does to the data: every mixed-case title of production, and who sees it
+    diff = (checks.workspace / "ci-output" / "data-diff.md").read_text()
+    mixed = _mixed_case_titles(published)
+    assert mixed > 0 and diff.count(f"- changed columns: title {mixed} (") == 2, diff
+    assert "- breaking: stg_catalog__content" in diff
+    assert "- exposures whose data changes: content_performance" in diff
     _ok(comment)
     assert comment.comment is not None and comment.comment.startswith(MARKER)
-    for section in ("## Slim CI plan", "dbt-project-evaluator", "Codegen"):
+    for section in ("## Slim CI plan", "## Data diff against production", "dbt-project-evaluator",
+                    "Codegen"):  # fmt: skip
         assert section in comment.comment
     assert _digest(published.root) == before, "a pull request never touches production"
 

@@ -160,6 +160,11 @@ def test_a_pull_request_on_postgres_runs_as_ci_in_schemas_of_its_own(
     _ok(checks)
     slim = (checks.workspace / "ci-output" / "slim-ci.md").read_text()
     assert "| modified | 1 | stg_catalog__content |" in slim and "Slim CI results: passed" in slim
+    # the data diff ran on the server, as the CI role: production's mixed-case titles changed
+    diff = (checks.workspace / "ci-output" / "data-diff.md").read_text()
+    mixed = _mixed_case_titles(scenario.server)
+    assert mixed > 0 and diff.count(f"- changed columns: title {mixed} (") == 2, diff
+    assert "- breaking: stg_catalog__content" in diff
     drop = checks.step("Drop this run's CI schemas").stdout
     assert "dropped the" in drop and "schemas of CI run ci_" in drop, drop
     assert _ci_schemas(scenario.server) == []

@@ -1,0 +1,335 @@
+"""The data diff a pull request's review shows (`mediapulse diff`, after `mediapulse slim-ci`).
+
+Scripted pull requests against a production built by `mediapulse nightly`, each with an answer
+the test computes on its own from production: a rounding change, a dropped column a downstream
+model reads, an added column, a filter that removes one content type. Each diff runs in a
+network namespace without a network (netsandbox.py), which records any attempt to leave.
+Above them, the diff's SQL on hand-made DuckDB tables: exact counts, a key that is not unique,
+a new model, a relation that cannot be read, the size limit of a PR comment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from mediapulse import datadiff
+from mediapulse.cli import main
+from mediapulse.project import Project
+from mediapulse.summarize import COMMENT_LIMIT, combine
+
+from . import netsandbox
+from .conftest import clone_built
+
+BIN = Path(sys.executable).parent
+
+# -- the SQL, on hand-made tables -------------------------------------------------------------
+
+
+def _node(name: str, schema: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name, "resource_type": "model", "relation_name": f'"memory"."{schema}"."{name}"',
+        "columns": {}, "config": {"materialized": "table"}, **extra,
+    }  # fmt: skip
+
+
+def _unique_test(model: str, column: str) -> dict[str, Any]:
+    return {
+        "resource_type": "test", "attached_node": model, "config": {},
+        "test_metadata": {"name": "unique", "kwargs": {"column_name": column}},
+    }  # fmt: skip
+
+
+@pytest.fixture
+def warehouse() -> tuple[duckdb.DuckDBPyConnection, datadiff.Warehouse]:
+    con = duckdb.connect()
+    con.execute("create schema prod; create schema ci")
+    return con, datadiff.Warehouse("duckdb", lambda sql: con.execute(sql).fetchall(), True)
+
+
+def _manifests(key_test: bool = True) -> tuple[dict, dict]:
+    uid = "model.mediapulse.t"
+    head = {
+        "nodes": {uid: _node("t", "ci")}, "child_map": {uid: []}, "exposures": {},
+    }  # fmt: skip
+    if key_test:
+        head["nodes"]["test.mediapulse.unique_t_id"] = _unique_test(uid, "id")
+        head["child_map"][uid] = ["test.mediapulse.unique_t_id"]
+    return head, {"nodes": {uid: _node("t", "prod")}}
+
+
+def test_the_value_diff_counts_added_removed_and_changed_rows_exactly(warehouse) -> None:
+    con, wh = warehouse
+    con.execute("create table prod.t (id int, amount decimal(18, 6), ratio double, label text)")
+    con.execute("create table ci.t (id int, amount decimal(18, 6), ratio double, label text)")
+    con.execute(
+        "insert into prod.t select i, i * 1.5, i / 3, 'x' || i from range(1, 11) r(i);"
+        "insert into ci.t select * from prod.t where id <> 1;"
+        "insert into ci.t values (11, 1, 1, 'new');"
+        "update ci.t set amount = amount + 0.000001 where id = 2;"  # a changed amount
+        "update ci.t set ratio = ratio + 1e-13 where id = 3;"  # a double's last bits: same
+        "update ci.t set label = null where id = 4;"  # a value that became null
+    )
+    head, production = _manifests()
+    diff = datadiff.diff_model(wh, head, production, "model.mediapulse.t", modified=True)
+    assert (diff.status, diff.key, diff.rows_base, diff.rows_head) == ("compared", ["id"], 10, 10)
+    assert (diff.added, diff.removed, diff.changed, diff.matched) == (1, 1, 2, 9)
+    assert diff.changed_by_column == {"amount": 1, "ratio": 0, "label": 1}
+    assert [(e["key"], e["change"]) for e in diff.examples] == [
+        ((1,), "removed"), ((2,), "changed"), ((4,), "changed"), ((11,), "added"),
+    ]  # fmt: skip
+    before, after = diff.examples[1]["columns"]["amount"]
+    assert after - before == Decimal("0.000001")
+    text = datadiff.render_model(diff)
+    assert "1 added, 1 removed, 2 (22.2 %) of 9 matched rows changed" in text
+    assert "amount 1 (11.1 %), label 1 (11.1 %)" in text
+
+
+def test_a_key_that_is_not_unique_is_reported_and_profiles_are_compared(warehouse) -> None:
+    con, wh = warehouse
+    con.execute("create table prod.t as select i as id, i % 3 as v from range(6) r(i)")
+    con.execute("create table ci.t as select * from prod.t union all select 5, 9")
+    head, production = _manifests()
+    diff = datadiff.diff_model(wh, head, production, "model.mediapulse.t", modified=True)
+    assert diff.key is None and diff.added == diff.removed == diff.changed == 0
+    assert diff.keyless_reason == "key (id) is not unique in this change: 1 duplicated values"
+    assert diff.profile_changed == ["id", "v"]
+    assert diff.profiles["v"][0]["max"] == 2 and diff.profiles["v"][1]["max"] == 9
+    assert "no value diff (key (id) is not unique in this change" in datadiff.render_model(diff)
+
+
+def test_a_new_model_is_reported_as_new_with_its_rows(warehouse) -> None:
+    con, wh = warehouse
+    con.execute("create table ci.t as select * from range(7) r(id)")
+    head, _ = _manifests()
+    diff = datadiff.diff_model(wh, head, {"nodes": {}}, "model.mediapulse.t", modified=True)
+    assert (diff.status, diff.rows_head, diff.classification) == ("new", 7, "non-breaking")
+    assert "new: not in production; 7 rows" in datadiff.render_model(diff)
+
+
+def test_a_relation_that_cannot_be_read_is_a_failed_check_not_a_result(warehouse) -> None:
+    con, wh = warehouse
+    con.execute("create table prod.t as select 1 as id; create table prod.gone as select 1 as x")
+    con.execute("create view ci.t as select x as id from prod.gone; drop table prod.gone")
+    head, production = _manifests()
+    diff = datadiff.diff_model(wh, head, production, "model.mediapulse.t", modified=True)
+    assert diff.status == "error" and "gone" in (diff.error or ""), diff.error
+    assert diff.classification == "unknown"
+    report = datadiff.render([diff])
+    assert "**1 diff checks failed**: t" in report and "**diff failed**: " in report
+
+
+def test_the_key_comes_from_the_contract_then_unique_tests() -> None:
+    uid = "model.p.m"
+    manifest: dict[str, Any] = {
+        "nodes": {
+            uid: _node("m", "s", columns={"a": {"constraints": [{"type": "not_null"}]}}),
+            "test.p.u_b": _unique_test(uid, "b"),
+            "test.p.u_a_where": {**_unique_test(uid, "a"), "config": {"where": "a > 0"}},
+            "test.p.combo": {
+                "resource_type": "test", "attached_node": uid, "config": {},
+                "test_metadata": {"name": "unique_combination_of_columns",
+                                  "kwargs": {"combination_of_columns": ["a", "c"]}},
+            },
+        },
+        "child_map": {uid: ["test.p.u_a_where", "test.p.combo", "test.p.u_b"]},
+    }  # fmt: skip
+    assert datadiff.primary_key(manifest, uid) == ["b"]  # a `where`-scoped test is no key
+    del manifest["nodes"]["test.p.u_b"]
+    assert datadiff.primary_key(manifest, uid) == ["a", "c"]
+    manifest["nodes"][uid]["columns"]["d"] = {"constraints": [{"type": "primary_key"}]}
+    assert datadiff.primary_key(manifest, uid) == ["d"]
+
+
+def test_a_likely_rename_is_named_and_other_columns_are_added_or_removed() -> None:
+    schema = datadiff.compare_columns(
+        [("user_id", "BIGINT"), ("plan", "VARCHAR"), ("n", "INTEGER")],
+        [("userId", "BIGINT"), ("plan", "VARCHAR"), ("n", "BIGINT"), ("extra", "DATE")],
+    )
+    assert schema.renamed == [("user_id", "userId")] and schema.added == ["extra"]
+    assert schema.removed == [] and schema.retyped == [("n", "INTEGER", "BIGINT")]
+    assert schema.gone == ["user_id"]
+
+
+def test_a_big_diff_stays_under_the_comment_limit_largest_impact_first() -> None:
+    diffs = []
+    for i in range(1, 401):
+        d = datadiff.ModelDiff(f"model.p.m{i}", f"model_{i:03d}", modified=False)
+        d.rows_base = d.rows_head = 10_000
+        d.key, d.matched, d.changed = ["id"], 10_000, i
+        d.changed_by_column = {f"column_{c}": i for c in range(30)}
+        diffs.append(d)
+    text = datadiff.render(diffs, max_chars=20_000)
+    assert len(text) <= 20_000
+    assert text.index("model_400") < text.index("model_399")  # largest first
+    shown = text.count("### `")
+    assert 0 < shown < 400
+    assert f"_{400 - shown} more changed models not shown (the comment's size limit)" in text
+    assert f"{sum(range(1, 401 - shown))} rows affected among them" in text
+
+
+def test_the_combined_comment_is_cut_at_githubs_limit(tmp_path: Path) -> None:
+    big = tmp_path / "big.md"
+    big.write_text("line\n" * 30_000)
+    text = combine("MediaPulse PR checks", [tmp_path / "slim-ci.md", big])
+    assert len(text) <= COMMENT_LIMIT and "Cut here at GitHub's comment limit" in text
+
+
+# -- scripted pull requests against a real production -------------------------------------
+
+
+def _count(database: Path, sql: str) -> int:
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        return int(con.execute(sql).fetchone()[0])
+    finally:
+        con.close()
+
+
+def _edit(project: Project, relative: str, old: str, new: str) -> None:
+    path = project.root / relative
+    text = path.read_text()
+    assert old in text, (relative, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+def _pull_request(after_nightly: Project, tmp_path: Path, edit: Callable[[Project], None]):
+    """Slim CI of the change in a copy of production's checkout, then the diff, offline."""
+    project = clone_built(after_nightly, tmp_path / "project")
+    edit(project)
+    state = project.root / "state"
+    out = tmp_path / "out"
+    # a test of the change that fails, fails slim CI; the diff still runs, on what was built
+    main([
+        "--project-dir", str(project.root), "slim-ci", "--target", "ci", "--state", str(state),
+        "--summary", str(out / "slim-ci.md"),
+    ])  # fmt: skip
+    problem = netsandbox.unavailable()
+    if problem is not None:
+        pytest.skip(f"no network sandbox: {problem}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAPULSE_")}
+    outcome = netsandbox.run(
+        [str(BIN / "mediapulse"), "--project-dir", str(project.root), "diff", "--target", "ci",
+         "--summary", str(out / "data-diff.md"), "--json", str(out / "data-diff.json")],
+        cwd=project.root, env=env, timeout_s=300,
+    )  # fmt: skip
+    assert not outcome.attempts, f"the diff tried to leave: {outcome.describe_attempts()}"
+    diffs = {d["name"]: d for d in json.loads((out / "data-diff.json").read_text())}
+    return project, outcome, diffs, (out / "data-diff.md").read_text()
+
+
+def _prod(project: Project) -> Path:
+    return project.duckdb_path("prod")
+
+
+@pytest.mark.dbt
+def test_rounding_revenue_changes_exactly_the_rows_an_exposure_shows(
+    after_nightly: Project, tmp_path: Path
+) -> None:
+    old = "cast(subscription_revenue_usd as decimal(18, 6)) as subscription_revenue_usd,"
+    new = "cast(round(subscription_revenue_usd, 2) as decimal(18, 6)) as subscription_revenue_usd,"
+    project, outcome, diffs, report = _pull_request(
+        after_nightly, tmp_path,
+        lambda p: _edit(p, "models/marts/finance/revenue_by_content.sql", old, new),
+    )  # fmt: skip
+    assert outcome.returncode == 0, outcome.output[-3000:]
+    expected = _count(
+        _prod(project),
+        "select count(*) from marts.revenue_by_content "
+        "where subscription_revenue_usd <> round(subscription_revenue_usd, 2)",
+    )
+    rows = _count(_prod(project), "select count(*) from marts.revenue_by_content")
+    assert 0 < expected <= rows
+    diff = diffs["revenue_by_content"]
+    assert diff["modified"] and diff["key"] == ["content_revenue_id"]
+    assert (diff["added"], diff["removed"], diff["changed"]) == (0, 0, expected)
+    assert diff["changed_by_column"]["subscription_revenue_usd"] == expected
+    assert {c for c, n in diff["changed_by_column"].items() if n} == {"subscription_revenue_usd"}
+    assert not any(diff["schema"].values()), diff["schema"]
+    # decided: a dashboard that shows the changed numbers makes the change breaking
+    assert diff["classification"] == "breaking"
+    assert "- breaking: revenue_by_content" in report
+    assert "- exposures whose data changes: content_performance, executive_kpis" in report
+    assert f"{expected} ({100 * expected / rows:.1f} %) of {rows} matched rows changed" in report
+
+
+@pytest.mark.dbt
+def test_a_dropped_column_a_downstream_model_reads_is_breaking_and_names_it(
+    after_nightly: Project, tmp_path: Path
+) -> None:
+    _, outcome, diffs, report = _pull_request(
+        after_nightly, tmp_path,
+        lambda p: _edit(p, "models/staging/catalog/stg_catalog__content.sql",
+                        "        maturity_rating,\n", ""),
+    )  # fmt: skip
+    assert outcome.returncode == 0, outcome.output[-3000:]
+    diff = diffs["stg_catalog__content"]
+    assert diff["schema"]["removed"] == ["maturity_rating"] and diff["changed"] == 0
+    assert diff["classification"] == "breaking"
+    assert diff["readers"] == {"dim_content": ["maturity_rating"]}
+    assert "read downstream by: dim_content (maturity_rating)" in report
+    assert diffs["dim_content"]["status"] == "not built"  # its build failed on the column
+
+
+@pytest.mark.dbt
+def test_an_added_column_is_non_breaking_and_nothing_downstream_changes(
+    after_nightly: Project, tmp_path: Path
+) -> None:
+    _, outcome, diffs, report = _pull_request(
+        after_nightly, tmp_path,
+        lambda p: _edit(p, "models/staging/catalog/stg_catalog__content.sql",
+                        "        maturity_rating,\n",
+                        "        maturity_rating,\n        upper(title) as title_upper,\n"),
+    )  # fmt: skip
+    assert outcome.returncode == 0, outcome.output[-3000:]
+    diff = diffs["stg_catalog__content"]
+    assert diff["schema"]["added"] == ["title_upper"] and diff["classification"] == "non-breaking"
+    assert (diff["added"], diff["removed"], diff["changed"]) == (0, 0, 0)
+    downstream = [d for name, d in diffs.items() if name != "stg_catalog__content"]
+    assert downstream and not any(d["data_changed"] for d in downstream), downstream
+    assert "- non-breaking: stg_catalog__content" in report
+    assert "- exposures whose data changes: none" in report
+
+
+@pytest.mark.dbt
+def test_a_filter_removing_a_content_type_removes_its_rows_and_names_the_exposure(
+    after_nightly: Project, tmp_path: Path
+) -> None:
+    anchor = "        on content.series_id = series_sizes.series_id\n"
+    project, outcome, diffs, report = _pull_request(
+        after_nightly, tmp_path,
+        lambda p: _edit(p, "models/marts/core/dim_content.sql", anchor,
+                        anchor + "    where content.content_type != 'live'\n"),
+    )  # fmt: skip
+    assert outcome.returncode == 0, outcome.output[-3000:]
+    live = _count(
+        _prod(project), "select count(*) from marts.dim_content where content_type = 'live'"
+    )
+    assert live > 0
+    diff = diffs["dim_content"]
+    assert (diff["added"], diff["removed"], diff["changed"]) == (0, live, 0)
+    assert diff["rows_base"] - diff["rows_head"] == live
+    assert diff["classification"] == "breaking" and diff["exposures"] == ["content_performance"]
+    assert "- exposures whose data changes: content_performance" in report
+    assert report.count("| removed |") == min(live, datadiff.EXAMPLES)
+
+    # a diff check that errors fails the job, with the error in the summary
+    con = duckdb.connect(str(_prod(project)))
+    con.execute("drop table marts.dim_content; create table marts.gone as select 1 as content_id")
+    con.execute("create view marts.dim_content as select * from marts.gone; drop table marts.gone")
+    con.close()
+    summary = project.root / "out" / "data-diff.md"
+    code = main([
+        "--project-dir", str(project.root), "diff", "--target", "ci", "--summary", str(summary),
+    ])  # fmt: skip
+    assert code == 1
+    assert "**1 diff checks failed**: dim_content" in summary.read_text()
+    assert "**diff failed**: " in summary.read_text() and "gone" in summary.read_text()
