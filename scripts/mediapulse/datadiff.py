@@ -19,6 +19,7 @@ server the CI role reads.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import duckdb
 
 from mediapulse import artifacts, prepare
 from mediapulse.errors import MediaPulseError
@@ -42,6 +45,7 @@ NUMERIC_TYPES = re.compile(
     r"|float|real)",
     re.IGNORECASE,
 )
+WITHHELD = "(withheld)"  # the value of a personal column, in examples and profiles
 # a double compared exactly would flag the last bits of a sum that ran in another order
 FLOAT_TOLERANCE = 1e-9
 
@@ -96,8 +100,15 @@ class ModelDiff:
             return True
         return bool(
             self.added or self.removed or self.changed or self.schema.gone
-            or self.profile_changed or self.rows_base != self.rows_head
+            or self.schema.retyped or self.profile_changed or self.rows_base != self.rows_head
         )  # fmt: skip
+
+    @property
+    def rows_moved(self) -> bool:
+        """Rows came or went: known on the key, or from the counts without one."""
+        return bool(self.added or self.removed) or (
+            not self.key and self.rows_base != self.rows_head
+        )
 
     @property
     def shown(self) -> bool:
@@ -113,7 +124,9 @@ class ModelDiff:
             return max(self.rows_base or 0, self.rows_head or 0)
         if self.key:
             return self.added + self.removed + self.changed
-        return abs((self.rows_head or 0) - (self.rows_base or 0)) + len(self.profile_changed)
+        if self.profile_changed:  # which rows changed is not known without a key
+            return max(self.rows_base or 0, self.rows_head or 0)
+        return abs((self.rows_head or 0) - (self.rows_base or 0))
 
 
 # -- keys and lineage from the manifest (pure) ------------------------------------------------
@@ -161,24 +174,34 @@ def names_in_sql(sql: str) -> set[str]:
 
 
 def readers_of(manifest: dict[str, Any], unique_id: str) -> tuple[dict[str, set[str]], list[str]]:
-    """The models built directly from ``unique_id`` with the identifiers their SQL names, and
-    the exposures that read it (names)."""
+    """The models and snapshots built directly from ``unique_id`` with the identifiers their
+    SQL names (a snapshot keeps every column: EVERY), and the exposures that read it (names)."""
     models: dict[str, set[str]] = {}
     exposures: list[str] = []
     for child in manifest.get("child_map", {}).get(unique_id, []):
         if child.startswith("model."):
             node = manifest["nodes"][child]
             models[child] = names_in_sql(node.get("compiled_code") or node.get("raw_code") or "")
+        elif child.startswith("snapshot."):
+            models[child] = EVERY
         elif child.startswith("exposure."):
             exposures.append(manifest["exposures"][child]["name"])
     return models, sorted(exposures)
 
 
+EVERY = frozenset({"*"})  # a reader of every column
+
+
+def reads(names: set[str] | frozenset[str], affected: set[str]) -> bool:
+    """Whether a reader naming ``names`` reads any of the ``affected`` columns."""
+    return bool(affected) and ("*" in names or bool(affected & names))
+
+
 def compare_columns(base: list[tuple[str, str]], head: list[tuple[str, str]]) -> Schema:
     """Added, removed and retyped columns; a removed and an added column of the same type at
     the same position is a likely rename (pure)."""
-    before = {n.lower(): (n, t) for n, t in base}
-    after = {n.lower(): (n, t) for n, t in head}
+    before = {n: (n, t) for n, t in base}
+    after = {n: (n, t) for n, t in head}
     schema = Schema(
         added=[after[k][0] for k in after if k not in before],
         removed=[before[k][0] for k in before if k not in after],
@@ -219,16 +242,16 @@ def classify(diff: ModelDiff, readers: dict[str, set[str]]) -> str:
     gone = {c.lower() for c in diff.schema.gone}
     if not diff.key and diff.profile_changed:
         affected = {c.lower() for c in diff.profile_changed} | gone
-        if diff.exposures or any(affected & names for names in readers.values()):
+        if diff.exposures or any(reads(names, affected) for names in readers.values()):
             return "breaking"
         return "unknown"  # without a key, which rows changed is not known
-    rows_moved = bool(diff.added or diff.removed)
+    rows_moved = diff.rows_moved
     affected = gone | {c.lower() for c, n in diff.changed_by_column.items() if n}
     affected |= {old.lower() for old, _, _ in diff.schema.retyped}
     if diff.exposures and (affected or rows_moved):
         return "breaking"
     for names in readers.values():
-        if rows_moved or affected & names:
+        if rows_moved or reads(names, affected):
             return "breaking"
     return "non-breaking"
 
@@ -278,11 +301,22 @@ def connect(project: Project, target: str, prod_warehouse: Path | None) -> Itera
 
         prod = prod_warehouse or project.duckdb_path("prod")
         prepare.check_duckdb_file(prod, "compare with production")
-        con = open_duckdb(project.duckdb_path(target), "compare with production", read_only=True)
+        ci = project.duckdb_path(target)
+        con = open_duckdb(ci, "compare with production", read_only=True)
         try:
-            con.execute(f"attach {_lit(str(prod))} as prod (read_only)")
-            if project.raw_path.exists():  # the views of both read the raw data
-                con.execute(f"attach {_lit(str(project.raw_path))} as raw (read_only)")
+            # the bounds every DuckDB target has (README, "Memory"): a big join spills to disk
+            limit = os.environ.get("MEDIAPULSE_DUCKDB_MEMORY_LIMIT") or "4GB"
+            spill = os.environ.get("MEDIAPULSE_DUCKDB_TEMP_DIR")
+            spill = f"{spill}/{target}" if spill else f"{ci}.tmp"
+            con.execute(f"set memory_limit = {_lit(limit)}; set temp_directory = {_lit(spill)}")
+            try:
+                con.execute(f"attach {_lit(str(prod))} as prod (read_only)")
+                if project.raw_path.exists():  # the views of both read the raw data
+                    con.execute(f"attach {_lit(str(project.raw_path))} as raw (read_only)")
+            except duckdb.Error as exc:
+                raise MediaPulseError(
+                    f"cannot attach production {prod} or the raw data: {str(exc).splitlines()[0]}"
+                ) from exc
             yield Warehouse(kind, lambda sql: con.execute(sql).fetchall(), catalogs=True)
         finally:
             con.close()
@@ -307,17 +341,27 @@ def connect(project: Project, target: str, prod_warehouse: Path | None) -> Itera
         con.close()
 
 
-def _differs(column: str, kind: str, retyped: bool) -> str:
+def _differs(column: str, before: str, after: str) -> str:
+    """SQL true when the column's value differs between production (b) and the change (h)."""
     b, h = f"b.{_q(column)}", f"h.{_q(column)}"
-    if retyped:
+    if before.lower() != after.lower():  # retyped
+        if NUMERIC_TYPES.match(before) and NUMERIC_TYPES.match(after):  # 1.50 is 1.500000
+            return _floats_differ(
+                f"cast({b} as double precision)", f"cast({h} as double precision)"
+            )
         return f"(cast({b} as varchar) is distinct from cast({h} as varchar))"
-    if FLOAT_TYPES.match(kind):
-        return (
-            f"(case when {b} is null and {h} is null then false when {b} is null or {h} is null "
-            f"then true else abs({b} - {h}) > {FLOAT_TOLERANCE} * greatest(abs({b}), abs({h}), 1)"
-            " end)"
-        )
+    if FLOAT_TYPES.match(before):
+        return _floats_differ(b, h)
     return f"({b} is distinct from {h})"
+
+
+def _floats_differ(b: str, h: str) -> str:
+    # equal first: infinities; then a relative tolerance (absolute below 1)
+    return (
+        f"(case when {b} = {h} or ({b} is null and {h} is null) then false "
+        f"when {b} is null or {h} is null then true "
+        f"else abs({b} - {h}) > {FLOAT_TOLERANCE} * greatest(abs({b}), abs({h}), 1) end)"
+    )
 
 
 def _key_problem(wh: Warehouse, relation: str, key: list[str], side: str) -> str | None:
@@ -338,7 +382,12 @@ def _key_problem(wh: Warehouse, relation: str, key: list[str], side: str) -> str
 
 
 def _value_diff(
-    wh: Warehouse, diff: ModelDiff, base: str, head: str, compared: list[tuple[str, str, bool]]
+    wh: Warehouse,
+    diff: ModelDiff,
+    base: str,
+    head: str,
+    compared: list[tuple[str, str, str]],
+    withheld: set[str],
 ) -> None:
     key = diff.key or []
     on = " and ".join(f"b.{_q(k)} = h.{_q(k)}" for k in key)
@@ -361,35 +410,44 @@ def _value_diff(
     diff.changed_by_column = {c: int(n) for (c, _, _), n in zip(compared, row[4:], strict=True)}
     if not (diff.added or diff.removed or diff.changed):
         return
-    shown = [c for c, _, _ in compared if diff.changed_by_column[c]][:4]
+    shown = [(c, t, r) for c, t, r in compared if diff.changed_by_column[c]][:4]
     keys = ", ".join(f"coalesce(b.{_q(k)}, h.{_q(k)})" for k in key)
-    values = [f"b.{_q(c)}, h.{_q(c)}" for c in shown]
+    values = [
+        f"b.{_q(c)}, h.{_q(c)}" if c not in withheld else f"{_lit(WITHHELD)}, {_lit(WITHHELD)}"
+        for c, _, _ in shown
+    ]
     rows = wh.query(
         f"select {keys}, case when b.mp__in is null then 'added' when h.mp__in is null "
         f"then 'removed' else 'changed' end{''.join(', ' + v for v in values)}"
         f" from (select true as mp__in, * from {base}) b"
         f" full outer join (select true as mp__in, * from {head}) h on {on}"
-        f" where b.mp__in is null or h.mp__in is null or {_any_differs(compared)}"
+        f" where b.mp__in is null or h.mp__in is null or {_any_differs(shown)}"
         f" order by {keys} limit {EXAMPLES}"
     )
     for values_row in rows:
         example: dict[str, Any] = {"key": values_row[: len(key)], "change": values_row[len(key)]}
         rest = values_row[len(key) + 1 :]
-        example["columns"] = {c: (rest[2 * i], rest[2 * i + 1]) for i, c in enumerate(shown)}
+        example["columns"] = {
+            c: (rest[2 * i], rest[2 * i + 1]) for i, (c, _, _) in enumerate(shown)
+        }
         diff.examples.append(example)
 
 
-def _any_differs(compared: list[tuple[str, str, bool]]) -> str:
+def _any_differs(compared: list[tuple[str, str, str]]) -> str:
     return " or ".join(_differs(c, t, r) for c, t, r in compared) or "false"
 
 
-def _profile(wh: Warehouse, relation: str, columns: list[tuple[str, str]]) -> dict[str, dict]:
+def _profile(
+    wh: Warehouse, relation: str, columns: list[tuple[str, str]], withheld: set[str]
+) -> dict[str, dict]:
     parts = ["count(*)"]
     for name, kind in columns:
         c = _q(name)
         numeric = bool(NUMERIC_TYPES.match(kind))
         low = f"min({c})" if numeric else f"min(cast({c} as varchar))"
         high = f"max({c})" if numeric else f"max(cast({c} as varchar))"
+        if name in withheld:
+            low = high = _lit(WITHHELD)
         mean = f"avg(cast({c} as double precision))" if numeric else "null"
         parts += [f"count(*) - count({c})", f"count(distinct {c})", low, high, mean]
     [row] = wh.query(f"select {', '.join(parts)} from {relation}")
@@ -421,13 +479,15 @@ def diff_model(
     affected |= {c.lower() for c, n in diff.changed_by_column.items() if n}
     affected |= {c.lower() for c in diff.profile_changed}
     affected |= {old.lower() for old, _, _ in diff.schema.retyped}
-    rows_moved = bool(diff.added or diff.removed)
+    rows_moved = diff.rows_moved
     diff.readers = {
         node_label(manifest["nodes"][uid]): sorted(
-            c for c in _all_columns(diff) if c.lower() in names and c.lower() in affected
+            c
+            for c in _all_columns(diff)
+            if c.lower() in affected and ("*" in names or c.lower() in names)
         )
         for uid, names in readers.items()
-        if rows_moved or affected & names
+        if rows_moved or reads(names, affected)
     }
     diff.classification = classify(diff, readers)
     diff.seconds = time.perf_counter() - started
@@ -439,6 +499,22 @@ def _all_columns(diff: ModelDiff) -> list[str]:
         set(diff.schema.gone) | set(diff.changed_by_column) | set(diff.profile_changed)
         | {old for old, _, _ in diff.schema.retyped}
     )  # fmt: skip
+
+
+def personal_columns(node: dict[str, Any], columns: list[str]) -> set[str]:
+    """Columns whose values the report never shows (a PR comment is read on GitHub): a hash
+    of personal data (`*_hash`), or a column documented as personal (`meta: {personal: true}`,
+    or a description that starts with "Personal")."""
+    documented = node.get("columns") or {}
+    found = set()
+    for name in columns:
+        column = documented.get(name) or {}
+        personal = (column.get("meta") or {}).get("personal") or str(
+            column.get("description") or ""
+        ).startswith("Personal")
+        if personal or name.lower().endswith("_hash"):
+            found.add(name)
+    return found
 
 
 def node_label(node: dict[str, Any]) -> str:
@@ -465,12 +541,15 @@ def _diff_model(
     diff.schema = compare_columns(base_columns, head_columns)
     head_types = dict(head_columns)
     retyped = {old for old, _, _ in diff.schema.retyped}
+    withheld = personal_columns(node, [n for n, _ in head_columns])
     common = [(n, t) for n, t in base_columns if n in head_types]
     key = primary_key(manifest, diff.unique_id)
     if key is None:
         diff.keyless_reason = "no primary key: no contract primary_key or unique test"
     elif not all(k in head_types and k in dict(base_columns) for k in key):
         diff.keyless_reason = f"key ({', '.join(key)}) is not a column on both sides"
+    elif set(key) & retyped:
+        diff.keyless_reason = f"key ({', '.join(key)}) changed type"
     else:
         problem = _key_problem(wh, base, key, "production") or _key_problem(
             wh, head, key, "this change"
@@ -480,11 +559,11 @@ def _diff_model(
         else:
             diff.key = key
     if diff.key:
-        compared = [(n, t, n in retyped) for n, t in common if n not in key]
-        _value_diff(wh, diff, base, head, compared)
+        compared = [(n, t, head_types[n]) for n, t in common if n not in key]
+        _value_diff(wh, diff, base, head, compared, withheld)
         return
-    before = _profile(wh, base, common)
-    after = _profile(wh, head, common)
+    before = _profile(wh, base, common, withheld)
+    after = _profile(wh, head, [(n, head_types[n]) for n, _ in common], withheld)
     diff.profiles = {c: (before[c], after[c]) for c, _ in common}
     diff.profile_changed = [c for c, _ in common if before[c] != after[c]]
 
@@ -570,28 +649,28 @@ def render(diffs: list[ModelDiff], max_chars: int = MAX_CHARS, notes: Sequence[s
     shown = [d for d in diffs if d.shown]
     same = [d.name for d in diffs if not d.shown]
     unbuilt = [d.name for d in diffs if d.status == "not built"]
+    errors = [d.name for d in diffs if d.status == "error"]
     exposures = sorted({e for d in diffs if d.data_changed for e in d.exposures})
     head = ["## Data diff against production", ""]
     head += [f"- notice: {n}" for n in notes]
     head.append(
-        f"- {len(diffs)} models compared: {len(shown) - len(unbuilt)} changed, "
+        f"- {len(diffs)} models compared: {len(shown) - len(unbuilt) - len(errors)} changed, "
         f"{len(same)} unchanged"
-        + (f" ({', '.join(same)})" if same else "")
-        + (f", {len(unbuilt)} not built in CI ({', '.join(unbuilt)})" if unbuilt else "")
+        + (f" ({_names(same)})" if same else "")
+        + (f", {len(unbuilt)} not built in CI ({_names(unbuilt)})" if unbuilt else "")
     )
     for verdict in ("breaking", "unknown", "non-breaking"):
         names = [d.name for d in diffs if d.modified and d.classification == verdict]
         if names:
-            head.append(f"- {verdict}: {', '.join(names)}")
-    head.append(f"- exposures whose data changes: {', '.join(exposures) or 'none'}")
-    errors = [d.name for d in diffs if d.status == "error"]
+            head.append(f"- {verdict}: {_names(names)}")
+    head.append(f"- exposures whose data changes: {_names(exposures) or 'none'}")
     if errors:
-        head.append(f"- **{len(errors)} diff checks failed**: {', '.join(errors)}")
+        head.append(f"- **{len(errors)} diff checks failed**: {_names(errors)}")
     text = "\n".join(head) + "\n\n"
     ordered = sorted(shown, key=lambda d: (d.status != "error", -d.impact, d.name))
     for i, diff in enumerate(ordered):
         section = render_model(diff) + "\n"
-        if len(text) + len(section) > max_chars - 300:
+        if len(text) + len(section) > max_chars - 400:
             rest = ordered[i:]
             text += (
                 f"_{len(rest)} more changed models not shown (the comment's size limit): "
@@ -601,6 +680,10 @@ def render(diffs: list[ModelDiff], max_chars: int = MAX_CHARS, notes: Sequence[s
             break
         text += section
     return text
+
+
+def _names(names: list[str]) -> str:
+    return _clip(", ".join(names), 1000)
 
 
 def _clip(text: str, length: int) -> str:
@@ -614,9 +697,21 @@ def as_json(diffs: list[ModelDiff]) -> list[dict[str, Any]]:
 # -- the command ------------------------------------------------------------------------------
 
 
-def save_plan(project: Project, state: Path | None, modified: list[str], built: list[str]) -> None:
-    """What slim CI compared against and built, for `mediapulse diff` after it."""
-    record = {"state": str(state) if state else None, "modified": modified, "selected": built}
+def save_plan(
+    project: Project,
+    state: Path | None,
+    modified: list[str],
+    built: list[str],
+    prod_warehouse: str | None = None,
+    stopped: str | None = None,
+) -> None:
+    """What slim CI compared against and built, for `mediapulse diff` after it: the state, the
+    production file it deferred to, or why it stopped before building."""
+    record = {
+        "state": str(state) if state else None, "modified": modified, "selected": built,
+        "prod_warehouse": prod_warehouse, "stopped": stopped,
+    }  # fmt: skip
+    project.target_dir.mkdir(parents=True, exist_ok=True)  # a fresh runner's first dbt step
     (project.target_dir / PLAN_FILE).write_text(json.dumps(record, indent=1))
 
 
@@ -660,6 +755,8 @@ def _run(
             f"no slim CI plan at {plan_path}: run `mediapulse slim-ci` first, in this checkout"
         )
     plan = artifacts.load_json(plan_path, "slim CI plan")
+    if plan.get("stopped"):
+        return None, [f"slim CI stopped before building ({plan['stopped']}): nothing to compare"]
     if not plan.get("state"):
         return None, ["no production state: slim CI built everything, there is nothing to compare"]
     state = state_dir or Path(plan["state"])
@@ -676,6 +773,8 @@ def _run(
     notes = (
         [f"ephemeral, compared through its readers: {', '.join(ephemeral)}"] if ephemeral else []
     )
+    if prod_warehouse is None and plan.get("prod_warehouse"):  # the file slim CI deferred to
+        prod_warehouse = project.root / plan["prod_warehouse"]
     with connect(project, target, prod_warehouse) as wh:
         diffs = [
             diff_model(wh, manifest, production, u, u in modified)

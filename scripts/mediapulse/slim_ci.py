@@ -350,12 +350,12 @@ def run_slim_ci(
         from mediapulse.pg_access import ci_schema
 
         ci_schema(project, target, "slim CI builds only in a CI run's own schemas")
+    (project.target_dir / datadiff.PLAN_FILE).unlink(missing_ok=True)  # this run's, or none
     clock = history.Job("slim-ci", target)
     state = find_state(state_dir)
     env = prepare.target_env(project, target, prod_warehouse, need_prod=state is not None)
     seed_parse(project, state, target)
-    for previous in ("run_results.json", datadiff.PLAN_FILE):  # this run's, or none
-        (project.target_dir / previous).unlink(missing_ok=True)
+    (project.target_dir / "run_results.json").unlink(missing_ok=True)  # this run's, or none
     # dbt starts (and imports itself) while the job checks packages and data
     with runner.session(project, target, env) as dbt:
         prepare.prepare(project, target)
@@ -409,8 +409,10 @@ def _slim_ci(
         except MediaPulseError as exc:
             # the PR's summary and comment must say why, not only the job log
             write_summary(f"## Slim CI: failed before building\n\n- {exc}\n", summary)
+            datadiff.save_plan(project, state, [], [], stopped=str(exc))
             raise
-        datadiff.save_plan(project, state, list(plan.modified), list(plan.selected))
+        prod_file = env.get(prepare.PROD_WAREHOUSE_ENV)
+        datadiff.save_plan(project, state, list(plan.modified), list(plan.selected), prod_file)
         if plan.empty:
             if select:
                 raise MediaPulseError(f"--select {select!r} matches no model, seed or snapshot")

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 MARKER = "<!-- mediapulse-ci-report -->"
-COMMENT_LIMIT = 65_536  # GitHub refuses a longer comment body
+# GitHub refuses a comment body over 65,536 characters; the action that posts it adds its own
+# marker line, so the report keeps a margin
+COMMENT_LIMIT = 65_536 - 500
 
 
 def combine(title: str, inputs: list[Path]) -> str:
@@ -23,7 +25,7 @@ def combine(title: str, inputs: list[Path]) -> str:
     if len(text) <= COMMENT_LIMIT:
         return text
     cut = (
-        f"\n\n_Cut here at GitHub's comment limit ({COMMENT_LIMIT} characters, "
+        f"\n\n_Cut here at GitHub's comment limit ({COMMENT_LIMIT} characters here, "
         f"{len(text)} written): the full reports are in the job summary._\n"
     )
     return text[: COMMENT_LIMIT - len(cut)].rsplit("\n", 1)[0] + cut

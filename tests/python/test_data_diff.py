@@ -127,6 +127,67 @@ def test_a_relation_that_cannot_be_read_is_a_failed_check_not_a_result(warehouse
     assert "**1 diff checks failed**: t" in report and "**diff failed**: " in report
 
 
+def test_retyped_numbers_are_compared_by_value_and_personal_values_are_withheld(
+    warehouse,
+) -> None:
+    con, wh = warehouse
+    con.execute(
+        "create table prod.t (id int, amount decimal(18, 6), ratio double, email_hash text);"
+        "insert into prod.t values (1, 1.5, 'inf', 'aa'), (2, 2.25, 0.5, 'bb'), (3, 3, 1, 'cc');"
+        "create table ci.t (id int, amount decimal(18, 2), ratio double, email_hash text);"
+        "insert into ci.t values (1, 1.5, 'inf', 'aa'), (2, 2.25, 0.5, 'zz'), (3, 3.01, 1, 'cc')"
+    )
+    head, production = _manifests()
+    diff = datadiff.diff_model(wh, head, production, "model.mediapulse.t", modified=True)
+    assert diff.schema.retyped == [("amount", "DECIMAL(18,6)", "DECIMAL(18,2)")]
+    # 1.500000 is 1.50 and infinity is infinity: only id 3's amount and id 2's hash changed
+    assert diff.changed_by_column == {"amount": 1, "ratio": 0, "email_hash": 1}
+    values = {e["key"]: e["columns"] for e in diff.examples}
+    assert values[(2,)]["email_hash"] == ("(withheld)", "(withheld)")
+    assert "zz" not in datadiff.render([diff]) and "bb" not in datadiff.render([diff])
+
+
+def test_a_retyped_or_null_key_is_no_key(warehouse) -> None:
+    con, wh = warehouse
+    con.execute("create table prod.t as select i as id, i as v from range(3) r(i)")
+    con.execute("create table ci.t as select cast(i as text) as id, i as v from range(3) r(i)")
+    head, production = _manifests()
+    diff = datadiff.diff_model(wh, head, production, "model.mediapulse.t", modified=True)
+    assert diff.key is None and diff.keyless_reason == "key (id) changed type"
+    con.execute(
+        "drop table ci.t; create table ci.t as select * from prod.t union all select null, 3"
+    )
+    diff = datadiff.diff_model(wh, head, production, "model.mediapulse.t", modified=True)
+    assert diff.keyless_reason == "key (id) is not unique in this change: 1 null values"
+    assert diff.rows_moved and diff.profile_changed
+
+
+def test_who_reads_a_change_decides_whether_it_breaks() -> None:
+    def diff(**fields: Any) -> datadiff.ModelDiff:
+        d = datadiff.ModelDiff("model.p.m", "m", modified=True, rows_base=10, rows_head=10)
+        for name, value in fields.items():
+            setattr(d, name, value)
+        return d
+
+    reader = {"model.p.child": {"select", "id", "amount", "from"}}
+    keyed = {"key": ["id"], "matched": 10}
+    changed = diff(**keyed, changed=2, changed_by_column={"amount": 2, "label": 0})
+    assert datadiff.classify(changed, reader) == "breaking"
+    unread = diff(**keyed, changed=2, changed_by_column={"amount": 0, "label": 2})
+    assert datadiff.classify(unread, reader) == "non-breaking"
+    assert datadiff.classify(unread, {"snapshot.p.s": datadiff.EVERY}) == "breaking"
+    assert datadiff.classify(unread, {}) == "non-breaking"
+    assert datadiff.classify(diff(**keyed, exposures=["board"], changed=1,
+                                  changed_by_column={"label": 1}), {}) == "breaking"  # fmt: skip
+    added = diff(**keyed, schema=datadiff.Schema(added=["new"]))
+    assert datadiff.classify(added, reader) == "non-breaking" and added.shown
+    # no key: a changed count moves rows for every reader; changed profiles nobody names: unknown
+    fewer = diff(rows_head=9)
+    assert fewer.rows_moved and datadiff.classify(fewer, reader) == "breaking"
+    assert datadiff.classify(diff(profile_changed=["label"]), reader) == "unknown"
+    assert datadiff.classify(diff(status="not built"), reader) == "unknown"
+
+
 def test_the_key_comes_from_the_contract_then_unique_tests() -> None:
     uid = "model.p.m"
     manifest: dict[str, Any] = {
@@ -147,6 +208,8 @@ def test_the_key_comes_from_the_contract_then_unique_tests() -> None:
     assert datadiff.primary_key(manifest, uid) == ["a", "c"]
     manifest["nodes"][uid]["columns"]["d"] = {"constraints": [{"type": "primary_key"}]}
     assert datadiff.primary_key(manifest, uid) == ["d"]
+    manifest["nodes"][uid]["constraints"] = [{"type": "primary_key", "columns": ["a", "b"]}]
+    assert datadiff.primary_key(manifest, uid) == ["a", "b"]
 
 
 def test_a_likely_rename_is_named_and_other_columns_are_added_or_removed() -> None:
@@ -157,6 +220,8 @@ def test_a_likely_rename_is_named_and_other_columns_are_added_or_removed() -> No
     assert schema.renamed == [("user_id", "userId")] and schema.added == ["extra"]
     assert schema.removed == [] and schema.retyped == [("n", "INTEGER", "BIGINT")]
     assert schema.gone == ["user_id"]
+    case_only = datadiff.compare_columns([("Title", "text")], [("title", "text")])
+    assert case_only.renamed == [("Title", "title")]
 
 
 def test_a_big_diff_stays_under_the_comment_limit_largest_impact_first() -> None:
@@ -294,7 +359,8 @@ def test_an_added_column_is_non_breaking_and_nothing_downstream_changes(
     assert diff["schema"]["added"] == ["title_upper"] and diff["classification"] == "non-breaking"
     assert (diff["added"], diff["removed"], diff["changed"]) == (0, 0, 0)
     downstream = [d for name, d in diffs.items() if name != "stg_catalog__content"]
-    assert downstream and not any(d["data_changed"] for d in downstream), downstream
+    assert downstream and all(d["status"] == "compared" for d in downstream), downstream
+    assert not any(d["data_changed"] or d["schema"]["added"] for d in downstream), downstream
     assert "- non-breaking: stg_catalog__content" in report
     assert "- exposures whose data changes: none" in report
 
