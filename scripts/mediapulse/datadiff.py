@@ -489,6 +489,7 @@ def diff_model(
         for uid, names in readers.items()
         if rows_moved or reads(names, affected)
     }
+    diff.readers = dict(sorted(diff.readers.items()))
     diff.classification = classify(diff, readers)
     diff.seconds = time.perf_counter() - started
     return diff

@@ -339,8 +339,14 @@ def test_a_dropped_column_a_downstream_model_reads_is_breaking_and_names_it(
     diff = diffs["stg_catalog__content"]
     assert diff["schema"]["removed"] == ["maturity_rating"] and diff["changed"] == 0
     assert diff["classification"] == "breaking"
-    assert diff["readers"] == {"dim_content": ["maturity_rating"]}
-    assert "read downstream by: dim_content (maturity_rating)" in report
+    # dim_content names it; the snapshot of the content keeps every column
+    assert diff["readers"] == {
+        "content_snapshot": ["maturity_rating"], "dim_content": ["maturity_rating"],
+    }  # fmt: skip
+    assert (
+        "read downstream by: content_snapshot (maturity_rating); dim_content (maturity_rating)"
+        in report
+    )
     assert diffs["dim_content"]["status"] == "not built"  # its build failed on the column
 
 
