@@ -104,6 +104,14 @@ class ModelDiff:
         )  # fmt: skip
 
     @property
+    def affected(self) -> list[str]:
+        """Columns whose readers see a difference: gone, retyped, or with changed values."""
+        return sorted(
+            set(self.schema.gone) | {old for old, _, _ in self.schema.retyped}
+            | {c for c, n in self.changed_by_column.items() if n} | set(self.profile_changed)
+        )  # fmt: skip
+
+    @property
     def rows_moved(self) -> bool:
         """Rows came or went: known on the key, or from the counts without one."""
         return bool(self.added or self.removed) or (
@@ -246,8 +254,7 @@ def classify(diff: ModelDiff, readers: dict[str, set[str]]) -> str:
             return "breaking"
         return "unknown"  # without a key, which rows changed is not known
     rows_moved = diff.rows_moved
-    affected = gone | {c.lower() for c, n in diff.changed_by_column.items() if n}
-    affected |= {old.lower() for old, _, _ in diff.schema.retyped}
+    affected = {c.lower() for c in diff.affected}  # keyed: no profiles
     if diff.exposures and (affected or rows_moved):
         return "breaking"
     for names in readers.values():
@@ -475,31 +482,20 @@ def diff_model(
         diff.status = "error"
         diff.error = " ".join(str(exc).split())[:500] or type(exc).__name__
     readers, diff.exposures = readers_of(manifest, unique_id)
-    affected = {c.lower() for c in diff.schema.gone}
-    affected |= {c.lower() for c, n in diff.changed_by_column.items() if n}
-    affected |= {c.lower() for c in diff.profile_changed}
-    affected |= {old.lower() for old, _, _ in diff.schema.retyped}
-    rows_moved = diff.rows_moved
-    diff.readers = {
-        node_label(manifest["nodes"][uid]): sorted(
-            c
-            for c in _all_columns(diff)
-            if c.lower() in affected and ("*" in names or c.lower() in names)
+    affected = {c.lower() for c in diff.affected}
+    diff.readers = dict(
+        sorted(
+            (
+                node_label(manifest["nodes"][uid]),
+                [c for c in diff.affected if "*" in names or c.lower() in names],
+            )
+            for uid, names in readers.items()
+            if diff.rows_moved or reads(names, affected)
         )
-        for uid, names in readers.items()
-        if rows_moved or reads(names, affected)
-    }
-    diff.readers = dict(sorted(diff.readers.items()))
+    )
     diff.classification = classify(diff, readers)
     diff.seconds = time.perf_counter() - started
     return diff
-
-
-def _all_columns(diff: ModelDiff) -> list[str]:
-    return sorted(
-        set(diff.schema.gone) | set(diff.changed_by_column) | set(diff.profile_changed)
-        | {old for old, _, _ in diff.schema.retyped}
-    )  # fmt: skip
 
 
 def personal_columns(node: dict[str, Any], columns: list[str]) -> set[str]:

@@ -66,6 +66,12 @@ def _manifests(key_test: bool = True) -> tuple[dict, dict]:
     return head, {"nodes": {uid: _node("t", "prod")}}
 
 
+def _diff(wh: datadiff.Warehouse) -> datadiff.ModelDiff:
+    """The diff of model `t`, keyed on `id` by a unique test: ci.t against prod.t."""
+    head, production = _manifests()
+    return datadiff.diff_model(wh, head, production, "model.mediapulse.t", modified=True)
+
+
 def test_the_value_diff_counts_added_removed_and_changed_rows_exactly(warehouse) -> None:
     con, wh = warehouse
     con.execute("create table prod.t (id int, amount decimal(18, 6), ratio double, label text)")
@@ -78,8 +84,7 @@ def test_the_value_diff_counts_added_removed_and_changed_rows_exactly(warehouse)
         "update ci.t set ratio = ratio + 1e-13 where id = 3;"  # a double's last bits: same
         "update ci.t set label = null where id = 4;"  # a value that became null
     )
-    head, production = _manifests()
-    diff = datadiff.diff_model(wh, head, production, "model.mediapulse.t", modified=True)
+    diff = _diff(wh)
     assert (diff.status, diff.key, diff.rows_base, diff.rows_head) == ("compared", ["id"], 10, 10)
     assert (diff.added, diff.removed, diff.changed, diff.matched) == (1, 1, 2, 9)
     assert diff.changed_by_column == {"amount": 1, "ratio": 0, "label": 1}
@@ -97,8 +102,7 @@ def test_a_key_that_is_not_unique_is_reported_and_profiles_are_compared(warehous
     con, wh = warehouse
     con.execute("create table prod.t as select i as id, i % 3 as v from range(6) r(i)")
     con.execute("create table ci.t as select * from prod.t union all select 5, 9")
-    head, production = _manifests()
-    diff = datadiff.diff_model(wh, head, production, "model.mediapulse.t", modified=True)
+    diff = _diff(wh)
     assert diff.key is None and diff.added == diff.removed == diff.changed == 0
     assert diff.keyless_reason == "key (id) is not unique in this change: 1 duplicated values"
     assert diff.profile_changed == ["id", "v"]
@@ -119,8 +123,7 @@ def test_a_relation_that_cannot_be_read_is_a_failed_check_not_a_result(warehouse
     con, wh = warehouse
     con.execute("create table prod.t as select 1 as id; create table prod.gone as select 1 as x")
     con.execute("create view ci.t as select x as id from prod.gone; drop table prod.gone")
-    head, production = _manifests()
-    diff = datadiff.diff_model(wh, head, production, "model.mediapulse.t", modified=True)
+    diff = _diff(wh)
     assert diff.status == "error" and "gone" in (diff.error or ""), diff.error
     assert diff.classification == "unknown"
     report = datadiff.render([diff])
@@ -137,8 +140,7 @@ def test_retyped_numbers_are_compared_by_value_and_personal_values_are_withheld(
         "create table ci.t (id int, amount decimal(18, 2), ratio double, email_hash text);"
         "insert into ci.t values (1, 1.5, 'inf', 'aa'), (2, 2.25, 0.5, 'zz'), (3, 3.01, 1, 'cc')"
     )
-    head, production = _manifests()
-    diff = datadiff.diff_model(wh, head, production, "model.mediapulse.t", modified=True)
+    diff = _diff(wh)
     assert diff.schema.retyped == [("amount", "DECIMAL(18,6)", "DECIMAL(18,2)")]
     # 1.500000 is 1.50 and infinity is infinity: only id 3's amount and id 2's hash changed
     assert diff.changed_by_column == {"amount": 1, "ratio": 0, "email_hash": 1}
@@ -151,13 +153,12 @@ def test_a_retyped_or_null_key_is_no_key(warehouse) -> None:
     con, wh = warehouse
     con.execute("create table prod.t as select i as id, i as v from range(3) r(i)")
     con.execute("create table ci.t as select cast(i as text) as id, i as v from range(3) r(i)")
-    head, production = _manifests()
-    diff = datadiff.diff_model(wh, head, production, "model.mediapulse.t", modified=True)
+    diff = _diff(wh)
     assert diff.key is None and diff.keyless_reason == "key (id) changed type"
     con.execute(
         "drop table ci.t; create table ci.t as select * from prod.t union all select null, 3"
     )
-    diff = datadiff.diff_model(wh, head, production, "model.mediapulse.t", modified=True)
+    diff = _diff(wh)
     assert diff.keyless_reason == "key (id) is not unique in this change: 1 null values"
     assert diff.rows_moved and diff.profile_changed
 
