@@ -94,6 +94,9 @@ def severity(change: str, critical: bool) -> str:
 class DeclaredColumn:
     name: str
     data_type: str | None
+    # documented as personal data: `meta: {personal: true}`, or a description that starts
+    # with "Personal" (mediapulse.personal masks these in what pull requests read)
+    personal: bool = False
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,11 @@ RAW_SOURCES_GLOB = "models/staging/*/_*__sources.yml"
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+def _is_personal(column: dict[str, Any]) -> bool:
+    meta = column.get("meta") or (column.get("config") or {}).get("meta") or {}
+    return bool(meta.get("personal")) or str(column.get("description") or "").startswith("Personal")
+
+
 def declared_sources(project: Project) -> list[DeclaredTable]:
     """Every raw source table the project's YAML declares, with its columns and whether it is
     critical (tag ``critical`` on the source or the table)."""
@@ -299,7 +307,7 @@ def declared_sources(project: Project) -> list[DeclaredTable]:
                 if not _enabled(table):
                     continue
                 columns = tuple(
-                    DeclaredColumn(str(c["name"]), c.get("data_type"))
+                    DeclaredColumn(str(c["name"]), c.get("data_type"), _is_personal(c))
                     for c in table.get("columns") or []
                 )
                 tables.append(

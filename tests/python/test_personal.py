@@ -1,0 +1,48 @@
+"""Which raw columns are personal, and the masked copy pull requests read instead (pure, and
+on a real DuckDB table; PostgreSQL runs the same SQL in the access tests)."""
+
+from __future__ import annotations
+
+import duckdb
+
+from mediapulse import personal
+from mediapulse.project import Project
+
+from .conftest import REPO
+
+
+def test_the_sources_yaml_decides_what_is_personal() -> None:
+    tables = {t.name: t for t in personal.personal_tables(Project.discover(REPO))}
+    assert set(tables) == {"accounts.users"}
+    assert tables["accounts.users"].personal == ("email", "full_name", "birth_date")
+
+
+def test_a_masked_copy_keeps_rows_and_shapes_and_no_personal_value() -> None:
+    table = personal.PersonalTable(
+        "accounts",
+        "users",
+        (("user_id", "bigint", False), ("email", "varchar", True),
+         ("full_name", "varchar", True), ("birth_date", "date", True),
+         ("score", "integer", True), ("country_code", "varchar", False)),
+    )  # fmt: skip
+    con = duckdb.connect()
+    con.execute(
+        "create table users as select * from (values "
+        "(1, 'Ann.Lee@mail.test', 'Ann Lee', date '1990-05-17', 7, 'DE'), "
+        "(2, 'bo@mail.test', 'Bo Ek', date '1985-12-01', 3, 'SE'), "
+        "(3, 'Ann.Lee@mail.test', null, null, null, 'DE')) "
+        "as t(user_id, email, full_name, birth_date, score, country_code)"
+    )
+    rows = con.execute(personal.masked_select(table, "users", "'secret-salt'") + " order by 1")
+    masked = rows.fetchall()
+    assert [r[0] for r in masked] == [1, 2, 3] and [r[5] for r in masked] == ["DE", "SE", "DE"]
+    text = repr(masked)
+    for clear in ("Ann", "Lee", "mail.test", "Bo Ek", "05-17", "1990, 5"):
+        assert clear not in text
+    assert masked[0][1] == masked[2][1] != masked[1][1]  # equal addresses stay equal
+    assert masked[0][1].startswith("masked-") and masked[0][1].endswith("@example.invalid")
+    assert masked[2][2] is None and masked[2][3] is None  # nulls stay null
+    assert str(masked[0][3]) == "1990-01-01" and masked[0][4] is None
+    # another salt, other pseudonyms: a dictionary without the salt matches nothing
+    other = con.execute(personal.masked_select(table, "users", "'other'") + " order by 1")
+    assert other.fetchall()[0][1] != masked[0][1]
