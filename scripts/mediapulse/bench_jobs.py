@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mediapulse import artifacts
+from mediapulse.duckdb_release import KEPT_DIR
 from mediapulse.errors import MediaPulseError
 
 if TYPE_CHECKING:
@@ -74,12 +75,11 @@ def run_job(
 def measure_jobs(bench: Bench, one_mart: str) -> None:
     """nightly, refresh of the appended day, deploy of a one-mart change, slim CI of it."""
     state = bench.work / "jobs-state"
-    prod_files = ("prod.duckdb", "prod.previous.duckdb")
 
     def clean_production() -> None:
         bench.restore("raw_before")()
-        for file in prod_files:
-            bench.file(file).unlink(missing_ok=True)
+        bench.file("prod.duckdb").unlink(missing_ok=True)
+        shutil.rmtree(bench.file(KEPT_DIR), ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
 
     nightly = ["nightly", "--target", "prod", "--artifacts", str(state)]
@@ -93,7 +93,7 @@ def measure_jobs(bench: Bench, one_mart: str) -> None:
     def live_release(raw: str) -> Callable[[], None]:
         def restore() -> None:
             bench.restore(raw)()
-            bench.file("prod.previous.duckdb").unlink(missing_ok=True)
+            shutil.rmtree(bench.file(KEPT_DIR), ignore_errors=True)
             shutil.copy2(live / "prod.duckdb", bench.file("prod.duckdb"))
             shutil.rmtree(state, ignore_errors=True)
             shutil.copytree(live / "state", state)

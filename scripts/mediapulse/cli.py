@@ -166,15 +166,15 @@ def _cmd_rollback(args: argparse.Namespace, project: Project) -> int:
     from mediapulse.release import check_artifacts_dir, rollback
 
     state_dir = check_artifacts_dir(Path(args.artifacts).resolve())
-    restored = rollback(project, args.target, state_dir)
-    if project.target_type(args.target) == "duckdb":
-        where = str(project.duckdb_path("prod"))
-    else:
-        where = f"target '{args.target}'"
-    print(
-        f"production rolled back to release {restored} ({where}); "
-        f"its state is in {state_dir}, for slim CI"
-    )
+    print(rollback(project, args.target, state_dir, to=args.to))
+    print(f"its state is in {state_dir}, for slim CI")
+    return 0
+
+
+def _cmd_releases(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.release import list_releases
+
+    print(list_releases(project, args.target))
     return 0
 
 
@@ -516,14 +516,28 @@ def build_parser() -> argparse.ArgumentParser:
     rollback_p = command(
         "rollback",
         _cmd_rollback,
-        "put back the production the last release replaced, and the state that describes it",
+        "put back a kept release (by default the newest built from other code than the live "
+        "one) and the state it published",
     )
     _target_argument(rollback_p, default="prod")
     rollback_p.add_argument(
         "--artifacts",
         required=True,
-        help="the production state directory releases publish to (its previous/ is restored)",
+        help="the production state directory releases publish to (rewritten to the restored "
+        "release's state)",
     )
+    rollback_p.add_argument(
+        "--to",
+        metavar="RELEASE_ID",
+        help="the kept release to restore (`mediapulse releases` lists them)",
+    )
+
+    releases_p = command(
+        "releases",
+        _cmd_releases,
+        "list the live release and the ones kept for a rollback, newest first",
+    )
+    _target_argument(releases_p, default="prod")
 
     record_p = command(
         "record",

@@ -19,6 +19,7 @@ import json
 import os
 import pickle
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -266,7 +267,27 @@ def serve(ack_fd: int) -> int:
     return 0
 
 
+PARENT_ENV = "MEDIAPULSE_DBT_PARENT"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """When the job that started this dbt dies (a `kill -9`, a lost runner), this dbt dies too:
+    an orphan would go on writing a staged release that the next job is about to rebuild.
+    Linux's parent-death signal; elsewhere a session ends when its job closes stdin."""
+    expected = os.environ.get(PARENT_ENV)
+    if not sys.platform.startswith("linux") or not expected:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if str(os.getppid()) != expected:  # the job died before the signal was armed
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
+    _die_with_parent()
     if argv and argv[0] == "--serve":
         code = serve(int(argv[1]))
         # every result is written and acknowledged, every database closed: skip tearing down

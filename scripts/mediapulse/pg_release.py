@@ -3,8 +3,16 @@
 A release builds every schema of the project under a green name (`analytics_marts__green`,
 ...; macro `generate_schema_name` appends ``$MEDIAPULSE_SCHEMA_SUFFIX``), after copying the
 live snapshot tables there so the snapshots continue their history. When every step passed, one
-transaction drops the old previous release, renames each live schema to `<name>__previous` and
-each green one to `<name>`. A failed release drops green: production is never touched.
+transaction renames each live schema to its kept name `<name>__r<8 hex of its release id>`, each
+green one to `<name>`, drops the kept releases beyond ``$MEDIAPULSE_KEEP_RELEASES``, and moves
+the schema grants: the new live schemas grant USAGE to the roles their relations are granted
+to (and whatever the replaced live schema granted besides), the kept ones to no one. A failed
+release drops green: production is never touched. Every schema of a release carries
+``_mediapulse_release`` (id, job, code, commit, and the names of all its schemas, so a kept
+release that lost a schema is known to be incomplete); the first carries the state it
+published (``_mediapulse_state``), so the warehouse can always say, and repair, which release
+is live. Only schemas owned by the role that releases count: a schema another role created
+with a stamp in it is not a release.
 
 Why the swap locks every live relation first: renaming a schema takes no lock a reader waits
 for, so without them a statement could resolve one schema's name before the commit and
@@ -17,32 +25,37 @@ to ``$MEDIAPULSE_SWAP_LOCK_TIMEOUT`` seconds: a swap that cannot take its locks 
 both releases intact, and a reader is never chosen as the victim of a deadlock with it.
 
 PostgreSQL binds views to objects, not names, so the views built in green keep reading
-green's objects once renamed, and the previous release's views keep reading its own.
+green's objects once renamed, and the kept releases' views keep reading their own.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from mediapulse import artifacts
+from mediapulse import artifacts, failpoints
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
+from mediapulse.release_state import Stamp, keep_count, pack
 from mediapulse.runner import DbtRun, run_dbt
 
 SUFFIX_ENV = "MEDIAPULSE_SCHEMA_SUFFIX"
 GREEN = "__green"
-PREVIOUS = "__previous"
+LEGACY_PREVIOUS = "__previous"  # the one kept release of earlier versions
+KEPT = re.compile(r"^(?P<live>.+)__r(?P<tag>[0-9a-f]{8})$")
 LOCK_TIMEOUT_ENV = "MEDIAPULSE_SWAP_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT_S = 5.0
 ATTEMPT_LOCK_TIMEOUT_S = 0.5
 STAMP_TABLE = "_mediapulse_release"
+STATE_TABLE = "_mediapulse_state"
 BUILT_KINDS = ("model", "seed", "snapshot")
 _TABLE_KINDS = ("r", "p", "m", "f")
+_OURS = (STAMP_TABLE, STATE_TABLE)
 
 
 def lock_timeout_s() -> float:
@@ -66,6 +79,36 @@ def _seconds(value: float) -> str:
     return f"{value:g}"
 
 
+def kept_suffix(release_id: str) -> str:
+    """`__r` and 8 hex digits: the random tail of our release ids, else a digest of the id."""
+    tail = release_id.rsplit("-", 1)[-1]
+    if not re.fullmatch(r"[0-9a-f]{8}", tail):
+        tail = hashlib.sha1(release_id.encode()).hexdigest()[:8]
+    return f"__r{tail}"
+
+
+@dataclass
+class ReleaseSet:
+    """One release's schemas in the database: live name -> the schema's name now."""
+
+    stamp: Stamp
+    schemas: dict[str, str] = field(default_factory=dict)
+    expected: tuple[str, ...] = ()  # every live name the release had, as its stamp records
+
+    def missing(self) -> list[str]:
+        return sorted(set(self.expected) - set(self.schemas))
+
+
+@dataclass
+class Releases:
+    """What the database holds of this target's releases (schemas owned by the releasing
+    role only): the live one, and the kept ones newest first."""
+
+    live: ReleaseSet | None
+    kept: list[ReleaseSet]
+    live_names: list[str]  # every live schema of a release, whatever release it carries
+
+
 @dataclass(frozen=True)
 class PgRelease:
     project: Project
@@ -81,6 +124,12 @@ class PgRelease:
         from mediapulse.rawload import target_credentials
 
         return str(target_credentials(self.project, self.target).schema)
+
+    @property
+    def database(self) -> str:
+        from mediapulse.rawload import target_credentials
+
+        return str(target_credentials(self.project, self.target).database)
 
     def connect(self):  # type: ignore[no-untyped-def]
         from mediapulse.rawload import connect_postgres
@@ -115,6 +164,12 @@ class PgRelease:
                     f"generate_schema_name must append ${SUFFIX_ENV} to every schema"
                 )
             live = schema.removesuffix(GREEN)
+            if len(live + kept_suffix("x")) > 63:
+                raise MediaPulseError(
+                    f"schema {live} is too long to keep for a rollback ({live}__r… exceeds "
+                    "PostgreSQL's 63 characters): shorten MEDIAPULSE_PG_SCHEMA or the model's "
+                    "+schema"
+                )
             schemas.add(live)
             incremental = node["config"].get("materialized") == "incremental"
             if node["resource_type"] == "snapshot" or (keep_incremental and incremental):
@@ -131,14 +186,14 @@ class PgRelease:
             with con.cursor() as cursor:
                 for schema, table in snapshots:
                     live, green = f"{_ident(schema)}.{_ident(table)}", _ident(schema + GREEN)
-                    cursor.execute("select to_regclass(%s)", [f"{live}"])
+                    cursor.execute("select pg_catalog.to_regclass(%s)", [f"{live}"])
                     if cursor.fetchone()[0] is None:
                         continue  # a first release, or a new table: dbt starts it
                     cursor.execute(f"create schema if not exists {green}")
                     copy = f"{green}.{_ident(table)}"
                     cursor.execute(f"create table {copy} (like {live} including all)")
                     cursor.execute(f"insert into {copy} select * from {live}")
-                    cursor.execute("select pg_total_relation_size(%s::regclass)", [copy])
+                    cursor.execute("select pg_catalog.pg_total_relation_size(%s::regclass)", [copy])
                     copied, size = copied + 1, size + int(cursor.fetchone()[0])
             con.commit()
         finally:
@@ -156,49 +211,113 @@ class PgRelease:
         finally:
             con.close()
 
-    def _stamped(self, cursor, suffix: str) -> list[str]:  # type: ignore[no-untyped-def]
-        """Schemas of this target's releases that carry a release stamp, by live name."""
+    # -- what the database holds ---------------------------------------------------------
+
+    def _releases(self, cursor) -> Releases:  # type: ignore[no-untyped-def]
+        """Every stamped schema of this target's releases that the releasing role owns."""
         cursor.execute(
-            "select n.nspname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-            "where c.relname = %s and c.relkind = 'r' order by 1",
+            "select n.nspname from pg_catalog.pg_class c "
+            "join pg_catalog.pg_namespace n on n.oid = c.relnamespace "
+            "where c.relname = %s and c.relkind = 'r' "
+            "and n.nspowner = (select oid from pg_catalog.pg_roles where rolname = current_user) "
+            "order by 1",
             [STAMP_TABLE],
         )
-        base, found = self.base_schema, []
+        base = self.base_schema
+        by_id: dict[str, ReleaseSet] = {}
+        live_ids: set[str] = set()
+        live_names: list[str] = []
         for (name,) in cursor.fetchall():
-            plain = name.removesuffix(suffix) if suffix else name
-            if suffix and not name.endswith(suffix):
+            if name.endswith(GREEN):
                 continue
-            if not suffix and name.endswith((GREEN, PREVIOUS)):
+            kept = KEPT.match(name)
+            plain = (
+                kept.group("live") if kept else name.removesuffix(LEGACY_PREVIOUS)
+            )  # fmt: skip
+            if plain != base and not plain.startswith(base + "_"):
                 continue
-            if plain == base or plain.startswith(base + "_"):
-                found.append(plain)
-        return found
+            row = self._stamp_row(cursor, name)
+            stamp = Stamp.from_row(row)
+            entry = by_id.setdefault(stamp.release_id, ReleaseSet(stamp))
+            entry.schemas[plain] = name
+            recorded = row.get("schemas")
+            if recorded:
+                entry.expected = tuple(recorded)
+            if name == plain:
+                live_ids.add(stamp.release_id)
+                live_names.append(plain)
+        if len(live_ids) > 1:
+            raise MediaPulseError(
+                f"the live schemas of target '{self.target}' carry {len(live_ids)} releases "
+                f"({', '.join(sorted(live_ids))}): production was changed by hand; restore "
+                "one release, or start production over with `nightly --start-over`"
+            )
+        live = by_id.pop(next(iter(live_ids)), None) if live_ids else None
+        for entry in by_id.values():
+            if not entry.expected:  # stamped before schemas were recorded: the live names
+                entry.expected = tuple(sorted(set(live_names) or set(entry.schemas)))
+        kept = sorted(by_id.values(), key=lambda e: e.stamp.release_id, reverse=True)
+        return Releases(live, kept, sorted(live_names))
+
+    def _stamp_row(self, cursor, schema: str) -> dict:  # type: ignore[no-untyped-def]
+        cursor.execute(f"select * from {_ident(schema)}.{STAMP_TABLE} limit 1")
+        names = [d[0] for d in cursor.description]
+        row = cursor.fetchone()
+        return dict(zip(names, row, strict=True)) if row else {"release_id": "unknown"}
+
+    def releases(self) -> Releases:
+        con = self.connect()
+        try:
+            with con.cursor() as cursor:
+                return self._releases(cursor)
+        finally:
+            con.rollback()
+            con.close()
 
     def live_schemas(self) -> list[str]:
+        return self.releases().live_names
+
+    def live_stamp(self) -> Stamp | None:
+        live = self.releases().live
+        return live.stamp if live else None
+
+    def read_state(self, found: ReleaseSet) -> list[tuple[str, bytes]] | None:
+        """The packed state a release carries; None when none of its schemas has it."""
         con = self.connect()
         try:
             with con.cursor() as cursor:
-                return self._stamped(cursor, "")
+                for name in sorted(found.schemas.values()):
+                    cursor.execute(
+                        "select pg_catalog.to_regclass(%s)", [f"{_ident(name)}.{STATE_TABLE}"]
+                    )
+                    if cursor.fetchone()[0] is not None:
+                        cursor.execute(f"select name, content from {_ident(name)}.{STATE_TABLE}")
+                        return [(n, bytes(c)) for n, c in cursor.fetchall()]
+            return None
         finally:
+            con.rollback()
             con.close()
 
-    def release_id(self, suffix: str = "") -> str | None:
-        """The release id the (live, or ``suffix``) marts-side schemas carry; None if none."""
+    def removed_relations(self, schemas: list[str]) -> list[str]:
+        """Relations of the live release that green does not have: what this release drops
+        from production (they stay in the kept release until it is pruned)."""
         con = self.connect()
         try:
             with con.cursor() as cursor:
-                schemas = self._stamped(cursor, suffix)
-                if not schemas:
-                    return None
-                cursor.execute(
-                    f"select release_id from {_ident(schemas[0] + suffix)}.{STAMP_TABLE}"
-                )
-                return str(cursor.fetchone()[0])
+                live = _relations(cursor, self.live_schemas())
+                green = {
+                    (s.removesuffix(GREEN), n)
+                    for s, n in _relations(cursor, [s + GREEN for s in schemas])
+                }
         finally:
+            con.rollback()
             con.close()
+        return [f"{s}.{n}" for s, n in sorted(live - green)]
 
-    def publish(self, schemas: list[str], release_id: str, keep_previous: bool = False) -> float:
-        """Stamp green, give it live's schema grants, swap it in. Returns the swap's seconds."""
+    # -- publish, rollback --------------------------------------------------------------
+
+    def stamp(self, schemas: list[str], stamp: Stamp, state_dir: Path) -> None:
+        """Stamp every green schema with the release, the first with the state it publishes."""
         import psycopg2
 
         con = self.connect()
@@ -209,47 +328,87 @@ class PgRelease:
                     cursor.execute(f"create schema if not exists {green}")
                     cursor.execute(
                         f"create table {green}.{STAMP_TABLE} as select %s::text as release_id, "
-                        "now() as published_at",
-                        [release_id],
+                        "pg_catalog.now() as published_at, %s::text as job, %s::text as code, "
+                        "%s::text as commit, %s::text[] as schemas",
+                        [stamp.release_id, stamp.job, stamp.code, stamp.commit, schemas],
                     )
-                    copy_schema_grants(cursor, schema, schema + GREEN)
+                first = _ident(schemas[0] + GREEN)
+                cursor.execute(f"create table {first}.{STATE_TABLE} (name text, content bytea)")
+                for name, content in pack(state_dir):
+                    cursor.execute(
+                        f"insert into {first}.{STATE_TABLE} values (%s, %s)",
+                        [name, psycopg2.Binary(content)],
+                    )
             con.commit()
         except psycopg2.Error as exc:
             con.rollback()
             raise MediaPulseError(
-                f"cannot stamp the green schemas of release {release_id} on target "
+                f"cannot stamp the green schemas of release {stamp.release_id} on target "
                 f"'{self.target}': {_first_line(exc)}; production left as it was"
             ) from None
         finally:
             con.close()
-        return self.swap(schemas, release_id, keep_previous)
 
-    def swap(self, schemas: list[str], release_id: str, keep_previous: bool = False) -> float:
-        """In one transaction: drop `<s>__previous`, `<s>` becomes `<s>__previous`, `<s>__green`
-        becomes `<s>`. A live schema of the replaced release that this one no longer has
-        becomes previous too. With ``keep_previous`` (a refresh), a live schema that has a
-        previous one is dropped instead, and the previous kept. Returns the seconds the
+    def publish(self, schemas: list[str], release_id: str, keep_live: bool = True) -> float:
+        """In one transaction: each live schema becomes its kept name (with ``keep_live``; a
+        refresh drops the live release instead), each green one live, kept releases beyond the
+        number kept are dropped, and the schema grants move with production. A live schema of
+        the replaced release that this one no longer has goes with it. Returns the seconds the
         transaction took."""
-        renames: list[tuple[str, str]] = []
-        drops: list[str] = []
         con = self.connect()
         try:
             with con.cursor() as cursor:
+                found = self._releases(cursor)
                 existing = _existing(cursor)
-                retired = [s for s in self._stamped(cursor, "") if s not in schemas]
-                for schema in [*schemas, *retired]:
-                    if keep_previous and schema + PREVIOUS in existing:
-                        if schema in existing:
-                            drops.append(schema)
-                        continue
-                    if schema + PREVIOUS in existing:
-                        drops.append(schema + PREVIOUS)
-                    if schema in existing:
-                        renames.append((schema, schema + PREVIOUS))
-                renames += [(schema + GREEN, schema) for schema in schemas]
             con.rollback()
-            locked = [s for s in [*schemas, *retired] if s in existing]
-            return self._transaction(con, locked, drops, renames, f"release {release_id}")
+            live = found.live
+            # a schema of this release's name that carries no release (built in place by
+            # `mediapulse build`): kept like a release, never dropped unseen
+            unstamped = sorted(s for s in schemas if s in existing and s not in found.live_names)
+            if live is None and unstamped:
+                when = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                live = ReleaseSet(Stamp(f"{when}-in-place", job="built in place"))
+            stamps = [(s, live.stamp) for s in unstamped] if live else []
+            retiring = sorted({*found.live_names, *unstamped})
+            kept = list(found.kept)
+            drops: list[str] = []
+            renames: list[tuple[str, str]] = []
+            if live is not None and keep_live:
+                suffix = kept_suffix(live.stamp.release_id)
+                renames += [(s, s + suffix) for s in retiring]
+                kept.insert(0, live)
+            else:
+                drops += retiring
+            renames += [(s + GREEN, s) for s in schemas]
+            for entry in kept[keep_count() :]:
+                drops += sorted(entry.schemas.values())
+            retired = [new for old, new in renames if old in retiring]
+            return self._transaction(
+                con, retiring + [d for d in drops if d not in retiring], drops, renames,
+                f"release {release_id}", stamps=stamps,
+                grants=[(s, s + GREEN) for s in schemas], revoke=retired,
+                point_in="release.in-swap",
+            )  # fmt: skip
+        finally:
+            con.close()
+
+    def restore(self, found: Releases, target: ReleaseSet) -> float:
+        """A rollback: ``target`` (a kept release, checked complete) becomes live in one
+        transaction; the live release and the kept ones newer than it are dropped (what the
+        rollback undoes). Returns the seconds the transaction took."""
+        newer = [e for e in found.kept if e.stamp.release_id > target.stamp.release_id]
+        drops = list(found.live_names)
+        for entry in newer:
+            drops += sorted(entry.schemas.values())
+        renames = sorted((name, live) for live, name in target.schemas.items())
+        con = self.connect()
+        try:
+            return self._transaction(
+                con, sorted({*drops, *target.schemas.values()}), drops, renames,
+                f"rollback to {target.stamp.release_id}",
+                grants=[(live, name) for live, name in target.schemas.items()],
+                point_after="rollback.after-swap",
+            )  # fmt: skip
         finally:
             con.close()
 
@@ -260,8 +419,18 @@ class PgRelease:
         drops: list[str],
         renames: list[tuple[str, str]],
         what: str,
+        stamps: Sequence[tuple[str, Stamp]] = (),
+        grants: Sequence[tuple[str, str]] = (),
+        revoke: Sequence[str] = (),
+        point_in: str = "",
+        point_after: str = "",
     ) -> float:
-        """Lock, drop, rename, commit, as one transaction, retried until the lock timeout.
+        """Lock, stamp, grant, drop, rename, revoke, commit, as one transaction, retried until
+        the lock timeout. ``stamps`` stamp schemas that carry no release; ``grants`` (from,
+        onto) give ``onto`` what the live schema ``from`` granted (when it exists) and USAGE to
+        every role granted SELECT on a relation of ``onto``, before the drops and renames;
+        ``revoke`` takes every grant off a schema that leaves production (a kept release is not
+        for readers).
 
         Each attempt waits at most ATTEMPT_LOCK_TIMEOUT_S for a lock (`set local lock_timeout`),
         less than PostgreSQL's deadlock_timeout (1 s by default): a reader that holds one
@@ -279,11 +448,21 @@ class PgRelease:
                 with con.cursor() as cursor:
                     cursor.execute(f"set local lock_timeout = '{attempt_ms}ms'")
                     _lock_schemas(cursor, locked)
+                    for schema, stamp in stamps:
+                        _stamp_in_place(cursor, schema, stamp)
+                    for source, onto in grants:
+                        _grant_readers(cursor, source, onto)
                     for schema in drops:
                         cursor.execute(f"drop schema {_ident(schema)} cascade")
                     for old, new in renames:
                         cursor.execute(f"alter schema {_ident(old)} rename to {_ident(new)}")
+                    for schema in revoke:
+                        _revoke_all(cursor, schema)
+                    if point_in:
+                        failpoints.reach(point_in)
                 con.commit()
+                if point_after:
+                    failpoints.reach(point_after)
                 return time.perf_counter() - started
             except (psycopg2.errors.LockNotAvailable, psycopg2.errors.DeadlockDetected):
                 con.rollback()
@@ -307,14 +486,36 @@ class PgRelease:
         )
 
 
+def _existing(cursor) -> set[str]:  # type: ignore[no-untyped-def]
+    cursor.execute("select nspname from pg_catalog.pg_namespace")
+    return {row[0] for row in cursor.fetchall()}
+
+
+def _stamp_in_place(cursor, schema: str, stamp: Stamp) -> None:  # type: ignore[no-untyped-def]
+    cursor.execute(
+        f"create table {_ident(schema)}.{STAMP_TABLE} as select %s::text as release_id, "
+        "pg_catalog.now() as published_at, %s::text as job, null::text as code, "
+        "null::text as commit, null::text[] as schemas",
+        [stamp.release_id, stamp.job],
+    )
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _existing(cursor) -> set[str]:  # type: ignore[no-untyped-def]
-    cursor.execute("select nspname from pg_namespace")
-    return {row[0] for row in cursor.fetchall()}
+def _relations(cursor, schemas: list[str]) -> set[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    if not schemas:
+        return set()
+    cursor.execute(
+        "select n.nspname, c.relname from pg_catalog.pg_class c "
+        "join pg_catalog.pg_namespace n on n.oid = c.relnamespace "
+        "where n.nspname = any(%s) and c.relkind in ('r', 'p', 'm', 'f', 'v') "
+        "and c.relname <> all(%s)",
+        [schemas, list(_OURS)],
+    )
+    return {(s, n) for s, n in cursor.fetchall()}
 
 
 def _lock_schemas(cursor, schemas: list[str]) -> None:  # type: ignore[no-untyped-def]
@@ -323,9 +524,9 @@ def _lock_schemas(cursor, schemas: list[str]) -> None:  # type: ignore[no-untype
     if not schemas:
         return
     cursor.execute(
-        "select format('%%I.%%I', n.nspname, c.relname), c.relkind, "
-        "pg_get_userbyid(c.relowner) from pg_class c "
-        "join pg_namespace n on n.oid = c.relnamespace "
+        "select pg_catalog.format('%%I.%%I', n.nspname, c.relname), c.relkind, "
+        "pg_catalog.pg_get_userbyid(c.relowner) from pg_catalog.pg_class c "
+        "join pg_catalog.pg_namespace n on n.oid = c.relnamespace "
         "where n.nspname = any(%s) and c.relkind in ('r', 'p', 'm', 'f', 'v') order by 1",
         [schemas],
     )
@@ -340,13 +541,13 @@ def _lock_schemas(cursor, schemas: list[str]) -> None:  # type: ignore[no-untype
 
 def copy_schema_grants(cursor, source: str, destination: str) -> int:  # type: ignore[no-untyped-def]
     """Grant on schema ``destination`` what schema ``source`` grants (USAGE, CREATE, to whom,
-    with grant option or not): the green schemas are new, live's grants must not be lost in
-    the swap. Returns the number of grants copied; none when ``source`` does not exist."""
+    with grant option or not). Returns the number of grants copied; none when ``source`` does
+    not exist."""
     cursor.execute(
-        "select case when a.grantee = 0 then 'public' else quote_ident(r.rolname) end, "
-        "a.privilege_type, a.is_grantable from pg_namespace n "
-        "cross join lateral aclexplode(n.nspacl) a "
-        "left join pg_roles r on r.oid = a.grantee "
+        "select case when a.grantee = 0 then 'public' else pg_catalog.quote_ident(r.rolname) "
+        "end, a.privilege_type, a.is_grantable from pg_catalog.pg_namespace n "
+        "cross join lateral pg_catalog.aclexplode(n.nspacl) a "
+        "left join pg_catalog.pg_roles r on r.oid = a.grantee "
         "where n.nspname = %s and a.grantee <> n.nspowner",
         [source],
     )
@@ -359,6 +560,37 @@ def copy_schema_grants(cursor, source: str, destination: str) -> int:  # type: i
     return len(grants)
 
 
+def _grant_readers(cursor, source: str, onto: str) -> None:  # type: ignore[no-untyped-def]
+    """``onto`` gets what ``source`` granted, and USAGE for every role its relations grant
+    SELECT to (dbt's `grants` config): what the on-run-end hook grants outside a release, given
+    here only as the schema goes live, never to a green or kept one."""
+    if source:
+        copy_schema_grants(cursor, source, onto)
+    cursor.execute(
+        "select distinct pg_catalog.quote_ident(r.rolname) from pg_catalog.pg_class c "
+        "join pg_catalog.pg_namespace n on n.oid = c.relnamespace "
+        "cross join lateral pg_catalog.aclexplode(c.relacl) a "
+        "join pg_catalog.pg_roles r on r.oid = a.grantee "
+        "where n.nspname = %s and a.privilege_type = 'SELECT' and a.grantee <> c.relowner",
+        [onto],
+    )
+    for (role,) in cursor.fetchall():
+        cursor.execute(f"grant usage on schema {_ident(onto)} to {role}")
+
+
+def _revoke_all(cursor, schema: str) -> None:  # type: ignore[no-untyped-def]
+    cursor.execute(
+        "select distinct case when a.grantee = 0 then 'public' "
+        "else pg_catalog.quote_ident(r.rolname) end from pg_catalog.pg_namespace n "
+        "cross join lateral pg_catalog.aclexplode(n.nspacl) a "
+        "left join pg_catalog.pg_roles r on r.oid = a.grantee "
+        "where n.nspname = %s and a.grantee <> n.nspowner",
+        [schema],
+    )
+    for (grantee,) in cursor.fetchall():
+        cursor.execute(f"revoke all on schema {_ident(schema)} from {grantee}")
+
+
 def rename_in_state(state: Path) -> None:
     """The artifacts of a green build name green schemas (those it built, and those it would
     store test failures in); once swapped, those are live's names, and slim CI defers to the
@@ -369,48 +601,13 @@ def rename_in_state(state: Path) -> None:
             path.write_text(green_name.sub(r"\1", path.read_text()))
 
 
-def rollback(project: Project, target: str, state_dir: Path) -> str:
-    """Put the previous release back in the live one's place, in one transaction (the live one
-    is dropped), and the state that describes it. Returns the release now live."""
-    from mediapulse.release import PREVIOUS as PREVIOUS_STATE
-    from mediapulse.release import _replace_dir, published_state
-
-    release = PgRelease(project, target)
-    con = release.connect()
-    try:
-        with con.cursor() as cursor:
-            live, previous = release._stamped(cursor, ""), release._stamped(cursor, PREVIOUS)
-        con.rollback()
-        if not previous:
-            raise MediaPulseError(
-                f"nothing to roll back to: target '{target}' has no previous release (no "
-                f"{release.base_schema}*{PREVIOUS} schemas; each release keeps the one it "
-                "replaced, the first release has none)"
-            )
-        previous_state = state_dir / PREVIOUS_STATE
-        kept = published_state(previous_state)
-        if kept is None:
-            raise MediaPulseError(
-                f"nothing to roll back to: no previous production state in {previous_state}; "
-                "pass --artifacts the directory the last release published its state to"
-            )
-        in_db = release.release_id(PREVIOUS)
-        if kept["release_id"] and in_db and kept["release_id"] != in_db:
-            raise MediaPulseError(
-                f"the previous schemas of target '{target}' are release {in_db} but "
-                f"{previous_state} describes release {kept['release_id']}: they are not the "
-                "same release; restore the matching production state, then retry"
-            )
-        # Like the DuckDB rollback: the previous release takes the live one's place, the
-        # rolled-back release goes (its state too), and nothing is left to roll back to.
-        renames = [(s + PREVIOUS, s) for s in previous]
-        release._transaction(
-            con, live + [s + PREVIOUS for s in previous], live, renames, f"rollback to {in_db}"
+def check_complete(found: ReleaseSet) -> None:
+    """A kept release a rollback may restore: every schema it had, stamped with its id."""
+    missing = found.missing()
+    if missing:
+        names = ", ".join(f"{m}{kept_suffix(found.stamp.release_id)}" for m in missing)
+        raise MediaPulseError(
+            f"kept release {found.stamp.release_id} is incomplete: schema {names} is missing "
+            "(dropped by hand?); production left as it was: restore it, or roll back --to "
+            "another kept release"
         )
-    finally:
-        con.close()
-    staged = state_dir.with_name(state_dir.name + ".rollback")
-    shutil.rmtree(staged, ignore_errors=True)
-    shutil.copytree(previous_state, staged)
-    _replace_dir(staged, state_dir)
-    return in_db or kept["release_id"] or f"built {kept['built_at']}"

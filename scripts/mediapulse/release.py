@@ -29,17 +29,29 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mediapulse import artifacts, history, monitoring, prepare, runner
-from mediapulse.duckdb_release import DuckDbRelease, warehouse_release_id
+import duckdb
+
+from mediapulse import artifacts, failpoints, history, monitoring, prepare, runner
+from mediapulse import release_lock as release_lock_module
+from mediapulse.duckdb_release import DuckDbRelease, drop_unlisted, warehouse_release_id
+from mediapulse.duckdb_release import read_state as read_duckdb_state
 from mediapulse.errors import MediaPulseError
-from mediapulse.pg_release import PREVIOUS as PG_PREVIOUS
-from mediapulse.pg_release import PgRelease, rename_in_state
+from mediapulse.pg_release import PgRelease, check_complete, rename_in_state
 from mediapulse.project import Project
+from mediapulse.release_state import (
+    Stamp,
+    choose_rollback,
+    keep_count,
+    replace_dir,
+    restore_state,
+)
 from mediapulse.report import markdown_table, write_summary
 from mediapulse.runner import DbtRun, run_dbt
 from mediapulse.schema_changes import SchemaChangeError
@@ -112,20 +124,16 @@ def published_state(state_dir: Path) -> dict | None:
     return None
 
 
-def publish_state(
+def write_record(
     staged_state: Path,
-    state_dir: Path,
     release_id: str,
     job: str,
     project_vars: dict,
     extra: dict[str, Any] | None = None,
-    keep_previous: bool = False,
-) -> None:
-    """Make ``staged_state`` the published state, the state it replaces kept in previous/
-    (with ``keep_previous``, the previous/ it kept, as the production file does).
-
-    The release record holds the project's vars too: dbt's `state:modified` does not compare
-    them, so slim CI does, against the vars production was built with."""
+) -> dict[str, Any]:
+    """release.json of a staged state: the release id, the job, and the project's vars
+    (dbt's `state:modified` does not compare them, so slim CI does, against the vars
+    production was built with), with ``extra`` (the code fingerprint, the raw marks)."""
     record = {
         "release_id": release_id,
         "job": job,
@@ -134,25 +142,13 @@ def publish_state(
         **(extra or {}),
     }
     (staged_state / RELEASE_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    if keep_previous and (state_dir / PREVIOUS).is_dir():
-        shutil.copytree(state_dir / PREVIOUS, staged_state / PREVIOUS)
-    elif published_state(state_dir) is not None:
-        kept = staged_state / PREVIOUS
-        kept.mkdir()
-        for item in state_dir.iterdir():
-            if item.is_file():
-                shutil.copy2(item, kept / item.name)
-    _replace_dir(staged_state, state_dir)
+    return record
 
 
-def _replace_dir(new: Path, live: Path) -> None:
-    """``new`` takes ``live``'s place; the old one is removed only once the new one is there."""
-    old = live.with_name(live.name + ".replaced")
-    shutil.rmtree(old, ignore_errors=True)
-    if live.exists():
-        live.rename(old)
-    new.rename(live)
-    shutil.rmtree(old, ignore_errors=True)
+def publish_state(staged_state: Path, state_dir: Path) -> None:
+    """Make ``staged_state`` the published state (the replaced one is removed once it is)."""
+    shutil.rmtree(staged_state / PREVIOUS, ignore_errors=True)
+    replace_dir(staged_state, state_dir)
 
 
 def _freshness_problems(target_dir: Path) -> tuple[list[str], list[str]]:
@@ -172,10 +168,71 @@ def _freshness_problems(target_dir: Path) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
+def _live(project: Project, target: str) -> tuple[Stamp | None, Any]:
+    """The live release the warehouse records, and a reader of its packed state."""
+    if project.target_type(target) == "postgres":
+        pg = PgRelease(project, target)
+        found = pg.releases().live
+        return (found.stamp, lambda: pg.read_state(found)) if found else (None, None)
+    release = DuckDbRelease(project)
+    stamp = release.live_stamp()
+    return stamp, (lambda: read_duckdb_state(release.live)) if stamp else None
+
+
+def repair_state(project: Project, target: str, state_dir: Path) -> str | None:
+    """The warehouse says which release is live; the published state must describe it. When
+    they differ (a job stopped between its swap and publishing its state; artifacts restored
+    out of step), the live release's own state, which it carries, is put back in
+    ``state_dir``. Returns the notice, or None when nothing needed repair. A live release
+    that carries no state (built by an earlier version) cannot be repaired: one line."""
+    stamp, read = _live(project, target)
+    if stamp is None:
+        return None
+    described = published_state(state_dir)
+    said = (described or {}).get("release_id")
+    if said == stamp.release_id:
+        return None
+    files = read()
+    was = f"described release {said}" if said else "described no release"
+    if described is None:
+        was = "was empty"
+    if files is None:
+        raise MediaPulseError(
+            f"production on target '{target}' is release {stamp.release_id} but the state in "
+            f"{state_dir} {was.removeprefix('described ')}, and the release carries no state to "
+            "repair it from (built by an earlier version): restore the matching production "
+            "state, or run the nightly with --start-over"
+        )
+    restore_state(files, state_dir)
+    return (
+        f"notice: the state in {state_dir} {was} but production is {stamp.describe()} (a job "
+        "stopped after its swap, or the artifacts are out of step): its state was restored "
+        "from the warehouse"
+    )
+
+
+def production_history(project: Project, target: str) -> str | None:
+    """The newest release the run history records for ``target``, as a phrase; None when it
+    records none (or there is no history)."""
+    if not history.duckdb_path(project, target).exists():
+        return None
+    try:
+        rows = history.read(
+            project, target,
+            "select release_id, cast(started_at as varchar) from monitoring.runs "
+            "where status = 'success' and release_id is not null "
+            "order by started_at desc limit 1",
+        )  # fmt: skip
+    except (MediaPulseError, duckdb.Error):
+        return None
+    return f"release {rows[0][0]} of {rows[0][1][:19]}" if rows else None
+
+
 def check_production_present(
     project: Project, release: DuckDbRelease, artifacts_dir: Path, start_over: bool
 ) -> None:
-    """Refuse to rebuild production from nothing when the published state says it exists.
+    """Refuse to rebuild production from nothing when the published state, or the run
+    history, says it exists.
 
     On GitHub the production file travels as an artifact that expires; rebuilding from an
     empty file would silently drop the snapshots' history (and demo data would stand in for
@@ -184,11 +241,20 @@ def check_production_present(
     previous = published_state(artifacts_dir)
     missing = [p for p in (release.live, project.raw_path) if not p.exists()]
     if previous is None and not release.live.exists():
-        print(
-            f"notice: no production yet (no state in {artifacts_dir}, no {release.live}): "
-            "building production from scratch (first run)"
+        recorded = production_history(project, "prod")
+        if recorded is None or start_over:
+            print(
+                f"notice: no production yet (no state in {artifacts_dir}, no {release.live}): "
+                "building production from scratch (first run)"
+            )
+            return
+        raise MediaPulseError(
+            f"the run history records production ({recorded}) but neither its warehouse "
+            f"{release.live} nor its state in {artifacts_dir} is here (on GitHub: both "
+            "artifacts expired or were not downloaded); building from scratch would replace "
+            "the loader's raw data and the snapshots' history with demo data: restore them, or "
+            "start production over deliberately with --start-over"
         )
-        return
     if not missing:
         return
     names = " and ".join(str(p) for p in missing)
@@ -630,14 +696,94 @@ def run_release(
     job: Job,
     start_over: bool = False,
 ) -> int:
+    """One job that changes production, all or nothing, while holding the release lock: no
+    other job can stage, build, swap or roll back production until it is done."""
+    with release_lock(project, target, job.name) as lock:
+        return _run_release(project, target, artifacts_dir, summary, job, start_over, lock)
+
+
+@contextmanager
+def release_lock(project: Project, target: str, job: str) -> Iterator[Any]:
+    """The lock every job that changes production holds (mediapulse.release_lock): a file
+    lock beside DuckDB production, an advisory lock on PostgreSQL; yields the PostgreSQL
+    connection that holds it (checked again before the swap), else None."""
+    kind = project.target_type(target)
+    if kind == "duckdb":
+        with release_lock_module.file_lock(DuckDbRelease(project).lock_file, job):
+            yield None
+    elif kind == "postgres":
+        pg = PgRelease(project, target)
+
+        def connect(application_name: str) -> Any:
+            con = pg.connect()
+            with con.cursor() as cursor:
+                cursor.execute(
+                    "select pg_catalog.set_config('application_name', %s, false)",
+                    [application_name],
+                )
+            con.commit()
+            return con
+
+        with release_lock_module.advisory_lock(connect, pg.database, pg.base_schema, job) as con:
+            yield con
+    else:
+        yield None
+
+
+def _checks(
+    project: Project, target: str, artifacts_dir: Path, job: Job, start_over: bool
+) -> list[str]:
+    """Before anything is staged: the state repaired to describe what is live, and the
+    refusals of a job that would lose production's history. Returns notices for the report."""
+    notes = []
+    kind = project.target_type(target)
+    if kind in ("duckdb", "postgres") and not start_over:
+        repaired = repair_state(project, target, artifacts_dir)
+        if repaired:
+            print(repaired)
+            notes.append(repaired)
+    if kind == "duckdb":
+        release = DuckDbRelease(project)
+        if job.full_refresh:
+            check_production_present(project, release, artifacts_dir, start_over)
+        else:
+            check_live_release(release, artifacts_dir)
+    return notes
+
+
+def _unchanged_code(project: Project, artifacts_dir: Path) -> str | None:
+    """A deploy of the code that is live changes nothing: the live release's id, else None."""
+    live = published_state(artifacts_dir) or {}
+    if live.get("release_id") and live.get("code") == code_fingerprint(project):
+        return str(live["release_id"])
+    return None
+
+
+def _skip(
+    project: Project, target: str, clock: history.Job, report: str, summary: Path | None,
+    notes: list[str],
+) -> int:  # fmt: skip
+    report += "".join(f"\n{note}\n" for note in notes)
+    report += "\n" + history.record_job(project, target, clock, True, None, status="skipped")
+    print(report)
+    write_summary(report, summary)
+    return 0
+
+
+def _run_release(
+    project: Project,
+    target: str,
+    artifacts_dir: Path,
+    summary: Path | None,
+    job: Job,
+    start_over: bool,
+    lock: Any,
+) -> int:
     clock = history.Job(job.name, target)  # the run history's record of this job
     kind = project.target_type(target)
     release = DuckDbRelease(project) if kind == "duckdb" else None
     pg = PgRelease(project, target) if kind == "postgres" else None
-    if release and job.full_refresh:
-        check_production_present(project, release, artifacts_dir, start_over)
-    elif release:
-        check_live_release(release, artifacts_dir)
+    notes: list[str] = _checks(project, target, artifacts_dir, job, start_over)
     try:
         prepare.prepare(project, target)
     except SchemaChangeError:
@@ -649,17 +795,20 @@ def run_release(
     refresh = None if job.full_refresh else plan_refresh(project, target, artifacts_dir)
     if refresh and refresh.nothing_new:
         live = refresh.previous.get("release_id")
-        report = (
+        return _skip(project, target, clock, (
             f"## {job.title} on `{target}`: nothing to do, release {live} stays live\n\n"
             f"No new raw rows since release {live}: every raw table holds the rows it read "
             "(row counts and newest loads). Nothing was built or released.\n"
-        )
-        report += "\n" + history.record_job(project, target, clock, True, None, status="skipped")
-        print(report)
-        write_summary(report, summary)
-        return 0
+        ), summary, notes)  # fmt: skip
+    unchanged = _unchanged_code(project, artifacts_dir) if job is DEPLOY else None
+    if unchanged and not start_over:
+        return _skip(project, target, clock, (
+            f"## {job.title} on `{target}`: no changes, release {unchanged} stays live\n\n"
+            f"This checkout is the code release {unchanged} was built from (the same "
+            "fingerprint of every file dbt reads): nothing was built or released, and the "
+            "releases kept for a rollback are as they were.\n"
+        ), summary, notes)  # fmt: skip
     env: dict[str, str] = {}
-    notes: list[str] = []
     if refresh:
         added = ", ".join(f"{t} +{n:,}" for t, n in refresh.new_rows.items())
         notes.append(f"new raw rows since release {refresh.previous.get('release_id')}: {added}")
@@ -680,18 +829,101 @@ def run_release(
         env.update(release.env)
     if pg:
         env.update(pg.env)
-    steps: list[Step] = []
-    saved: dict[str, Path] = {}
-    schemas: list[str] = []
-    staging = artifacts_dir.with_name(artifacts_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    release_id = new_release_id()
-    code = code_fingerprint(project)  # of what this release builds, before it builds
-    ok = False
-    # every dbt call of the job in one process that parses the project once
-    dbt = runner.session(project, target, env).__enter__()
-    try:
+    run = _Run(project, target, artifacts_dir, job, release, pg, refresh, env, notes, lock)
+    return run.execute(clock, summary)
+
+
+@dataclass
+class _Run:
+    """One release's build and publication, after its checks and its staged copy."""
+
+    project: Project
+    target: str
+    artifacts_dir: Path
+    job: Job
+    release: DuckDbRelease | None
+    pg: PgRelease | None
+    refresh: RefreshPlan | None
+    env: dict[str, str]
+    notes: list[str]
+    lock: Any
+    steps: list[Step] = field(default_factory=list)
+    schemas: list[str] = field(default_factory=list)
+
+    @property
+    def staging(self) -> Path:
+        return self.artifacts_dir.with_name(self.artifacts_dir.name + ".partial")
+
+    def execute(self, clock: history.Job, summary: Path | None) -> int:
+        project, target, job = self.project, self.target, self.job
+        release, pg, refresh = self.release, self.pg, self.refresh
+        staging = self.staging
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        release_id = new_release_id()
+        code = code_fingerprint(project)  # of what this release builds, before it builds
+        ok = False
+        saved: dict[str, Path] = {}
+        # every dbt call of the job in one process that parses the project once
+        dbt = runner.session(project, target, self.env).__enter__()
+        try:
+            plan, marks = self.plan()
+            ok = self.build(plan, staging)
+            # the monitoring views first: the parse for the CI target that follows replaces
+            # the session's parse of this target
+            if ok and job.monitoring:
+                self.notes.append(monitoring.build(project, target, self.env)[1])
+            if ok and release and refresh is None:
+                self.notes.append(publish_ci_parse(project, dbt, staging))
+            parses = self.artifacts_dir.glob(CI_PARSE.format(target="*"))
+            for name in [*CARRIED_OVER, *(p.name for p in parses)]:
+                # what this job did not redo (the evaluator runs after it)
+                if not (staging / name).exists() and (self.artifacts_dir / name).is_file():
+                    shutil.copy2(self.artifacts_dir / name, staging / name)
+            dbt.close()  # the files are free before they are swapped
+            self.notes.append(dbt.describe())
+            if ok:
+                ok = self.publish(release_id, code, marks)
+            report = _render(job.title, target, self.steps, ok, release_id,
+                             staged=release or pg, notes=self.notes)  # fmt: skip
+            (staging / f"{job.name}.md").write_text(report)
+            if ok:
+                publish_state(staging, self.artifacts_dir)
+                saved = {
+                    f: self.artifacts_dir / f
+                    for f in STATE_FILES if (self.artifacts_dir / f).exists()
+                }  # fmt: skip
+            # the history outlives the release (its own file on DuckDB, its own schema on a
+            # server)
+            report += "\n" + history.record_job(
+                project, target, clock, ok, self.artifacts_dir if ok else staging,
+                release_id if ok else None, database=release.live if release else None,
+            )  # fmt: skip
+        except BaseException:
+            # a job that stopped on an error is a failed run too
+            history.record_job(project, target, clock, False, staging)
+            raise
+        finally:
+            dbt.close()
+            if release:
+                release.discard()
+            if pg and self.schemas:  # a failed release's green; after a swap there is none left
+                pg.discard(self.schemas)
+            shutil.rmtree(staging, ignore_errors=True)
+        print(report)
+        write_summary(report, summary)
+        if not ok:
+            staged = release is not None or pg is not None
+            outcome = "production left as it was" if staged else "production built in place"
+            print(f"{job.name} on target '{target}' failed: {outcome}")
+            return 1
+        print(f"production state for slim CI written to {self.artifacts_dir} ({', '.join(saved)})")
+        return 0
+
+    def plan(self) -> tuple[list[tuple[str, list[str]]], dict[str, list[Any]]]:
+        """The dbt steps of this release, and what they read of the raw data."""
+        project, target, job, refresh = self.project, self.target, self.job, self.refresh
+        release, pg, notes = self.release, self.pg, self.notes
         build_args = ["build", "--full-refresh"] if job.full_refresh else ["build"]
         if refresh and release:
             # what the new rows reach; the staged copy holds the rest as it is live (on
@@ -717,37 +949,39 @@ def run_release(
         # keeps what they read (the next refresh adds the rest)
         marks = refresh.marks if refresh else raw_marks(project, target)
         if job is DEPLOY and release:  # on PostgreSQL green starts empty: it builds everything
-            plan = _deploy_plan(project, target, artifacts_dir, env, notes, release.staged)
+            plan = _deploy_plan(project, target, self.artifacts_dir, self.env, notes,
+                                release.staged)  # fmt: skip
             if plan[0] != ("build", ["build", "--full-refresh"]):  # not everything rebuilt
-                live_marks = (published_state(artifacts_dir) or {}).get("raw")
+                live_marks = (published_state(self.artifacts_dir) or {}).get("raw")
                 marks = live_marks if live_marks is not None else marks
         if pg:
-            parsed, schemas, kept = pg.parse(env, keep_incremental=refresh is not None)
+            parsed, self.schemas, kept = pg.parse(self.env, keep_incremental=refresh is not None)
             if parsed.success:
                 started = time.perf_counter()
-                copied, size = pg.prepare(schemas, kept)
+                copied, size = pg.prepare(self.schemas, kept)
                 notes.append(
                     f"staged copy of production: {time.perf_counter() - started:.1f} s, "
                     f"{copied} tables, {size / 2**20:,.1f} MiB copied into the green schemas"
                 )
             else:
-                steps.append(Step("parse", parsed.command, False, parsed.elapsed_s,
-                                  [parsed.error or "dbt parse failed"]))  # fmt: skip
+                self.steps.append(Step("parse", parsed.command, False, parsed.elapsed_s,
+                                       [parsed.error or "dbt parse failed"]))  # fmt: skip
                 plan = []
+        return plan, marks
+
+    def build(self, plan: list[tuple[str, list[str]]], staging: Path) -> bool:
+        """Run the plan's dbt steps, each retried on transient errors, until one fails."""
+        project, target = self.project, self.target
         for name, args in plan:
-            result = run_with_retries(project, args, target, env, notes)
+            result = run_with_retries(project, args, target, self.env, self.notes)
             step = Step(name, result.command, result.success, result.elapsed_s)
-            if (
-                name in ("build", "unit tests")
-                and (project.target_dir / "run_results.json").exists()
-            ):
+            results = project.target_dir / "run_results.json"
+            if name in ("build", "unit tests") and results.exists():
                 step.problems = [
                     r.describe() for r in artifacts.node_results(project.target_dir) if r.failed
                 ]
                 if name == "build":
-                    shutil.copy2(
-                        project.target_dir / "run_results.json", staging / "run_results.json"
-                    )
+                    shutil.copy2(results, staging / "run_results.json")
             elif name == "freshness":
                 errors, warnings = _freshness_problems(project.target_dir)
                 step.ok = not errors and (result.success or not result.error)
@@ -758,124 +992,179 @@ def run_release(
                     shutil.copy2(project.target_dir / produced, staging / produced)
             if not step.ok and not step.problems and result.error:
                 step.problems = [result.error]
-            steps.append(step)
+            self.steps.append(step)
             if not step.ok:
                 break
         if (project.target_dir / "manifest.json").exists():
             shutil.copy2(project.target_dir / "manifest.json", staging / "manifest.json")
-        ok = bool(plan) and all(s.ok for s in steps) and len(steps) == len(plan)
-        # the monitoring views first: the parse for the CI target that follows replaces the
-        # session's parse of this target
-        if ok and job.monitoring:
-            notes.append(monitoring.build(project, target, env)[1])
-        if ok and release and refresh is None:
-            notes.append(publish_ci_parse(project, dbt, staging))
-        parses = artifacts_dir.glob(CI_PARSE.format(target="*"))
-        carried = [*CARRIED_OVER, *(p.name for p in parses)]
-        for name in carried:  # what this job did not redo (the evaluator runs after it)
-            if not (staging / name).exists() and (artifacts_dir / name).is_file():
-                shutil.copy2(artifacts_dir / name, staging / name)
-        dbt.close()  # the files are free before they are swapped
-        notes.append(dbt.describe())
-        # a refresh is the live code with more rows: a rollback should still reach the release
-        # before the last change of code, so the previous release is kept, not replaced
-        keep = (
-            refresh is not None and ok and (artifacts_dir / PREVIOUS).is_dir()
-            and (release.previous.exists() if release else pg.release_id(PG_PREVIOUS) is not None)
-        )  # fmt: skip
-        if ok and pg:
-            try:
-                seconds = pg.publish(schemas, release_id, keep_previous=keep)
-                kept_as = "the release before it stays" if keep else "the replaced release is kept"
-                notes.append(
-                    f"swap: {len(schemas)} schemas in {seconds * 1000:.1f} ms, one transaction "
-                    f"({kept_as} as *{PG_PREVIOUS})"
-                )
-                rename_in_state(staging)
-            except MediaPulseError as exc:
-                ok = False
-                notes.append(f"swap gave up: {exc}")
-        report = _render(job.title, target, steps, ok, release_id, staged=release or pg,
-                         notes=notes)  # fmt: skip
-        (staging / f"{job.name}.md").write_text(report)
-        if ok:
-            if release:
-                release.publish(release_id, keep_previous=keep)
-            record = {"code": code, "raw": marks}
-            publish_state(staging, artifacts_dir, release_id, job.name, project.vars, record,
-                          keep_previous=keep)  # fmt: skip
-            saved = {f: artifacts_dir / f for f in STATE_FILES if (artifacts_dir / f).exists()}
-        # the history outlives the release (its own file on DuckDB, its own schema on a server)
-        report += "\n" + history.record_job(
-            project, target, clock, ok, artifacts_dir if ok else staging,
-            release_id if ok else None, database=release.live if release else None,
-        )  # fmt: skip
-    except BaseException:
-        # a job that stopped on an error is a failed run too
-        history.record_job(project, target, clock, False, staging)
-        raise
-    finally:
-        dbt.close()
+        return bool(plan) and all(s.ok for s in self.steps) and len(self.steps) == len(plan)
+
+    def publish(self, release_id: str, code: str, marks: dict[str, list[Any]]) -> bool:
+        """Stamp the staged release with its state, then swap it in (the release's one
+        atomic step). False, with the reason in the notes, when the swap gave up."""
+        project, staging, release, pg = self.project, self.staging, self.release, self.pg
+        keep_live = self.refresh is None or _first_of_its_code(release, pg)
+        manifest = artifacts.load_json(staging / "manifest.json", "manifest")
         if release:
-            release.discard()
-        if pg and schemas:  # a failed release's green; after a swap there is none left
-            pg.discard(schemas)
-        shutil.rmtree(staging, ignore_errors=True)
-    print(report)
-    write_summary(report, summary)
-    if not ok:
-        staged = release is not None or pg is not None
-        outcome = "production left as it was" if staged else "production built in place"
-        print(f"{job.name} on target '{target}' failed: {outcome}")
-        return 1
-    print(f"production state for slim CI written to {artifacts_dir} ({', '.join(saved)})")
-    return 0
+            dropped = drop_unlisted(release.staged, project_relations(manifest))
+            self.notes.append(_dropped_note(dropped, "dropped from production"))
+        if pg:
+            removed = pg.removed_relations(self.schemas)
+            self.notes.append(_dropped_note(removed, "no longer in production (kept with the "
+                                            "replaced release until it is pruned)"))  # fmt: skip
+            rename_in_state(staging)
+        write_record(staging, release_id, self.job.name, project.vars, {"code": code, "raw": marks})
+        stamp = Stamp(release_id, None, self.job.name, code, history.git_revision(project))
+        (staging / f"{self.job.name}.md").write_text(
+            _render(self.job.title, self.target, self.steps, True, release_id, True, self.notes)
+        )
+        try:
+            if release:
+                release.stamp(stamp, staging)
+                failpoints.reach("release.before-swap")
+                pruned = release.publish(keep_live=keep_live)
+                self.notes.append(_kept_note(release.kept(), pruned, keep_live))
+            if pg:
+                pg.stamp(self.schemas, stamp, staging)
+                failpoints.reach("release.before-swap")
+                release_lock_module.still_held(self.lock, pg.database, pg.base_schema)
+                before = pg.releases().kept
+                seconds = pg.publish(self.schemas, release_id, keep_live=keep_live)
+                self.schemas = []  # swapped: no green left to discard
+                after = pg.releases().kept
+                gone = [e.stamp.release_id for e in before if e.stamp.release_id not in
+                        {a.stamp.release_id for a in after}]  # fmt: skip
+                self.notes.append(
+                    f"swap: {len((after and after[0].schemas) or [])} schemas in "
+                    f"{seconds * 1000:.1f} ms, one transaction"
+                )
+                self.notes.append(_kept_note([e.stamp for e in after], gone, keep_live))
+        except MediaPulseError as exc:
+            self.notes.append(f"swap gave up: {exc}")
+            return False
+        failpoints.reach("release.after-swap")
+        return True
 
 
-def rollback(project: Project, target: str, state_dir: Path) -> str:
-    """Put back the release the last one replaced, on either engine; returns its id."""
+def _first_of_its_code(release: DuckDbRelease | None, pg: PgRelease | None) -> bool:
+    """Whether a refresh keeps the release it replaces: only when no kept release has its
+    code. A refresh is the live code with more rows, so of a run of refreshes the first
+    release of the code is kept (a rollback --to it undoes their data) and the hourly ones
+    after it are not, or they would push every other code out of the history."""
+    if release:
+        live, kept = release.live_stamp(), release.kept()
+    else:
+        found = pg.releases() if pg else None
+        live = found.live.stamp if found and found.live else None
+        kept = [e.stamp for e in found.kept] if found else []
+    return live is not None and live.code not in {s.code for s in kept}
+
+
+def _dropped_note(names: list[str], what: str) -> str:
+    if not names:
+        return "relations the project no longer has: none"
+    return f"relations the project no longer has, {what}: {', '.join(names)}"
+
+
+def _kept_note(kept: list[Stamp], pruned: list[str], keep_live: bool) -> str:
+    how = "the replaced release is kept" if keep_live else (
+        "the replaced release is not kept: a refresh of the code a kept release has"
+    )  # fmt: skip
+    listing = ", ".join(s.release_id for s in kept) or "none"
+    gone = f"; pruned beyond {keep_count()}: {', '.join(pruned)}" if pruned else ""
+    return f"kept for a rollback ({how}): {listing}{gone}"
+
+
+def project_relations(manifest: dict[str, Any]) -> set[tuple[str, str]]:
+    """(schema, name) of every relation the project builds, lower case (pure)."""
+    return {
+        (node["schema"].lower(), (node.get("alias") or node["name"]).lower())
+        for node in manifest["nodes"].values()
+        if node["resource_type"] in ("model", "seed", "snapshot")
+        and (node.get("config") or {}).get("enabled", True)
+        and (node.get("config") or {}).get("materialized") != "ephemeral"
+    }
+
+
+def rollback(project: Project, target: str, state_dir: Path, to: str | None = None) -> str:
+    """Put back a kept release (``to``, or the newest built from other code than the live
+    one) and the state it published, holding the release lock. Returns what was done."""
     kind = project.target_type(target)
-    if kind == "postgres":
-        from mediapulse.pg_release import rollback as pg_rollback
-
-        return pg_rollback(project, target, state_dir)
-    if kind != "duckdb":
+    if kind not in ("duckdb", "postgres"):
         raise MediaPulseError(
             f"rollback of target '{target}' ({kind}) is not supported: only DuckDB and "
             "PostgreSQL releases keep the production they replace"
         )
-    return _rollback_duckdb(project, state_dir)
+    with release_lock(project, target, "rollback"):
+        if kind == "postgres":
+            return _rollback_postgres(project, target, state_dir, to)
+        return _rollback_duckdb(project, state_dir, to)
 
 
-def _rollback_duckdb(project: Project, state_dir: Path) -> str:
-    """Put back the production file the last release replaced, and the state that describes
-    it, so the next pull request is compared with what is live. Returns what was restored."""
+def _rolled_back(live: Stamp | None, chosen: Stamp, dropped: list[str]) -> str:
+    undone = ", ".join([*([live.release_id] if live else []), *dropped]) or "none"
+    return f"production rolled back to {chosen.describe()}; releases undone and dropped: {undone}"
+
+
+def _rollback_duckdb(project: Project, state_dir: Path, to: str | None) -> str:
     release = DuckDbRelease(project)
-    if not release.previous.exists():
+    live = release.live_stamp()
+    chosen = choose_rollback(live, release.kept(), to)
+    files = (
+        read_duckdb_state(release.kept_path(chosen.release_id))
+        if release.kept_path(chosen.release_id).exists()
+        else None
+    )
+    dropped = release.restore(chosen)  # refuses an incomplete kept release, unchanged
+    if files is not None:
+        restore_state(files, state_dir)
+    return _rolled_back(live, chosen, dropped)
+
+
+def _rollback_postgres(project: Project, target: str, state_dir: Path, to: str | None) -> str:
+    pg = PgRelease(project, target)
+    found = pg.releases()
+    live = found.live.stamp if found.live else None
+    chosen = choose_rollback(live, [e.stamp for e in found.kept], to)
+    entry = next(e for e in found.kept if e.stamp.release_id == chosen.release_id)
+    check_complete(entry)
+    files = pg.read_state(entry)
+    if files is None:
         raise MediaPulseError(
-            f"nothing to roll back to: no previous production at {release.previous} (each "
-            "release keeps the one it replaced; no release has run since the last rollback)"
+            f"kept release {chosen.release_id} is incomplete: none of its schemas carries its "
+            "published state (written by an earlier version); production left as it was"
         )
-    previous_state = state_dir / PREVIOUS
-    kept = published_state(previous_state)
-    if kept is None:
-        raise MediaPulseError(
-            f"nothing to roll back to: no previous production state in {previous_state}; pass "
-            "--artifacts the directory the last release published its state to"
-        )
-    in_file = warehouse_release_id(release.previous)
-    if kept["release_id"] and in_file and kept["release_id"] != in_file:
-        raise MediaPulseError(
-            f"{release.previous} is release {in_file} but {previous_state} describes release "
-            f"{kept['release_id']}: they are not the same release; restore the matching "
-            "production-warehouse and production-state artifacts, then retry"
-        )
-    staged = state_dir.with_name(state_dir.name + ".rollback")
-    shutil.rmtree(staged, ignore_errors=True)
-    shutil.copytree(previous_state, staged)
-    os.replace(release.previous, release.live)
-    _replace_dir(staged, state_dir)
-    return kept["release_id"] or f"built {kept['built_at']}"
+    pg.restore(found, entry)
+    restore_state(files, state_dir)
+    newer = [e.stamp.release_id for e in found.kept if e.stamp.release_id > chosen.release_id]
+    return _rolled_back(live, chosen, newer)
+
+
+def list_releases(project: Project, target: str) -> str:
+    """The live release and the ones kept for a rollback, newest first (`mediapulse
+    releases`)."""
+    kind = project.target_type(target)
+    if kind == "postgres":
+        found = PgRelease(project, target).releases()
+        live, kept = (found.live.stamp if found.live else None), [e.stamp for e in found.kept]
+        incomplete = {e.stamp.release_id: e.missing() for e in found.kept if e.missing()}
+    elif kind == "duckdb":
+        release = DuckDbRelease(project)
+        live, kept, incomplete = release.live_stamp(), release.kept(), {}
+    else:
+        raise MediaPulseError(f"target '{target}' ({kind}) keeps no releases")
+    lines = [f"live: {live.describe() if live else 'no release'}"]
+    default = None
+    with suppress(MediaPulseError):
+        default = choose_rollback(live, kept, None).release_id
+    for stamp in kept:
+        marks = []
+        if stamp.release_id == default:
+            marks.append("`mediapulse rollback` restores this one")
+        if stamp.release_id in incomplete:
+            marks.append(f"incomplete: {', '.join(incomplete[stamp.release_id])} missing")
+        lines.append(f"kept: {stamp.describe()}" + (f" <- {'; '.join(marks)}" if marks else ""))
+    return "\n".join(lines)
 
 
 def _render(

@@ -130,6 +130,7 @@ def _child_env(project: Project, target: str, extra_env: Mapping[str, str] | Non
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p
     )
+    env["MEDIAPULSE_DBT_PARENT"] = str(os.getpid())  # dbt_child dies with this job
     return env
 
 

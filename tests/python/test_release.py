@@ -1,21 +1,47 @@
-"""Releases and rollback on real DuckDB files, without dbt: the release id travels with the
-file and its state, a rollback puts both back or refuses with the reason, and a release stops
-when the state says production exists but its file is gone."""
+"""Releases, the releases kept for a rollback, and the release lock, on real DuckDB files and
+real processes, without dbt (a table stands in for the build): the release id, code and state
+travel inside the production file, the last releases are kept, a rollback returns to the
+release before the last change of code or to the one named, refuses an incomplete one
+unchanged, the state is repaired from the warehouse, a release stops when the state or the
+run history says production exists but its file is gone, and one job at a time holds the lock.
+
+The same guarantees with real jobs (dbt, kills at each step, two jobs at once) are in
+test_release_faults.py (DuckDB) and test_pg_release.py (PostgreSQL)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from mediapulse import history
 from mediapulse.cli import main
-from mediapulse.duckdb_release import DuckDbRelease, warehouse_release_id
+from mediapulse.duckdb_release import (
+    DuckDbRelease,
+    drop_unlisted,
+    read_stamp,
+    read_state,
+    warehouse_release_id,
+)
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
-from mediapulse.release import check_production_present, publish_state, rollback
+from mediapulse.release import (
+    check_production_present,
+    publish_state,
+    repair_state,
+    rollback,
+    write_record,
+)
+from mediapulse.release_lock import file_lock
+from mediapulse.release_state import Stamp
 
 from .conftest import REPO
 
@@ -24,22 +50,28 @@ def _digest(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and not p.name.endswith(".release-lock")
     }
 
 
-def _release(project: Project, state: Path, release_id: str, rows: int) -> None:
+def _release(
+    project: Project, state: Path, release_id: str, rows: int, code: str = "c1",
+    publish: bool = True,
+) -> None:  # fmt: skip
     """What a passing nightly does to the file and the state (the dbt build stood in for by
-    a table of ``rows`` rows)."""
+    a table of ``rows`` rows); ``publish=False`` stops after the swap, as a killed job does."""
     release = DuckDbRelease(project)
     release.prepare()
     with duckdb.connect(str(release.staged)) as con:
         con.execute(f"create or replace table marts_dim as select range as id from range({rows})")
-    release.publish(release_id)
     staged = state.with_name("state.partial")
     staged.mkdir()
     (staged / "manifest.json").write_text(json.dumps({"release": release_id}))
-    publish_state(staged, state, release_id, "nightly", {"lookback": 2})
+    write_record(staged, release_id, "nightly", {"lookback": 2}, {"code": code})
+    release.stamp(Stamp(release_id, job="nightly", code=code), staged)
+    release.publish()
+    if publish:
+        publish_state(staged, state)
 
 
 @pytest.fixture
@@ -59,53 +91,138 @@ def _rows(path: Path) -> int:
         return con.execute("select count(*) from marts_dim").fetchone()[0]
 
 
+def _cli(project: Project, *args: str) -> int:
+    return main(["--project-dir", str(project.root), "--warehouse-dir",
+                 str(project.warehouse_dir), *args])  # fmt: skip
+
+
 def test_a_release_carries_its_id_in_the_file_and_the_state(released) -> None:
     project, state = released
     release = DuckDbRelease(project)
     assert warehouse_release_id(release.live) == "r2"
-    assert warehouse_release_id(release.previous) == "r1"
+    assert warehouse_release_id(release.kept_path("r1")) == "r1"
     assert json.loads((state / "release.json").read_text())["release_id"] == "r2"
-    assert json.loads((state / "previous" / "release.json").read_text())["release_id"] == "r1"
     assert json.loads((state / "release.json").read_text())["vars"] == {"lookback": 2}
-    assert not (state / "previous" / "previous").exists(), "one release is kept, not a chain"
+    assert not (state / "previous").exists(), "the kept releases carry their own state"
+    # the file carries the whole state it published, and its code
+    carried = {name: content for name, content in read_state(release.live)}
+    assert set(carried) == {"manifest.json", "release.json"}
+    assert read_stamp(release.live) == Stamp("r2", read_stamp(release.live).published_at,
+                                             "nightly", "c1", None)  # fmt: skip
+    assert [s.release_id for s in release.kept()] == ["r1"]
 
 
-def test_rollback_puts_back_the_file_and_its_state_then_refuses(released, capsys) -> None:
+def test_the_last_three_releases_are_kept_and_older_ones_pruned(
+    released, monkeypatch: pytest.MonkeyPatch
+) -> None:
     project, state = released
-    code = main(["--project-dir", str(project.root), "--warehouse-dir",
-                 str(project.warehouse_dir), "rollback", "--artifacts", str(state)])  # fmt: skip
-    assert code == 0
-    assert "rolled back to release r1" in capsys.readouterr().out
+    for number in (3, 4, 5):
+        _release(project, state, f"r{number}", number)
     release = DuckDbRelease(project)
-    assert _rows(release.live) == 10 and warehouse_release_id(release.live) == "r1"
-    assert json.loads((state / "manifest.json").read_text()) == {"release": "r1"}
-    assert not release.previous.exists() and not (state / "previous").exists()
+    assert [s.release_id for s in release.kept()] == ["r4", "r3", "r2"]
+    assert sorted(p.name for p in release.kept_dir.glob("*.duckdb")) == [
+        "r2.duckdb", "r3.duckdb", "r4.duckdb"
+    ]  # fmt: skip
+    monkeypatch.setenv("MEDIAPULSE_KEEP_RELEASES", "1")
+    _release(project, state, "r6", 6)
+    assert [s.release_id for s in release.kept()] == ["r5"]
+    monkeypatch.setenv("MEDIAPULSE_KEEP_RELEASES", "none")
+    with pytest.raises(MediaPulseError, match="MEDIAPULSE_KEEP_RELEASES='none'"):
+        release.kept() and _release(project, state, "r7", 7)
 
+
+def test_rollback_returns_to_the_release_before_the_last_change_of_code(
+    released, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's scenario: a bad deploy (code c2), then releases of the same bad code (a
+    nightly, a deploy that rebuilt nothing); a rollback queued behind them restores the
+    release before the bad deploy, not the bad one, and says which."""
+    project, state = released
+    _release(project, state, "r3", 30, code="c2")  # the bad deploy
+    _release(project, state, "r4", 40, code="c2")  # the nightly after it, same bad code
+    assert _cli(project, "rollback", "--artifacts", str(state)) == 0
+    out = capsys.readouterr().out
+    assert "rolled back to release r2 (nightly, code c1" in out, out
+    assert "undone and dropped: r4, r3" in out
+    release = DuckDbRelease(project)
+    assert _rows(release.live) == 20 and warehouse_release_id(release.live) == "r2"
+    assert json.loads((state / "manifest.json").read_text()) == {"release": "r2"}
+    assert json.loads((state / "release.json").read_text())["release_id"] == "r2"
+    assert [s.release_id for s in release.kept()] == ["r1"]
+
+    # every kept release runs the live code: a default rollback would change no code
     before = _digest(project.warehouse_dir) | _digest(state)
-    code = main(["--project-dir", str(project.root), "--warehouse-dir",
-                 str(project.warehouse_dir), "rollback", "--artifacts", str(state)])  # fmt: skip
-    assert code == 2
+    assert _cli(project, "rollback", "--artifacts", str(state)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nothing to roll back to" in err
-    assert "prod.previous.duckdb" in err
+    assert "every kept release runs the live code (c1)" in err and "--to RELEASE_ID" in err
     assert _digest(project.warehouse_dir) | _digest(state) == before
-
-
-def test_rollback_refuses_a_state_of_another_release(released) -> None:
-    project, state = released
-    record = json.loads((state / "previous" / "release.json").read_text())
-    record["release_id"] = "r0"
-    (state / "previous" / "release.json").write_text(json.dumps(record))
+    # back in data, by name
+    assert _cli(project, "rollback", "--artifacts", str(state), "--to", "r1") == 0
+    assert "rolled back to release r1" in capsys.readouterr().out
+    assert _rows(release.live) == 10 and release.kept() == []
     before = _digest(project.warehouse_dir) | _digest(state)
-    with pytest.raises(MediaPulseError, match=r"release r1 but .* describes release r0"):
-        rollback(project, "prod", state)
+    assert _cli(project, "rollback", "--artifacts", str(state)) == 2
+    assert "nothing to roll back to: no release is kept" in capsys.readouterr().err
     assert _digest(project.warehouse_dir) | _digest(state) == before
 
 
-def test_rollback_without_a_previous_state_refuses(released, tmp_path: Path) -> None:
-    project, _ = released
-    with pytest.raises(MediaPulseError, match="no previous production state"):
-        rollback(project, "prod", tmp_path / "elsewhere")
+def test_releases_lists_what_a_rollback_would_restore(released, capsys) -> None:
+    project, state = released
+    _release(project, state, "r3", 30, code="c2")
+    assert _cli(project, "releases") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("live: release r3 (nightly, code c2")
+    assert lines[1].startswith("kept: release r2 (nightly, code c1")
+    assert lines[1].endswith("<- `mediapulse rollback` restores this one")
+    assert lines[2].startswith("kept: release r1") and "<-" not in lines[2]
+
+
+def test_rollback_to_a_release_that_is_not_kept_refuses(released) -> None:
+    project, state = released
+    with pytest.raises(MediaPulseError, match=r"release r2 is not kept .*r2 is the live"):
+        rollback(project, "prod", state, to="r2")
+    with pytest.raises(MediaPulseError, match=r"release r9 is not kept for a rollback \(kept: "):
+        rollback(project, "prod", state, to="r9")
+
+
+def test_rollback_refuses_an_incomplete_kept_release_and_changes_nothing(released) -> None:
+    project, state = released
+    release = DuckDbRelease(project)
+    release.kept_path("r1").unlink()  # deleted by hand
+    before = _digest(project.warehouse_dir) | _digest(state)
+    with pytest.raises(MediaPulseError) as err:
+        rollback(project, "prod", state)
+    text = str(err.value)
+    assert "kept release r1 is incomplete" in text and str(release.kept_path("r1")) in text
+    assert "is missing" in text and "production left as it was" in text
+    assert _digest(project.warehouse_dir) | _digest(state) == before
+    # a kept file from an earlier version carries no state: refused the same way
+    _release(project, state, "r3", 30)
+    with duckdb.connect(str(release.kept_path("r2"))) as con:
+        con.execute("drop table _mediapulse.release_state")
+    before = _digest(project.warehouse_dir) | _digest(state)
+    with pytest.raises(MediaPulseError, match="r2 is incomplete: .* carries no published state"):
+        rollback(project, "prod", state, to="r2")
+    assert _digest(project.warehouse_dir) | _digest(state) == before
+
+
+def test_a_state_that_describes_another_release_is_repaired_from_the_warehouse(
+    released, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job stopped between its swap and publishing its state: the file is r3, the state
+    still r2's. The next job's check puts r3's own state back and says so; the evaluator
+    report the workflows added to the state is kept."""
+    project, state = released
+    (state / "evaluator.json").write_text('{"violations": []}')
+    _release(project, state, "r3", 30, publish=False)
+    assert json.loads((state / "release.json").read_text())["release_id"] == "r2"
+    notice = repair_state(project, "prod", state)
+    assert notice is not None and "described release r2 but production is release r3" in notice
+    assert json.loads((state / "release.json").read_text())["release_id"] == "r3"
+    assert json.loads((state / "manifest.json").read_text()) == {"release": "r3"}
+    assert (state / "evaluator.json").read_text() == '{"violations": []}'
+    assert repair_state(project, "prod", state) is None, "nothing left to repair"
 
 
 def test_a_release_stops_when_production_exists_but_its_file_is_gone(
@@ -126,3 +243,107 @@ def test_a_first_release_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[s
     project = Project.discover(REPO, tmp_path / "warehouse")
     check_production_present(project, DuckDbRelease(project), tmp_path / "state", start_over=False)
     assert "no production yet" in capsys.readouterr().out
+
+
+def test_production_the_run_history_records_is_not_rebuilt_from_demo_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both artifacts expired (no state, no production file) but the run history, kept
+    longer, records a release: a nightly stops instead of generating demo data."""
+    project = Project.discover(REPO, tmp_path / "warehouse")
+    history.ensure(project, "prod")
+    with duckdb.connect(str(history.duckdb_path(project, "prod"))) as con:
+        con.execute(
+            "insert into monitoring.runs (run_id, job, target, started_at, status, release_id) "
+            "values ('x', 'nightly', 'prod', timestamp '2026-12-01 02:00:00', 'success', 'r9')"
+        )
+    with pytest.raises(MediaPulseError) as err:
+        check_production_present(project, DuckDbRelease(project), tmp_path / "state", False)
+    text = str(err.value)
+    assert "records production (release r9 of 2026-12-01 02:00:00)" in text
+    assert "--start-over" in text and len(text.splitlines()) == 1
+    check_production_present(project, DuckDbRelease(project), tmp_path / "state", True)
+    assert "building production from scratch" in capsys.readouterr().out
+
+
+def test_relations_the_project_no_longer_has_are_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "prod.duckdb"
+    with duckdb.connect(str(path)) as con:
+        for schema in ("marts", "staging", "old", "_mediapulse"):
+            con.execute(f"create schema {schema}")
+        con.execute("create table marts.dim_a as select 1 as id")
+        con.execute("create table marts.removed_mart as select 1 as id")
+        con.execute("create view staging.stg_b as select 1 as id")
+        con.execute("create view staging.stg_removed as select * from marts.removed_mart")
+        con.execute("create table old.leftover as select 1 as id")
+        con.execute("create table _mediapulse.release as select 'r1' as release_id")
+    dropped = drop_unlisted(path, {("marts", "dim_a"), ("staging", "stg_b")})
+    assert dropped == [
+        "staging.stg_removed (view)", "marts.removed_mart (table)", "old.leftover (table)"
+    ]  # fmt: skip
+    with duckdb.connect(str(path), read_only=True) as con:
+        left = con.execute(
+            "select table_schema || '.' || table_name from information_schema.tables order by 1"
+        ).fetchall()
+        schemas = {r[0] for r in con.execute("select schema_name from duckdb_schemas()").fetchall()}
+    assert left == [("_mediapulse.release",), ("marts.dim_a",), ("staging.stg_b",)]
+    assert "old" not in schemas
+
+
+# -- the release lock, with real processes ---------------------------------------------------
+
+_HOLD = """
+import sys, time
+from pathlib import Path
+from mediapulse.release_lock import file_lock
+with file_lock(Path(sys.argv[1]), "nightly"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def _holder(lock: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(lock)], stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_job_stops_naming_the_release_that_holds_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lock = tmp_path / "prod.duckdb.release-lock"
+    first = _holder(lock)
+    try:
+        monkeypatch.setenv("MEDIAPULSE_RELEASE_LOCK_WAIT", "0")
+        with pytest.raises(MediaPulseError) as err, file_lock(lock, "deploy"):
+            pass
+        text = str(err.value)
+        assert f"another release is running on production prod ({lock}): nightly (pid " in text
+        assert f"pid {first.pid} on " in text and "deploy did not start" in text
+        assert "MEDIAPULSE_RELEASE_LOCK_WAIT" in text and len(text.splitlines()) == 1
+        # bounded waiting, with a line saying what it waits for
+        monkeypatch.setenv("MEDIAPULSE_RELEASE_LOCK_WAIT", "1.5")
+        started = time.monotonic()
+        with pytest.raises(MediaPulseError, match="waited 2 s|waited 1 s"), file_lock(lock, "x"):
+            pass
+        assert 1.4 < time.monotonic() - started < 10
+        assert f"waiting for the release lock on production prod ({lock}): nightly (pid " in (
+            capsys.readouterr().out
+        )
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_a_killed_holder_frees_the_lock_and_a_waiting_job_takes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lock = tmp_path / "prod.duckdb.release-lock"
+    first = _holder(lock)
+    os.kill(first.pid, signal.SIGKILL)  # a lost runner: no cleanup of any kind
+    first.wait()
+    monkeypatch.setenv("MEDIAPULSE_RELEASE_LOCK_WAIT", "0")
+    with file_lock(lock, "deploy") as me:
+        assert me.pid == os.getpid()
+        assert json.loads(lock.read_text())["job"] == "deploy"
