@@ -33,7 +33,7 @@ import duckdb
 from mediapulse import artifacts, prepare
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
-from mediapulse.report import markdown_table, write_summary
+from mediapulse.report import inert, markdown_table, write_summary
 
 PLAN_FILE = "slim-ci-plan.json"  # in target/: what slim CI modified and built, for this step
 EXAMPLES = 5
@@ -573,8 +573,12 @@ def _share(n: int, of: int) -> str:
 
 
 def _value(value: Any) -> str:
-    text = "NULL" if value is None else str(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    """A value from the data, cut short, as inert Markdown (the PR comment is read on GitHub,
+    and the data is not ours); NULL is ours, outside code, so no text reads as it."""
+    if value is None:
+        return "NULL"
+    text = str(value)
+    return inert(text if len(text) <= 40 else text[:37] + "...")
 
 
 def render_model(diff: ModelDiff) -> str:
@@ -582,7 +586,8 @@ def render_model(diff: ModelDiff) -> str:
     verdict = f", **{diff.classification}**" if diff.modified else ""
     lines = [f"### `{diff.name}` ({kind}{verdict})", ""]
     if diff.status == "error":
-        return "\n".join([*lines, f"- **diff failed**: {diff.error}", ""])
+        # the engine's message can quote a value
+        return "\n".join([*lines, f"- **diff failed**: {inert(diff.error)}", ""])
     if diff.status == "not built":
         return "\n".join([*lines, "- not built in CI (its build failed or was skipped)", ""])
     if diff.status == "new":
@@ -637,7 +642,10 @@ def render_model(diff: ModelDiff) -> str:
 
 
 def _profile_text(profile: dict) -> str:
-    return ", ".join(f"{k} {_value(v)}" for k, v in profile.items())
+    """Counts and the mean are ours; min and max are values from the data."""
+    return ", ".join(
+        f"{k} {_value(v) if k in ('min', 'max') or v is None else v}" for k, v in profile.items()
+    )
 
 
 def render(diffs: list[ModelDiff], max_chars: int = MAX_CHARS, notes: Sequence[str] = ()) -> str:
