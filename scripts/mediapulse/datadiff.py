@@ -30,10 +30,10 @@ from typing import Any
 
 import duckdb
 
-from mediapulse import artifacts, prepare
+from mediapulse import artifacts, history, prepare
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
-from mediapulse.report import markdown_table, write_summary
+from mediapulse.report import inert, markdown_table, write_summary
 
 PLAN_FILE = "slim-ci-plan.json"  # in target/: what slim CI modified and built, for this step
 EXAMPLES = 5
@@ -573,8 +573,12 @@ def _share(n: int, of: int) -> str:
 
 
 def _value(value: Any) -> str:
-    text = "NULL" if value is None else str(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    """A value from the data, cut short, as inert Markdown (the PR comment is read on GitHub,
+    and the data is not ours); NULL is ours, outside code, so no text reads as it."""
+    if value is None:
+        return "NULL"
+    text = str(value)
+    return inert(text if len(text) <= 40 else text[:37] + "...")
 
 
 def render_model(diff: ModelDiff) -> str:
@@ -582,7 +586,8 @@ def render_model(diff: ModelDiff) -> str:
     verdict = f", **{diff.classification}**" if diff.modified else ""
     lines = [f"### `{diff.name}` ({kind}{verdict})", ""]
     if diff.status == "error":
-        return "\n".join([*lines, f"- **diff failed**: {diff.error}", ""])
+        # the engine's message can quote a value
+        return "\n".join([*lines, f"- **diff failed**: {inert(diff.error)}", ""])
     if diff.status == "not built":
         return "\n".join([*lines, "- not built in CI (its build failed or was skipped)", ""])
     if diff.status == "new":
@@ -637,7 +642,10 @@ def render_model(diff: ModelDiff) -> str:
 
 
 def _profile_text(profile: dict) -> str:
-    return ", ".join(f"{k} {_value(v)}" for k, v in profile.items())
+    """Counts and the mean are ours; min and max are values from the data."""
+    return ", ".join(
+        f"{k} {_value(v) if k in ('min', 'max') or v is None else v}" for k, v in profile.items()
+    )
 
 
 def render(diffs: list[ModelDiff], max_chars: int = MAX_CHARS, notes: Sequence[str] = ()) -> str:
@@ -770,12 +778,24 @@ def _run(
     notes = (
         [f"ephemeral, compared through its readers: {', '.join(ephemeral)}"] if ephemeral else []
     )
+    # DuckDB: production's monitoring views are in production's history file, over another
+    # history than the CI run's own (slim CI builds them over that): nothing to compare with
+    own_history = [
+        u for u in models
+        if project.target_type(target) == "duckdb"
+        and manifest["nodes"][u].get("database") == history.CATALOG
+    ]  # fmt: skip
+    if own_history:
+        names = _names([node_label(manifest["nodes"][u]) for u in own_history])
+        notes.append(
+            "views over the run history, built and tested over this CI run's own history, not "
+            f"compared with production's (another history): {names}"
+        )
+    models = [u for u in models if u not in ephemeral and u not in own_history]
+    if not models and own_history:
+        return None, notes
     if prod_warehouse is None and plan.get("prod_warehouse"):  # the file slim CI deferred to
         prod_warehouse = project.root / plan["prod_warehouse"]
     with connect(project, target, prod_warehouse) as wh:
-        diffs = [
-            diff_model(wh, manifest, production, u, u in modified)
-            for u in models
-            if u not in ephemeral
-        ]
+        diffs = [diff_model(wh, manifest, production, u, u in modified) for u in models]
     return diffs, notes

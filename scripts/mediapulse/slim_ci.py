@@ -48,10 +48,15 @@ class Plan:
     standalone_unit_tests: tuple[str, ...] = ()
     standalone_selection: tuple[str, ...] = ()
     notices: tuple[str, ...] = ()
+    # the run history's models the selected ones read, built in CI instead of deferred to
+    # production (DuckDB: production's are in a history file a CI run does not attach)
+    history_parents: tuple[str, ...] = ()
 
     @property
     def downstream(self) -> tuple[str, ...]:
-        return tuple(n for n in self.selected if n not in self.modified)
+        return tuple(
+            n for n in self.selected if n not in self.modified and n not in self.history_parents
+        )
 
     @property
     def empty(self) -> bool:
@@ -197,11 +202,41 @@ def _production_vars(state: Path) -> dict[str, Any] | None:
     return data.get("vars") if isinstance(data.get("vars"), dict) else None
 
 
+def history_parents(manifest: dict[str, Any], selected: list[str]) -> list[str]:
+    """The models in the run history's DuckDB catalog that the selected ones read, however
+    deeply, and that are not selected themselves (pure).
+
+    Production's monitoring views live in production's history file, which a CI run does not
+    attach: there, catalog `monitoring` is the CI target's own history. Deferred to, they
+    would be looked up in the wrong file ("relation doesn't exist"), so CI builds them too,
+    over its own run history (views: a few milliseconds each)."""
+    nodes = manifest["nodes"]
+    chosen = set(selected)
+    found: set[str] = set()
+    todo = [u for u in selected if nodes.get(u, {}).get("database") == history.CATALOG]
+    while todo:
+        for parent in manifest["parent_map"].get(todo.pop(), []):
+            node = nodes.get(parent) or {}
+            if node.get("resource_type") != "model" or node.get("database") != history.CATALOG:
+                continue
+            if parent not in chosen and parent not in found:
+                found.add(parent)
+                todo.append(parent)
+    return sorted(found)
+
+
 def make_plan(
-    project: Project, state: Path, select: str | None, target: str, env: dict[str, str]
+    project: Project,
+    state: Path,
+    select: str | None,
+    target: str,
+    env: dict[str, str],
+    own_history: bool = False,
 ) -> Plan:
     """What to build and test against production: dbt's `state:modified+`, plus what dbt does
-    not see (nodes reading a changed var, the tests of what a changed exposure reads)."""
+    not see (nodes reading a changed var, the tests of what a changed exposure reads).
+    ``own_history``: the target's run history is not production's (slim CI on DuckDB), so the
+    monitoring models the selection reads are built too, never deferred to production."""
     base = ["--state", str(state), *EXCLUDE]
     modified_any = {
         n["unique_id"]: n["resource_type"]
@@ -238,6 +273,11 @@ def make_plan(
                 ]
     everything = _ls(project, ["--select", *selection, *base], target, env)
     selected = [n["unique_id"] for n in everything if n["resource_type"] in BUILDABLE]
+    parents = history_parents(manifest, selected) if own_history else []
+    if parents:  # again with them: their tests come along, and nothing is deferred to them
+        selection += [_selector(nodes[u], False) for u in parents]
+        everything = _ls(project, ["--select", *selection, *base], target, env)
+        selected = [n["unique_id"] for n in everything if n["resource_type"] in BUILDABLE]
     tests = [n["unique_id"] for n in everything if n["resource_type"] in ("test", "unit_test")]
     chosen = set(selected)
     standalone = [
@@ -272,6 +312,7 @@ def make_plan(
         standalone_unit_tests=tuple(standalone),
         standalone_selection=tuple(_selector(nodes[t], False) for t in standalone),
         notices=tuple(notices),
+        history_parents=tuple(parents),
     )
 
 
@@ -309,6 +350,9 @@ def render_plan(plan: Plan) -> str:
     if plan.modified_exposures:
         rows.append(("modified exposures (their inputs' tests run)",
                      len(plan.modified_exposures), _names(plan.modified_exposures)))  # fmt: skip
+    if plan.history_parents:
+        rows.append(("run history models they read, built over this target's history",
+                     len(plan.history_parents), _names(plan.history_parents)))  # fmt: skip
     rows += [
         ("deferred to production", len(plan.deferred), _names(plan.deferred)),
         ("tests", plan.tests, "every test of the built nodes, and the modified tests"),
@@ -405,7 +449,9 @@ def _slim_ci(
         datadiff.save_plan(project, None, [], [])
     else:
         try:
-            plan = make_plan(project, state, select, target, env)
+            # DuckDB: catalog `monitoring` is this target's own run history, not production's
+            own_history = project.target_type(target) == "duckdb"
+            plan = make_plan(project, state, select, target, env, own_history)
         except MediaPulseError as exc:
             # the PR's summary and comment must say why, not only the job log
             write_summary(f"## Slim CI: failed before building\n\n- {exc}\n", summary)

@@ -26,7 +26,7 @@ from mediapulse.cli import main
 from mediapulse.project import Project
 from mediapulse.summarize import COMMENT_LIMIT, combine
 
-from . import netsandbox
+from . import netsandbox, rendered
 from .conftest import clone_built
 
 BIN = Path(sys.executable).parent
@@ -247,6 +247,85 @@ def test_the_combined_comment_is_cut_at_githubs_limit(tmp_path: Path) -> None:
     big.write_text("line\n" * 30_000)
     text = combine("MediaPulse PR checks", [tmp_path / "slim-ci.md", big])
     assert len(text) <= COMMENT_LIMIT and "Cut here at GitHub's comment limit" in text
+
+
+# what a campaign name, a title or any other value can hold: each would notify someone, link,
+# show an image, open raw HTML, hide the rest of the comment, or break the table (each < 40
+# characters, so none is cut short); every one has "evil" in it, to find it in the rendering
+HOSTILE = [
+    "@mediapulse/oncall evil", "[click](https://evil.example)",
+    "![x](https://evil.example/x.png)", "<!-- evil", "evil -->", "</details> evil",
+    "<img src=x> evil", "`evil`", "``evil` ```", "evil | pipe", "evil\\", "evil\nline",
+    "evil\r\n# heading", "evil\r> quote", "# evil", "> evil", "www.evil.example", "#27 evil",
+    "*evil* _x_", "<script>evil()</script>", "&lt;evil&gt; &#64;x", " evil ", "\\|evil",
+]  # fmt: skip
+
+
+def _as_shown(value: str) -> str:
+    """What a reader must see of a value: itself, each line break shown as ⏎."""
+    return value.replace("\r\n", "⏎").replace("\r", "⏎").replace("\n", "⏎")
+
+
+def test_data_values_reach_the_pr_comment_inert(warehouse, tmp_path: Path) -> None:
+    con, wh = warehouse
+    n = len(HOSTILE)
+    rows = [(HOSTILE[i], HOSTILE[(i + 5) % n], HOSTILE[(i + 10) % n]) for i in range(5)]
+    changed = [
+        (k, HOSTILE[(i + 15) % n], HOSTILE[(i + 20) % n]) for i, (k, _, _) in enumerate(rows)
+    ]
+    for schema, values in (("prod", rows), ("ci", changed)):
+        con.execute(f"create table {schema}.t (id text, campaign text, title text)")
+        con.executemany(f"insert into {schema}.t values (?, ?, ?)", values)
+    # a model without a key: its profiles' min and max are values too
+    columns = ", ".join(f"c{j} text" for j in range(n))
+    for schema, shift in (("prod", 0), ("ci", 1)):
+        con.execute(f"create table {schema}.u ({columns})")
+        con.execute(f"insert into {schema}.u values ({', '.join('?' * n)})",
+                    [HOSTILE[(j + shift) % n] for j in range(n)])  # fmt: skip
+    # an engine error quoting a value
+    con.execute("create table prod.v as select 1 as id")
+    con.execute(f"create view ci.v as select cast({datadiff._lit(HOSTILE[0])} as int) as id")
+    head, production = _manifests()
+    for name in ("u", "v"):
+        head["nodes"][f"model.mediapulse.{name}"] = _node(name, "ci")
+        head["child_map"][f"model.mediapulse.{name}"] = []
+        production["nodes"][f"model.mediapulse.{name}"] = _node(name, "prod")
+    head["nodes"]["test.mediapulse.unique_v_id"] = _unique_test("model.mediapulse.v", "id")
+    head["child_map"]["model.mediapulse.v"] = ["test.mediapulse.unique_v_id"]
+    diffs = [
+        datadiff.diff_model(wh, head, production, f"model.mediapulse.{name}", modified=True)
+        for name in ("t", "u", "v")
+    ]
+    assert [d.status for d in diffs] == ["compared", "compared", "error"]
+    report = tmp_path / "data-diff.md"
+    report.write_text(datadiff.render(diffs))
+    seen = rendered.render(combine("MediaPulse PR checks", [report]))
+
+    outside = seen.text_outside_code()
+    assert "evil" not in outside and "@" not in outside, outside
+    assert set(seen.tags) <= {
+        "h1", "h2", "h3", "p", "ul", "li", "strong", "em", "code",
+        "table", "thead", "tbody", "tr", "th", "td",
+    }, sorted(set(seen.tags))  # fmt: skip
+    assert seen.comments == [" mediapulse-ci-report "]  # the marker, and no other
+    assert [seen.tags.count(h) for h in ("h1", "h2", "h3")] == [1, 1, 3]
+    examples, profiles = seen.tables
+    assert [[c.codes for c in row[:2]] for row in examples[1:]] == [
+        [[_as_shown(k)], []] for k, _, _ in sorted(rows)
+    ]  # every key in one code span; `change` is ours
+    before = {k: (c, t) for k, c, t in rows}
+    after = {k: (c, t) for k, c, t in changed}
+    for key, row in zip(sorted(before), examples[1:], strict=True):
+        assert len(row) == len(examples[0]) == 4
+        assert [c.codes for c in row[2:]] == [
+            [_as_shown(before[key][i]), _as_shown(after[key][i])] for i in (0, 1)
+        ]
+    assert len(profiles) == 1 + n
+    for j, row in enumerate(profiles[1:]):
+        assert len(row) == 3 and row[0].text == f"c{j}"
+        low_high = [cell.codes for cell in row[1:]]  # min and max; the counts are ours
+        assert low_high == [[_as_shown(HOSTILE[(j + s) % n])] * 2 for s in (0, 1)], row
+    assert any(HOSTILE[0] in code for code in seen.codes)  # the engine's error, in code
 
 
 # -- scripted pull requests against a real production -------------------------------------

@@ -496,14 +496,29 @@ def test_slim_ci_builds_in_its_own_schemas_as_ci_reads_production_and_drops_them
     original = model.read_text()
     assert "        title,\n" in original
     model.write_text(original.replace("        title,\n", "        upper(title) as title,\n", 1))
+    # and a change to the SLI models (a comment in the macro only they call): unlike DuckDB's
+    # (test_slim_ci), a server's CI run reads production's run history, through production's
+    # staging views over it, which it defers to and `ci` may read
+    macro = project.root / "macros/monitoring/monitoring_slo.sql"
+    macro_text = macro.read_text()
+    head = "{% macro monitoring_slo(key) -%}\n"
+    assert head in macro_text
+    macro.write_text(macro_text.replace(head, head + "    {#- reviewed -#}\n", 1))
     before = _objects(project)
+    summary = project.root / "slim-ci.md"
     try:
-        code = _as_ci_job(project, server, "slim-ci", "--state", str(state))
+        code = _as_ci_job(project, server, "slim-ci", "--state", str(state), "--summary",
+                          str(summary))  # fmt: skip
     finally:
         model.write_text(original)
+        macro.write_text(macro_text)
     out = capsys.readouterr().out
     assert code == 0, out[-3000:]
     assert re.search(r"deferred to production \| [1-9]", out), out[-3000:]
+    assert re.search(r"\| deferred to production \| .*stg_monitoring__runs", out), out
+    assert "| test_pass_rate_counts_warnings_as_passed | unit_test | pass |" in summary.read_text()
+    runs = server.execute("select count(*) from ci_4242_1_monitoring.sli_runs")[0][0]
+    assert runs == history.read(project, TARGET, "select count(*) from monitoring.runs")[0][0] > 0
     run_schemas = {s for s in _schemas(project) if s.startswith("ci_4242_1")}
     assert "ci_4242_1_staging" in run_schemas, run_schemas
     owners = server.execute(

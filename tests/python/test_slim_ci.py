@@ -12,7 +12,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mediapulse import artifacts, build, slim_ci
+from mediapulse import artifacts, build, history, slim_ci
+from mediapulse.cli import main
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 
@@ -420,3 +421,62 @@ def test_a_changed_snapshot_is_built(
     assert code == 0, out
     assert "content_snapshot" in _plan_row(out, "modified")
     assert "snapshot.mediapulse.content_snapshot" in _built(project)
+
+
+def test_a_change_to_the_monitoring_models_builds_and_tests_them_over_a_run_history(
+    after_nightly: Project, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's reproduction: a comment inside the macro only the SLI models call."""
+    project = clone_built(after_nightly, tmp_path / "pr")
+    _edit(
+        project, "macros/monitoring/monitoring_slo.sql",
+        "{% macro monitoring_slo(key) -%}\n",
+        "{% macro monitoring_slo(key) -%}\n    {#- the targets live in dbt_project.yml -#}\n",
+    )  # fmt: skip
+    code, out = _run(project, capsys)
+    assert code == 0, out
+    manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
+    users = {
+        uid for uid, n in manifest["nodes"].items()
+        if "macro.mediapulse.monitoring_slo" in n.get("depends_on", {}).get("macros", [])
+    }  # fmt: skip
+    assert {slim_ci.node_name(u) for u in users} == {
+        "sli_runs", "sli_run_success_rate", "sli_critical_mart_freshness",
+    }  # fmt: skip
+    assert {slim_ci.node_name(u) for u in users} <= _plan_row(out, "modified")
+    ran = _ran(project)
+    unit_tests = {
+        t["name"] for t in manifest["unit_tests"].values() if set(t["depends_on"]["nodes"]) & users
+    }  # fmt: skip
+    assert unit_tests and {ran.get(t) for t in unit_tests} == {"pass"}, ran
+    data_tests = {
+        manifest["nodes"][t]["name"] for u in users for t in manifest["child_map"][u]
+        if t.startswith("test.")
+    }  # fmt: skip
+    assert data_tests and {ran.get(t) for t in data_tests} == {"pass"}, ran
+    # what they read of the run history is built in CI too, over the CI target's own history
+    # (production's views are in production's history file): nothing of it deferred
+    selected = users | _descendants(manifest, users)
+    parents, todo = set(), list(selected)
+    while todo:
+        for parent in manifest["parent_map"][todo.pop()]:
+            if parent.startswith("model.") and parent not in selected | parents:
+                parents.add(parent)
+                todo.append(parent)
+    assert {slim_ci.node_name(u) for u in parents} == _plan_row(
+        out, "run history models they read, built over this target's history"
+    )
+    assert parents and all(manifest["nodes"][u]["fqn"][1] == "monitoring" for u in parents)
+    assert _built(project) == selected | parents
+    assert not _plan_row(out, "deferred to production")
+    with duckdb.connect() as con:  # the views CI built read its history: this run is there
+        con.execute(f"attach '{history.duckdb_path(project, 'ci')}' as monitoring (read_only)")
+        jobs = con.execute("select job from monitoring.ci_monitoring.sli_runs").fetchall()
+    assert jobs == [("slim-ci",)]
+    # the data diff says why it compares none of them, and passes
+    summary = project.root / "data-diff.md"
+    assert main(["--project-dir", str(project.root), "diff", "--target", "ci",
+                 "--summary", str(summary)]) == 0  # fmt: skip
+    assert "views over the run history, built and tested over this CI run's own history" in (
+        summary.read_text()
+    )
