@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -35,6 +36,7 @@ from mediapulse.rawload import connect_postgres
 from . import pgserver
 from .conftest import copy_project
 from .test_raw_ownership import _raw_state
+from .test_release_faults import Job, _gone, _run
 
 pytestmark = [pytest.mark.dbt, pytest.mark.postgres]
 
@@ -44,6 +46,7 @@ DATA = dict(seed=11, users=120, days=6, events_per_user_day=10.0)
 MARTS = "analytics_marts"
 SNAPSHOTS = "analytics_snapshots"
 LOCK_TIMEOUT_ENV = "MEDIAPULSE_SWAP_LOCK_TIMEOUT"
+SCRATCH = "models/intermediate/streaming/int_scratch_counts.sql"
 # The raw schemas as the loader left them, before the first release.
 RAW_BEFORE: dict[str, tuple] = {}
 # Two marts a reader compares, each by a checksum of its rows, in one statement; with the
@@ -82,6 +85,10 @@ def project(
     three roles and runs the grants `mediapulse access-sql` prints; from then on every job
     connects as `transformer`, as production's would."""
     project = copy_project(tmp_path_factory.mktemp("bluegreen") / "project")
+    # a model the deploy below deletes from the project: the release must drop it
+    (project.root / SCRATCH).write_text(
+        "select count(*) as events from {{ ref('stg_streaming__watch_events') }}\n"
+    )
     deps.install(project)
     params = generate.Params(**DATA, start_date=generate.default_start_date(DATA["days"]))
     generate.generate(project.raw_path, params)
@@ -145,6 +152,25 @@ def _stamp(project: Project, schema: str) -> str:
     return _query(project, f"select release_id from {schema}._mediapulse_release")[0][0]
 
 
+def _kept(release_id: str, schema: str = MARTS) -> str:
+    """The name a kept release's schema has: `<schema>__r<8 hex of its id>`."""
+    from mediapulse.pg_release import kept_suffix
+
+    return schema + kept_suffix(release_id)
+
+
+def _kept_state(project: Project, release_id: str) -> dict:
+    """The release.json a kept release carries in its first schema."""
+    import zlib
+
+    from mediapulse.pg_release import PgRelease
+
+    found = PgRelease(project, TARGET).releases()
+    entry = next(e for e in found.kept if e.stamp.release_id == release_id)
+    files = dict(PgRelease(project, TARGET).read_state(entry) or [])
+    return json.loads(zlib.decompress(files["release.json"]))
+
+
 def _release_id(state: Path) -> str:
     return json.loads((state / "release.json").read_text())["release_id"]
 
@@ -198,7 +224,7 @@ def test_a_first_nightly_builds_green_and_swaps_it_live(
     assert re.search(r"swap: \d+ schemas in [\d.]+ ms", out), out[-2000:]
     schemas = _schemas(project)
     assert {MARTS, SNAPSHOTS, "analytics_staging", "analytics_intermediate"} <= schemas
-    assert not [s for s in schemas if s.endswith(("__green", "__previous"))], schemas
+    assert not [s for s in schemas if s.endswith("__green") or "__r" in s], schemas
     for schema in (MARTS, SNAPSHOTS, "analytics_staging", "analytics_reference"):
         assert _stamp(project, schema) == release_id, schema
     # The published state names the live schemas (slim CI defers to them), not green's.
@@ -314,7 +340,7 @@ def test_a_rollback_without_a_previous_release_refuses(
     assert _cli(project, "rollback", "--target", TARGET, "--artifacts", str(state)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nothing to roll back to" in err, err
-    assert "analytics*__previous" in err
+    assert "no release is kept" in err
     assert (_objects(project), _digest(state)) == before
 
 
@@ -355,8 +381,9 @@ def test_a_second_nightly_keeps_the_previous_release_its_history_and_grants(
     assert _query(project, "select count(*) from analytics_monitoring.sli_runs "
                   "where job = 'nightly'") == [(2,)]  # fmt: skip
     assert _stamp(project, MARTS) == second
-    assert _stamp(project, f"{MARTS}__previous") == first
-    assert json.loads((state / "previous" / "release.json").read_text())["release_id"] == first
+    assert _stamp(project, _kept(first)) == first
+    assert _kept_state(project, first)["release_id"] == first, "a kept release has its state"
+    assert not (state / "previous").exists()
     versions = _history(project, content_id)
     assert len(versions) == 2 and versions[-1] == ("Renamed Once", True), versions
     assert _query(project, f"select has_schema_privilege('bg_reader', '{MARTS}', 'usage')")[0][0]
@@ -364,6 +391,10 @@ def test_a_second_nightly_keeps_the_previous_release_its_history_and_grants(
     # exactly what they read before the swap.
     _assert_reporter_reads_the_marts_only(server, state)
     _assert_ci_reads_production_and_writes_nothing(server, state)
+    # the kept release is for a rollback, not for readers: no role reaches its schemas
+    for role in ("reporter", "ci", "bg_reader"):
+        assert not _query(project, f"select has_schema_privilege('{role}', "
+                          f"'{_kept(first)}', 'usage')")[0][0], role  # fmt: skip
 
 
 def test_a_refresh_adds_the_loaders_new_rows_in_green_and_swaps(
@@ -387,7 +418,7 @@ def test_a_refresh_adds_the_loaders_new_rows_in_green_and_swaps(
     )
     sessions = f"select count(*), max(session_start_at) from {MARTS}.fct_watch_sessions"
     ((count, newest),) = _query(project, sessions)
-    kept = _stamp(project, f"{MARTS}__previous")
+    kept = next(e.stamp.release_id for e in _releases(project).kept)
     assert _cli(project, "refresh", "--target", TARGET, "--artifacts", str(state)) == 0
     out = capsys.readouterr().out
     assert "## Refresh on `postgres`: passed" in out and "streaming.watch_events +" in out
@@ -396,13 +427,20 @@ def test_a_refresh_adds_the_loaders_new_rows_in_green_and_swaps(
     assert refreshed != live
     assert _stamp(project, MARTS) == refreshed
     # same code, more rows: the release a rollback returns to stays the one before the last
-    # change of code (the live one, same code, is dropped)
-    assert _stamp(project, f"{MARTS}__previous") == kept != live
-    assert json.loads((state / "previous" / "release.json").read_text())["release_id"] == kept
+    # change of code (the live one, same code as a kept one, is dropped)
+    assert [e.stamp.release_id for e in _releases(project).kept] == [kept] != [live]
+    assert _stamp(project, _kept(kept)) == kept
+    assert live not in {s.split("__r")[0] for s in _schemas(project)}
     ((count_after, newest_after),) = _query(project, sessions)
     assert count_after > count and newest_after > newest, "the new day's sessions are live"
     assert not [s for s in _schemas(project) if s.endswith("__green")]
     _assert_reporter_reads_the_marts_only(server, state)
+
+
+def _releases(project: Project):  # type: ignore[no-untyped-def]
+    from mediapulse.pg_release import PgRelease
+
+    return PgRelease(project, TARGET).releases()
 
 
 def _reader(con, stop: threading.Event, seen: list, errors: list) -> None:  # type: ignore[no-untyped-def]
@@ -431,6 +469,7 @@ def test_a_deploy_is_atomic_for_a_reader_of_two_marts(
     config.write_text(config.read_text().replace(
         "session_inactivity_minutes: 30", "session_inactivity_minutes: 10"
     ))  # fmt: skip
+    (project.root / SCRATCH).unlink()
     stop, seen, errors = threading.Event(), [], []
     # connected here: reading the profile is not something to do from two threads at once
     session = connect_postgres(project, TARGET)
@@ -453,7 +492,7 @@ def test_a_deploy_is_atomic_for_a_reader_of_two_marts(
             for mart in ("fct_watch_sessions", "fct_daily_engagement")
         ]
 
-    old = (*checksums(f"{MARTS}__previous"), old_release, old_release)
+    old = (*checksums(_kept(old_release)), old_release, old_release)
     new = (*checksums(MARTS), new_release, new_release)
     assert old[0] != new[0] and old[1] != new[1], "the deploy was meant to change both marts"
     counts = Counter("old" if row == old else "new" if row == new else repr(row) for row in seen)
@@ -472,10 +511,22 @@ def test_a_deploy_is_atomic_for_a_reader_of_two_marts(
     # the previous release's view the old one, and both still work.
     sessions = "select count(distinct session_id) from {}.int_watch_events_sessionized"
     live_view = _query(project, sessions.format("analytics_intermediate"))[0][0]
-    previous_view = _query(project, sessions.format("analytics_intermediate__previous"))[0][0]
+    previous = _kept(old_release, "analytics_intermediate")
+    previous_view = _query(project, sessions.format(previous))[0][0]
     live_mart = _query(project, f"select count(*) from {MARTS}.fct_watch_sessions")[0][0]
-    old_mart = _query(project, f"select count(*) from {MARTS}__previous.fct_watch_sessions")[0][0]
-    assert live_view == live_mart and previous_view == old_mart and live_view > previous_view
+    old_mart = _query(project, f"select count(*) from {_kept(old_release)}.fct_watch_sessions")
+    assert live_view == live_mart and previous_view == old_mart[0][0] and live_view > previous_view
+    # the model the deploy deleted from the project is no longer in production, and the
+    # report says so (it stays in the kept release until that is pruned)
+    scratch = "analytics_intermediate.int_scratch_counts"
+    assert (
+        f"no longer in production (kept with the replaced release until it is pruned): "
+        f"{scratch}" in out
+    ), out[-3000:]
+    assert server.execute(f"select to_regclass('{scratch}')") == [(None,)]
+    assert server.execute(f"select to_regclass('{previous}.int_scratch_counts') is not null") == [
+        (True,)
+    ]
 
 
 def _as_ci_job(project: Project, server: pgserver.PgServer, *args: str) -> int:
@@ -571,7 +622,7 @@ def test_a_swap_that_cannot_take_its_locks_gives_up_and_keeps_both_releases(
             cursor.execute(f"select count(*) from {MARTS}.fct_watch_sessions")
         started = time.perf_counter()
         with pytest.raises(MediaPulseError) as err:
-            release.swap(schemas, "r-blocked")
+            release.publish(schemas, "r-blocked")
         waited = time.perf_counter() - started
     finally:
         blocker.rollback()
@@ -587,18 +638,27 @@ def test_a_swap_that_cannot_take_its_locks_gives_up_and_keeps_both_releases(
 
 
 def test_a_rollback_puts_the_previous_release_back_with_its_state_then_refuses(
-    project: Project, state: Path, capsys: pytest.CaptureFixture[str]
+    project: Project, server: pgserver.PgServer, state: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    previous = _stamp(project, f"{MARTS}__previous")
-    assert previous != _release_id(state)
+    deployed = _release_id(state)
+    kept = [e.stamp for e in _releases(project).kept]
+    # the release before the deploy (the refresh), then the first nightly (the same code)
+    assert len(kept) == 2 and kept[0].code != _releases(project).live.stamp.code
+    previous, oldest = kept[0].release_id, kept[1].release_id
+    assert previous != deployed
     count = "select count(distinct session_id) from {}.int_watch_events_sessionized"
     new_logic = _query(project, count.format("analytics_intermediate"))[0][0]
-    old_logic = _query(project, count.format("analytics_intermediate__previous"))[0][0]
+    old_logic = _query(project, count.format(_kept(previous, "analytics_intermediate")))[0][0]
     assert _cli(project, "rollback", "--target", TARGET, "--artifacts", str(state)) == 0
-    assert f"rolled back to release {previous}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"rolled back to release {previous}" in out
+    assert f"releases undone and dropped: {deployed}" in out
     assert _stamp(project, MARTS) == previous and _stamp(project, SNAPSHOTS) == previous
-    assert not [s for s in _schemas(project) if s.endswith(("__previous", "__green"))]
+    assert not [s for s in _schemas(project) if s.endswith("__green") or (
+        "__r" in s and not s.endswith(_kept(oldest, "")))]  # fmt: skip
     assert _release_id(state) == previous and not (state / "previous").exists()
+    # readers are back on the restored marts, and only there
+    _assert_reporter_reads_the_marts_only(server, state)
     # The views back in place give the old logic again (30 idle minutes: fewer sessions).
     assert _query(project, count.format("analytics_intermediate"))[0][0] == old_logic < new_logic
 
@@ -606,7 +666,112 @@ def test_a_rollback_puts_the_previous_release_back_with_its_state_then_refuses(
     assert _cli(project, "rollback", "--target", TARGET, "--artifacts", str(state)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nothing to roll back to" in err, err
+    assert "every kept release runs the live code" in err and "--to RELEASE_ID" in err
     assert (_objects(project), _digest(state)) == before
+
+
+def test_a_rollback_refuses_an_incomplete_kept_release_naming_the_missing_schema(
+    project: Project, server: pgserver.PgServer, state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kept schema dropped by hand: the rollback names it and changes nothing (before, it
+    dropped the live release anyway, and the snapshots' history with it)."""
+    (oldest,) = [e.stamp.release_id for e in _releases(project).kept]
+    missing = _kept(oldest, SNAPSHOTS)
+    _admin(server, f"alter schema {missing} rename to set_aside")
+    try:
+        before = _objects(project), _digest(state)
+        assert _cli(project, "rollback", "--target", TARGET, "--artifacts", str(state),
+                    "--to", oldest) == 2  # fmt: skip
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert f"kept release {oldest} is incomplete: schema {missing} is missing" in err
+        assert "production left as it was" in err
+        assert (_objects(project), _digest(state)) == before
+    finally:
+        _admin(server, f"alter schema set_aside rename to {missing}")
+
+
+def _live_objects(project: Project) -> list[tuple]:
+    """Production's release schemas and the kept ones, oid by oid; not green, and not the run
+    history's views (`analytics_monitoring`), which every job rebuilds with its own code and
+    which are not part of a release."""
+    return [
+        o for o in _objects(project)
+        if not o[0].endswith("__green") and o[0] != "analytics_monitoring"
+    ]  # fmt: skip
+
+
+def _green_usage(project: Project) -> list[tuple]:
+    """(green schema, role) for every role but the owner that may use a green schema."""
+    return _query(
+        project,
+        "select n.nspname, r.rolname from pg_namespace n cross join pg_roles r "
+        "where n.nspname like '%%\\_\\_green' and r.rolname in ('reporter', 'ci', 'bg_reader') "
+        "and has_schema_privilege(r.rolname, n.nspname, 'usage')",
+    )
+
+
+def test_two_jobs_at_once_the_second_stops_naming_the_first(
+    project: Project, server: pgserver.PgServer, state: Path
+) -> None:
+    before = _release_id(state)
+    first = Job(project, "nightly", TARGET)
+    first.wait_for("dbt packages")  # it holds the lock before it does anything
+    code, out = _run(project, "deploy", TARGET, MEDIAPULSE_RELEASE_LOCK_WAIT="0")
+    assert code == 2, out
+    assert (
+        out.count("\n") == 1
+        and "another release is running on production analytics in "
+        f"database {pgserver.DATABASE}: mediapulse nightly pid {first.proc.pid} "
+        in out
+    ), out
+    assert "(role transformer, server pid " in out and "deploy did not start" in out
+    assert first.finish() == 0, first.text()[-3000:]
+    assert _release_id(state) != before and _stamp(project, MARTS) == _release_id(state)
+
+
+def test_a_job_killed_at_any_step_leaves_one_whole_release_and_the_next_job_runs(
+    project: Project, server: pgserver.PgServer, state: Path
+) -> None:
+    live = _release_id(state)
+    before = _live_objects(project)
+
+    # during the build: green is half built, production as it was, no reader reaches green
+    nightly = Job(project, "nightly", TARGET)
+    nightly.wait_for(" OK created ")
+    dbt = nightly.children()
+    os.kill(nightly.proc.pid, signal.SIGKILL)
+    assert nightly.finish() == -signal.SIGKILL
+    assert _gone(dbt), "dbt died with its job"
+    assert [s for s in _schemas(project) if s.endswith("__green")], "killed mid-build"
+    assert _live_objects(project) == before and _release_id(state) == live
+    assert not _green_usage(project)
+
+    # the next jobs run, each killed later: after stamping (green complete), inside the swap's
+    # transaction (renames made, not committed): production as it was, byte for byte
+    model = project.root / "models/marts/core/dim_content.sql"
+    model.write_text(model.read_text() + "\n-- a deployed change\n")
+    for point in ("release.before-swap", "release.in-swap"):
+        code, out = _run(project, "deploy", TARGET, MEDIAPULSE_FAILPOINT=point)
+        assert code == -signal.SIGKILL, out[-3000:]
+        assert _live_objects(project) == before, point
+        assert _stamp(project, MARTS) == live == _release_id(state), point
+        assert not _green_usage(project), point
+
+    # between the swap and the state: production is the new release and says so
+    code, out = _run(project, "deploy", TARGET, MEDIAPULSE_FAILPOINT="release.after-swap")
+    assert code == -signal.SIGKILL, out[-3000:]
+    deployed = _stamp(project, MARTS)
+    assert deployed != live and _release_id(state) == live
+    assert _stamp(project, SNAPSHOTS) == deployed, "every schema of one release"
+
+    # the next job repairs the state from the warehouse, then does its work
+    code, out = _run(project, "refresh", TARGET)
+    assert code == 0, out[-3000:]
+    assert f"described release {live} but production is release {deployed}" in out
+    assert f"nothing to do, release {deployed} stays live" in out
+    assert _release_id(state) == deployed
+    _assert_reporter_reads_the_marts_only(server, state)
 
 
 def test_a_release_stops_when_the_state_says_production_exists_but_its_schemas_are_gone(

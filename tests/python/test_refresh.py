@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from pathlib import Path
 
 import duckdb
@@ -19,7 +20,7 @@ import pytest
 
 from mediapulse import artifacts, generate
 from mediapulse.cli import main
-from mediapulse.duckdb_release import warehouse_release_id
+from mediapulse.duckdb_release import DuckDbRelease, read_state, warehouse_release_id
 from mediapulse.project import Project
 from mediapulse.release import run_nightly
 
@@ -87,7 +88,10 @@ def test_an_appended_day_is_released_equal_to_a_full_build(
     assert after["release_id"] == warehouse_release_id(production.duckdb_path("prod"))
     assert "new raw rows since release" in out and "streaming.watch_events +" in out
     assert "staged copy of production:" in out and "MiB" in out
-    assert "previous" in {p.name for p in (production.root / "state").iterdir()}
+    # the nightly it refreshed is kept for a rollback, carrying its own state (the first
+    # release of the live code; refreshes after it are not kept)
+    assert [s.release_id for s in DuckDbRelease(production).kept()] == [before["release_id"]]
+    assert "previous" not in {p.name for p in (production.root / "state").iterdir()}
 
     # what ran: incremental models incrementally; row-level tests on the new rows only; the
     # whole-history rules and the unit tests not at all
@@ -180,7 +184,8 @@ def test_refreshes_keep_the_release_a_rollback_returns_to(
     production: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A refresh is the live code with more rows: after a deploy and two refreshes, a
-    rollback still returns to the release before the deploy, with its state."""
+    rollback still returns to the release before the deploy, with its state. The deploy is
+    kept (the first release of its code), the first refresh is not."""
     nightly = _release_record(production)["release_id"]
     model = production.root / "models" / "marts" / "core" / "dim_content.sql"
     model.write_text(model.read_text() + "\n-- a deployed change\n")
@@ -191,9 +196,11 @@ def test_refreshes_keep_the_release_a_rollback_returns_to(
         generate.append_day(production.raw_path)
         code, out = _refresh(production, capsys)
         assert code == 0, out
-    previous = production.duckdb_path("prod").with_name("prod.previous.duckdb")
+    release = DuckDbRelease(production)
+    assert [s.release_id for s in release.kept()] == [deployed, nightly]
+    previous = release.kept_path(nightly)
     assert warehouse_release_id(previous) == nightly
-    kept = json.loads((production.root / "state" / "previous" / "release.json").read_text())
+    kept = json.loads(zlib.decompress(dict(read_state(previous))["release.json"]))
     assert kept["release_id"] == nightly
     assert _release_record(production)["release_id"] not in (nightly, deployed)
     assert main(["--project-dir", str(production.root), "rollback",

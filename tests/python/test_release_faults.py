@@ -48,11 +48,10 @@ def production(after_nightly: Project, tmp_path: Path) -> Project:
 class Job:
     """A `mediapulse` job in a process of its own, its output read as it comes."""
 
-    def __init__(self, project: Project, *args: str, **env: str) -> None:
+    def __init__(self, project: Project, job: str, target: str = "prod", **env: str) -> None:
         command = [sys.executable, "-m", "mediapulse", "--project-dir", str(project.root),
-                   "--warehouse-dir", str(project.warehouse_dir), *args]  # fmt: skip
-        if args[0] in ("nightly", "deploy", "refresh", "rollback"):
-            command += ["--target", "prod", "--artifacts", str(project.root / "state")]
+                   "--warehouse-dir", str(project.warehouse_dir), job, "--target", target,
+                   "--artifacts", str(project.root / "state")]  # fmt: skip
         self.proc = subprocess.Popen(
             command, cwd=project.root, env={**os.environ, **env}, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -99,8 +98,8 @@ class Job:
         return found
 
 
-def _run(project: Project, *args: str, **env: str) -> tuple[int, str]:
-    job = Job(project, *args, **env)
+def _run(project: Project, job_name: str, target: str = "prod", **env: str) -> tuple[int, str]:
+    job = Job(project, job_name, target, **env)
     code = job.finish()
     return code, job.text()
 
@@ -183,7 +182,7 @@ def test_a_job_killed_at_any_step_leaves_one_whole_release_and_the_next_job_runs
     assert code == -signal.SIGKILL, out[-3000:]
     deployed = _live(production)
     assert deployed != live and _state(production) == live
-    assert [s.release_id for s in DuckDbRelease(production).kept()][0] == live
+    assert next(s.release_id for s in DuckDbRelease(production).kept()) == live
 
     # the next job repairs the state from the warehouse, then does its work
     code, out = _run(production, "refresh")
