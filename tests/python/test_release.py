@@ -347,3 +347,25 @@ def test_a_killed_holder_frees_the_lock_and_a_waiting_job_takes_it(
     with file_lock(lock, "deploy") as me:
         assert me.pid == os.getpid()
         assert json.loads(lock.read_text())["job"] == "deploy"
+
+
+def test_a_rollback_killed_after_its_swap_leaves_the_restored_release_and_a_repairable_state(
+    released, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project, state = released
+    _release(project, state, "r3", 30, code="c2")
+    env = {**os.environ, "MEDIAPULSE_FAILPOINT": "rollback.after-swap"}
+    done = subprocess.run(
+        [sys.executable, "-m", "mediapulse", "--project-dir", str(project.root),
+         "--warehouse-dir", str(project.warehouse_dir), "rollback", "--artifacts", str(state)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    release = DuckDbRelease(project)
+    assert warehouse_release_id(release.live) == "r2" and _rows(release.live) == 20
+    assert json.loads((state / "release.json").read_text())["release_id"] == "r3"
+    # the next job's first step: the state of what is live, from the warehouse
+    notice = repair_state(project, "prod", state)
+    assert notice and "described release r3 but production is release r2" in notice
+    assert json.loads((state / "manifest.json").read_text()) == {"release": "r2"}
+    assert [s.release_id for s in release.kept()] == ["r1"], "the undone release is gone"
