@@ -742,7 +742,7 @@ def test_a_job_killed_at_any_step_leaves_one_whole_release_and_the_next_job_runs
     dbt = nightly.children()
     os.kill(nightly.proc.pid, signal.SIGKILL)
     assert nightly.finish() == -signal.SIGKILL
-    assert _gone(dbt), "dbt died with its job"
+    assert _gone(dbt, timeout=3), "dbt died with its job"
     assert [s for s in _schemas(project) if s.endswith("__green")], "killed mid-build"
     assert _live_objects(project) == before and _release_id(state) == live
     assert not _green_usage(project)

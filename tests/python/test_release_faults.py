@@ -163,7 +163,7 @@ def test_a_job_killed_at_any_step_leaves_one_whole_release_and_the_next_job_runs
     assert dbt, "the job runs dbt in a child process"
     os.kill(nightly.proc.pid, signal.SIGKILL)
     assert nightly.finish() == -signal.SIGKILL
-    assert _gone(dbt), "dbt died with its job (it would go on writing the staged copy)"
+    assert _gone(dbt, timeout=3), "dbt died with its job (it would go on writing the staged copy)"
     assert _digest(prod) == digest and _state(production) == live
 
     # the next jobs run, each killed at a later step: before the swap and inside it,
