@@ -17,6 +17,7 @@ after a bound, and a run history that refuses a `monitoring` schema it does not 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -58,7 +59,8 @@ select
     cast('a' as varchar) || cast('b' as varchar) as joined,
     current_setting('search_path') as search_path
 """
-# The traps: each copies its arguments into CAPTURED, then does what the real one does.
+# The traps: each copies its arguments into CAPTURED, then does what the real one does (its
+# own SQL qualified: it runs with its caller's search path, where it would find itself).
 TRAPS = """
 create function {schema}.convert_to(text, text) returns bytea language plpgsql as $f$
 begin
@@ -67,12 +69,12 @@ begin
 end $f$;
 create function {schema}.div(bigint, bigint) returns numeric language plpgsql as $f$
 begin
-    insert into trapbox.captured (argument) values ('div ' || $1 || ' ' || $2);
+    insert into trapbox.captured (argument) values (pg_catalog.concat('div ', $1, ' ', $2));
     return pg_catalog.div($1, $2);
 end $f$;
 create function {schema}.trap_cat(varchar, varchar) returns text language plpgsql as $f$
 begin
-    insert into trapbox.captured (argument) values ($1 || $2);
+    insert into trapbox.captured (argument) values (pg_catalog.textcat($1, $2));
     return pg_catalog.textcat($1, $2);
 end $f$;
 create operator {schema}.|| (leftarg = varchar, rightarg = varchar,
@@ -203,14 +205,14 @@ ATTACKS = {
 
 @pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_ci_may_create_nothing_production_resolves_by_name(
-    server: pgserver.PgServer, attack: str
+    project: Project, server: pgserver.PgServer, attack: str
 ) -> None:
     refusal = _attempt(server, "ci", ATTACKS[attack])
     assert refusal is not None, f"ci was allowed: {ATTACKS[attack]}"
     assert "permission denied" in refusal, refusal
 
 
-def test_ci_holds_connect_only_on_the_database(server: pgserver.PgServer) -> None:
+def test_ci_holds_connect_only_on_the_database(project: Project, server: pgserver.PgServer) -> None:
     rights = server.execute(
         "select has_database_privilege('ci', current_database(), 'CONNECT'), "
         "has_database_privilege('ci', current_database(), 'CREATE'), "
@@ -232,7 +234,7 @@ REFUSED_NAMES = [
 
 
 def test_the_ci_schema_function_creates_only_a_ci_runs_schemas(
-    server: pgserver.PgServer,
+    project: Project, server: pgserver.PgServer
 ) -> None:
     before = _schemas(server)
     for name in REFUSED_NAMES:
@@ -347,13 +349,22 @@ def test_a_lost_runners_schemas_are_dropped_after_the_bound(
 # -- (c) the traps -----------------------------------------------------------------------------
 
 
-def test_ci_and_a_superuser_plant_traps(server: pgserver.PgServer) -> None:
+def test_ci_and_a_superuser_plant_traps(project: Project, server: pgserver.PgServer) -> None:
     # a table whose rows anyone may add and ci may read: where the traps copy what they get
     server.execute(
         "create schema trapbox",
         "create table trapbox.captured (argument text, captured_by name default current_user)",
         "grant usage on schema trapbox to public",
         "grant insert, select on trapbox.captured to public",
+    )
+    # what only a superuser can now do: a `transformer` schema (first on the default search
+    # path) and public (second), with the traps, granted to production's role
+    server.execute(
+        "create schema transformer",
+        "grant usage on schema transformer to transformer",
+        TRAPS.format(schema="transformer"),
+        TRAPS.format(schema="public"),
+        "grant execute on all functions in schema transformer, public to transformer",
     )
     # ci, in its own run's schema, granted to everyone
     refusal = _attempt(
@@ -366,19 +377,12 @@ def test_ci_and_a_superuser_plant_traps(server: pgserver.PgServer) -> None:
         keep=True,
     )
     assert refusal is None, refusal
-    # what only a superuser can now do: a `transformer` schema (first on the default search
-    # path) and public (second), with the traps, granted to production's role
-    server.execute(
-        "create schema transformer",
-        "grant usage on schema transformer to transformer",
-        TRAPS.format(schema="transformer"),
-        TRAPS.format(schema="public"),
-        "grant execute on all functions in schema transformer, public to transformer",
-    )
     # armed: on PostgreSQL's default search path, an unqualified call reaches the trap
-    con = psycopg2.connect(host="127.0.0.1", port=server.port, user="transformer",
-                           password=server.role_password("transformer"), dbname=pgserver.DATABASE,
-                           sslmode="require", options="-c search_path=\"$user\",public")  # fmt: skip
+    con = psycopg2.connect(
+        host="127.0.0.1", port=server.port, user="transformer", dbname=pgserver.DATABASE,
+        password=server.role_password("transformer"), sslmode="require",
+        options='-c search_path="$user",public',
+    )  # fmt: skip
     try:
         with con.cursor() as cursor:
             cursor.execute("select convert_to('armed', 'UTF8')")
@@ -469,6 +473,38 @@ def _personal_values(server: pgserver.PgServer) -> list[str]:
     return sorted(values)
 
 
+def _scan_as_ci(
+    server: pgserver.PgServer, readable: list[tuple], values: list[str]
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(relation, value) for each value found in a row of ``readable`` (oid, schema, name,
+    columns), read as `ci`; and the relations that refused after all. The values go into a
+    temporary table by COPY, so that no statement's text holds them (ci reads its own
+    statements in pg_stat_activity)."""
+    con = server.connect("ci")
+    con.autocommit = True
+    found, unreadable = [], []
+    try:
+        with con.cursor() as cursor:
+            cursor.execute("create temporary table personal_values (v text)")
+            cursor.copy_expert("copy personal_values from stdin", io.StringIO("\n".join(values)))
+            for _, schema, table, columns in readable:
+                line = ", ".join(f't."{column}"::text' for column in columns)
+                try:
+                    cursor.execute(
+                        f"with lines as materialized (select lower(concat_ws('|', {line})) "
+                        f'as line from "{schema}"."{table}" as t) '
+                        "select distinct p.v from lines, personal_values as p "
+                        "where strpos(lines.line, p.v) > 0 limit 3"
+                    )
+                except psycopg2.Error as exc:
+                    unreadable.append(f"{schema}.{table}: {str(exc).splitlines()[0]}")
+                    continue
+                found += [(f"{schema}.{table}", v) for (v,) in cursor.fetchall()]
+    finally:
+        con.close()
+    return found, unreadable
+
+
 def test_nothing_ci_can_select_holds_an_address_or_a_name(
     project: Project, server: pgserver.PgServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -487,26 +523,8 @@ def test_nothing_ci_can_select_holds_an_address_or_a_name(
     )
     names = {f"{schema}.{table}" for _, schema, table, _ in readable}
     assert "accounts.users" not in names and "accounts__masked.users" in names
-    assert "ci_4242_1_staging.stg_accounts__users" in names and "analytics_marts.dim_users_v2" in names
-    con = server.connect("ci")
-    con.autocommit = True
-    found, unreadable = [], []
-    try:
-        with con.cursor() as cursor:
-            for _, schema, table, columns in readable:
-                text = " || '|' || ".join(f'coalesce(lower(t."{c}"::text), \'\')' for c in columns)
-                try:
-                    cursor.execute(
-                        f'select v from "{schema}"."{table}" as t, unnest(%s::text[]) as v '
-                        f"where strpos({text}, v) > 0 limit 3",
-                        [values],
-                    )
-                except psycopg2.Error as exc:
-                    unreadable.append(f"{schema}.{table}: {str(exc).splitlines()[0]}")
-                    continue
-                found += [(f"{schema}.{table}", v) for (v,) in cursor.fetchall()]
-    finally:
-        con.close()
+    assert {"ci_4242_1_staging.stg_accounts__users", "analytics_marts.dim_users_v2"} <= names
+    found, unreadable = _scan_as_ci(server, readable, values)
     print(f"\nci can select {len(readable)} relations; unreadable after all: {unreadable[:5]}")
     assert not found, found[:10]
     # the masked view keeps its salt out of its definition, and out of ci's reach
@@ -522,6 +540,12 @@ def test_nothing_ci_can_select_holds_an_address_or_a_name(
 # -- the run history refuses a schema it does not own -----------------------------------------
 
 
+IN_MONITORING = (
+    "select count(*) from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+    "where nspname = 'monitoring'"
+)
+
+
 def test_a_monitoring_schema_owned_by_another_role_is_refused(
     project: Project, server: pgserver.PgServer
 ) -> None:
@@ -531,8 +555,7 @@ def test_a_monitoring_schema_owned_by_another_role_is_refused(
         "create schema monitoring authorization ci",
     )
     try:
-        before = server.execute("select count(*) from pg_class c join pg_namespace n "
-                                "on n.oid = c.relnamespace where nspname = 'monitoring'")  # fmt: skip
+        before = server.execute(IN_MONITORING)
         with pytest.raises(MediaPulseError) as err:
             history.ensure(project, TARGET)
         text = str(err.value)
@@ -541,8 +564,8 @@ def test_a_monitoring_schema_owned_by_another_role_is_refused(
         assert "alter schema monitoring rename" in text, text
         line = history.record_job(project, TARGET, history.Job("nightly", TARGET), True, None)
         assert line.startswith("notice: run history not recorded") and "owned by ci" in line
-        after = server.execute("select count(*) from pg_class c join pg_namespace n "
-                               "on n.oid = c.relnamespace where nspname = 'monitoring'")  # fmt: skip
+        after = server.execute(IN_MONITORING)
         assert after == before == [(0,)], "nothing written into ci's schema"
     finally:
-        server.execute("drop schema monitoring", "alter schema monitoring_kept rename to monitoring")
+        server.execute("drop schema monitoring",
+                       "alter schema monitoring_kept rename to monitoring")  # fmt: skip
