@@ -27,6 +27,7 @@ import re
 
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
+from mediapulse.rawload import PINNED_SEARCH_PATH
 
 CI_ROLE_ENV = "MEDIAPULSE_PG_CI_ROLE"
 REPORTER_ROLE_ENV = "MEDIAPULSE_PG_REPORTER_ROLE"
@@ -36,7 +37,6 @@ CI_SCHEMA_PREFIX = "ci_"
 CI_SCHEMA_PATTERN = r"^ci_[a-z0-9]+(_[a-z0-9]+)*$"
 CI_ADMIN_SCHEMA = "mediapulse_ci"  # the function, its registry, the masks' salt
 CI_CREATOR_ROLE = "mediapulse_ci_creator"
-PINNED_SEARCH_PATH = "pg_catalog, pg_temp"
 MAX_AGE_ENV = "MEDIAPULSE_CI_SCHEMA_MAX_AGE_HOURS"
 DEFAULT_MAX_AGE_HOURS = 24.0
 
@@ -212,6 +212,10 @@ def _ci_schemas_sql(database: str, ci: str) -> list[str]:
         f"alter function {admin}.create_schema(text) owner to {creator};",
         f"revoke all on function {admin}.create_schema(text) from public;",
         f"grant execute on function {admin}.create_schema(text) to {quoted_ci};",
+        "-- CI schemas from before the registry: dated now, dropped as lost after the bound",
+        f"insert into {registry} (name) select nspname from pg_catalog.pg_namespace",
+        f"    where pg_catalog.pg_get_userbyid(nspowner) = {_literal(ci)}",
+        f"    and nspname ~ {_literal(CI_SCHEMA_PATTERN)} on conflict (name) do nothing;",
         "-- what ci created while it could create anything: check it, then drop it",
         "do $leftovers$ declare found record; begin",
         "    for found in select nspname from pg_catalog.pg_namespace",
