@@ -21,8 +21,10 @@
     (({{ dividend }}) // ({{ divisor }}))
 {%- endmacro %}
 
+{#- schema-qualified: a `div(bigint, bigint)` on the search path would otherwise be preferred
+    to the catalog's `div(numeric, numeric)` (README, "Roles and grants") -#}
 {% macro postgres__integer_divide(dividend, divisor) -%}
-    div({{ dividend }}, {{ divisor }})
+    pg_catalog.div({{ dividend }}, {{ divisor }})
 {%- endmacro %}
 
 {% macro spark__integer_divide(dividend, divisor) -%}

@@ -23,7 +23,7 @@
         {%- endfor -%}
         {%- if roles_by_schema -%}
             {%- set existing = run_query(
-                "select nspname from pg_namespace where nspname in ('"
+                "select nspname from pg_catalog.pg_namespace where nspname in ('"
                 ~ (roles_by_schema.keys() | list | join("', '")) ~ "')"
             ).columns[0].values() -%}
             {%- for schema in existing | sort %}

@@ -32,8 +32,12 @@
     set variable mediapulse_pii_hash_key = '{{ quoted_key }}'
 {%- endmacro %}
 
+{#- PostgreSQL: built-ins schema-qualified (and the search path pinned, profiles.yml), so no
+    function or operator another role created can take their place and be handed the key and
+    every address (README, "Roles and grants"). `||` through OPERATOR(pg_catalog.||): the
+    same operator as before, so the same digest, and null still hashes to null. -#}
 {% macro postgres__set_pii_hash_key(quoted_key) -%}
-    select set_config('mediapulse.pii_hash_key', '{{ quoted_key }}', false)
+    select pg_catalog.set_config('mediapulse.pii_hash_key', '{{ quoted_key }}', false)
 {%- endmacro %}
 
 {% macro keyed_hash(expression) -%}
@@ -59,10 +63,11 @@
 {%- endmacro %}
 
 {% macro postgres__keyed_hash(expression) -%}
-    encode(
-        sha256(
-            convert_to(
-                current_setting('mediapulse.pii_hash_key') || '|' || {{ expression }},
+    pg_catalog.encode(
+        pg_catalog.sha256(
+            pg_catalog.convert_to(
+                pg_catalog.current_setting('mediapulse.pii_hash_key')
+                operator(pg_catalog.||) '|' operator(pg_catalog.||) ({{ expression }}),
                 'UTF8'
             )
         ),

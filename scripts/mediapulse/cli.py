@@ -451,14 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
     access_p = command(
         "access-sql",
         _cmd_access_sql,
-        "print the grants a PostgreSQL database owner runs once for the MediaPulse roles",
+        "print the SQL a PostgreSQL database owner runs once (safe again) for the MediaPulse roles",
     )
     _target_argument(access_p, default="prod")
 
     drop_ci_p = command(
         "drop-ci-schemas",
         _cmd_drop_ci_schemas,
-        "drop this CI run's schemas on a PostgreSQL CI target (the end of a pull-request job)",
+        "drop this CI run's schemas on a PostgreSQL CI target (the end of a pull-request job), "
+        "and lost runs' older than $MEDIAPULSE_CI_SCHEMA_MAX_AGE_HOURS",
     )
     _target_argument(drop_ci_p, default="ci")
 

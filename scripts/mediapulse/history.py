@@ -393,9 +393,34 @@ def _connect(project: Project, target: str, write: bool) -> Iterator[tuple[Any, 
 
     con = connect_postgres(project, target)
     try:
+        if write:
+            _check_owner(con, target)
         yield con, "%s"
     finally:
         con.close()
+
+
+def _check_owner(con: Any, target: str) -> None:
+    """A `monitoring` schema the writing role does not own is refused: its owner could read
+    or rewrite what production records, or replace the tables it writes into. (No other role
+    may create schemas, README "Roles and grants"; this holds even if one could.)"""
+    with con.cursor() as cursor:
+        cursor.execute(
+            "select pg_catalog.pg_get_userbyid(nspowner), current_user "
+            "from pg_catalog.pg_namespace where nspname = %s",
+            [SCHEMA],
+        )
+        row = cursor.fetchone()
+    con.rollback()
+    if row is not None and row[0] != row[1]:
+        owner, writer = row
+        raise MediaPulseError(
+            f"schema {SCHEMA} on target '{target}' is owned by {owner}, not {writer} (the role "
+            "that writes the run history): refusing to write there; as the database owner, "
+            f"check what it holds, then `alter schema {SCHEMA} rename to {SCHEMA}_suspect` (or "
+            f"drop it) and let the next job create it, or `alter schema {SCHEMA} owner to "
+            f"{writer}` if it is the history"
+        )
 
 
 def ensure(project: Project, target: str) -> None:

@@ -21,8 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
-from mediapulse.schema_changes import declared_sources, normalise_type
+from mediapulse.schema_changes import (
+    MASKED_SCHEMA_SUFFIX,
+    RAW_SCHEMA_SUFFIX_ENV,
+    declared_sources,
+    normalise_type,
+)
 
 MASKED_DOMAIN = "example.invalid"  # RFC 2606: an address there reaches no one
 
@@ -53,6 +59,34 @@ def personal_tables(project: Project) -> list[PersonalTable]:
         if any(personal for _, _, personal in columns):
             found.append(PersonalTable(table.schema, table.identifier, columns))
     return found
+
+
+def masked_tables(project: Project) -> list[PersonalTable]:
+    """Every raw table a CI run on a server reads from the masked copy (`<schema>__masked`):
+    the tables of each source whose `schema:` takes the suffix variable, personal columns or
+    not (dbt sets one schema per source). Refuses a source with personal columns that does not
+    take it: on a server `ci` may not read those tables, so slim CI would fail on them."""
+    found, unmasked = [], []
+    for table in declared_sources(project):
+        columns = tuple((c.name, c.data_type, c.personal) for c in table.columns)
+        if table.masked:
+            found.append(PersonalTable(table.schema, table.identifier, columns))
+        elif any(personal for _, _, personal in columns):
+            unmasked.append(table)
+    if unmasked:
+        first = unmasked[0]
+        raise MediaPulseError(
+            f"source {first.source_name} has personal columns ({first.schema}."
+            f"{first.identifier}) but its `schema:` does not take the masked copy's suffix: "
+            f"write `schema: \"{first.schema}{{{{ env_var('{RAW_SCHEMA_SUFFIX_ENV}', '') }}}}\"` "
+            '(README, "Personal data")'
+        )
+    return found
+
+
+def masked_name(table: PersonalTable) -> str:
+    """The masked copy of ``table`` that `ci` reads on a server: ``<schema>__masked.<table>``."""
+    return f"{table.schema}{MASKED_SCHEMA_SUFFIX}.{table.identifier}"
 
 
 def _quote(name: str) -> str:

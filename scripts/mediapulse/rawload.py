@@ -23,6 +23,7 @@ import yaml
 
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import PROFILE_NAME, Project
+from mediapulse.schema_changes import source_schema
 from mediapulse.warehouse import open_duckdb
 
 RAW_TABLES = (
@@ -75,10 +76,21 @@ def _postgres_type(duckdb_type: str) -> str:
         raise MediaPulseError(f"raw column type {duckdb_type} has no PostgreSQL mapping") from None
 
 
+# What every connection to a server pins when the profile does not say (it does: profiles.yml)
+PINNED_SEARCH_PATH = "pg_catalog, pg_temp"
+
+
 def connect_postgres(project: Project, target: str):  # type: ignore[no-untyped-def]
+    """A connection as the target's role, as dbt's would be: TLS as the profile's `sslmode`
+    says (`require` unless set), and the search path pinned to the catalog, so that no
+    unqualified name in our own SQL resolves to an object another role created."""
     import psycopg2
 
     creds = target_credentials(project, target)
+    search_path = creds.search_path or PINNED_SEARCH_PATH
+    tls = {"sslmode": creds.sslmode or "require"}
+    if creds.sslrootcert:
+        tls["sslrootcert"] = creds.sslrootcert
     try:
         return psycopg2.connect(
             host=creds.host,
@@ -87,13 +99,16 @@ def connect_postgres(project: Project, target: str):  # type: ignore[no-untyped-
             password=creds.password,
             dbname=creds.database,
             connect_timeout=creds.connect_timeout or 10,
+            options="-c search_path=" + search_path.replace(" ", "\\ "),
+            **tls,
         )
     except psycopg2.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MediaPulseError(
             f"cannot connect to target '{target}' (PostgreSQL {creds.user}@{creds.host}:"
-            f"{creds.port}/{creds.database}): {reason}; check MEDIAPULSE_PG_HOST, "
-            "MEDIAPULSE_PG_PORT, MEDIAPULSE_PG_USER, MEDIAPULSE_PG_PASSWORD, MEDIAPULSE_PG_DATABASE"
+            f"{creds.port}/{creds.database}, sslmode {tls['sslmode']}): {reason}; check "
+            "MEDIAPULSE_PG_HOST, MEDIAPULSE_PG_PORT, MEDIAPULSE_PG_USER, MEDIAPULSE_PG_PASSWORD, "
+            "MEDIAPULSE_PG_DATABASE, MEDIAPULSE_PG_SSLMODE, MEDIAPULSE_PG_SSLROOTCERT"
         ) from exc
 
 
@@ -124,7 +139,7 @@ def declared_raw_tables(project: Project) -> list[str]:
         except (OSError, yaml.YAMLError) as exc:
             raise MediaPulseError(f"cannot read {path}: {exc}") from exc
         for source in document.get("sources") or []:
-            schema = source.get("schema") or source["name"]
+            schema = source_schema(source)  # the loader's, never a masked copy's
             for table in source.get("tables") or []:
                 tables.append(f"{schema}.{table.get('identifier') or table['name']}")
     order = {name: index for index, name in enumerate(RAW_TABLES)}
@@ -132,16 +147,32 @@ def declared_raw_tables(project: Project) -> list[str]:
 
 
 def check_raw_tables(project: Project, target: str) -> None:
-    """What a job needs from a server's raw schemas: every declared table exists. Read only."""
+    """What a job needs from a server's raw schemas: every declared table exists, and for a
+    CI run the masked copies it reads instead of the personal ones. Read only."""
+    from mediapulse.pg_access import raw_schema_suffix
+
+    masked = []
+    if raw_schema_suffix(project, target):
+        from mediapulse.personal import masked_name, masked_tables
+
+        masked = [masked_name(table) for table in masked_tables(project)]
     pg = connect_postgres(project, target)
     try:
         with pg.cursor() as cursor:
             for table in declared_raw_tables(project):
-                cursor.execute("select to_regclass(%s)", [table])
+                cursor.execute("select pg_catalog.to_regclass(%s)", [table])
                 if cursor.fetchone()[0] is None:
                     raise MediaPulseError(
                         f"raw table {table} not found in target '{target}': load it with your "
                         f"EL tool or `mediapulse load-raw --target {target}`"
+                    )
+            for view in masked:
+                cursor.execute("select pg_catalog.to_regclass(%s)", [view])
+                if cursor.fetchone()[0] is None:
+                    raise MediaPulseError(
+                        f"masked copy {view} not found in target '{target}': a CI run reads "
+                        "personal raw data only masked; the database owner creates it by "
+                        'running `mediapulse access-sql` again (README, "Setting up a server")'
                     )
     finally:
         pg.rollback()

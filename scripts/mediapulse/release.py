@@ -565,7 +565,8 @@ RETRY_DELAY_ENV = "MEDIAPULSE_RETRY_DELAY_S"
 TRANSIENT = re.compile(
     r"server closed the connection unexpectedly|terminating connection|connection already "
     r"closed|could not connect to server|connection to server at .* failed|connection refused|"
-    r"timeout expired|connection timed out|ssl syscall error|lock timeout|deadlock detected|"
+    r"timeout expired|connection timed out|ssl syscall error|ssl connection has been closed "
+    r"unexpectedly|lock timeout|deadlock detected|"
     r"could not serialize access|could not set lock on file|conflicting lock is held",
     re.IGNORECASE,
 )

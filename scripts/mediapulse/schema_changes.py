@@ -15,6 +15,7 @@ I/O around it. It reads no rows: its cost does not grow with the data.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -110,6 +111,9 @@ class DeclaredTable:
     database: str  # as written: usually Jinja, resolved by ``resolve_database``
     critical: bool
     columns: tuple[DeclaredColumn, ...]
+    # its source's `schema:` ends with the masked copy's variable (RAW_SCHEMA_SUFFIX_ENV): a CI
+    # run on a server reads the table from `<schema>__masked`
+    masked: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -291,6 +295,40 @@ def _is_personal(column: dict[str, Any]) -> bool:
     return bool(meta.get("personal")) or str(column.get("description") or "").startswith("Personal")
 
 
+# A source holding personal columns names its schema with this variable appended, e.g.
+# `schema: "accounts{{ env_var('MEDIAPULSE_RAW_SCHEMA_SUFFIX', '') }}"`: unset (production, any
+# DuckDB target) it is the loader's raw schema; a CI run on a server gets MASKED_SCHEMA_SUFFIX
+# (pg_access.raw_schema_suffix), the schema of the masked copy `ci` reads instead (README,
+# "Personal data").
+RAW_SCHEMA_SUFFIX_ENV = "MEDIAPULSE_RAW_SCHEMA_SUFFIX"
+MASKED_SCHEMA_SUFFIX = "__masked"
+
+
+def source_schema(source: dict[str, Any], suffix: str = "") -> str:
+    """The schema a source's YAML names, rendered as dbt renders it with RAW_SCHEMA_SUFFIX_ENV
+    set to ``suffix``: by default the loader's raw schema, whatever this process's environment
+    holds. Other variables are read from the environment, as dbt would."""
+    written = str(source.get("schema") or source["name"])
+    if "{{" not in written and "{%" not in written:
+        return written
+    from jinja2 import TemplateError
+    from jinja2.sandbox import SandboxedEnvironment
+
+    def env_var(name: str, default: str | None = None) -> str:
+        value = suffix if name == RAW_SCHEMA_SUFFIX_ENV else os.environ.get(name, default)
+        if value is None:
+            raise MediaPulseError(f"environment variable {name} is not set (source {written!r})")
+        return value
+
+    try:
+        return SandboxedEnvironment().from_string(written).render(env_var=env_var).strip()
+    except TemplateError as exc:
+        raise MediaPulseError(
+            f"cannot tell the schema of source {source.get('name')} from {written!r}: {exc}; "
+            "the sources' `schema:` may use env_var() only"
+        ) from exc
+
+
 def declared_sources(project: Project) -> list[DeclaredTable]:
     """Every raw source table the project's YAML declares, with its columns and whether it is
     critical (tag ``critical`` on the source or the table)."""
@@ -303,6 +341,8 @@ def declared_sources(project: Project) -> list[DeclaredTable]:
         for source in document.get("sources") or []:
             if not _enabled(source):
                 continue
+            schema = source_schema(source)
+            masked = source_schema(source, MASKED_SCHEMA_SUFFIX) == schema + MASKED_SCHEMA_SUFFIX
             for table in source.get("tables") or []:
                 if not _enabled(table):
                     continue
@@ -314,11 +354,12 @@ def declared_sources(project: Project) -> list[DeclaredTable]:
                     DeclaredTable(
                         source_name=source["name"],
                         table_name=table["name"],
-                        schema=source.get("schema") or source["name"],
+                        schema=schema,
                         identifier=table.get("identifier") or table["name"],
                         database=str(source.get("database") or ""),
                         critical=CRITICAL_TAG in _tags(source) | _tags(table),
                         columns=columns,
+                        masked=masked,
                     )
                 )
     return tables

@@ -49,7 +49,7 @@ def packages_problem() -> str | None:
 # from running alone at the end. The rest keep their order.
 LONGEST_FIRST = (
     "test_rehearsals.py", "test_pg_release.py", "test_monitoring.py", "test_spark.py",
-    "test_release_faults.py", "test_faults.py",
+    "test_release_faults.py", "test_faults.py", "test_pg_attacks.py",
     "test_raw_ownership.py",
     "test_refresh.py", "test_slim_ci.py", "test_deploy.py",
     "test_revenue.py", "test_postgres.py", "test_lint_sql.py",

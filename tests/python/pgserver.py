@@ -2,10 +2,18 @@
 
 Uses the PostgreSQL binaries of the machine (Debian: package postgresql-15, which .ci/run
 installs). As root, the server runs as the `postgres` user, as PostgreSQL requires.
+
+TLS only, as production's server should be: each server presents a self-signed certificate
+(made once per test session with `openssl`) and its pg_hba.conf rejects every TCP connection
+without TLS, so every PostgreSQL test that connects proves its connections use TLS (the
+targets' default `sslmode` is `require`). `certificate()` is the root a `verify-full` client
+trusts.
 """
 
 from __future__ import annotations
 
+import atexit
+import functools
 import glob
 import os
 import shutil
@@ -25,6 +33,34 @@ PII_HASH_KEY = "mediapulse-test-pii-hash-key"
 # builds production, `ci` runs slim CI, `reporter` reads the marts. USER stays the loader (a
 # superuser that owns the raw schemas, as an EL tool's role would).
 ROLES = ("transformer", "ci", "reporter")
+
+
+# Only TLS connections over TCP, each with a password; the unix socket (initdb, createdb) trusts.
+HBA = """\
+local all all trust
+hostssl all all 127.0.0.1/32 scram-sha-256
+hostnossl all all 127.0.0.1/32 reject
+"""
+
+
+@functools.cache
+def certificate() -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost and its key, made once per test
+    session: (certificate, key)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("openssl not found: the test servers need it for their TLS "
+                           "certificate (Debian: apt-get install openssl)")  # fmt: skip
+    folder = Path(tempfile.mkdtemp(prefix="mediapulse-pg-tls-", dir="/tmp"))
+    atexit.register(shutil.rmtree, folder, True)
+    cert, key = folder / "server.crt", folder / "server.key"
+    subprocess.run(
+        [openssl, "req", "-new", "-x509", "-days", "2", "-nodes", "-newkey", "rsa:2048",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
 
 
 def find_bindir() -> Path | None:
@@ -69,8 +105,8 @@ class PgServer:
         import psycopg2
 
         password = PASSWORD if role == USER else self.role_password(role)
-        return psycopg2.connect(host="127.0.0.1", port=self.port, user=role,
-                                password=password, dbname=database)  # fmt: skip
+        return psycopg2.connect(host="127.0.0.1", port=self.port, user=role, password=password,
+                                dbname=database, sslmode="require")  # fmt: skip
 
     def execute(self, *statements: str, role: str = USER, database: str = DATABASE) -> list[tuple]:
         """Run statements in one committed transaction as ``role`` (by default the server's
@@ -129,8 +165,14 @@ class PgServer:
             "initdb", "-D", str(data), "-U", USER, f"--pwfile={pwfile}",
             "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-sync",
         )  # fmt: skip
+        (data / "pg_hba.conf").write_text(HBA)
+        for source, name in zip(certificate(), ("server.crt", "server.key"), strict=True):
+            shutil.copy(source, data / name)
+            os.chmod(data / name, 0o600)  # PostgreSQL refuses a key others may read
+            if os.geteuid() == 0:
+                shutil.chown(data / name, "postgres")
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c ssl=on "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
         self._run(

@@ -3,12 +3,18 @@ on a real DuckDB table; PostgreSQL runs the same SQL in the access tests)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
+import pytest
 
 from mediapulse import personal
 from mediapulse.project import Project
+from mediapulse.rawload import declared_raw_tables
+from mediapulse.schema_changes import RAW_SCHEMA_SUFFIX_ENV, declared_sources
 
-from .conftest import REPO
+from .conftest import REPO, copy_project
+from .test_cli import _one_line_error, run_cli
 
 
 def test_the_sources_yaml_decides_what_is_personal() -> None:
@@ -46,3 +52,36 @@ def test_a_masked_copy_keeps_rows_and_shapes_and_no_personal_value() -> None:
     # another salt, other pseudonyms: a dictionary without the salt matches nothing
     other = con.execute(personal.masked_select(table, "users", "'other'") + " order by 1")
     assert other.fetchall()[0][1] != masked[0][1]
+
+
+def test_a_ci_run_on_a_server_reads_the_users_from_their_masked_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The source takes the suffix; what reads its `schema:` itself takes the loader's schema,
+    whatever the environment says."""
+    project = Project.discover(REPO)
+    monkeypatch.setenv(RAW_SCHEMA_SUFFIX_ENV, "__masked")
+    assert [personal.masked_name(t) for t in personal.masked_tables(project)] == [
+        "accounts__masked.users"
+    ]
+    assert "accounts.users" in declared_raw_tables(project)
+    assert {t.schema for t in declared_sources(project)} == {
+        "accounts", "ads", "billing", "catalog", "streaming"
+    }  # fmt: skip
+    # dbt's environment: the suffix for the CI target on a server only
+    assert project.dbt_env("ci")[RAW_SCHEMA_SUFFIX_ENV] == ""
+    monkeypatch.setenv("MEDIAPULSE_PII_HASH_KEY", "k")
+    assert project.dbt_env("postgres")[RAW_SCHEMA_SUFFIX_ENV] == ""
+    assert project.dbt_env("postgres_ci")[RAW_SCHEMA_SUFFIX_ENV] == "__masked"
+
+
+def test_access_sql_refuses_a_personal_source_ci_could_not_read(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    sources = project.root / "models/staging/accounts/_accounts__sources.yml"
+    text = sources.read_text()
+    written = "schema: \"accounts{{ env_var('MEDIAPULSE_RAW_SCHEMA_SUFFIX', '') }}\""
+    assert written in text
+    sources.write_text(text.replace(written, "schema: accounts"))
+    result = run_cli("access-sql", "--target", "postgres", cwd=project.root)
+    line = _one_line_error(result, "source accounts has personal columns", written)
+    assert "Personal data" in line
