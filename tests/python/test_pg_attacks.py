@@ -573,3 +573,26 @@ def test_a_monitoring_schema_owned_by_another_role_is_refused(
     finally:
         server.execute("drop schema monitoring",
                        "alter schema monitoring_kept rename to monitoring")  # fmt: skip
+
+
+def test_a_pull_request_cannot_seed_a_later_runs_evaluator_schemas(
+    project: Project, server: pgserver.PgServer, tmp_path: Path
+) -> None:
+    """A pull request runs as `ci`, like the nightly's evaluator step: it may create the
+    schemas of a later run (a guessed run id) and leave tables there. The evaluator starts
+    its run from empty schemas: what was left is gone before it builds."""
+    future = "ci_5555_1"
+    for schema in (future, f"{future}_dbt_project_evaluator"):
+        assert _attempt(server, "ci", f"select mediapulse_ci.create_schema('{schema}')",
+                        keep=True) is None  # fmt: skip
+        assert _attempt(server, "ci", f"create table {schema}.planted as select 'forged' as x",
+                        keep=True) is None  # fmt: skip
+    report = tmp_path / "evaluator.json"
+    code = _as_ci_job(project, server, "5555", "evaluate", "--json", str(report))
+    assert code in (0, 1), "the evaluator ran"
+    assert "forged" not in report.read_text()
+    left = server.execute(
+        "select table_schema from information_schema.tables where table_name = 'planted'"
+    )
+    assert left == [], f"a later run found what a pull request left: {left}"
+    assert _as_ci_job(project, server, "5555", "drop-ci-schemas") == 0
