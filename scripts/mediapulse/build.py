@@ -12,6 +12,7 @@ from mediapulse import artifacts, history
 from mediapulse.errors import MediaPulseError
 from mediapulse.prepare import check_duckdb_file, prepare, target_env
 from mediapulse.project import Project
+from mediapulse.release import release_lock
 from mediapulse.runner import run_dbt
 from mediapulse.schema_changes import SchemaChangeError
 from mediapulse.warehouse import open_duckdb
@@ -98,8 +99,23 @@ def main_job(
     large models that configure `event_time` are read from the window only, and the
     incremental models are rebuilt (--full-refresh): the warehouse then holds the sample and
     nothing else, whatever an earlier build left in it."""
-    clock = history.Job("build", target)
     window = check_sample(project, target, sample) if sample is not None else None
+    if target in release_targets() and project.target_type(target) in ("duckdb", "postgres"):
+        # production built in place: never while a release (or another build) runs on it
+        with release_lock(project, target, "build"):
+            return _main_job(project, target, full_refresh, select, sample, window)
+    return _main_job(project, target, full_refresh, select, sample, window)
+
+
+def _main_job(
+    project: Project,
+    target: str,
+    full_refresh: bool,
+    select: str | None,
+    sample: str | None,
+    window: SampleWindow | None,
+) -> int:
+    clock = history.Job("build", target)
     try:
         kind = prepare(project, target)
     except SchemaChangeError:

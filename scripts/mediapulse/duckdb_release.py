@@ -13,10 +13,12 @@ the rename, the new one after it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -24,7 +26,7 @@ import duckdb
 from mediapulse import failpoints
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
-from mediapulse.release_state import Stamp, keep_count, pack
+from mediapulse.release_state import Stamp, keep_count, pack, to_prune
 from mediapulse.warehouse import open_duckdb
 
 PROD_DIR_ENV = "MEDIAPULSE_PROD_DIR"
@@ -77,6 +79,7 @@ class DuckDbRelease:
         self.discard()
         self.staging_dir.mkdir(parents=True)
         if self.live.exists():
+            fold_wal(self.live)
             # opening read-only proves it is a database and that no writer holds it
             open_duckdb(self.live, purpose="copy production for a release", read_only=True).close()
             shutil.copy2(self.live, self.staged)
@@ -91,21 +94,21 @@ class DuckDbRelease:
             con.execute(f"create schema if not exists {STAMP_SCHEMA}")
             con.execute(
                 f"create or replace table {RELEASE_TABLE} as select ? as release_id, "
-                "current_timestamp as published_at, ? as job, ? as code, ? as commit",
-                [stamp.release_id, stamp.job, stamp.code, stamp.commit],
+                "current_timestamp as published_at, ? as job, ? as code, ? as commit, "
+                "? as data_code",
+                [stamp.release_id, stamp.job, stamp.code, stamp.commit, stamp.data_code],
             )
             con.execute(f"create or replace table {STATE_TABLE} (name varchar, content blob)")
             con.executemany(f"insert into {STATE_TABLE} values (?, ?)", files)
             con.execute("checkpoint")
 
-    def publish(self, keep_live: bool = True) -> list[str]:
-        """Atomically make the staged (stamped) copy production. With ``keep_live`` the file it
-        replaces is kept in releases/ (a refresh, the same code with more rows, does not keep
-        it). Returns the ids of kept releases pruned beyond the number kept."""
-        self._adopt_legacy_previous()
-        if keep_live and self.live.exists():
-            stamp = read_stamp(self.live)
-            kept = self.kept_path(stamp.release_id if stamp else "unknown")
+    def publish(self) -> None:
+        """Atomically make the staged (stamped) copy production; the file it replaces is kept
+        in releases/ (a hard link: no copy). Call ``prune`` after."""
+        self._tidy()
+        if self.live.exists():
+            fold_wal(self.live)
+            kept = self.kept_path(self._id_of(self.live))
             kept.parent.mkdir(parents=True, exist_ok=True)
             kept.unlink(missing_ok=True)
             os.link(self.live, kept)  # the old inode survives the rename
@@ -113,42 +116,60 @@ class DuckDbRelease:
         failpoints.reach("release.in-swap")
         os.replace(self.staged, self.live)
         self.discard()
-        return self.prune()
 
     def prune(self) -> list[str]:
-        """Keep the newest keep_count() releases; returns the ids removed."""
-        kept = [s.release_id for s in self.kept()]
-        pruned = kept[keep_count() :]
+        """Drop the kept releases beyond what release_state.to_prune keeps; returns their ids."""
+        kept = self.kept()
+        pruned = to_prune(kept, self.live_stamp(), keep_count())
+        self._write_index([s.release_id for s in kept if s.release_id not in pruned])
         for release_id in pruned:
             self.kept_path(release_id).unlink(missing_ok=True)
-        self._write_index(kept[: keep_count()])
         return pruned
 
-    def _adopt_legacy_previous(self) -> None:
-        """An earlier version's single kept file joins the kept releases."""
+    def _id_of(self, path: Path) -> str:
+        """A file's release id; one built before ids existed is named after its time."""
+        stamp = read_stamp(path)
+        if stamp is not None:
+            return stamp.release_id
+        when = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        return f"{when:%Y%m%dT%H%M%SZ}-unstamped"
+
+    def _tidy(self) -> None:
+        """Under the release lock: an earlier version's single kept file joins the kept
+        releases, and what a job stopped inside its swap left (a link to the live file under
+        the live release's id, its id in the index) goes."""
         legacy = self.live.with_name(LEGACY_PREVIOUS)
         if legacy.exists():
-            stamp = read_stamp(legacy)
             self.kept_dir.mkdir(parents=True, exist_ok=True)
-            kept = self.kept_path(stamp.release_id if stamp else "unknown")
+            kept = self.kept_path(self._id_of(legacy))
             os.replace(legacy, kept)
             self._write_index([*self._index(), kept.stem])
+        live = self.live_stamp()
+        if live is not None:
+            self.kept_path(live.release_id).unlink(missing_ok=True)
+            if live.release_id in self._index():
+                self._write_index([i for i in self._index() if i != live.release_id])
 
     def kept(self) -> list[Stamp]:
-        """The kept releases, newest first (release ids begin with their UTC time). One the
-        index lists whose file is gone is listed as a bare id (``restore`` names the file)."""
-        self._adopt_legacy_previous()
+        """The kept releases, newest first (release ids begin with their UTC time), each marked
+        ``incomplete`` when it cannot be restored. Reads only: the files are changed under the
+        release lock alone (``_tidy``, ``publish``, ``prune``, ``restore``)."""
         live = self.live_stamp()
         found: dict[str, Stamp] = {}
-        for path in self.kept_dir.glob("*.duckdb") if self.kept_dir.is_dir() else []:
-            stamp = read_stamp(path) or Stamp(path.stem)
+        legacy = self.live.with_name(LEGACY_PREVIOUS)
+        paths = sorted(self.kept_dir.glob("*.duckdb")) if self.kept_dir.is_dir() else []
+        for path in [*paths, *([legacy] if legacy.exists() else [])]:
+            stamp = read_stamp(path) or Stamp(self._id_of(path))
             if live is not None and stamp.release_id == live.release_id:
-                path.unlink()  # a link to the live file left by a job stopped in its swap
-                continue
+                continue  # a link to the live file left by a job stopped in its swap
+            if read_state(path) is None:
+                stamp = replace(stamp, incomplete=f"{path} carries no published state "
+                                                  "(written by an earlier version)")  # fmt: skip
             found[stamp.release_id] = stamp
         for release_id in self._index():
-            if live is None or release_id != live.release_id:
-                found.setdefault(release_id, Stamp(release_id))
+            if release_id not in found and (live is None or release_id != live.release_id):
+                path = self.kept_path(release_id)
+                found[release_id] = Stamp(release_id, incomplete=f"{path} is missing")
         return sorted(found.values(), key=lambda s: s.release_id, reverse=True)
 
     def _index(self) -> list[str]:
@@ -171,13 +192,14 @@ class DuckDbRelease:
     def restore(self, stamp: Stamp) -> list[str]:
         """A rollback: the kept release ``stamp`` becomes production in one rename; the
         release it replaces is dropped with it, and so are the kept releases newer than it
-        (what the rollback undoes). Returns the ids dropped from the kept ones."""
+        (what the rollback undoes), before the rename, so that a rollback stopped half way
+        never leaves them to be chosen again. Returns the ids dropped from the kept ones."""
+        self._tidy()
         path = self.kept_path(stamp.release_id)
         found = read_stamp(path) if path.exists() else None
         if found is None or found.release_id != stamp.release_id:
-            what = (
-                "is missing" if not path.exists() else f"holds release {found and found.release_id}"
-            )
+            held = found.release_id if found else None
+            what = "is missing" if not path.exists() else f"holds release {held}"
             raise MediaPulseError(
                 f"kept release {stamp.release_id} is incomplete: {path} {what}; production "
                 "left as it was (restore that file, or roll back --to another kept release)"
@@ -187,17 +209,30 @@ class DuckDbRelease:
                 f"kept release {stamp.release_id} is incomplete: {path} carries no published "
                 "state (written by an earlier version); production left as it was"
             )
+        fold_wal(self.live)
         kept = [s.release_id for s in self.kept()]
         newer = [i for i in kept if i > stamp.release_id]
-        os.replace(path, self.live)
-        failpoints.reach("rollback.after-swap")
+        older = [i for i in kept if i < stamp.release_id]
+        self._write_index([stamp.release_id, *older])
         for release_id in newer:
             self.kept_path(release_id).unlink(missing_ok=True)
-        self._write_index([i for i in kept if i < stamp.release_id])
+        os.replace(path, self.live)
+        failpoints.reach("rollback.after-swap")
+        self._write_index(older)
         return newer
 
     def discard(self) -> None:
         shutil.rmtree(self.staging_dir, ignore_errors=True)
+
+
+def fold_wal(path: Path) -> None:
+    """A write-ahead log beside a production file (a writer stopped before its checkpoint) is
+    part of that file: fold it in now, under the release lock, or it would be replayed into
+    whatever file takes the name next."""
+    wal = path.with_name(path.name + ".wal")
+    if wal.exists() and path.exists():
+        with open_duckdb(path, purpose="fold production's write-ahead log into it") as con:
+            con.execute("checkpoint")
 
 
 def read_stamp(path: Path) -> Stamp | None:
@@ -241,28 +276,31 @@ def drop_unlisted(path: Path, wanted: set[tuple[str, str]]) -> list[str]:
     """Drop from the staged file every relation that is not one the project builds
     (``wanted``: (schema, name), lower case), and schemas left empty: a model deleted from the
     project must not live on in production because each release starts from a copy of the
-    last. Returns what was dropped, as `schema.name (kind)`."""
+    last. Returns what was dropped, as `schema.name (kind)`. Refuses, changing nothing, a
+    ``wanted`` that names none of the file's relations (the manifest of another target)."""
     dropped = []
     with duckdb.connect(str(path)) as con:
         rows = con.execute(
             "select table_schema, table_name, table_type from information_schema.tables "
             "where table_catalog = current_database() order by table_type desc, 1, 2"
         ).fetchall()  # views first: nothing of ours is left reading a dropped table
-        for schema, name, kind in rows:
-            if schema in _NOT_BUILT or (schema.lower(), name.lower()) in wanted:
+        ours = [(s, n, k) for s, n, k in rows if s not in _NOT_BUILT]
+        if ours and not any((s.lower(), n.lower()) in wanted for s, n, _ in ours):
+            raise MediaPulseError(
+                f"none of the {len(ours)} relations of {path} is one the project builds for "
+                "production (a manifest of another target?): nothing dropped; release on "
+                f"target '{TARGET}'"
+            )
+        for schema, name, kind in ours:
+            if (schema.lower(), name.lower()) in wanted:
                 continue
             what = "view" if kind == "VIEW" else "table"
             con.execute(f'drop {what} "{schema}"."{name}"')
             dropped.append(f"{schema}.{name} ({what})")
-        used = {schema for schema, _, _ in rows if schema not in _NOT_BUILT}
-        left = {s for s, n in wanted}
-        for schema in sorted(used - left):
-            remaining = con.execute(
-                "select count(*) from information_schema.tables where table_schema = ? "
-                "and table_catalog = current_database()",
-                [schema],
-            ).fetchone()[0]
-            if not remaining and schema != "main":
+        left = {s for s, _ in wanted}
+        for schema in sorted({s for s, _, _ in ours} - left - {"main"}):
+            # an empty schema goes; one holding anything else (a sequence) stays
+            with contextlib.suppress(duckdb.Error):
                 con.execute(f'drop schema "{schema}"')
         con.execute("checkpoint")
     return dropped

@@ -35,13 +35,13 @@ import os
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mediapulse import artifacts, failpoints
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
-from mediapulse.release_state import Stamp, keep_count, pack
+from mediapulse.release_state import Stamp, keep_count, pack, to_prune
 from mediapulse.runner import DbtRun, run_dbt
 
 SUFFIX_ENV = "MEDIAPULSE_SCHEMA_SUFFIX"
@@ -237,6 +237,8 @@ class PgRelease:
             if plain != base and not plain.startswith(base + "_"):
                 continue
             row = self._stamp_row(cursor, name)
+            if row.get("base") not in (None, base):
+                continue  # another production whose schema starts with this one's name
             stamp = Stamp.from_row(row)
             entry = by_id.setdefault(stamp.release_id, ReleaseSet(stamp))
             entry.schemas[plain] = name
@@ -256,6 +258,8 @@ class PgRelease:
         for entry in by_id.values():
             if not entry.expected:  # stamped before schemas were recorded: the live names
                 entry.expected = tuple(sorted(set(live_names) or set(entry.schemas)))
+        for entry in by_id.values():
+            entry.stamp = replace(entry.stamp, incomplete=_incomplete(cursor, entry))
         kept = sorted(by_id.values(), key=lambda e: e.stamp.release_id, reverse=True)
         return Releases(live, kept, sorted(live_names))
 
@@ -329,9 +333,11 @@ class PgRelease:
                     cursor.execute(
                         f"create table {green}.{STAMP_TABLE} as select %s::text as release_id, "
                         "pg_catalog.now() as published_at, %s::text as job, %s::text as code, "
-                        "%s::text as commit, %s::text[] as schemas",
-                        [stamp.release_id, stamp.job, stamp.code, stamp.commit, schemas],
-                    )
+                        "%s::text as commit, %s::text as data_code, %s::text[] as schemas, "
+                        "%s::text as base",
+                        [stamp.release_id, stamp.job, stamp.code, stamp.commit, stamp.data_code,
+                         schemas, self.base_schema],
+                    )  # fmt: skip
                 first = _ident(schemas[0] + GREEN)
                 cursor.execute(f"create table {first}.{STATE_TABLE} (name text, content bytea)")
                 for name, content in pack(state_dir):
@@ -349,12 +355,11 @@ class PgRelease:
         finally:
             con.close()
 
-    def publish(self, schemas: list[str], release_id: str, keep_live: bool = True) -> float:
-        """In one transaction: each live schema becomes its kept name (with ``keep_live``; a
-        refresh drops the live release instead), each green one live, kept releases beyond the
-        number kept are dropped, and the schema grants move with production. A live schema of
-        the replaced release that this one no longer has goes with it. Returns the seconds the
-        transaction took."""
+    def publish(self, schemas: list[str], release_id: str) -> float:
+        """In one transaction: each live schema becomes its kept name, each green one live,
+        and the schema grants move with production (no role keeps anything on a kept schema).
+        A live schema of the replaced release that this one no longer has goes with it. Call
+        ``prune`` after. Returns the seconds the transaction took."""
         con = self.connect()
         try:
             with con.cursor() as cursor:
@@ -370,27 +375,34 @@ class PgRelease:
                 live = ReleaseSet(Stamp(f"{when}-in-place", job="built in place"))
             stamps = [(s, live.stamp) for s in unstamped] if live else []
             retiring = sorted({*found.live_names, *unstamped})
-            kept = list(found.kept)
-            drops: list[str] = []
             renames: list[tuple[str, str]] = []
-            if live is not None and keep_live:
+            if live is not None:
                 suffix = kept_suffix(live.stamp.release_id)
                 renames += [(s, s + suffix) for s in retiring]
-                kept.insert(0, live)
-            else:
-                drops += retiring
             renames += [(s + GREEN, s) for s in schemas]
-            for entry in kept[keep_count() :]:
-                drops += sorted(entry.schemas.values())
-            retired = [new for old, new in renames if old in retiring]
+            kept_names = [n for e in found.kept for n in e.schemas.values()]
+            revoke = [new for old, new in renames if old in retiring] + kept_names
             return self._transaction(
-                con, retiring + [d for d in drops if d not in retiring], drops, renames,
-                f"release {release_id}", stamps=stamps,
-                grants=[(s, s + GREEN) for s in schemas], revoke=retired,
+                con, retiring, [], renames, f"release {release_id}", stamps=stamps,
+                grants=[(s, s + GREEN) for s in schemas], revoke=revoke,
                 point_in="release.in-swap",
             )  # fmt: skip
         finally:
             con.close()
+
+    def prune(self, found: Releases) -> list[str]:
+        """Drop the kept releases beyond what release_state.to_prune keeps, in one
+        transaction; returns their ids."""
+        live = found.live.stamp if found.live else None
+        pruned = to_prune([e.stamp for e in found.kept], live, keep_count())
+        drops = [n for e in found.kept if e.stamp.release_id in pruned for n in e.schemas.values()]
+        if drops:
+            con = self.connect()
+            try:
+                self._transaction(con, sorted(drops), sorted(drops), [], "pruning kept releases")
+            finally:
+                con.close()
+        return pruned
 
     def restore(self, found: Releases, target: ReleaseSet) -> float:
         """A rollback: ``target`` (a kept release, checked complete) becomes live in one
@@ -449,7 +461,7 @@ class PgRelease:
                     cursor.execute(f"set local lock_timeout = '{attempt_ms}ms'")
                     _lock_schemas(cursor, locked)
                     for schema, stamp in stamps:
-                        _stamp_in_place(cursor, schema, stamp)
+                        _stamp_in_place(cursor, schema, stamp, self.base_schema)
                     for source, onto in grants:
                         _grant_readers(cursor, source, onto)
                     for schema in drops:
@@ -491,12 +503,13 @@ def _existing(cursor) -> set[str]:  # type: ignore[no-untyped-def]
     return {row[0] for row in cursor.fetchall()}
 
 
-def _stamp_in_place(cursor, schema: str, stamp: Stamp) -> None:  # type: ignore[no-untyped-def]
+def _stamp_in_place(cursor, schema: str, stamp: Stamp, base: str) -> None:  # type: ignore[no-untyped-def]
     cursor.execute(
         f"create table {_ident(schema)}.{STAMP_TABLE} as select %s::text as release_id, "
         "pg_catalog.now() as published_at, %s::text as job, null::text as code, "
-        "null::text as commit, null::text[] as schemas",
-        [stamp.release_id, stamp.job],
+        "null::text as commit, null::text as data_code, null::text[] as schemas, "
+        "%s::text as base",
+        [stamp.release_id, stamp.job, base],
     )
 
 
@@ -599,6 +612,20 @@ def rename_in_state(state: Path) -> None:
     for path in state.iterdir():
         if path.is_file() and path.suffix == ".json":
             path.write_text(green_name.sub(r"\1", path.read_text()))
+
+
+def _incomplete(cursor, entry: ReleaseSet) -> str | None:  # type: ignore[no-untyped-def]
+    """Why a kept release cannot be restored: a schema it had is gone, or it carries no
+    state; None when it can."""
+    missing = entry.missing()
+    if missing:
+        suffix = kept_suffix(entry.stamp.release_id)
+        return f"schema {', '.join(m + suffix for m in missing)} is missing"
+    for name in entry.schemas.values():
+        cursor.execute("select pg_catalog.to_regclass(%s)", [f"{_ident(name)}.{STATE_TABLE}"])
+        if cursor.fetchone()[0] is not None:
+            return None
+    return "none of its schemas carries its published state (written by an earlier version)"
 
 
 def check_complete(found: ReleaseSet) -> None:

@@ -22,6 +22,7 @@ is live) and the raw tables' row counts and newest loads (what the next refresh 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -40,6 +41,7 @@ import duckdb
 
 from mediapulse import artifacts, failpoints, history, monitoring, prepare, runner
 from mediapulse import release_lock as release_lock_module
+from mediapulse.duckdb_release import TARGET as DUCKDB_PROD
 from mediapulse.duckdb_release import DuckDbRelease, drop_unlisted, warehouse_release_id
 from mediapulse.duckdb_release import read_state as read_duckdb_state
 from mediapulse.errors import MediaPulseError
@@ -204,10 +206,15 @@ def repair_state(project: Project, target: str, state_dir: Path) -> str | None:
             "state, or run the nightly with --start-over"
         )
     restore_state(files, state_dir)
+    older = (
+        " (production is older than the release the state described: that one was lost before "
+        "its warehouse was saved, or an older warehouse was restored)"
+        if said and said > stamp.release_id else ""
+    )  # fmt: skip
     return (
         f"notice: the state in {state_dir} {was} but production is {stamp.describe()} (a job "
-        "stopped after its swap, or the artifacts are out of step): its state was restored "
-        "from the warehouse"
+        f"stopped after its swap, or the artifacts are out of step){older}: its state was "
+        "restored from the warehouse"
     )
 
 
@@ -267,7 +274,8 @@ def check_production_present(
     )  # fmt: skip
     raise MediaPulseError(
         f"production ({described}, state in {artifacts_dir}) exists but {names} is missing "
-        "(on GitHub: the production-warehouse artifact expired or was not downloaded); "
+        "(on GitHub: the production-warehouse or production-raw artifact expired or was not "
+        "downloaded); "
         "rebuilding from empty would lose the snapshots' history: restore the file(s), or "
         "start production over deliberately with --start-over"
     )
@@ -283,8 +291,9 @@ def check_live_release(release: DuckDbRelease, state_dir: Path) -> None:
         if not path.exists():
             raise MediaPulseError(
                 f"{path} not found, but the state in {state_dir} describes a live release: a "
-                "refresh adds to production and reads the loader's raw data; restore the "
-                "production-warehouse artifact, or run the nightly"
+                "refresh adds to production and reads the loader's raw data; restore it (on "
+                "GitHub: the production-warehouse and production-raw artifacts), or run the "
+                "nightly"
             )
     in_file, described = warehouse_release_id(release.live), previous.get("release_id")
     if in_file and described and in_file != described:
@@ -312,9 +321,14 @@ def check_pg_production_present(release: PgRelease, artifacts_dir: Path, start_o
     )
 
 
+# what runs the code: an upgrade of dbt or an adapter is a change of code too
+RUNTIME_PACKAGES = ("dbt-core", "dbt-duckdb", "dbt-postgres", "dbt-spark", "duckdb")
+
+
 def code_fingerprint(project: Project) -> str:
-    """A hash of every file dbt reads to build the project: equal fingerprints, same code."""
-    digest = hashlib.sha256()
+    """A hash of every file dbt reads to build the project, and of the versions of dbt and
+    the adapters that run it: equal fingerprints, same code."""
+    digest = hashlib.sha256(_runtime().encode() + b"\0")
     files = [project.root / name for name in CODE_FILES]
     for folder in CODE_PATHS:
         root = project.root / folder
@@ -329,6 +343,44 @@ def code_fingerprint(project: Project) -> str:
             digest.update(str(path.relative_to(project.root)).encode() + b"\0")
             digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+# a node's config keys that say nothing about its data (documentation, ownership, tags)
+_NOT_DATA = frozenset({"docs", "meta", "tags", "persist_docs", "group", "access", "grants"})
+
+
+def data_fingerprint(manifest: dict[str, Any], project_vars: dict[str, Any]) -> str:
+    """A hash of what decides the data a build produces (pure): each model, seed and
+    snapshot of the project (its SQL or CSV, and its config but for documentation and
+    ownership), every macro of every package, the project's vars, and the versions of dbt
+    and the adapters. Descriptions, tests and exposures are not in it: a release that only
+    changed those has the data of the one before, and a rollback looks past it."""
+    digest = hashlib.sha256()
+    root = manifest["metadata"].get("project_name")
+    for uid in sorted(manifest["nodes"]):
+        node = manifest["nodes"][uid]
+        if node["resource_type"] not in ("model", "seed", "snapshot"):
+            continue
+        if node.get("package_name") != root:
+            continue
+        config = {k: v for k, v in (node.get("config") or {}).items() if k not in _NOT_DATA}
+        digest.update(uid.encode() + b"\0" + str(node["checksum"]["checksum"]).encode())
+        digest.update(json.dumps(config, sort_keys=True, default=str).encode() + b"\0")
+    for uid in sorted(manifest.get("macros") or {}):
+        digest.update(uid.encode() + b"\0" + manifest["macros"][uid]["macro_sql"].encode())
+    digest.update(json.dumps(project_vars, sort_keys=True, default=str).encode())
+    digest.update(_runtime().encode())
+    return digest.hexdigest()[:16]
+
+
+def _runtime() -> str:
+    versions = []
+    for package in RUNTIME_PACKAGES:
+        try:
+            versions.append(f"{package}=={importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{package}==-")
+    return ",".join(versions)
 
 
 def raw_marks(project: Project, target: str) -> dict[str, list[Any]]:
@@ -689,6 +741,17 @@ def run_refresh(project: Project, target: str, artifacts_dir: Path, summary: Pat
     return run_release(project, target, artifacts_dir, summary, REFRESH)
 
 
+def check_release_target(project: Project, target: str) -> None:
+    """A DuckDB release is of production's file (target `prod`): refuse any other DuckDB
+    target, whose build would not be the file a release stages and swaps."""
+    if project.target_type(target) == "duckdb" and target != DUCKDB_PROD:
+        raise MediaPulseError(
+            f"target '{target}' is not DuckDB production: releases, rollbacks and the kept "
+            f"releases are those of target '{DUCKDB_PROD}' ({project.duckdb_path(DUCKDB_PROD)}); "
+            f"pass --target {DUCKDB_PROD}, or build '{target}' with `mediapulse build`"
+        )
+
+
 def run_release(
     project: Project,
     target: str,
@@ -699,6 +762,7 @@ def run_release(
 ) -> int:
     """One job that changes production, all or nothing, while holding the release lock: no
     other job can stage, build, swap or roll back production until it is done."""
+    check_release_target(project, target)
     with release_lock(project, target, job.name) as lock:
         return _run_release(project, target, artifacts_dir, summary, job, start_over, lock)
 
@@ -1002,12 +1066,13 @@ class _Run:
 
     def publish(self, release_id: str, code: str, marks: dict[str, list[Any]]) -> bool:
         """Stamp the staged release with its state, then swap it in (the release's one
-        atomic step). False, with the reason in the notes, when the swap gave up."""
+        atomic step). False, with the reason in the notes, when the swap gave up; whatever
+        fails after the swap is a warning: the release is live."""
         project, staging, release, pg = self.project, self.staging, self.release, self.pg
-        keep_live = self.refresh is None or _first_of_its_code(release, pg)
         manifest = artifacts.load_json(staging / "manifest.json", "manifest")
         if release:
-            dropped = drop_unlisted(release.staged, project_relations(manifest))
+            wanted = project_relations(manifest, release.live.stem)
+            dropped = drop_unlisted(release.staged, wanted)
             self.notes.append(_dropped_note(dropped, "dropped from production"))
         if pg:
             removed = pg.removed_relations(self.schemas)
@@ -1015,7 +1080,8 @@ class _Run:
                                             "replaced release until it is pruned)"))  # fmt: skip
             rename_in_state(staging)
         write_record(staging, release_id, self.job.name, project.vars, {"code": code, "raw": marks})
-        stamp = Stamp(release_id, None, self.job.name, code, history.git_revision(project))
+        stamp = Stamp(release_id, None, self.job.name, code, history.git_revision(project),
+                      data_code=data_fingerprint(manifest, project.vars))  # fmt: skip
         (staging / f"{self.job.name}.md").write_text(
             _render(self.job.title, self.target, self.steps, True, release_id, True, self.notes)
         )
@@ -1023,42 +1089,47 @@ class _Run:
             if release:
                 release.stamp(stamp, staging)
                 failpoints.reach("release.before-swap")
-                pruned = release.publish(keep_live=keep_live)
-                self.notes.append(_kept_note(release.kept(), pruned, keep_live))
+                release.publish()
             if pg:
                 pg.stamp(self.schemas, stamp, staging)
                 failpoints.reach("release.before-swap")
                 release_lock_module.still_held(self.lock, pg.database, pg.base_schema)
-                before = pg.releases().kept
-                seconds = pg.publish(self.schemas, release_id, keep_live=keep_live)
-                self.schemas = []  # swapped: no green left to discard
-                after = pg.releases().kept
-                gone = [e.stamp.release_id for e in before if e.stamp.release_id not in
-                        {a.stamp.release_id for a in after}]  # fmt: skip
+                seconds = pg.publish(self.schemas, release_id)
                 self.notes.append(
-                    f"swap: {len((after and after[0].schemas) or [])} schemas in "
-                    f"{seconds * 1000:.1f} ms, one transaction"
+                    f"swap: {len(self.schemas)} schemas in {seconds * 1000:.1f} ms, one transaction"
                 )
-                self.notes.append(_kept_note([e.stamp for e in after], gone, keep_live))
+                self.schemas = []  # swapped: no green left to discard
         except MediaPulseError as exc:
-            self.notes.append(f"swap gave up: {exc}")
-            return False
+            live = _live(project, self.target)[0]
+            if live is None or live.release_id != release_id:
+                self.notes.append(f"swap gave up: {exc}")
+                return False
+            # the commit's answer was lost, but the warehouse says the swap happened
+            self.notes.append(f"warning: {exc}; but production is release {release_id}")
+            self.schemas = []
         failpoints.reach("release.after-swap")
+        self.notes.append(self._kept_note())
         return True
 
-
-def _first_of_its_code(release: DuckDbRelease | None, pg: PgRelease | None) -> bool:
-    """Whether a refresh keeps the release it replaces: only when no kept release has its
-    code. A refresh is the live code with more rows, so of a run of refreshes the first
-    release of the code is kept (a rollback --to it undoes their data) and the hourly ones
-    after it are not, or they would push every other code out of the history."""
-    if release:
-        live, kept = release.live_stamp(), release.kept()
-    else:
-        found = pg.releases() if pg else None
-        live = found.live.stamp if found and found.live else None
-        kept = [e.stamp for e in found.kept] if found else []
-    return live is not None and live.code not in {s.code for s in kept}
+    def _kept_note(self) -> str:
+        """The kept releases after the swap, pruned (best effort: the release is live)."""
+        try:
+            if self.release:
+                pruned = self.release.prune()
+                kept = self.release.kept()
+            else:
+                assert self.pg is not None
+                found = self.pg.releases()
+                pruned = self.pg.prune(found)
+                kept = [e.stamp for e in found.kept if e.stamp.release_id not in pruned]
+        except (MediaPulseError, duckdb.Error, OSError) as exc:
+            return f"warning: the kept releases could not be listed or pruned ({exc})"
+        listing = ", ".join(s.release_id for s in kept) or "none"
+        gone = f"; pruned: {', '.join(pruned)}" if pruned else ""
+        return (
+            f"kept for a rollback (the last {keep_count()}, and the newest of each code before "
+            f"the live one's): {listing}{gone}"
+        )
 
 
 def _dropped_note(names: list[str], what: str) -> str:
@@ -1067,23 +1138,16 @@ def _dropped_note(names: list[str], what: str) -> str:
     return f"relations the project no longer has, {what}: {', '.join(names)}"
 
 
-def _kept_note(kept: list[Stamp], pruned: list[str], keep_live: bool) -> str:
-    how = "the replaced release is kept" if keep_live else (
-        "the replaced release is not kept: a refresh of the code a kept release has"
-    )  # fmt: skip
-    listing = ", ".join(s.release_id for s in kept) or "none"
-    gone = f"; pruned beyond {keep_count()}: {', '.join(pruned)}" if pruned else ""
-    return f"kept for a rollback ({how}): {listing}{gone}"
-
-
-def project_relations(manifest: dict[str, Any]) -> set[tuple[str, str]]:
-    """(schema, name) of every relation the project builds, lower case (pure)."""
+def project_relations(manifest: dict[str, Any], database: str) -> set[tuple[str, str]]:
+    """(schema, name) of every relation the project builds in ``database``, lower case
+    (pure): the run history's views live in another catalog."""
     return {
         (node["schema"].lower(), (node.get("alias") or node["name"]).lower())
         for node in manifest["nodes"].values()
         if node["resource_type"] in ("model", "seed", "snapshot")
         and (node.get("config") or {}).get("enabled", True)
         and (node.get("config") or {}).get("materialized") != "ephemeral"
+        and str(node.get("database") or "").lower() == database.lower()
     }
 
 
@@ -1096,7 +1160,17 @@ def rollback(project: Project, target: str, state_dir: Path, to: str | None = No
             f"rollback of target '{target}' ({kind}) is not supported: only DuckDB and "
             "PostgreSQL releases keep the production they replace"
         )
+    check_release_target(project, target)
     with release_lock(project, target, "rollback"):
+        repaired = repair_state(project, target, state_dir)
+        if repaired and to is None:
+            # a job (a rollback, perhaps) stopped after its swap: what is live is not what the
+            # state said, so "the release before the last change of code" is not what the
+            # operator saw when they asked
+            raise MediaPulseError(
+                f"{repaired.removeprefix('notice: ')}; not rolling back further without "
+                "--to RELEASE_ID: check `mediapulse releases`, then pass --to"
+            )
         if kind == "postgres":
             return _rollback_postgres(project, target, state_dir, to)
         return _rollback_duckdb(project, state_dir, to)
@@ -1148,10 +1222,10 @@ def list_releases(project: Project, target: str) -> str:
     if kind == "postgres":
         found = PgRelease(project, target).releases()
         live, kept = (found.live.stamp if found.live else None), [e.stamp for e in found.kept]
-        incomplete = {e.stamp.release_id: e.missing() for e in found.kept if e.missing()}
     elif kind == "duckdb":
+        check_release_target(project, target)
         release = DuckDbRelease(project)
-        live, kept, incomplete = release.live_stamp(), release.kept(), {}
+        live, kept = release.live_stamp(), release.kept()
     else:
         raise MediaPulseError(f"target '{target}' ({kind}) keeps no releases")
     lines = [f"live: {live.describe() if live else 'no release'}"]
@@ -1162,8 +1236,8 @@ def list_releases(project: Project, target: str) -> str:
         marks = []
         if stamp.release_id == default:
             marks.append("`mediapulse rollback` restores this one")
-        if stamp.release_id in incomplete:
-            marks.append(f"incomplete: {', '.join(incomplete[stamp.release_id])} missing")
+        if stamp.incomplete:
+            marks.append(f"incomplete: {stamp.incomplete}")
         lines.append(f"kept: {stamp.describe()}" + (f" <- {'; '.join(marks)}" if marks else ""))
     return "\n".join(lines)
 

@@ -39,6 +39,12 @@ PROGRESS_EVERY_S = 30.0
 POLL_S = 0.5
 # pg_try_advisory_lock(key1, key2): key1 says "a MediaPulse release", key2 which production
 ADVISORY_CLASS = 0x4D50_5245  # "MPRE"
+KEEPALIVES = (
+    ("tcp_keepalives_idle", "30"),
+    ("tcp_keepalives_interval", "10"),
+    ("tcp_keepalives_count", "3"),
+    ("idle_session_timeout", "0"),  # the lock's session is idle by design
+)
 
 
 @dataclass(frozen=True)
@@ -146,6 +152,12 @@ def advisory_lock(
     con = connect(me.tag())
     con.autocommit = True
     try:
+        with con.cursor() as cursor:
+            # a runner that vanishes (no FIN, no RST) must not hold the lock for the two hours
+            # of the operating system's default keepalive: the server probes the idle session
+            # and ends it (releasing the lock) about a minute after the runner is gone
+            for setting, value in KEEPALIVES:
+                cursor.execute("select pg_catalog.set_config(%s, %s, false)", [setting, value])
 
         def try_once() -> bool:
             with con.cursor() as cursor:

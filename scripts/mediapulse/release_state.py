@@ -31,7 +31,7 @@ DEFAULT_KEEP = 3
 RELEASE_FILE = "release.json"
 # a state file the workflows add after the release (the evaluator's baseline for pull
 # requests): a repaired state keeps the copy it finds rather than losing it
-ADDED_LATER = ("evaluator.json",)
+ADDED_LATER = ("evaluator.json",)  # never packed: a release carries only what it made
 
 
 @dataclass(frozen=True)
@@ -43,12 +43,22 @@ class Stamp:
     job: str | None = None
     code: str | None = None  # the code fingerprint (release.code_fingerprint)
     commit: str | None = None  # the git commit it was built from, when known
+    # the code its data was built by: its own, unless it rebuilt nothing (a refresh, a deploy
+    # of descriptions or tests only), which keeps the data code of the release it replaced
+    data_code: str | None = None
+    # why a kept release cannot be restored (a missing file or schema, no state); not stored
+    incomplete: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Stamp:
-        names = {f.name for f in fields(cls)}
+        names = {f.name for f in fields(cls)} - {"incomplete"}
         values = {k: (None if v is None else str(v)) for k, v in row.items() if k in names}
         return cls(**values)
+
+    @property
+    def lineage(self) -> str | None:
+        """What a rollback compares: the code that built the data."""
+        return self.data_code or self.code
 
     def describe(self) -> str:
         parts = [self.job or "job unknown"]
@@ -56,6 +66,8 @@ class Stamp:
             parts.append(f"commit {self.commit[:12]}")
         if self.code:
             parts.append(f"code {self.code}")
+        if self.data_code and self.data_code != self.code:
+            parts.append(f"data built by code {self.data_code}")
         if self.published_at:
             parts.append(f"published {self.published_at[:19]}")
         return f"release {self.release_id} ({', '.join(parts)})"
@@ -76,7 +88,7 @@ def pack(state_dir: Path) -> list[tuple[str, bytes]]:
     return [
         (path.name, zlib.compress(path.read_bytes(), 6))
         for path in sorted(state_dir.iterdir())
-        if path.is_file()
+        if path.is_file() and path.name not in ADDED_LATER
     ]
 
 
@@ -110,11 +122,25 @@ def restore_state(files: list[tuple[str, bytes]], state_dir: Path) -> None:
     replace_dir(staged, state_dir)
 
 
+def to_prune(kept: list[Stamp], live: Stamp | None, keep: int) -> list[str]:
+    """The kept releases (newest first) to drop (pure): every one but the newest ``keep``, and
+    the newest of each of the ``keep`` codes before the live one's (by the code that built
+    their data), so that nightlies or refreshes on a bad code cannot push the last release of
+    a good one out of reach of a rollback."""
+    kept_ids = {s.release_id for s in kept[:keep]}
+    seen = {live.lineage} if live is not None else set()
+    for stamp in kept:
+        if stamp.lineage not in seen and len(seen) <= keep:
+            seen.add(stamp.lineage)
+            kept_ids.add(stamp.release_id)
+    return [s.release_id for s in kept if s.release_id not in kept_ids]
+
+
 def choose_rollback(live: Stamp | None, kept: list[Stamp], to: str | None) -> Stamp:
     """The kept release a rollback restores (pure). ``to``: that release. Otherwise the newest
-    kept release built from other code than the live one: the release before the last change
-    of code, which is what an operator undoing a bad deploy means, however many nightlies or
-    refreshes ran on the bad code since."""
+    complete kept release whose data was built by other code than the live one's: the release
+    before the last change of code, which is what an operator undoing a bad deploy means,
+    however many nightlies, refreshes or deploys of descriptions ran on the bad code since."""
     listing = ", ".join(s.describe() for s in kept) or "none"
     if to is not None:
         for stamp in kept:
@@ -132,12 +158,12 @@ def choose_rollback(live: Stamp | None, kept: list[Stamp], to: str | None) -> St
             "nothing to roll back to: no release is kept (each release keeps the ones before "
             "it; the first release has none, and a rollback drops what it undoes)"
         )
-    code = live.code if live is not None else None
+    lineage = live.lineage if live is not None else None
     for stamp in kept:
-        if code is None or stamp.code != code:
+        if stamp.incomplete is None and (lineage is None or stamp.lineage != lineage):
             return stamp
     raise MediaPulseError(
-        f"nothing to roll back to: every kept release runs the live code ({code}), so a "
-        f"rollback would change no code (kept: {listing}); to go back in data, pass --to "
-        "RELEASE_ID"
+        f"nothing to roll back to: every kept release runs the live code ({lineage}) or is "
+        f"incomplete, so a rollback would change no code (kept: {listing}); to go back in "
+        "data, pass --to RELEASE_ID"
     )

@@ -56,7 +56,7 @@ def _digest(root: Path) -> dict[str, str]:
 
 def _release(
     project: Project, state: Path, release_id: str, rows: int, code: str = "c1",
-    publish: bool = True,
+    publish: bool = True, data: str | None = None,
 ) -> None:  # fmt: skip
     """What a passing nightly does to the file and the state (the dbt build stood in for by
     a table of ``rows`` rows); ``publish=False`` stops after the swap, as a killed job does."""
@@ -68,8 +68,9 @@ def _release(
     staged.mkdir()
     (staged / "manifest.json").write_text(json.dumps({"release": release_id}))
     write_record(staged, release_id, "nightly", {"lookback": 2}, {"code": code})
-    release.stamp(Stamp(release_id, job="nightly", code=code), staged)
+    release.stamp(Stamp(release_id, job="nightly", code=code, data_code=data or code), staged)
     release.publish()
+    release.prune()
     if publish:
         publish_state(staged, state)
 
@@ -108,7 +109,7 @@ def test_a_release_carries_its_id_in_the_file_and_the_state(released) -> None:
     carried = {name: content for name, content in read_state(release.live)}
     assert set(carried) == {"manifest.json", "release.json"}
     assert read_stamp(release.live) == Stamp("r2", read_stamp(release.live).published_at,
-                                             "nightly", "c1", None)  # fmt: skip
+                                             "nightly", "c1", None, "c1")  # fmt: skip
     assert [s.release_id for s in release.kept()] == ["r1"]
 
 
@@ -192,7 +193,7 @@ def test_rollback_refuses_an_incomplete_kept_release_and_changes_nothing(release
     release.kept_path("r1").unlink()  # deleted by hand
     before = _digest(project.warehouse_dir) | _digest(state)
     with pytest.raises(MediaPulseError) as err:
-        rollback(project, "prod", state)
+        rollback(project, "prod", state, to="r1")
     text = str(err.value)
     assert "kept release r1 is incomplete" in text and str(release.kept_path("r1")) in text
     assert "is missing" in text and "production left as it was" in text
@@ -369,3 +370,121 @@ def test_a_rollback_killed_after_its_swap_leaves_the_restored_release_and_a_repa
     assert notice and "described release r3 but production is release r2" in notice
     assert json.loads((state / "manifest.json").read_text()) == {"release": "r2"}
     assert [s.release_id for s in release.kept()] == ["r1"], "the undone release is gone"
+
+
+def test_a_rollback_retried_after_a_kill_does_not_roll_back_further(
+    released, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The retry an operator makes when the rollback seemed to die: the bad releases it undid
+    were dropped before its swap, so they are not chosen again, and without --to it stops,
+    saying what is live, instead of undoing one more change of code."""
+    project, state = released
+    _release(project, state, "r3", 30, code="c2")
+    _release(project, state, "r4", 40, code="c2")
+    env = {**os.environ, "MEDIAPULSE_FAILPOINT": "rollback.after-swap"}
+    command = [
+        sys.executable,
+        "-m",
+        "mediapulse",
+        "--project-dir",
+        str(project.root),
+        "--warehouse-dir",
+        str(project.warehouse_dir),
+        "rollback",
+        "--artifacts",
+        str(state),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    release = DuckDbRelease(project)
+    assert warehouse_release_id(release.live) == "r2"
+    assert [s.release_id for s in release.kept()] == ["r1"], "r3 and r4 went before the swap"
+    assert _cli(project, "rollback", "--artifacts", str(state)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "described release r4 but production is release r2" in err
+    assert "not rolling back further without --to RELEASE_ID" in err
+    assert warehouse_release_id(release.live) == "r2", "nothing rolled back twice"
+    assert json.loads((state / "release.json").read_text())["release_id"] == "r2", "repaired"
+
+
+def test_a_release_that_changed_no_data_is_looked_past_by_a_rollback(released, capsys) -> None:
+    """A bad deploy (data built by code d2), then a deploy of descriptions only (new code, the
+    same data code) and a nightly on it: a rollback returns to the last release of d1."""
+    project, state = released
+    _release(project, state, "r3", 30, code="c2", data="d2")
+    _release(project, state, "r4", 30, code="c3", data="d2")  # descriptions only
+    _release(project, state, "r5", 30, code="c3", data="d2")  # the nightly on it
+    assert _cli(project, "rollback", "--artifacts", str(state)) == 0
+    assert "rolled back to release r2" in capsys.readouterr().out
+
+
+def test_pruning_keeps_the_last_release_of_the_codes_before_the_live_one(
+    released, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three nightlies on a bad code after it was deployed do not push the last good
+    release out of reach: the newest of each of the last codes stays, beside the last three."""
+    project, state = released
+    for number in range(3, 8):
+        _release(project, state, f"r{number}", number, code="bad")
+    kept = [s.release_id for s in DuckDbRelease(project).kept()]
+    assert kept == ["r6", "r5", "r4", "r2"], kept
+    assert _cli(project, "rollback", "--artifacts", str(state)) == 0
+    assert warehouse_release_id(DuckDbRelease(project).live) == "r2"
+
+
+def test_a_release_on_another_duckdb_target_is_refused_and_production_untouched(
+    released, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`nightly --target dev` would build dev in place and swap in a copy of production from
+    which the release drops every relation dev's manifest does not name."""
+    project, state = released
+    before = _digest(project.warehouse_dir) | _digest(state)
+    for command in (["nightly"], ["deploy"], ["refresh"], ["rollback"]):
+        assert _cli(project, *command, "--target", "dev", "--artifacts", str(state)) == 2
+        err = capsys.readouterr().err.strip()
+        assert "target 'dev' is not DuckDB production" in err and "--target prod" in err, err
+    assert _cli(project, "releases", "--target", "ci") == 2
+    assert _digest(project.warehouse_dir) | _digest(state) == before
+    # and dropping what a manifest does not name refuses a manifest of another target
+    staged = project.warehouse_dir / "copy.duckdb"
+    staged.write_bytes(DuckDbRelease(project).live.read_bytes())
+    with pytest.raises(MediaPulseError, match=r"none of the 1 relations of .* nothing dropped"):
+        drop_unlisted(staged, {("dbt_dev_marts", "marts_dim")})
+
+
+def test_listing_the_releases_changes_nothing(released, capsys) -> None:
+    """An operator's own copy of production in releases/ survives `mediapulse releases`."""
+    project, _state = released
+    release = DuckDbRelease(project)
+    backup = release.kept_dir / "before-fix.duckdb"
+    backup.write_bytes(release.live.read_bytes())
+    before = _digest(project.warehouse_dir)
+    assert _cli(project, "releases") == 0
+    assert _digest(project.warehouse_dir) == before and backup.exists()
+
+
+def test_a_write_ahead_log_left_beside_production_is_not_replayed_into_the_next_release(
+    released,
+) -> None:
+    """A writer killed before its checkpoint leaves prod.duckdb.wal: its writes belong to
+    the file it was writing (folded into it before the release copies it), never replayed
+    into the release that takes the name next."""
+    project, state = released
+    release = DuckDbRelease(project)
+    writer = (
+        "import duckdb, os, signal, sys\n"
+        "con = duckdb.connect(sys.argv[1])\n"
+        "con.execute('set checkpoint_threshold = \\'1GB\\'')\n"
+        "con.execute('create table marts_extra as select 1 as id')\n"
+        "con.execute('insert into marts_dim select 999')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    subprocess.run([sys.executable, "-c", writer, str(release.live)], timeout=60)
+    assert release.live.with_name("prod.duckdb.wal").exists()
+    _release(project, state, "r3", 30)
+    assert not release.live.with_name("prod.duckdb.wal").exists(), "folded, not left to replay"
+    assert _rows(release.live) == 30 and warehouse_release_id(release.live) == "r3"
+    with duckdb.connect(str(release.live), read_only=True) as con:
+        assert con.execute("select count(*) from marts_dim where id = 999").fetchone() == (0,)
+    assert _rows(release.kept_path("r2")) == 21

@@ -198,7 +198,8 @@ def test_a_rollback_after_a_bad_deploy_and_the_nightly_behind_it_restores_the_go
     production: Project,
 ) -> None:
     """The issue's reproduction: a deploy whose mart change no test catches, a deploy of a
-    README-only commit, the nightly on the bad code, then `mediapulse rollback`."""
+    README-only commit, the nightly on the bad code, then `mediapulse rollback`; and a deploy
+    of descriptions only among them, a release whose data the bad code built."""
     good = _live(production)
     staging = production.root / "models/staging/catalog/stg_catalog__content.sql"
     query = (
@@ -225,6 +226,14 @@ def test_a_rollback_after_a_bad_deploy_and_the_nightly_behind_it_restores_the_go
     assert code == 0 and f"no changes, release {bad} stays live" in out, out[-3000:]
     assert _live(production) == bad, "a deploy that changes nothing publishes no release"
 
+    # a deploy of descriptions only: a release (the docs changed), with the bad data
+    docs = production.root / "models/staging/catalog/_catalog__models.yml"
+    docs.write_text(docs.read_text().replace("description: ", "description: Now: ", 1))
+    code, out = _run(production, "deploy")
+    assert code == 0 and "nothing to rebuild" in out, out[-3000:]
+    described = _live(production)
+    assert described != bad
+
     code, out = _run(production, "nightly")
     assert code == 0, out[-3000:]
     nightly = _live(production)
@@ -232,7 +241,7 @@ def test_a_rollback_after_a_bad_deploy_and_the_nightly_behind_it_restores_the_go
     code, out = _run(production, "rollback")
     assert code == 0, out[-3000:]
     assert f"production rolled back to release {good} (nightly" in out
-    assert f"releases undone and dropped: {nightly}, {bad}" in out
+    assert f"releases undone and dropped: {nightly}, {described}, {bad}" in out
     assert _live(production) == good == _state(production)
     assert totals() == before, "every changed row is back as it was"
 
