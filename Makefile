@@ -15,7 +15,9 @@ SCALE ?= 10M
 DAYS ?= 90
 RUNS ?= 3
 
-# CI rehearsals: the workflows in .github/workflows run these same commands, step by step.
+# CI rehearsals: the workflows in .github/workflows run these same commands, step by step,
+# plus the steps that only a runner needs (production's guard, and unseal-raw, seal-raw and
+# mask-raw, which carry production's raw data between runners: here raw.duckdb stays put).
 # STORE stands in for GitHub's artifact store, OUT for the job's summary and PR comment.
 STORE ?= ci-artifacts
 OUT ?= ci-output

@@ -178,6 +178,27 @@ def _cmd_releases(args: argparse.Namespace, project: Project) -> int:
     return 0
 
 
+def _cmd_unseal_raw(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.raw_artifacts import unseal_raw
+
+    print(unseal_raw(project, args.target))
+    return 0
+
+
+def _cmd_seal_raw(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.raw_artifacts import seal_raw
+
+    print(seal_raw(project, args.target))
+    return 0
+
+
+def _cmd_mask_raw(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.raw_artifacts import mask_raw
+
+    print(mask_raw(project, args.target, Path(args.out).resolve()))
+    return 0
+
+
 def _cmd_record(args: argparse.Namespace, project: Project) -> int:
     from mediapulse.history import record_artifacts
 
@@ -539,6 +560,29 @@ def build_parser() -> argparse.ArgumentParser:
         "list the live release and the ones kept for a rollback, newest first",
     )
     _target_argument(releases_p, default="prod")
+
+    unseal_p = command(
+        "unseal-raw",
+        _cmd_unseal_raw,
+        "open the sealed raw data production's jobs download (<warehouse-dir>/raw.duckdb.sealed, "
+        "key in $MEDIAPULSE_RAW_ARTIFACT_KEY) into raw.duckdb; DuckDB targets only",
+    )
+    _target_argument(unseal_p, default="prod")
+    seal_p = command(
+        "seal-raw",
+        _cmd_seal_raw,
+        "seal raw.duckdb (AES-256-GCM, key in $MEDIAPULSE_RAW_ARTIFACT_KEY) into "
+        "raw.duckdb.sealed, the only form it travels in as an artifact; DuckDB targets only",
+    )
+    _target_argument(seal_p, default="prod")
+    mask_p = command(
+        "mask-raw",
+        _cmd_mask_raw,
+        "write the copy of raw.duckdb pull requests read: every personal column masked "
+        "(README, Personal data); DuckDB targets only",
+    )
+    _target_argument(mask_p, default="prod")
+    mask_p.add_argument("--out", required=True, help="the masked raw.duckdb to write")
 
     record_p = command(
         "record",

@@ -7,6 +7,9 @@ row counts, and a value diff keyed on the model's primary key (its contract's `p
 else a `unique` test, else `unique_combination_of_columns`): rows added, removed and changed,
 the share of matched rows that changed per column, and up to five example rows. A model
 without a usable key gets row counts and column profiles instead, and the report says why.
+Keyed hashes (columns macro keyed_hash computes, and what passes them on) are not compared:
+CI hashes personal data with a key of its own, never production's, so their values differ by
+design; the report names them and says so.
 
 Each modified model is then classified for the readers downstream: breaking when a model
 built from it names a removed or changed column in its SQL (column-level lineage by name), or
@@ -88,6 +91,7 @@ class ModelDiff:
     examples: list[dict[str, Any]] = field(default_factory=list)
     profiles: dict[str, tuple[dict, dict]] = field(default_factory=dict)
     profile_changed: list[str] = field(default_factory=list)
+    not_compared: list[str] = field(default_factory=list)  # keyed hashes (keyed_hash_columns)
     error: str | None = None
     readers: dict[str, list[str]] = field(default_factory=dict)  # model -> columns it names
     exposures: list[str] = field(default_factory=list)
@@ -174,6 +178,36 @@ def primary_key(manifest: dict[str, Any], unique_id: str) -> list[str] | None:
 
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 _WORDS = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+_KEYED_HASH = re.compile(
+    r"\{\{-?\s*keyed_hash\s*\(.*?\)\s*-?\}\}\s*(?:as\s+)?[\"`]?(\w+)", re.DOTALL | re.IGNORECASE
+)
+KEYED_HASH_NOTE = (
+    "CI hashes personal data with a key of its own, never production's, so their values "
+    "differ by design"
+)
+
+
+def keyed_hash_columns(
+    manifest: dict[str, Any], unique_id: str, seen: dict[str, set[str]] | None = None
+) -> set[str]:
+    """Columns (lower-cased) whose values depend on the key personal data is hashed with: what
+    the node's SQL computes with macro keyed_hash (`{{ keyed_hash(...) }} as name`), and a
+    column of the same name as a parent's keyed hash (passed on)."""
+    seen = {} if seen is None else seen
+    if unique_id in seen:
+        return seen[unique_id]
+    seen[unique_id] = set()  # a cycle (none in a dbt DAG) ends here
+    node = manifest.get("nodes", {}).get(unique_id) or {}
+    found = {m.lower() for m in _KEYED_HASH.findall(node.get("raw_code") or "")}
+    passed_on = set()
+    for parent in (node.get("depends_on") or {}).get("nodes") or []:
+        passed_on |= keyed_hash_columns(manifest, parent, seen)
+    if passed_on:
+        found |= passed_on & names_in_sql(node.get("compiled_code") or node.get("raw_code") or "")
+    seen[unique_id] = found
+    return found
 
 
 def names_in_sql(sql: str) -> set[str]:
@@ -539,10 +573,14 @@ def _diff_model(
     head_types = dict(head_columns)
     retyped = {old for old, _, _ in diff.schema.retyped}
     withheld = personal_columns(node, [n for n, _ in head_columns])
-    common = [(n, t) for n, t in base_columns if n in head_types]
+    keyed = keyed_hash_columns(manifest, diff.unique_id)
+    diff.not_compared = [n for n, _ in base_columns if n in head_types and n.lower() in keyed]
+    common = [(n, t) for n, t in base_columns if n in head_types and n not in diff.not_compared]
     key = primary_key(manifest, diff.unique_id)
     if key is None:
         diff.keyless_reason = "no primary key: no contract primary_key or unique test"
+    elif set(key) & set(diff.not_compared):
+        diff.keyless_reason = f"key ({', '.join(key)}) is a keyed hash: {KEYED_HASH_NOTE}"
     elif not all(k in head_types and k in dict(base_columns) for k in key):
         diff.keyless_reason = f"key ({', '.join(key)}) is not a column on both sides"
     elif set(key) & retyped:
@@ -602,6 +640,10 @@ def render_model(diff: ModelDiff) -> str:
         lines.append(f"- schema: {'; '.join(parts)}")
     else:
         lines.append("- schema: unchanged")
+    if diff.not_compared:
+        lines.append(
+            f"- not compared: {', '.join(diff.not_compared)} (keyed hashes: {KEYED_HASH_NOTE})"
+        )
     if diff.key:
         lines.append(
             f"- values on key ({', '.join(diff.key)}): {diff.added} added, {diff.removed} "
@@ -798,4 +840,7 @@ def _run(
         prod_warehouse = project.root / plan["prod_warehouse"]
     with connect(project, target, prod_warehouse) as wh:
         diffs = [diff_model(wh, manifest, production, u, u in modified) for u in models]
+    hashes = [f"{d.name}.{c}" for d in diffs for c in d.not_compared]
+    if hashes:
+        notes.append(f"keyed hashes not compared ({KEYED_HASH_NOTE}): {', '.join(hashes)}")
     return diffs, notes

@@ -4,10 +4,13 @@ Each job starts in a new, empty workspace: `actions/checkout` clones the given c
 repository, the download steps copy artifacts out of an artifact store (a directory standing
 in for GitHub's: one folder per artifact name, holding what the latest successful run on
 `main` uploaded), every `run:` step runs in bash with the environment the workflow gives it,
-and the upload steps put files back. Nothing else reaches the job: not another job's files,
-not the developer's environment variables. The Python environment is the one thing the
-runner is given ready (GitHub: setup-python and a warm pip cache), as `.venv/bin` pointing
-at this test session's virtualenv, with an install stamp so `make venv` is a no-op.
+and the upload steps put files back. Secrets are GitHub's two kinds: the repository's, which
+every job receives, and an environment's, which only a job that declares `environment:` with
+that name receives; an environment's deployment-branch policy ("main" only) keeps a job on any
+other ref from starting at all, as GitHub does. Nothing else reaches the job: not another
+job's files, not the developer's environment variables. The Python environment is the one
+thing the runner is given ready (GitHub: setup-python and a warm pip cache), as `.venv/bin`
+pointing at this test session's virtualenv, with an install stamp so `make venv` is a no-op.
 
 Only what our workflows use is supported; anything else (an unknown action, an expression
 this module cannot evaluate) raises, so a workflow change cannot be rehearsed half-way.
@@ -129,8 +132,9 @@ def _lookup(path: str, context: Mapping[str, Any]) -> Any:
 
 def evaluate(expression: str, context: Mapping[str, Any], status: Mapping[str, bool]) -> Any:
     """A GitHub expression of the forms our workflows use: property paths (`vars.X`,
-    `github.event.pull_request.number`), 'strings', `||`, `&&`, `!`, `==`, `!=`, parentheses
-    and the status functions. Like GitHub, `a || b` gives the first truthy operand."""
+    `github.event.pull_request.number`, `steps.guard.outcome`), 'strings', `||`, `&&`, `!`,
+    `==`, `!=`, parentheses and the status functions. Like GitHub, `a || b` gives the first
+    truthy operand."""
     tokens = []
     for match in _TOKEN.finditer(expression.strip()):
         if match.group("bad"):
@@ -225,6 +229,24 @@ def _condition(raw: Any, context: Mapping[str, Any], status: Mapping[str, bool])
 # -- running a job ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Environment:
+    """A deployment environment (Settings → Environments): its secrets, and the branches
+    allowed to deploy to it (None: any ref, GitHub's default for a new environment)."""
+
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    branches: tuple[str, ...] | None = None
+
+    def refuses(self, ref: str) -> bool:
+        if self.branches is None:
+            return False
+        return not any(ref == f"refs/heads/{b}" for b in self.branches)
+
+
+def _ref_name(ref: str) -> str:
+    return ref.removeprefix("refs/heads/")
+
+
 @dataclass
 class StepResult:
     name: str
@@ -244,10 +266,16 @@ class JobResult:
     uploaded: dict[str, Path] = field(default_factory=dict)  # this run's artifacts
     comment: str | None = None  # what the sticky PR comment step would post
     skipped: bool = False  # the job's `if:` was false
+    environment: str | None = None  # the deployment environment it declares
+    secrets: frozenset[str] = frozenset()  # the names its `secrets` context held
+    not_started: str | None = None  # why GitHub did not start it (an environment's rules)
 
     @property
     def success(self) -> bool:
-        return not self.skipped and all(s.outcome != "failure" for s in self.steps)
+        return (
+            not self.skipped and self.not_started is None
+            and all(s.outcome != "failure" for s in self.steps)
+        )  # fmt: skip
 
     def step(self, name: str) -> StepResult:
         for step in self.steps:
@@ -257,7 +285,7 @@ class JobResult:
 
     def log(self) -> str:
         """Every step's outcome and the tail of its output, for assertion messages."""
-        parts = []
+        parts = [f"--- not started: {self.not_started}"] if self.not_started else []
         for s in self.steps:
             parts.append(f"--- {s.name}: {s.outcome} ({s.seconds:.0f} s)")
             if s.outcome == "failure":
@@ -286,6 +314,9 @@ class Runner:
     # documented defaults apply (DuckDB), alerts are skipped
     variables: Mapping[str, str] = field(default_factory=dict)
     secrets: Mapping[str, str] = field(default_factory=dict)
+    # deployment environments by name; a job naming one that is not here gets an empty one
+    # with no protection (GitHub creates it on first use)
+    environments: Mapping[str, Environment] = field(default_factory=dict)
 
     def run(
         self,
@@ -297,12 +328,15 @@ class Runner:
         event_payload: Mapping[str, Any] | None = None,
         inputs: Mapping[str, Any] | None = None,
         on_main: bool = False,
+        ref: str | None = None,
         run_artifacts: Mapping[str, Path] | None = None,
         skip: tuple[str, ...] = (),
     ) -> JobResult:
         """Run the job; when it succeeds on main, its uploads replace the store's artifacts
-        of the same names (what later runs will download). Steps named in ``skip`` are not
-        run (for steps that read and write nothing another step uses, proven elsewhere)."""
+        of the same names (what later runs will download). ``ref`` is the ref it runs on
+        (default: main with ``on_main``, else a pull request's merge ref). Steps named in
+        ``skip`` are not run (for steps that read and write nothing another step uses, proven
+        elsewhere)."""
         workflow = yaml.safe_load(workflow_file.read_text())
         job = workflow["jobs"][job_name]
         runs = sorted(self.work.glob(f"{workflow_file.stem}-{job_name}-*"))
@@ -310,28 +344,46 @@ class Runner:
         workspace.mkdir(parents=True)
         result = JobResult(workflow_file.name, job_name, workspace)
         run_id = str(next(_RUN_IDS))
+        ref = ref or ("refs/heads/main" if on_main else "refs/pull/1/merge")
+        secrets = dict(self.secrets)  # the repository's; an environment's are added below
         context: dict[str, Any] = {
             "github": {
                 "event_name": event,
                 "event": dict(event_payload or {}),
-                "ref": "refs/heads/main" if on_main else "refs/pull/1/merge",
+                "ref": ref,
                 "repository": "mediapulse/mediapulse",
                 "run_id": run_id,
                 "run_attempt": "1",
             },
             "inputs": dict(inputs or {}),
             "vars": dict(self.variables),
-            "secrets": dict(self.secrets),
+            "secrets": secrets,
+            "steps": {},  # by step id: outcome, as each step ends
         }
         status = {"success": True, "failure": False, "cancelled": False, "always": True}
         if not _condition(job.get("if"), context, status):
             result.skipped = True
             return result
+        declared = job.get("environment")
+        if declared is not None:
+            name = declared["name"] if isinstance(declared, Mapping) else str(declared)
+            environment = self.environments.get(name, Environment())
+            result.environment = name
+            if environment.refuses(ref):
+                result.not_started = (
+                    f'Branch "{_ref_name(ref)}" is not allowed to deploy to {name} due to '
+                    "environment protection rules."
+                )
+                return result
+            secrets.update(environment.secrets)
+        result.secrets = frozenset(secrets)
         env = _runner_env()
         env["HOME"] = os.environ.get("HOME", str(workspace))
         env["CI"] = "true"
         env["GITHUB_ACTIONS"] = "true"
         env["GITHUB_RUN_ID"], env["GITHUB_RUN_ATTEMPT"] = run_id, "1"
+        env["GITHUB_REF"], env["GITHUB_REF_NAME"] = ref, _ref_name(ref)
+        env["GITHUB_EVENT_NAME"] = event
         env["GITHUB_STEP_SUMMARY"] = str(workspace.parent / f"{workspace.name}.summary.md")
         for scope in (workflow.get("env"), job.get("env")):
             env.update({k: render(v, context, status) for k, v in (scope or {}).items()})
@@ -343,6 +395,8 @@ class Runner:
             status = {"success": ok, "failure": not ok, "cancelled": False, "always": True}
             if not _condition(step.get("if"), context, status):
                 result.steps.append(StepResult(name, "skipped"))
+                if step.get("id"):
+                    context["steps"][step["id"]] = {"outcome": "skipped"}
                 continue
             step_env = {**env}
             for key, value in (step.get("env") or {}).items():
@@ -355,6 +409,8 @@ class Runner:
                                  artifacts_dir, run_artifacts or {}, result, commit)  # fmt: skip
             outcome.seconds = time.perf_counter() - started
             result.steps.append(outcome)
+            if step.get("id"):
+                context["steps"][step["id"]] = {"outcome": outcome.outcome}
         result.uploaded = uploads
         if on_main:
             stores = [self.store.completed()] + ([self.store] if result.success else [])

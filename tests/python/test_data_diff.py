@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from mediapulse import datadiff
+from mediapulse import datadiff, pii
 from mediapulse.cli import main
 from mediapulse.project import Project
 from mediapulse.summarize import COMMENT_LIMIT, combine
@@ -485,3 +485,60 @@ def test_a_filter_removing_a_content_type_removes_its_rows_and_names_the_exposur
     assert code == 1
     assert "**1 diff checks failed**: dim_content" in summary.read_text()
     assert "**diff failed**: " in summary.read_text() and "gone" in summary.read_text()
+
+
+def test_keyed_hashes_are_not_compared_and_the_report_says_why(warehouse) -> None:
+    """CI hashes personal data with a key of its own: every `email_hash` differs from
+    production's by design, in the model that computes it and in one that passes it on."""
+    con, wh = warehouse
+    hashed = "select i as id, sha256(k || i) as email_hash, i % 3 as v from range(1, 6) r(i), "
+    con.execute(f"create table prod.t as {hashed} (select 'production key' as k)")
+    con.execute(f"create table ci.t as {hashed} (select 'ci key' as k)")
+    con.execute(
+        "create table prod.c as select * from prod.t; create table ci.c as select * from ci.t"
+    )
+    head, production = _manifests()
+    uid, child = "model.mediapulse.t", "model.mediapulse.c"
+    head["nodes"][uid]["raw_code"] = "select id, {{ keyed_hash('lower(email)') }} as email_hash, v"
+    head["nodes"][child] = _node("c", "ci", raw_code="select id, email_hash, v from {{ ref('t') }}",
+                                 depends_on={"nodes": [uid]})  # fmt: skip
+    production["nodes"][child] = _node("c", "prod")
+    diff = datadiff.diff_model(wh, head, production, uid, modified=True)
+    assert diff.changed_by_column == {"v": 0} and not diff.data_changed
+    assert diff.not_compared == ["email_hash"] and diff.classification == "non-breaking"
+    passed_on = datadiff.diff_model(wh, head, production, child, modified=False)
+    assert passed_on.not_compared == ["email_hash"] and not passed_on.data_changed
+    con.execute("update ci.t set v = v + 1 where id = 2")
+    text = datadiff.render_model(datadiff.diff_model(wh, head, production, uid, modified=True))
+    assert "- changed columns: v 1 (20.0 %)" in text and "email_hash 5" not in text
+    assert "- not compared: email_hash (keyed hashes: CI hashes personal data with a key" in text
+
+
+@pytest.mark.dbt
+def test_a_change_to_the_model_that_hashes_compares_everything_but_the_hash(
+    after_nightly: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pull request's CI never has production's hash key: it hashes with its own (a fresh
+    checkout's random key). A change to stg_accounts__users that changes no value shows no
+    change, and the report names the hash as not compared, with the reason."""
+    key_file = after_nightly.warehouse_dir / pii.KEY_FILE
+    production_key = key_file.read_text().strip() if key_file.exists() else os.environ[pii.KEY_ENV]
+    monkeypatch.delenv(pii.KEY_ENV, raising=False)
+
+    def edit(project: Project) -> None:
+        (project.warehouse_dir / pii.KEY_FILE).unlink(missing_ok=True)  # CI: a key of its own
+        _edit(project, "models/staging/accounts/stg_accounts__users.sql",
+              "        -- ids\n", "        -- ids: the account's\n")  # fmt: skip
+
+    project, outcome, diffs, report = _pull_request(after_nightly, tmp_path, edit)
+    assert outcome.returncode == 0, outcome.output[-3000:]
+    assert (project.warehouse_dir / pii.KEY_FILE).read_text().strip() != production_key
+    diff = diffs["stg_accounts__users"]
+    assert diff["modified"] and diff["status"] == "compared" and diff["key"] == ["user_id"]
+    assert (diff["added"], diff["removed"], diff["changed"]) == (0, 0, 0), report
+    assert diff["not_compared"] == ["email_hash"] and "email_hash" not in diff["changed_by_column"]
+    assert not diff["data_changed"] and diff["classification"] == "non-breaking"
+    assert (
+        "- notice: keyed hashes not compared (CI hashes personal data with a key of its own, "
+        "never production's, so their values differ by design): stg_accounts__users.email_hash"
+    ) in report

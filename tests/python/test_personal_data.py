@@ -14,6 +14,10 @@ import hashlib
 import os
 import stat
 import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -146,3 +150,66 @@ def test_a_server_target_without_the_key_is_one_line_naming_the_variable(
     assert not (project_copy.root / "dbt_packages").exists()
     monkeypatch.setenv(pii.KEY_ENV, "from-the-secret-store")
     assert pii.hash_key_env(project_copy, "postgres")[pii.KEY_ENV] == "from-the-secret-store"
+
+
+def test_two_jobs_starting_at_once_share_one_complete_key(
+    tmp_path: Path, isolated_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two jobs in one fresh checkout (nightly and its evaluator, two rehearsals) both find no
+    key and create one. Writing the key is slowed down, as a loaded disk would: the job that
+    loses the race must read the winner's whole key, never a file that exists but is empty."""
+    project = Project(REPO, tmp_path / "warehouse")
+    real_fdopen = os.fdopen
+
+    class SlowFile:
+        def __init__(self, handle: Any) -> None:
+            self.handle = handle
+
+        def __enter__(self) -> SlowFile:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.handle.close()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.handle, name)
+
+        def write(self, text: str) -> int:
+            time.sleep(0.5)
+            return self.handle.write(text)
+
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: SlowFile(real_fdopen(*a, **k)))
+    start = threading.Barrier(2)
+    keys: list[str] = []
+    errors: list[str] = []
+
+    def job() -> None:
+        start.wait()
+        try:
+            keys.append(pii.hash_key_env(project, "dev")[pii.KEY_ENV])
+        except MediaPulseError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    path = project.warehouse_dir / pii.KEY_FILE
+    assert len(keys) == 2 and keys[0] == keys[1] == path.read_text().strip()
+    assert len(keys[0]) == 64 and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in project.warehouse_dir.iterdir()] == [pii.KEY_FILE], "no temp left"
+
+
+def test_the_ci_server_target_hashes_with_a_key_of_its_own_not_productions(
+    project_copy: Project, isolated_env: None
+) -> None:
+    """Pull requests never receive production's key: on PostgreSQL the CI role's target
+    (postgres_ci, a CI run's schemas) gets this checkout's random key instead of stopping;
+    production's target still requires the variable."""
+    env = pii.hash_key_env(project_copy, "postgres_ci")
+    key = (project_copy.warehouse_dir / pii.KEY_FILE).read_text().strip()
+    assert env[pii.KEY_ENV] == key and len(key) == 64
+    with pytest.raises(MediaPulseError, match=pii.KEY_ENV):
+        pii.hash_key_env(project_copy, "postgres")

@@ -5,20 +5,28 @@ repository at the job's commit, plus only the artifacts its download steps fetch
 artifact store, which holds what the latest successful run on main published. The scenarios
 follow the order GitHub would run them in: a pull request before anything was ever published,
 the first nightly on an empty store, pull requests against it, validation, a deploy of the
-merged change, the next nightly, an expired warehouse artifact, and a rollback.
+merged change, the next nightly, an expired warehouse artifact, and a rollback. Production's
+jobs run in the `production` environment, which holds production's secrets and admits main
+only (a dispatch from another branch never starts, or stops at its guard); the loader's raw
+data travels sealed between them, and pull requests read a masked copy: at the end, no file
+any job uploaded and no PR comment holds a generated e-mail address or name.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from mediapulse import artifacts, generate
+from mediapulse import artifacts, generate, sealing
+from mediapulse.errors import MediaPulseError
 from mediapulse.summarize import MARKER
 
 from . import gha
@@ -28,6 +36,8 @@ pytestmark = pytest.mark.dbt
 
 STATE = "production-state"
 WAREHOUSE = "production-warehouse"
+RAW = "production-raw"  # the loader's raw data, sealed
+CI_RAW = "ci-raw"  # the raw data with every personal column masked, for pull requests
 HISTORY = "run-history"
 REPORT = "morning-report"
 CONTENT_MODEL = "models/staging/catalog/stg_catalog__content.sql"
@@ -35,18 +45,27 @@ REVENUE_TEST = "tests/marts/finance/assert_subscription_revenue_fully_allocated.
 # Lint and the unit tests read the checkout and write nothing a later step reads; they run in
 # the main pull-request scenario, and scenarios about what slim CI does with a change skip them.
 CODE_CHECKS = ("Lint", "Unit tests")
+# Production's secrets, as secrets of its environment (throwaway values); main only.
+RAW_KEY = "5eed" * 16
+PRODUCTION = gha.Environment(
+    secrets={"MEDIAPULSE_PII_HASH_KEY": "rehearsal-key", sealing.KEY_ENV: RAW_KEY},
+    branches=("main",),
+)
 
 
 @dataclass
 class Scenario:
     repository: Path  # the GitHub repository: main, and a branch per pull request
     work: Path
+    comments: list[str] = field(default_factory=list)  # every PR comment posted
 
     def workflow(self, name: str) -> Path:
         return self.repository / ".github" / "workflows" / name
 
     def runner(self, store: gha.Store) -> gha.Runner:
-        return gha.Runner(self.repository, store, self.work)
+        return gha.Runner(
+            self.repository, store, self.work, environments={"production": PRODUCTION}
+        )
 
     def branch(self, name: str, edit: Callable[[Path], None], base: str = "main") -> str:
         """A pull request's head: `edit` applied to `base` and committed; returns the commit."""
@@ -77,6 +96,8 @@ class Scenario:
         comment = runner.run(self.workflow("pr-slim-ci.yml"), "comment", commit=commit,
                              event="pull_request", event_payload=payload,
                              run_artifacts=checks.uploaded)  # fmt: skip
+        if comment.comment is not None:
+            self.comments.append(comment.comment)
         return checks, comment
 
     def on_main(self, store: gha.Store, workflow: str, job: str, **kwargs) -> gha.JobResult:
@@ -97,11 +118,28 @@ def _ok(job: gha.JobResult) -> None:
     assert job.success, job.log()
 
 
+@contextmanager
+def _loading(store: gha.Store, work: Path) -> Iterator[Path]:
+    """The loader's turn: production's raw data, unsealed for it to write in ``work``, then
+    sealed into the store again (it travels only sealed)."""
+    sealed = store.path(RAW) / "raw.duckdb.sealed"
+    plain = work / "loader" / "raw.duckdb"
+    sealing.unseal(sealed, plain, bytes.fromhex(RAW_KEY), "the rehearsal's raw data")
+    yield plain
+    sealing.seal(plain, sealed, bytes.fromhex(RAW_KEY))
+
+
 def _upper_titles(edit_root: Path) -> None:
     path = edit_root / CONTENT_MODEL
     text = path.read_text()
     assert "        title,\n" in text
     path.write_text(text.replace("        title,\n", "        upper(title) as title,\n", 1))
+
+
+def _unreviewed(edit_root: Path) -> None:
+    """A change nobody reviewed (what it does does not matter: it must never run)."""
+    model = edit_root / "models/marts/core/dim_content.sql"
+    model.write_text(model.read_text() + "-- unreviewed\n")
 
 
 def _relation(state: Path, model: str) -> str:
@@ -203,6 +241,7 @@ def test_the_first_nightly_on_an_empty_store_publishes_production(
 ) -> None:
     job, store = first_nightly
     _ok(job)
+    assert "guard: nightly from refs/heads/main" in job.step("Production guard").stdout
     assert "no production yet" in job.step("Full refresh, freshness, tests, docs").stdout
     state = store.path(STATE)
     for name in ("manifest.json", "run_results.json", "sources.json", "catalog.json",
@@ -210,9 +249,12 @@ def test_the_first_nightly_on_an_empty_store_publishes_production(
         assert (state / name).is_file(), f"{name} not published: {job.log()}"
     report = artifacts.load_json(state / "evaluator.json", "evaluator report")
     assert report["violations"] == []
-    # production and the raw data; the run history that outlives the runner on its own, kept
-    # for every finished run (a failed one's record matters most)
-    assert {p.name for p in store.path(WAREHOUSE).iterdir()} == {"prod.duckdb", "raw.duckdb"}
+    # production; the raw data sealed, and masked for pull requests (it was in
+    # production-warehouse, in clear: issue 27); the run history that outlives the runner on its
+    # own, kept for every finished run (a failed one's record matters most)
+    assert {p.name for p in store.path(WAREHOUSE).iterdir()} == {"prod.duckdb"}
+    assert [p.name for p in store.path(RAW).iterdir()] == ["raw.duckdb.sealed"]
+    assert [p.name for p in store.path(CI_RAW).iterdir()] == ["raw.duckdb"]
     assert [p.name for p in store.path(HISTORY).iterdir()] == ["monitoring_prod.duckdb"]
     assert store.completed().has(HISTORY)
     # the morning report and the docs site beside it
@@ -230,6 +272,12 @@ def test_a_pull_request_is_built_against_production(
     checks, comment = scenario.pull_request(published, merged_change, skip=("Unit tests",))
     _ok(checks)
     assert checks.step("Lint").outcome == "success"
+    # the raw data it built from is the masked copy, and it held no production secret
+    raw = checks.workspace / "warehouse" / "raw.duckdb"
+    domains = "select distinct split_part(email, '@', 2) from accounts.users"
+    with duckdb.connect(str(raw), read_only=True) as con:
+        assert con.execute(domains).fetchall() == [("example.invalid",)]
+    assert checks.environment is None and not checks.secrets & set(PRODUCTION.secrets)
     slim = (checks.workspace / "ci-output" / "slim-ci.md").read_text()
     assert "| modified | 1 | stg_catalog__content |" in slim
     assert "Slim CI results: passed" in slim
@@ -392,7 +440,8 @@ def test_the_hourly_refresh_adds_the_loaders_new_rows_then_rests(
     sessions = _relation(store.path(STATE), "fct_watch_sessions")
     prod = store.path(WAREHOUSE) / "prod.duckdb"
     before = _count(prod, f"select count(*) from {sessions}")
-    generate.append_day(store.path(WAREHOUSE) / "raw.duckdb")  # the loader's next day
+    with _loading(store, tmp_path) as raw:
+        generate.append_day(raw)  # the loader's next day
     job = scenario.on_main(store, "refresh.yml", "refresh")
     _ok(job)
     release = artifacts.load_json(store.path(STATE) / "release.json", "release")
@@ -408,11 +457,14 @@ def test_the_hourly_refresh_adds_the_loaders_new_rows_then_rests(
     _ok(again)
     assert "No new raw rows since release" in again.step("Refresh with the new raw rows").stdout
     # only the run history changes (it records the hour's run as skipped), and the morning
-    # report that shows it
+    # report that shows it; and the masked copy of the raw data, masked again with a new
+    # secret salt (the sealed raw data is published as it came: it did not change)
     after = _digest(store.root)
     for stored in (store, store.completed()):
         history = str(stored.path(HISTORY).relative_to(store.root) / "monitoring_prod.duckdb")
         assert after.pop(history) != unchanged.pop(history)
+        masked = str(stored.path(CI_RAW).relative_to(store.root) / "raw.duckdb")
+        assert after.pop(masked) and unchanged.pop(masked)
         for page in ("index.html", "docs.html"):
             report = str(stored.path(REPORT).relative_to(store.root) / page)
             assert after.pop(report) and unchanged.pop(report)
@@ -429,7 +481,7 @@ def test_the_next_nightly_keeps_snapshot_history(
     with duckdb.connect(str(store.path(WAREHOUSE) / "prod.duckdb"), read_only=True) as con:
         before = set(con.execute(versions.format(snapshot)).fetchall())
     # the catalogue renames a title, and the loader brings the new row (raw data is its own)
-    with duckdb.connect(str(store.path(WAREHOUSE) / "raw.duckdb")) as con:
+    with _loading(store, tmp_path) as raw, duckdb.connect(str(raw)) as con:
         con.execute(
             "update catalog.content set title = title || ' (Director''s Cut)', "
             "updated_at = (select max(loaded_at) from catalog.content), "
@@ -469,6 +521,50 @@ def test_the_nightly_stops_when_the_warehouse_artifact_expired(
     )
 
 
+def test_a_nightly_dispatched_from_another_branch_stops_before_anything_runs(
+    scenario: Scenario, published: gha.Store, tmp_path: Path
+) -> None:
+    """A branch's unreviewed change, dispatched as the nightly: GitHub does not start the job
+    (production's environment admits main only); where that rule was never set, the job's
+    first step stops it with one line, before the branch's code is installed or run. Either
+    way production, its secrets and its artifacts are untouched. On main, an environment
+    secret left unset is named by the same step."""
+    store = published.copy(tmp_path / "store")
+    before = _digest(store.root)
+    commit = scenario.branch("dispatched", _unreviewed)
+    nightly, ref = scenario.workflow("nightly.yml"), "refs/heads/dispatched"
+    refused = scenario.runner(store).run(
+        nightly, "nightly", commit=commit, event="workflow_dispatch", ref=ref
+    )
+    assert not refused.success and refused.steps == [] and refused.secrets == frozenset()
+    assert refused.not_started == (
+        'Branch "dispatched" is not allowed to deploy to production due to environment '
+        "protection rules."
+    )
+    unruled = {"production": gha.Environment(PRODUCTION.secrets)}  # no deployment-branch rule
+    runner = gha.Runner(scenario.repository, store, scenario.work, environments=unruled)
+    job = runner.run(nightly, "nightly", commit=commit, event="workflow_dispatch", ref=ref)
+    guard = job.step("Production guard")
+    assert [s.outcome for s in job.steps[:2]] == ["success", "failure"], job.log()
+    assert {s.outcome for s in job.steps[2:]} == {"skipped"}, job.log()
+    assert not (job.workspace / ".venv").exists() and job.uploaded == {}
+    [line] = guard.stderr.strip().splitlines()
+    assert line.startswith(
+        "mediapulse guard: error: nightly writes production and runs only from main, not "
+        "refs/heads/dispatched"
+    ), line
+    assert _digest(store.root) == before
+
+    keyless = {"production": gha.Environment({"MEDIAPULSE_PII_HASH_KEY": "k"}, ("main",))}
+    runner = gha.Runner(scenario.repository, store, scenario.work, environments=keyless)
+    job = runner.run(nightly, "nightly", commit="main", event="schedule", on_main=True)
+    [line] = job.step("Production guard").stderr.strip().splitlines()
+    assert f"needs the secret(s) {sealing.KEY_ENV}, empty in this job" in line, line
+    assert "Settings → Environments → production" in line
+    assert {s.outcome for s in job.steps[2:]} == {"skipped"}, job.log()
+    assert _digest(store.root) == before
+
+
 def _published(digests: dict[str, str]) -> dict[str, str]:
     """What later successful runs download: not the store of every finished run's uploads."""
     return {k: v for k, v in digests.items() if not k.startswith(gha.COMPLETED)}
@@ -494,3 +590,134 @@ def test_a_rollback_restores_the_previous_release_and_its_state(
     assert step.outcome == "failure"
     assert "nothing to roll back to" in step.stderr
     assert _digest(store.root) == before
+
+
+# -- no personal value in anything a pull request can read ------------------------------------
+
+DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
+EMAIL = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+LOCAL_PART = re.compile(rb"[A-Za-z0-9._%+-]+$")
+DOMAIN = re.compile(rb"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+
+
+def _people(raw: Path) -> tuple[set[str], set[str]]:
+    """Every e-mail address and full name the loader's raw data holds."""
+    with duckdb.connect(str(raw), read_only=True) as con:
+        rows = con.execute("select email, full_name from accounts.users").fetchall()
+    return {e for e, _ in rows if e}, {n for _, n in rows if n}
+
+
+def _is_duckdb(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(12)[8:12] == DUCKDB_MAGIC
+
+
+def _found_in_bytes(data: bytes, emails: set[str], names: set[str]) -> set[str]:
+    """The addresses and names a file's bytes hold in clear (UTF-8, or JSON-escaped). Found
+    from their anchors (each `@`, each first name) with bytes.find: a regex scan of a large
+    binary file takes minutes."""
+    found = set()
+    at = data.find(b"@")
+    while at != -1:
+        local = LOCAL_PART.search(data, max(0, at - 64), at)
+        domain = DOMAIN.match(data, at + 1)
+        if local and domain:
+            found.add((local.group() + b"@" + domain.group()).decode())
+        at = data.find(b"@", at + 1)
+    found &= emails
+    forms: dict[bytes, list[tuple[bytes, str]]] = {}
+    for name in names:
+        for form in {name, json.dumps(name)[1:-1]}:
+            first = form.split(" ")[0].encode() + b" "
+            forms.setdefault(first, []).append((form.encode(), name))
+    for first, candidates in forms.items():
+        i = data.find(first)
+        while i != -1:
+            for form, name in candidates:
+                end = i + len(form)
+                if data.startswith(form, i) and not data[end : end + 1].isalnum():
+                    found.add(name)
+            i = data.find(first, i + 1)
+    return found
+
+
+def _found_in_duckdb(path: Path, people: set[str]) -> dict[str, int]:
+    """Per text column of every table of a DuckDB file: the distinct values holding an address
+    or a name, as the whole value, an address in it, or two words of it in a row (a view shows
+    what tables hold, in this file or another)."""
+    con = duckdb.connect()
+    try:
+        con.execute(f"attach '{path}' as searched (read_only)")
+        con.execute("create temp table people(v varchar)")
+        con.executemany("insert into people values (?)", [[p] for p in sorted(people)])
+        columns = con.execute(
+            "select c.table_schema, c.table_name, c.column_name from information_schema.columns c "
+            "join information_schema.tables t using (table_catalog, table_schema, table_name) "
+            "where c.table_catalog = 'searched' and t.table_type = 'BASE TABLE' "
+            "and c.data_type = 'VARCHAR'"
+        ).fetchall()
+        found = {}
+        for schema, table, column in columns:
+            [(n,)] = con.execute(
+                f'with v as (select distinct "{column}" as s from searched."{schema}"."{table}"), '
+                "w as (select regexp_split_to_array(s, '[\\s,;:|()<>\"/.]+') as w from v "
+                "where s like '% %'), tokens as ("
+                "select s as t from v union all "
+                f"select unnest(regexp_extract_all(s, '{EMAIL.pattern.decode()}')) from v "
+                "where s like '%@%' union all "
+                "select unnest(list_transform(range(1, len(w)), i -> w[i] || ' ' || w[i + 1])) "
+                "from w) select count(distinct t) from tokens where t in (select v from people)"
+            ).fetchall()
+            if n:
+                found[f"{schema}.{table}.{column}"] = n
+        return found
+    finally:
+        con.close()
+
+
+def test_no_artifact_and_no_comment_holds_a_personal_value_in_clear(
+    scenario: Scenario,
+    first_nightly: tuple[gha.JobResult, gha.Store],
+    deployed: tuple[gha.JobResult, gha.Store],
+    tmp_path: Path,
+) -> None:
+    """Every file of every artifact any job of this module uploaded (whatever scenarios ran
+    before this one), and every PR comment: no generated e-mail address or full name. Text by
+    content, DuckDB files by querying every text column of every table."""
+    emails, names = _people(first_nightly[0].workspace / "warehouse" / "raw.duckdb")
+    assert len(emails) > 100 and len(names) > 100
+    files = [f for f in sorted(scenario.work.glob("*.artifacts/*/**/*")) if f.is_file()]
+    artifact_names = {f.relative_to(scenario.work).parts[1] for f in files}
+    assert {STATE, WAREHOUSE, HISTORY, REPORT} <= artifact_names, artifact_names
+    leaks: dict[str, object] = {}
+    searched: dict[str, str] = {}  # digest -> first path: copies are searched once
+    for path in files:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest in searched:
+            continue
+        searched[digest] = str(path)
+        where = str(path.relative_to(scenario.work))
+        found = _found_in_bytes(path.read_bytes(), emails, names)
+        if found:
+            leaks[where] = sorted(found)[:3]
+        if _is_duckdb(path):
+            columns = _found_in_duckdb(path, emails | names)
+            if columns:
+                leaks[where] = columns
+    for comment in scenario.comments:
+        found = _found_in_bytes(comment.encode(), emails, names)
+        if found:
+            leaks["a PR comment"] = sorted(found)[:3]
+    assert not leaks, f"personal values in clear: {leaks}"
+    assert {RAW, CI_RAW} <= artifact_names, artifact_names
+
+    # the sealed raw data holds them, but opens only with the production environment's key
+    sealed = first_nightly[0].uploaded[RAW] / "raw.duckdb.sealed"
+    assert not _is_duckdb(sealed)
+    with pytest.raises(duckdb.Error):
+        duckdb.connect(str(sealed), read_only=True).close()
+    with pytest.raises(MediaPulseError, match="does not open with MEDIAPULSE_RAW_ARTIFACT_KEY"):
+        sealing.unseal(sealed, tmp_path / "guessed.duckdb", bytes(32), "a guessed key")
+    assert not (tmp_path / "guessed.duckdb").exists()
+    sealing.unseal(sealed, tmp_path / "raw.duckdb", bytes.fromhex(RAW_KEY), "the real key")
+    assert _people(tmp_path / "raw.duckdb") == (emails, names)

@@ -2,7 +2,9 @@
 PostgreSQL targets (MEDIAPULSE_PROD_TARGET=postgres, MEDIAPULSE_CI_TARGET=postgres_ci).
 
 Every job runs on a fresh runner (tests/python/gha.py) with the repository's variables and
-secrets; the workflows pass on only what each job may have. The server is a throwaway one with
+secrets, set up as the README says: production's password and hash key are secrets of the
+`production` environment (main only), the CI role's password a repository secret; the
+workflows pass on only what each job may have. The server is a throwaway one with
 the three roles (README, "Roles and grants") and raw data its loader landed. In GitHub's order:
 the first nightly publishes a blue-green release and its state (no warehouse file: production
 is in the database), a pull request runs as `ci` in its run's own schemas, which are gone at
@@ -87,12 +89,16 @@ class PgScenario(Scenario):
             "MEDIAPULSE_PG_USER": "transformer",
             "MEDIAPULSE_PG_CI_USER": "ci",
         }
-        secrets = {
-            "MEDIAPULSE_PG_PASSWORD": pg.role_password("transformer"),
-            "MEDIAPULSE_PG_CI_PASSWORD": pg.role_password("ci"),
-            "MEDIAPULSE_PII_HASH_KEY": pgserver.PII_HASH_KEY,
-        }
-        return gha.Runner(self.repository, store, self.work, variables, secrets)
+        production = gha.Environment(
+            secrets={
+                "MEDIAPULSE_PG_PASSWORD": pg.role_password("transformer"),
+                "MEDIAPULSE_PII_HASH_KEY": pgserver.PII_HASH_KEY,
+            },
+            branches=("main",),
+        )
+        secrets = {"MEDIAPULSE_PG_CI_PASSWORD": pg.role_password("ci")}
+        return gha.Runner(self.repository, store, self.work, variables, secrets,
+                          environments={"production": production})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +146,8 @@ def test_the_first_nightly_on_postgres_publishes_a_release_and_its_state(
 ) -> None:
     job = scenario.on_main(store, "nightly.yml", "nightly")
     _ok(job)
+    guard = job.step("Production guard").stdout
+    assert "secrets set: MEDIAPULSE_PG_PASSWORD, MEDIAPULSE_PII_HASH_KEY" in guard, guard
     assert "swap:" in job.step("Full refresh, freshness, tests, docs").stdout
     assert _stamp(scenario.server) == _release_id(store)
     assert not store.has(WAREHOUSE), "production is in the database, not a file"
@@ -158,6 +166,9 @@ def test_a_pull_request_on_postgres_runs_as_ci_in_schemas_of_its_own(
     commit = scenario.branch("upper-titles-pg", _upper_titles)
     checks, comment = scenario.pull_request(store, commit, skip=CODE_CHECKS)
     _ok(checks)
+    # the CI role's password, nothing of production's: its hash key of its own
+    assert checks.environment is None and checks.secrets == {"MEDIAPULSE_PG_CI_PASSWORD"}
+    assert "generated this checkout's key" in checks.step("Slim CI").stdout
     slim = (checks.workspace / "ci-output" / "slim-ci.md").read_text()
     assert "| modified | 1 | stg_catalog__content |" in slim and "Slim CI results: passed" in slim
     # the data diff ran on the server, as the CI role: production's mixed-case titles changed

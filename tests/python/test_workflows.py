@@ -1,7 +1,9 @@
 """The GitHub workflows, checked without GitHub: every `run:` step is one call of ours that
-exists and parses, actions are pinned, permissions and concurrency are right, the files
-validate against GitHub's schema, zizmor finds nothing, shellcheck passes, and each workflow
-runs the same command sequence as its `make ci-*` rehearsal."""
+exists and parses, actions are pinned, permissions and concurrency are right, each job
+reaches exactly the secrets it needs (production's only from the `production` environment,
+none from a pull request), the files validate against GitHub's schema, zizmor finds nothing,
+shellcheck passes, and each workflow runs the same command sequence as its `make ci-*`
+rehearsal."""
 
 from __future__ import annotations
 
@@ -38,6 +40,19 @@ MAKE_VARS = {
     "$(CI_TARGET)": '"$MEDIAPULSE_CI_TARGET"',
 }
 SHA_PIN = re.compile(r"^[\w.-]+/[\w.-]+@[0-9a-f]{40}$")
+# The first step of a job that writes production, right after the checkout: the runner's own
+# python3 and the standard library (mediapulse.guard), before anything is installed.
+GUARD = re.compile(
+    r'^python3 -m mediapulse\.guard --job (\w+) --target "\$MEDIAPULSE_PROD_TARGET"$'
+)
+# Steps that move production's data between runners (and the guard): the workflow's business;
+# a local rehearsal reads raw.duckdb where the loader wrote it.
+RUNNER_ONLY = ("unseal-raw", "seal-raw", "mask-raw")
+ALWAYS = "${{ always() }}"
+GUARDED = {
+    status: f"${{{{ {status}() && steps.guard.outcome == 'success' }}}}"
+    for status in ("always", "failure")
+}
 
 
 def _workflows() -> dict[str, dict]:
@@ -82,6 +97,12 @@ def test_every_run_step_is_one_existing_call_of_ours() -> None:
             assert "\n" not in command, f"{name}: multi-line run step {command!r}"
             assert not re.search(r"[;&|`]|\$\(", command), f"{name}: shell logic in {command!r}"
             words = shlex.split(command)
+            if GUARD.match(command):
+                from mediapulse import guard
+
+                assert step["env"]["PYTHONPATH"] == "scripts", f"{name}: {command}"
+                guard.build_parser().parse_args(words[3:])  # an unknown job or flag exits here
+                continue
             if words[0] == "make":
                 assert len(words) == 2 and words[1] in targets, f"{name}: {command}"
             else:
@@ -100,6 +121,10 @@ def test_each_workflow_runs_what_its_rehearsal_runs() -> None:
         workflow_calls = [c for c in workflow_calls if c != "make venv"]
         # a failure alert is the workflow's business; locally the exit code says it
         workflow_calls = [c for c in workflow_calls if " notify " not in c and " alert " not in c]
+        workflow_calls = [
+            c for c in workflow_calls
+            if not GUARD.match(c) and not any(f" {w} " in c for w in RUNNER_ONLY)
+        ]  # fmt: skip
         assert workflow_calls == targets[target], f"{name} and make {target} differ"
 
 
@@ -142,11 +167,13 @@ def test_secrets_reach_only_env_and_targets_come_from_variables() -> None:
         assert re.search(r"MEDIAPULSE_(PROD|CI)_TARGET: \$\{\{ vars\.", text), path.name
 
 
-PROD_COMMANDS = {"nightly", "refresh", "deploy", "rollback", "report", "alert"}
+PROD_COMMANDS = {
+    "nightly", "refresh", "deploy", "rollback", "report", "alert", *RUNNER_ONLY,
+}  # fmt: skip
 PR_WORKFLOWS = ("pr-slim-ci.yml", "pr-validation.yml")
-# What a pull request's job may receive: the CI role's password and the key the e-mail hash
-# needs; never production's password.
-PR_SECRETS = {"MEDIAPULSE_PG_CI_PASSWORD", "MEDIAPULSE_PII_HASH_KEY"}
+# What a pull request's job may receive: the CI role's password; never production's password
+# nor its hash key (CI hashes with a key of its own).
+PR_SECRETS = {"MEDIAPULSE_PG_CI_PASSWORD"}
 
 
 def test_every_step_takes_its_target_from_the_repository_variables() -> None:
@@ -167,7 +194,7 @@ def test_every_step_takes_its_target_from_the_repository_variables() -> None:
             if uses_ci:  # a CI run's schemas on a server go after its last use, whatever happened
                 last = [s for s in job["steps"] if "$MEDIAPULSE_CI_TARGET" in s.get("run", "")][-1]
                 assert "drop-ci-schemas" in last["run"], f"{name}:{job_name}"
-                assert last["if"] == "${{ always() }}", f"{name}:{job_name}"
+                assert last["if"] in (ALWAYS, GUARDED["always"]), f"{name}:{job_name}"
     makefile = (REPO / "Makefile").read_text()
     assert not re.search(r"--target (ci|prod|postgres\w*)\b", makefile)
 
@@ -179,6 +206,97 @@ def test_pull_request_workflows_get_only_the_ci_roles_secret() -> None:
         assert "MEDIAPULSE_PG_PASSWORD" not in text and "MEDIAPULSE_PG_USER:" not in text, name
     for name in RELEASES:
         assert "secrets.MEDIAPULSE_PG_PASSWORD" in (WORKFLOWS / name).read_text(), name
+
+
+# Where each secret lives (README, "GitHub Actions, rehearsable here"): production's are secrets
+# of the `production` environment, whose deployment branches are main only; the CI role's
+# password is a repository secret.
+PRODUCTION_SECRETS = frozenset({
+    "MEDIAPULSE_PG_PASSWORD", "MEDIAPULSE_PII_HASH_KEY", "MEDIAPULSE_RAW_ARTIFACT_KEY",
+    "MEDIAPULSE_PAGE_WEBHOOK", "MEDIAPULSE_TICKET_WEBHOOK", "MEDIAPULSE_WEBHOOK_URL",
+})  # fmt: skip
+REPOSITORY_SECRETS = frozenset({"MEDIAPULSE_PG_CI_PASSWORD"})
+# Events whose jobs run a pull request's code or on its behalf (never main's ref).
+PR_EVENTS = frozenset({
+    "pull_request", "pull_request_target", "pull_request_review", "pull_request_review_comment",
+    "merge_group", "issue_comment", "workflow_run",
+})  # fmt: skip
+# Per job: the environment it runs in and every secret it can reach.
+REACHES = {
+    "nightly.yml:nightly": ("production", PRODUCTION_SECRETS | REPOSITORY_SECRETS),
+    "refresh.yml:refresh": ("production", PRODUCTION_SECRETS),
+    "deploy.yml:deploy": ("production", PRODUCTION_SECRETS | REPOSITORY_SECRETS),
+    "rollback.yml:rollback": ("production", {"MEDIAPULSE_PG_PASSWORD", "MEDIAPULSE_WEBHOOK_URL"}),
+    "pr-slim-ci.yml:checks": (None, REPOSITORY_SECRETS),
+    "pr-slim-ci.yml:comment": (None, set()),
+    "pr-validation.yml:validate": (None, REPOSITORY_SECRETS),
+}
+
+
+def _triggers(workflow: dict) -> set[str]:
+    on = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
+    return {on} if isinstance(on, str) else set(on)
+
+
+def _reached_secrets(name: str, job_name: str, job: dict) -> set[str]:
+    """The secrets a job can reach: those named in its env, its steps' env and `with:`.
+    Anywhere else (a `run:`, an `if:`, `secrets: inherit`, the whole `secrets` context)
+    fails here: GitHub would hand it over in ways this test could not follow."""
+    places = [job.get("env") or {}]
+    for step in job.get("steps", []):
+        places += [step.get("env") or {}, step.get("with") or {}]
+        rest = {k: v for k, v in step.items() if k not in ("env", "with")}
+        assert "secrets" not in str(rest), f"{name}:{job_name}: a secret outside env/with"
+    rest = {k: v for k, v in job.items() if k not in ("env", "steps")}
+    assert "secrets" not in str(rest), f"{name}:{job_name}: secrets: inherit or the like"
+    reached: set[str] = set()
+    for place in places:
+        for value in place.values():
+            text = str(value)
+            assert not re.search(r"secrets\s*[\[)]|toJSON\(\s*secrets", text), text
+            reached |= set(re.findall(r"secrets\.(\w+)", text))
+    return reached
+
+
+def test_each_job_reaches_exactly_its_secrets_and_no_pull_request_reaches_productions() -> None:
+    seen = {}
+    for name, workflow in _workflows().items():
+        triggers = _triggers(workflow)
+        assert "pull_request_target" not in triggers and "workflow_run" not in triggers, name
+        assert "secrets" not in str(workflow.get("env") or {}), name
+        for job_name, job in workflow["jobs"].items():
+            assert "uses" not in job, f"{name}:{job_name}: a reusable workflow's secrets"
+            reached = _reached_secrets(name, job_name, job)
+            environment = job.get("environment")
+            seen[f"{name}:{job_name}"] = (environment, reached)
+            if triggers & PR_EVENTS:  # reachable from a pull request: nothing of production's
+                assert environment is None, f"{name}:{job_name} runs in {environment}"
+                assert not reached & PRODUCTION_SECRETS, f"{name}:{job_name}: {reached}"
+            if reached & PRODUCTION_SECRETS:  # only in production, only from main
+                assert environment == "production", f"{name}:{job_name}"
+                assert triggers <= {"schedule", "workflow_dispatch", "push"}, name
+                assert workflow.get("on", workflow.get(True)).get("push") in (
+                    None, {"branches": ["main"]},
+                ), name  # fmt: skip
+    assert seen == {k: (env, set(s)) for k, (env, s) in REACHES.items()}
+
+
+def test_every_job_that_writes_production_starts_with_the_guard() -> None:
+    """Right after the checkout, before setup-python and the install: a dispatch from another
+    branch runs none of its own code or packages, and when the guard stops the job no later
+    step runs, not even one that runs whatever happened (`always()`, `failure()`)."""
+    for name in RELEASES:
+        [(job_name, job)] = _workflows()[name]["jobs"].items()
+        assert job["environment"] == "production", name
+        first, second = job["steps"][:2]
+        assert "actions/checkout" in first["uses"], name
+        match = GUARD.match(second.get("run", ""))
+        assert match and match.group(1) == job_name and second["id"] == "guard", name
+        for step in job["steps"][2:]:
+            condition = str(step.get("if", ""))
+            for status, guarded in GUARDED.items():
+                if f"{status}()" in condition:
+                    assert condition == guarded, f"{name}: {step['name']}: {condition}"
 
 
 def test_caches_are_keyed_on_lock_files() -> None:
