@@ -25,6 +25,8 @@ STATE := $(STORE)/production-state
 # The targets the workflows take from repository variables MEDIAPULSE_PROD_TARGET and
 # MEDIAPULSE_CI_TARGET (the same variables here; DuckDB's `prod` and `ci` by default).
 PROD_TARGET ?= $(or $(MEDIAPULSE_PROD_TARGET),prod)
+# make ci-rollback: the kept release to restore (empty: the one before the last change of code)
+TO ?=
 CI_TARGET ?= $(or $(MEDIAPULSE_CI_TARGET),ci)
 MP := $(BIN)/mediapulse
 
@@ -100,8 +102,8 @@ ci-deploy: venv ## rehearse the deploy workflow: build prod from this checkout, 
 	$(MP) evaluate --target $(CI_TARGET) --json $(STATE)/evaluator.json --markdown $(OUT)/evaluator.md
 	$(MP) drop-ci-schemas --target $(CI_TARGET)
 
-ci-rollback: venv ## rehearse the rollback workflow: put back the previous release and its state
-	$(MP) rollback --target $(PROD_TARGET) --artifacts $(STATE)
+ci-rollback: venv ## rehearse the rollback workflow: put back a kept release (TO=id, or the one before the last change of code) and its state
+	$(MP) rollback --target $(PROD_TARGET) --artifacts $(STATE) --to "$(TO)"
 
 format: venv ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -166,7 +166,7 @@ def _cmd_rollback(args: argparse.Namespace, project: Project) -> int:
     from mediapulse.release import check_artifacts_dir, rollback
 
     state_dir = check_artifacts_dir(Path(args.artifacts).resolve())
-    print(rollback(project, args.target, state_dir, to=args.to))
+    print(rollback(project, args.target, state_dir, to=args.to or None))
     print(f"its state is in {state_dir}, for slim CI")
     return 0
 
@@ -551,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollback_p.add_argument(
         "--to",
         metavar="RELEASE_ID",
-        help="the kept release to restore (`mediapulse releases` lists them)",
+        help="the kept release to restore (`mediapulse releases` lists them; empty: the default)",
     )
 
     releases_p = command(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import duckdb
 import pytest
 
 from mediapulse import artifacts, generate, sealing
+from mediapulse.duckdb_release import read_stamp, read_state
 from mediapulse.errors import MediaPulseError
 from mediapulse.summarize import MARKER
 
@@ -393,11 +395,12 @@ def test_a_deploy_of_the_merged_change_swaps_production_and_keeps_the_previous(
         "model.mediapulse.stg_catalog__content"
     ]["raw_code"]
     assert "upper(title) as title" in raw_code, "the next pull request compares with main"
-    assert (store.path(WAREHOUSE) / "prod.previous.duckdb").is_file()
-    previous = artifacts.load_json(state / "previous" / "manifest.json", "previous manifest")
+    kept = sorted((store.path(WAREHOUSE) / "releases").glob("*.duckdb"))
+    assert len(kept) == 1, "the replaced release is kept beside production, for a rollback"
+    previous = json.loads(zlib.decompress(dict(read_state(kept[0]))["manifest.json"]))
     assert (
         "upper(title)" not in previous["nodes"]["model.mediapulse.stg_catalog__content"]["raw_code"]
-    ), "the state of the replaced release is kept beside it, for a rollback"
+    ), "the state of the replaced release is kept with it, for a rollback"
 
 
 def test_a_deploy_whose_test_fails_publishes_nothing(
@@ -499,6 +502,37 @@ def test_the_next_nightly_keeps_snapshot_history(
     assert closed > 0, "renamed titles closed their previous version"
 
 
+def test_a_nightly_whose_evaluator_fails_after_its_swap_still_publishes_what_it_released(
+    scenario: Scenario, deployed: tuple[gha.JobResult, gha.Store], tmp_path: Path
+) -> None:
+    """A step after the release fails (here the evaluator, pointed at a target that does not
+    exist): the release is live, so its warehouse and state are published all the same, and
+    the next job works from them (before, every upload was skipped and the next job took the
+    release before it, silently)."""
+    _ok(deployed[0])
+    store = deployed[1].copy(tmp_path / "store")
+    before = read_stamp(store.path(WAREHOUSE) / "prod.duckdb")
+    runner = gha.Runner(scenario.repository, store, scenario.work,
+                        variables={"MEDIAPULSE_CI_TARGET": "no_such_target"},
+                        environments={"production": PRODUCTION})  # fmt: skip
+    job = runner.run(scenario.workflow("nightly.yml"), "nightly", commit="main",
+                     event="schedule", on_main=True)  # fmt: skip
+    assert not job.success
+    assert job.step("Full refresh, freshness, tests, docs").outcome == "success", job.log()
+    assert job.step("Project evaluator report (the baseline for pull requests)").outcome == (
+        "failure"
+    )
+    published = store.completed()
+    live = read_stamp(published.path(WAREHOUSE) / "prod.duckdb")
+    assert live is not None and before is not None and live.release_id != before.release_id
+    state = json.loads((published.path(STATE) / "release.json").read_text())
+    assert state["release_id"] == live.release_id, "the warehouse and its state, together"
+    refresh = scenario.on_main(store, "refresh.yml", "refresh")
+    _ok(refresh)
+    out = refresh.step("Refresh with the new raw rows").stdout
+    assert f"release {live.release_id} stays live" in out and "notice:" not in out
+
+
 def test_the_nightly_stops_when_the_warehouse_artifact_expired(
     scenario: Scenario, published: gha.Store, tmp_path: Path
 ) -> None:
@@ -581,7 +615,8 @@ def test_a_rollback_restores_the_previous_release_and_its_state(
     manifest = artifacts.load_json(store.path(STATE) / "manifest.json", "manifest")
     raw_code = manifest["nodes"]["model.mediapulse.stg_catalog__content"]["raw_code"]
     assert "upper(title)" not in raw_code, "slim CI compares with what is live"
-    assert not (store.path(WAREHOUSE) / "prod.previous.duckdb").exists()
+    assert "production rolled back to release " in job.step("Roll back production").stdout
+    assert not list((store.path(WAREHOUSE) / "releases").glob("*.duckdb")), "the deploy undone"
 
     # there is nothing left to roll back to: the workflow refuses and changes nothing
     before = _digest(store.root)

@@ -38,6 +38,7 @@ MAKE_VARS = {
     "$(MAKE)": "make",
     "$(PROD_TARGET)": '"$MEDIAPULSE_PROD_TARGET"',
     "$(CI_TARGET)": '"$MEDIAPULSE_CI_TARGET"',
+    '"$(TO)"': '"$ROLLBACK_TO"',  # the rollback's `to` input
 }
 SHA_PIN = re.compile(r"^[\w.-]+/[\w.-]+@[0-9a-f]{40}$")
 # The first step of a job that writes production, right after the checkout: the runner's own
