@@ -180,6 +180,8 @@ class DuckDbRelease:
             return []
 
     def _write_index(self, ids: list[str]) -> None:
+        if not ids and not self.kept_dir.is_dir():
+            return  # nothing kept, nothing to say (a first release leaves no releases/)
         self.kept_dir.mkdir(parents=True, exist_ok=True)
         path = self.kept_dir / INDEX
         staged = path.with_name(INDEX + ".new")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -123,12 +124,14 @@ def _ok(job: gha.JobResult) -> None:
 @contextmanager
 def _loading(store: gha.Store, work: Path) -> Iterator[Path]:
     """The loader's turn: production's raw data, unsealed for it to write in ``work``, then
-    sealed into the store again (it travels only sealed)."""
-    sealed = store.path(RAW) / "raw.duckdb.sealed"
+    sealed into the store again (it travels only sealed), where the next job's download finds
+    it (the latest finished run's)."""
+    sealed = store.completed().path(RAW) / "raw.duckdb.sealed"
     plain = work / "loader" / "raw.duckdb"
     sealing.unseal(sealed, plain, bytes.fromhex(RAW_KEY), "the rehearsal's raw data")
     yield plain
     sealing.seal(plain, sealed, bytes.fromhex(RAW_KEY))
+    shutil.copy2(sealed, store.path(RAW) / "raw.duckdb.sealed")
 
 
 def _upper_titles(edit_root: Path) -> None:
@@ -553,6 +556,24 @@ def test_the_nightly_stops_when_the_warehouse_artifact_expired(
         after[f"{gha.COMPLETED}/{REPORT}/index.html"]
         != before[f"{gha.COMPLETED}/{REPORT}/index.html"]
     )
+
+
+def test_the_nightly_stops_when_every_production_artifact_expired_but_the_history_did_not(
+    scenario: Scenario, published: gha.Store, tmp_path: Path
+) -> None:
+    """Warehouse, state and raw data all expired (7 and 14 days), the run history (90 days)
+    not: the nightly stops rather than build production again from generated demo data."""
+    store = published.copy(tmp_path / "store")
+    for artifact in (WAREHOUSE, STATE, RAW, CI_RAW):
+        store.expire(artifact)
+    before = _digest(store.root)
+    job = scenario.on_main(store, "nightly.yml", "nightly")
+    step = job.step("Full refresh, freshness, tests, docs")
+    assert step.outcome == "failure", job.log()
+    error = step.stderr.strip().splitlines()[-1]
+    assert "the run history records production (release " in error and "--start-over" in error
+    assert "generating" not in step.stdout, "no demo data replaces the loader's"
+    assert _published(_digest(store.root)) == _published(before)
 
 
 def test_a_nightly_dispatched_from_another_branch_stops_before_anything_runs(

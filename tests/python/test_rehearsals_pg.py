@@ -21,6 +21,7 @@ import pytest
 
 from mediapulse import generate
 from mediapulse.cli import main
+from mediapulse.pg_release import kept_suffix
 
 from . import gha, pgserver
 from .conftest import copy_project
@@ -193,13 +194,16 @@ def test_a_deploy_on_postgres_swaps_the_merged_change_live_then_a_rollback_undoe
     _ok(deploy)
     second = _release_id(store)
     assert second != first and _stamp(scenario.server) == second
-    assert _stamp(scenario.server, f"{MARTS}__previous") == first
+    assert _stamp(scenario.server, MARTS + kept_suffix(first)) == first, "kept for a rollback"
     assert _mixed_case_titles(scenario.server) == 0
     assert _ci_schemas(scenario.server) == []
     rollback = scenario.on_main(store, "rollback.yml", "rollback", event="workflow_dispatch")
     _ok(rollback)
     assert _release_id(store) == first and _stamp(scenario.server) == first
     assert _mixed_case_titles(scenario.server) > 0
+    assert "production rolled back to release " + first in rollback.step(
+        "Roll back production"
+    ).stdout
 
 
 def test_production_is_owned_by_transformer_read_by_ci_and_reporter(scenario: PgScenario) -> None:
