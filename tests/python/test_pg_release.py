@@ -700,6 +700,13 @@ def test_a_rollback_refuses_an_incomplete_kept_release_naming_the_missing_schema
         assert f"kept release {oldest} is incomplete: schema {missing} is missing" in err
         assert "production left as it was" in err
         assert (_objects(project), _digest(state)) == before
+        # the listing says so too, and changes nothing
+        assert _cli(project, "releases", "--target", TARGET) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].startswith("live: release ") and len(lines) == 2, lines
+        assert lines[1].startswith(f"kept: release {oldest} (")
+        assert lines[1].endswith(f"<- incomplete: schema {missing} is missing"), lines[1]
+        assert (_objects(project), _digest(state)) == before
     finally:
         _admin(server, f"alter schema set_aside rename to {missing}")
 

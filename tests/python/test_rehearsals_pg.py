@@ -201,9 +201,9 @@ def test_a_deploy_on_postgres_swaps_the_merged_change_live_then_a_rollback_undoe
     _ok(rollback)
     assert _release_id(store) == first and _stamp(scenario.server) == first
     assert _mixed_case_titles(scenario.server) > 0
-    assert "production rolled back to release " + first in rollback.step(
-        "Roll back production"
-    ).stdout
+    assert (
+        "production rolled back to release " + first in rollback.step("Roll back production").stdout
+    )
 
 
 def test_production_is_owned_by_transformer_read_by_ci_and_reporter(scenario: PgScenario) -> None:
