@@ -100,21 +100,6 @@ def main_job(
     incremental models are rebuilt (--full-refresh): the warehouse then holds the sample and
     nothing else, whatever an earlier build left in it."""
     window = check_sample(project, target, sample) if sample is not None else None
-    if target in release_targets() and project.target_type(target) in ("duckdb", "postgres"):
-        # production built in place: never while a release (or another build) runs on it
-        with release_lock(project, target, "build"):
-            return _main_job(project, target, full_refresh, select, sample, window)
-    return _main_job(project, target, full_refresh, select, sample, window)
-
-
-def _main_job(
-    project: Project,
-    target: str,
-    full_refresh: bool,
-    select: str | None,
-    sample: str | None,
-    window: SampleWindow | None,
-) -> int:
     clock = history.Job("build", target)
     try:
         kind = prepare(project, target)
@@ -122,6 +107,23 @@ def _main_job(
         # stopped before any model ran: a failed run all the same, with what the check found
         history.record_job(project, target, clock, False, None)
         raise
+    if target in release_targets() and kind in ("duckdb", "postgres"):
+        # production built in place: never while a release (or another build) runs on it
+        with release_lock(project, target, "build"):
+            return _build(project, target, kind, clock, full_refresh, select, sample, window)
+    return _build(project, target, kind, clock, full_refresh, select, sample, window)
+
+
+def _build(
+    project: Project,
+    target: str,
+    kind: str,
+    clock: history.Job,
+    full_refresh: bool,
+    select: str | None,
+    sample: str | None,
+    window: SampleWindow | None,
+) -> int:
     env = target_env(project, target)
     if kind == "duckdb":
         check_duckdb_file(project.duckdb_path(target), f"build target '{target}'")

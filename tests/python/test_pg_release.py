@@ -439,11 +439,12 @@ def test_a_refresh_adds_the_loaders_new_rows_in_green_and_swaps(
     refreshed = _release_id(state)
     assert refreshed != live
     assert _stamp(project, MARTS) == refreshed
-    # same code, more rows: the release a rollback returns to stays the one before the last
-    # change of code (the live one, same code as a kept one, is dropped)
-    assert [e.stamp.release_id for e in _releases(project).kept] == [kept] != [live]
-    assert _stamp(project, _kept(kept)) == kept
-    assert live not in {s.split("__r")[0] for s in _schemas(project)}
+    # same code, more rows: the release it replaced is kept beside the one before it, each
+    # with its id and its data code (the same)
+    found = _releases(project).kept
+    assert [e.stamp.release_id for e in found] == [live, kept]
+    assert _stamp(project, _kept(kept)) == kept and _stamp(project, _kept(live)) == live
+    assert found[0].stamp.lineage == found[1].stamp.lineage == _releases(project).live.stamp.lineage
     ((count_after, newest_after),) = _query(project, sessions)
     assert count_after > count and newest_after > newest, "the new day's sessions are live"
     assert not [s for s in _schemas(project) if s.endswith("__green")]
@@ -655,9 +656,10 @@ def test_a_rollback_puts_the_previous_release_back_with_its_state_then_refuses(
 ) -> None:
     deployed = _release_id(state)
     kept = [e.stamp for e in _releases(project).kept]
-    # the release before the deploy (the refresh), then the first nightly (the same code)
-    assert len(kept) == 2 and kept[0].code != _releases(project).live.stamp.code
-    previous, oldest = kept[0].release_id, kept[1].release_id
+    # the release before the deploy (the refresh), then the second and first nightlies (the
+    # same data code as the refresh; the deploy's is another)
+    assert len(kept) == 3 and kept[0].lineage != _releases(project).live.stamp.lineage
+    previous = kept[0].release_id
     assert previous != deployed
     count = "select count(distinct session_id) from {}.int_watch_events_sessionized"
     new_logic = _query(project, count.format("analytics_intermediate"))[0][0]
@@ -667,8 +669,9 @@ def test_a_rollback_puts_the_previous_release_back_with_its_state_then_refuses(
     assert f"rolled back to release {previous}" in out
     assert f"releases undone and dropped: {deployed}" in out
     assert _stamp(project, MARTS) == previous and _stamp(project, SNAPSHOTS) == previous
+    still_kept = {_kept(e.release_id, "") for e in kept[1:]}
     assert not [s for s in _schemas(project) if s.endswith("__green") or (
-        "__r" in s and not s.endswith(_kept(oldest, "")))]  # fmt: skip
+        "__r" in s and not s.endswith(tuple(still_kept)))]  # fmt: skip
     assert _release_id(state) == previous and not (state / "previous").exists()
     # readers are back on the restored marts, and only there
     _assert_reporter_reads_the_marts_only(server, state)
@@ -688,7 +691,7 @@ def test_a_rollback_refuses_an_incomplete_kept_release_naming_the_missing_schema
 ) -> None:
     """A kept schema dropped by hand: the rollback names it and changes nothing (before, it
     dropped the live release anyway, and the snapshots' history with it)."""
-    (oldest,) = [e.stamp.release_id for e in _releases(project).kept]
+    oldest = [e.stamp.release_id for e in _releases(project).kept][-1]
     missing = _kept(oldest, SNAPSHOTS)
     _admin(server, f"alter schema {missing} rename to set_aside")
     try:
@@ -703,9 +706,9 @@ def test_a_rollback_refuses_an_incomplete_kept_release_naming_the_missing_schema
         # the listing says so too, and changes nothing
         assert _cli(project, "releases", "--target", TARGET) == 0
         lines = capsys.readouterr().out.splitlines()
-        assert lines[0].startswith("live: release ") and len(lines) == 2, lines
-        assert lines[1].startswith(f"kept: release {oldest} (")
-        assert lines[1].endswith(f"<- incomplete: schema {missing} is missing"), lines[1]
+        assert lines[0].startswith("live: release ") and len(lines) == 3, lines
+        assert lines[2].startswith(f"kept: release {oldest} (")
+        assert lines[2].endswith(f"<- incomplete: schema {missing} is missing"), lines[2]
         assert (_objects(project), _digest(state)) == before
     finally:
         _admin(server, f"alter schema set_aside rename to {missing}")

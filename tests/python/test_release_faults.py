@@ -132,21 +132,22 @@ def test_two_jobs_at_once_one_stops_naming_the_other_one_waits_for_it(
 ) -> None:
     before = _live(production)
     lock = DuckDbRelease(production).lock_file
-    first = Job(production, "nightly")
+    change_one_mart(production)
+    first = Job(production, "deploy")
     first.wait_for("dbt packages")  # it holds the lock before it does anything
     assert json.loads(lock.read_text())["pid"] == first.proc.pid
     code, out = _run(production, "deploy", MEDIAPULSE_RELEASE_LOCK_WAIT="0")
     assert code == 2, out
     assert out.count("\n") == 1 and "another release is running on production prod" in out
-    assert f"nightly (pid {first.proc.pid} on " in out and "deploy did not start" in out
-    waiting = Job(production, "deploy", MEDIAPULSE_RELEASE_LOCK_WAIT="600")
-    waiting.wait_for(f"waiting for the release lock on production prod ({lock}): nightly")
+    assert f"deploy (pid {first.proc.pid} on " in out and "deploy did not start" in out
+    waiting = Job(production, "refresh", MEDIAPULSE_RELEASE_LOCK_WAIT="600")
+    waiting.wait_for(f"waiting for the release lock on production prod ({lock}): deploy")
     assert first.finish() == 0, first.text()[-3000:]
     released = _live(production)
     assert released != before and _state(production) == released
     # the second ran only after the first had released, on what it released
     assert waiting.finish() == 0, waiting.text()[-3000:]
-    assert f"no changes, release {released} stays live" in waiting.text()
+    assert f"nothing to do, release {released} stays live" in waiting.text()
     assert _live(production) == released == _state(production)
 
 
@@ -228,7 +229,7 @@ def test_a_rollback_after_a_bad_deploy_and_the_nightly_behind_it_restores_the_go
 
     # a deploy of descriptions only: a release (the docs changed), with the bad data
     docs = production.root / "models/staging/catalog/_catalog__models.yml"
-    docs.write_text(docs.read_text().replace("description: ", "description: Now: ", 1))
+    docs.write_text(docs.read_text().replace("description: One title", "description: A title", 1))
     code, out = _run(production, "deploy")
     assert code == 0 and "nothing to rebuild" in out, out[-3000:]
     described = _live(production)
@@ -249,11 +250,11 @@ def test_a_rollback_after_a_bad_deploy_and_the_nightly_behind_it_restores_the_go
 def test_a_model_deleted_from_the_project_is_dropped_from_production(
     production: Project,
 ) -> None:
-    scratch = production.root / "models/intermediate/streaming/int_scratch_counts.sql"
-    scratch.write_text("select count(*) as events from {{ ref('stg_streaming__watch_events') }}\n")
-    code, out = _run(production, "deploy")
-    assert code == 0, out[-3000:]
+    """What a model deleted from the project left in production (here put there by hand, as
+    the release that built it would have): the next release drops it and says so."""
     relation = "intermediate.int_scratch_counts"
+    with duckdb.connect(str(production.duckdb_path("prod"))) as con:
+        con.execute(f"create table {relation} as select 42 as events")
 
     def exists() -> bool:
         with duckdb.connect(str(production.duckdb_path("prod")), read_only=True) as con:
@@ -262,9 +263,13 @@ def test_a_model_deleted_from_the_project_is_dropped_from_production(
                 f"table_name = '{relation}'"
             ).fetchone()[0])  # fmt: skip
 
-    assert exists()
-    scratch.unlink()
+    change_one_mart(production)
     code, out = _run(production, "deploy")
     assert code == 0, out[-3000:]
     assert f"relations the project no longer has, dropped from production: {relation}" in out
     assert not exists()
+    # kept with the release it was part of, until that one is pruned
+    kept = DuckDbRelease(production).kept()[0]
+    with duckdb.connect(str(DuckDbRelease(production).kept_path(kept.release_id)),
+                        read_only=True) as con:  # fmt: skip
+        assert con.execute(f"select events from {relation}").fetchone() == (42,)
