@@ -1085,6 +1085,9 @@ class _Run:
         (staging / f"{self.job.name}.md").write_text(
             _render(self.job.title, self.target, self.steps, True, release_id, True, self.notes)
         )
+        if release is None and pg is None:  # built in place (Spark): nothing staged or kept
+            self.notes.append("built in place: no staged copy to swap, no release kept")
+            return True
         try:
             if release:
                 release.stamp(stamp, staging)
