@@ -530,7 +530,7 @@ def webhook_for(tier: str, environ: Mapping[str, str]) -> tuple[str | None, str]
 def directory(project: Project) -> Directory:
     """Group owners from the project's YAML (`groups:`, models/_groups.yml) and the sources
     tagged `critical`; no dbt parse."""
-    from mediapulse.schema_changes import declared_sources
+    from mediapulse.sources import declared_sources
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     owners: dict[str, Owner] = {}

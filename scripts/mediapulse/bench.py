@@ -17,10 +17,9 @@ import math
 import os
 import platform
 import shutil
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import duckdb
 from mediapulse import artifacts, deps, generate
 from mediapulse.bench_jobs import measure_jobs
 from mediapulse.errors import MediaPulseError
+from mediapulse.measures import Measure, Sample, Target
 from mediapulse.project import Project
 from mediapulse.report import markdown_table
 from mediapulse.runner import DbtRun, run_dbt
@@ -50,50 +50,6 @@ COPY_IGNORE = shutil.ignore_patterns(
     ".git", ".venv", "dbt_packages*", "target", "logs", "warehouse", "bench", "ci-artifacts",
     "ci-output", "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info",
 )  # fmt: skip
-
-
-@dataclass
-class Sample:
-    wall_s: float
-    exec_s: float | None  # dbt's elapsed_time; None where dbt writes no run results
-    peak_mb: float
-
-
-@dataclass
-class Measure:
-    name: str
-    command: str
-    samples: list[Sample] = field(default_factory=list)
-
-    def stat(self, key: str) -> dict[str, float | None]:
-        values = [getattr(s, key) for s in self.samples if getattr(s, key) is not None]
-        if not values:
-            return {"median": None, "min": None, "max": None}
-        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-    @property
-    def exec_median(self) -> float:
-        value = self.stat("exec_s")["median"] or self.stat("wall_s")["median"]
-        return float(value or 0.0)
-
-    @property
-    def wall_median(self) -> float:
-        return float(self.stat("wall_s")["median"] or 0.0)
-
-
-@dataclass
-class Target:
-    name: str
-    measured: float
-    limit: float
-    better: str  # "higher" or "lower"
-    unit: str
-
-    @property
-    def met(self) -> bool:
-        return (
-            self.measured >= self.limit if self.better == "higher" else self.measured <= self.limit
-        )
 
 
 def params_for(events: int, days: int, seed: int) -> generate.Params:

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING
 from mediapulse import artifacts
 from mediapulse.duckdb_release import KEPT_DIR
 from mediapulse.errors import MediaPulseError
+from mediapulse.measures import Measure, Sample
 
 if TYPE_CHECKING:
-    from mediapulse.bench import Bench, Measure
+    from mediapulse.bench import Bench
 
 STAGED = re.compile(r"staged copy of production: ([\d.]+) s, ([\d,.]+) MiB")
 PARSED = re.compile(
@@ -45,8 +46,6 @@ def run_job(
 ) -> Measure:
     """``mediapulse <argv>`` ``bench.runs`` times, each after ``before``; exec is the dbt time
     recorded in ``results`` (the run_results.json the job leaves)."""
-    from mediapulse.bench import Measure, Sample
-
     shown = " ".join(argv).replace(str(bench.work), "<work-dir>")
     measure = Measure(name, f"mediapulse {shown}")
     env = {**os.environ, **bench.env}

@@ -113,10 +113,10 @@ def _cmd_load_raw(args: argparse.Namespace, project: Project) -> int:
         return 0
     prepare.ensure_raw_data(project)
     if project.target_type(args.target) == "spark":
-        from mediapulse import deps, spark
+        from mediapulse import deps, sparkload
 
         deps.install(project, force=False)  # dbt registers the tables: it parses the project
-        print(spark.load_raw(project, args.target))
+        print(sparkload.load_raw(project, args.target))
         return 0
     from mediapulse.rawload import load_raw
 

@@ -23,8 +23,8 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from mediapulse import artifacts, prepare
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
-from mediapulse.rawload import is_raw_source
 from mediapulse.runner import run_dbt
+from mediapulse.sources import is_raw_source
 
 IGNORED_SCHEMAS = {"information_schema", "pg_catalog", "main", "public", "_mediapulse"}
 TABLES_MARKER = "MEDIAPULSE_TABLES "

@@ -366,7 +366,7 @@ def connect(project: Project, target: str, prod_warehouse: Path | None) -> Itera
         raise MediaPulseError(
             f"target '{target}' is {kind}: the data diff runs on DuckDB and PostgreSQL"
         )
-    from mediapulse.rawload import connect_postgres
+    from mediapulse.pg import connect_postgres
 
     con = connect_postgres(project, target)
     con.set_session(readonly=True, autocommit=True)

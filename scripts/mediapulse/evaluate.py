@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mediapulse import artifacts, pg_access, prepare, runner
+from mediapulse import artifacts, pg, pg_access, prepare, runner
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 from mediapulse.report import write_summary
@@ -179,7 +179,7 @@ def run_evaluate(
     elif baseline_path is not None:
         baseline = load_baseline(baseline_path)
     kind = prepare.prepare(project, target)
-    if kind == "postgres" and pg_access.is_ci_target(project, target):
+    if kind == "postgres" and pg.is_ci_target(project, target):
         # a CI run's schemas start empty: nothing another run (a pull request, which runs as
         # the same role) left under this run's names reaches the published report
         print(pg_access.drop_ci_schemas(project, target))

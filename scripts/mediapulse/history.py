@@ -41,7 +41,7 @@ import duckdb
 from mediapulse import anomalies, artifacts, schema_changes
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
-from mediapulse.rawload import is_raw_source
+from mediapulse.sources import is_raw_source
 
 SCHEMA = "monitoring"
 INSERT_BATCH = 500  # rows per insert statement on PostgreSQL
@@ -389,7 +389,7 @@ def _connect(project: Project, target: str, write: bool) -> Iterator[tuple[Any, 
         return
     if kind != "postgres":
         raise MediaPulseError(f"target '{target}': run history is kept on DuckDB and PostgreSQL")
-    from mediapulse.rawload import connect_postgres
+    from mediapulse.pg import connect_postgres
 
     con = connect_postgres(project, target)
     try:
@@ -608,7 +608,7 @@ def measure_sizes(
                 except duckdb.Error:
                     continue
         return sizes
-    from mediapulse.rawload import connect_postgres
+    from mediapulse.pg import connect_postgres
 
     con = connect_postgres(project, target)
     try:

@@ -40,6 +40,7 @@ from pathlib import Path
 import duckdb
 
 from mediapulse import artifacts, deps, generate
+from mediapulse.dbtenv import dbt_env
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import WAREHOUSE_ENV, Project
 from mediapulse.runner import run_dbt
@@ -120,7 +121,7 @@ def scratch_env(project: Project, name: str = "full-refresh") -> dict[str, str]:
     return {
         **os.environ,
         # the scratch warehouse's own key for hashing personal data, if one is needed at all
-        **replace(project, warehouse_dir=warehouse).dbt_env(LINT_TARGET),
+        **dbt_env(replace(project, warehouse_dir=warehouse), LINT_TARGET),
         WAREHOUSE_ENV: str(warehouse),
         "DBT_TARGET_PATH": str(scratch / "target"),
         "DBT_LOG_PATH": str(scratch / "logs"),

@@ -106,7 +106,7 @@ def reader(project: Project, target: str) -> Iterator[Reader]:
         finally:
             con.close()
         return
-    from mediapulse.rawload import connect_postgres
+    from mediapulse.pg import connect_postgres
 
     con = connect_postgres(project, target)
     try:

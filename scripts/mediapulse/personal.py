@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
-from mediapulse.schema_changes import (
+from mediapulse.sources import (
     MASKED_SCHEMA_SUFFIX,
     RAW_SCHEMA_SUFFIX_ENV,
     declared_sources,

@@ -26,12 +26,16 @@ import os
 import re
 
 from mediapulse.errors import MediaPulseError
+from mediapulse.pg import (
+    CI_ROLE_ENV,
+    CI_SCHEMA_PREFIX,
+    PINNED_SEARCH_PATH,
+    REPORTER_ROLE_ENV,
+    ci_role,
+    reporter_role,
+)
 from mediapulse.project import Project
-from mediapulse.rawload import PINNED_SEARCH_PATH
 
-CI_ROLE_ENV = "MEDIAPULSE_PG_CI_ROLE"
-REPORTER_ROLE_ENV = "MEDIAPULSE_PG_REPORTER_ROLE"
-CI_SCHEMA_PREFIX = "ci_"
 # A CI run's schemas: `ci_<run id>_<attempt>` and `..._<layer>`, lower case, within
 # PostgreSQL's 63 bytes. The database function checks the same pattern.
 CI_SCHEMA_PATTERN = r"^ci_[a-z0-9]+(_[a-z0-9]+)*$"
@@ -49,18 +53,10 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def ci_role() -> str:
-    return os.environ.get(CI_ROLE_ENV) or "ci"
-
-
-def reporter_role() -> str:
-    return os.environ.get(REPORTER_ROLE_ENV) or "reporter"
-
-
 def check_roles(project: Project, target: str) -> None:
     """The roles the models grant to exist, or a one-line error before any work (dbt would
     stop at the first model's grant with a database error)."""
-    from mediapulse.rawload import connect_postgres
+    from mediapulse.pg import connect_postgres
 
     wanted = {CI_ROLE_ENV: ci_role(), REPORTER_ROLE_ENV: reporter_role()}
     con = connect_postgres(project, target)
@@ -81,23 +77,6 @@ def check_roles(project: Project, target: str) -> None:
             )
 
 
-def is_ci_target(project: Project, target: str) -> bool:
-    """A server target that builds in a CI run's schemas (`postgres_ci`)."""
-    from mediapulse.rawload import target_credentials
-
-    if project.target_type(target) != "postgres":
-        return False
-    return str(target_credentials(project, target).schema).startswith(CI_SCHEMA_PREFIX)
-
-
-def raw_schema_suffix(project: Project, target: str) -> str:
-    """What the sources' RAW_SCHEMA_SUFFIX_ENV is for ``target``: the masked copy's suffix for
-    a CI run on a server (`ci` may not read personal raw values), else nothing."""
-    from mediapulse.schema_changes import MASKED_SCHEMA_SUFFIX
-
-    return MASKED_SCHEMA_SUFFIX if is_ci_target(project, target) else ""
-
-
 # -- the owner's SQL ---------------------------------------------------------------------------
 
 
@@ -105,7 +84,8 @@ def access_sql(project: Project, target: str) -> str:
     """The SQL the database owner runs once, and again whenever a raw schema or a personal
     column is added: every statement may run again and leaves the same grants."""
     from mediapulse.personal import masked_tables
-    from mediapulse.rawload import declared_raw_tables, target_credentials
+    from mediapulse.pg import target_credentials
+    from mediapulse.sources import declared_raw_tables
 
     if project.target_type(target) != "postgres":
         raise MediaPulseError(
@@ -295,7 +275,7 @@ def _raw_sql(raw_tables: list[str], masked: list, roles: dict[str, str]) -> list
 
 def ci_schema(project: Project, target: str, why: str) -> str:
     """The schema a server CI target builds in: a CI run's (`ci_...`), or a one-line error."""
-    from mediapulse.rawload import target_credentials
+    from mediapulse.pg import target_credentials
 
     base = str(target_credentials(project, target).schema)
     if not base.startswith(CI_SCHEMA_PREFIX):
@@ -333,7 +313,7 @@ def drop_ci_schemas(project: Project, target: str) -> str:
     and those of lost runs: CI schemas the registry says were created more than
     MAX_AGE_ENV hours ago (a runner that died never reached its own drop). Returns what was
     done, one line for each."""
-    from mediapulse.rawload import connect_postgres
+    from mediapulse.pg import connect_postgres
 
     kind = project.target_type(target)
     if kind == "duckdb":

@@ -121,18 +121,18 @@ class PgRelease:
 
     @property
     def base_schema(self) -> str:
-        from mediapulse.rawload import target_credentials
+        from mediapulse.pg import target_credentials
 
         return str(target_credentials(self.project, self.target).schema)
 
     @property
     def database(self) -> str:
-        from mediapulse.rawload import target_credentials
+        from mediapulse.pg import target_credentials
 
         return str(target_credentials(self.project, self.target).database)
 
     def connect(self):  # type: ignore[no-untyped-def]
-        from mediapulse.rawload import connect_postgres
+        from mediapulse.pg import connect_postgres
 
         return connect_postgres(self.project, self.target)
 

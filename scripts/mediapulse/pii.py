@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from mediapulse.errors import MediaPulseError
+from mediapulse.pg import is_ci_target
 from mediapulse.project import Project
 
 KEY_ENV = "MEDIAPULSE_PII_HASH_KEY"
@@ -39,7 +40,7 @@ def _checkout_key(project: Project, target: str) -> str:
     from mediapulse.spark import is_local
 
     kind = project.target_type(target)
-    if kind != "duckdb" and not is_local(project, target) and not _is_ci_target(project, target):
+    if kind != "duckdb" and not is_local(project, target) and not is_ci_target(project, target):
         raise MediaPulseError(
             f"environment variable {KEY_ENV} is not set: target '{target}' hashes e-mail "
             "addresses with this secret key; set it from your secret store (the same value on "
@@ -54,16 +55,6 @@ def _checkout_key(project: Project, target: str) -> str:
             f"{path} is empty: delete it (a new key is generated) or set {KEY_ENV}"
         )
     return key
-
-
-def _is_ci_target(project: Project, target: str) -> bool:
-    """A PostgreSQL target that builds in a CI run's schemas (the CI role's, `postgres_ci`)."""
-    if project.target_type(target) != "postgres":
-        return False
-    from mediapulse.pg_access import CI_SCHEMA_PREFIX
-    from mediapulse.rawload import target_credentials
-
-    return str(target_credentials(project, target).schema).startswith(CI_SCHEMA_PREFIX)
 
 
 def _create_key_file(path: Path) -> bool:

@@ -134,19 +134,3 @@ class Project:
             return str(path.relative_to(self.root))
         except ValueError:
             return str(path)
-
-    def dbt_env(self, target: str) -> dict[str, str]:
-        """Environment variables that make dbt read this project's profiles and warehouse, the
-        key personal data is hashed with (see pii.py), and the raw schemas' suffix."""
-        from mediapulse.pg_access import raw_schema_suffix
-        from mediapulse.pii import hash_key_env
-        from mediapulse.schema_changes import RAW_SCHEMA_SUFFIX_ENV
-
-        return {
-            "DBT_PROFILES_DIR": str(self.profiles_dir),
-            WAREHOUSE_ENV: self.dbt_path(self.warehouse_dir),
-            TARGET_ENV: self.check_target(target),
-            **hash_key_env(self, target),
-            # the raw schemas the sources read: the masked copies for a CI run on a server
-            RAW_SCHEMA_SUFFIX_ENV: raw_schema_suffix(self, target),
-        }

@@ -12,29 +12,17 @@ re-created since (a new oid), is refused by name, never truncated, dropped or al
 
 from __future__ import annotations
 
-import os
 import tempfile
-from argparse import Namespace
 from pathlib import Path
-from typing import Any
 
 import duckdb
-import yaml
 
 from mediapulse.errors import MediaPulseError
-from mediapulse.project import PROFILE_NAME, Project
-from mediapulse.schema_changes import source_schema
+from mediapulse.pg import connect_postgres
+from mediapulse.project import Project
+from mediapulse.sources import RAW_TABLES, declared_raw_tables
 from mediapulse.warehouse import open_duckdb
 
-RAW_TABLES = (
-    "streaming.watch_events",
-    "catalog.content",
-    "accounts.users",
-    "billing.subscriptions",
-    "ads.campaigns",
-    "ads.ad_impressions",
-    "_mediapulse.generation",
-)
 REGISTRY = "_mediapulse.raw_tables"
 _POSTGRES_TYPES = {
     "BIGINT": "bigint",
@@ -47,26 +35,6 @@ _POSTGRES_TYPES = {
 }
 
 
-def target_credentials(project: Project, target: str) -> Any:
-    """The target's credentials exactly as dbt renders them from profiles.yml (env vars and all)."""
-    from dbt.config.profile import Profile
-    from dbt.config.renderer import ProfileRenderer
-    from dbt.flags import set_from_args
-    from dbt_common.context import set_invocation_context
-
-    set_invocation_context(dict(os.environ))
-    set_from_args(Namespace(), None)
-    raw = yaml.safe_load((project.profiles_dir / "profiles.yml").read_text())
-    try:
-        profile = Profile.from_raw_profiles(
-            raw, PROFILE_NAME, ProfileRenderer({}), target_override=target
-        )
-    except Exception as exc:  # dbt raises several types; all mean the profile is unusable
-        reason = " ".join(str(exc).split())  # dbt's message spans lines: one line here
-        raise MediaPulseError(f"cannot read target '{target}' from profiles.yml: {reason}") from exc
-    return profile.credentials
-
-
 def _postgres_type(duckdb_type: str) -> str:
     if duckdb_type.startswith("DECIMAL"):
         return duckdb_type.replace("DECIMAL", "numeric")
@@ -74,42 +42,6 @@ def _postgres_type(duckdb_type: str) -> str:
         return _POSTGRES_TYPES[duckdb_type]
     except KeyError:
         raise MediaPulseError(f"raw column type {duckdb_type} has no PostgreSQL mapping") from None
-
-
-# What every connection to a server pins when the profile does not say (it does: profiles.yml)
-PINNED_SEARCH_PATH = "pg_catalog, pg_temp"
-
-
-def connect_postgres(project: Project, target: str):  # type: ignore[no-untyped-def]
-    """A connection as the target's role, as dbt's would be: TLS as the profile's `sslmode`
-    says (`require` unless set), and the search path pinned to the catalog, so that no
-    unqualified name in our own SQL resolves to an object another role created."""
-    import psycopg2
-
-    creds = target_credentials(project, target)
-    search_path = creds.search_path or PINNED_SEARCH_PATH
-    tls = {"sslmode": creds.sslmode or "require"}
-    if creds.sslrootcert:
-        tls["sslrootcert"] = creds.sslrootcert
-    try:
-        return psycopg2.connect(
-            host=creds.host,
-            port=creds.port,
-            user=creds.user,
-            password=creds.password,
-            dbname=creds.database,
-            connect_timeout=creds.connect_timeout or 10,
-            options="-c search_path=" + search_path.replace(" ", "\\ "),
-            **tls,
-        )
-    except psycopg2.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MediaPulseError(
-            f"cannot connect to target '{target}' (PostgreSQL {creds.user}@{creds.host}:"
-            f"{creds.port}/{creds.database}, sslmode {tls['sslmode']}): {reason}; check "
-            "MEDIAPULSE_PG_HOST, MEDIAPULSE_PG_PORT, MEDIAPULSE_PG_USER, MEDIAPULSE_PG_PASSWORD, "
-            "MEDIAPULSE_PG_DATABASE, MEDIAPULSE_PG_SSLMODE, MEDIAPULSE_PG_SSLROOTCERT"
-        ) from exc
 
 
 def _generation_row(cursor) -> tuple | None:  # type: ignore[no-untyped-def]
@@ -120,36 +52,10 @@ def _generation_row(cursor) -> tuple | None:  # type: ignore[no-untyped-def]
     return cursor.fetchone()
 
 
-RAW_SOURCES_DIR = "models/staging"
-
-
-def is_raw_source(source: dict[str, Any]) -> bool:
-    """A manifest source the loaders write (not the run history's, models/monitoring/)."""
-    return str(source.get("original_file_path", "")).startswith(RAW_SOURCES_DIR + "/")
-
-
-def declared_raw_tables(project: Project) -> list[str]:
-    """Every raw table the project's sources declare, as schema.table (watch events first)."""
-    tables: list[str] = []
-    # the loaders' sources live beside their staging models; the run history's source
-    # (models/monitoring/) is written by the jobs themselves
-    for path in sorted((project.root / RAW_SOURCES_DIR).rglob("*.yml")):
-        try:
-            document = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise MediaPulseError(f"cannot read {path}: {exc}") from exc
-        for source in document.get("sources") or []:
-            schema = source_schema(source)  # the loader's, never a masked copy's
-            for table in source.get("tables") or []:
-                tables.append(f"{schema}.{table.get('identifier') or table['name']}")
-    order = {name: index for index, name in enumerate(RAW_TABLES)}
-    return sorted(tables, key=lambda name: order.get(name, len(order)))
-
-
 def check_raw_tables(project: Project, target: str) -> None:
     """What a job needs from a server's raw schemas: every declared table exists, and for a
     CI run the masked copies it reads instead of the personal ones. Read only."""
-    from mediapulse.pg_access import raw_schema_suffix
+    from mediapulse.pg import raw_schema_suffix
 
     masked = []
     if raw_schema_suffix(project, target):

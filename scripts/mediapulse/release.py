@@ -46,8 +46,11 @@ from mediapulse.duckdb_release import DuckDbRelease, drop_unlisted, warehouse_re
 from mediapulse.duckdb_release import read_state as read_duckdb_state
 from mediapulse.errors import MediaPulseError
 from mediapulse.pg_release import PgRelease, check_complete, rename_in_state
+from mediapulse.planning import make_plan, node_name
 from mediapulse.project import Project
 from mediapulse.release_state import (
+    CI_PARSE,
+    RELEASE_FILE,
     Stamp,
     choose_rollback,
     keep_count,
@@ -70,8 +73,6 @@ DOCS_STEP = ("docs", ["docs", "generate", "--static"])
 # dbt's saved parse of this release's code for the CI target (slim CI starts from it), as
 # `partial_parse.<target>.msgpack`; a refresh keeps it (same code)
 CI_TARGET_ENV = "MEDIAPULSE_CI_TARGET"
-CI_PARSE = "partial_parse.{target}.msgpack"
-RELEASE_FILE = "release.json"
 PREVIOUS = "previous"  # the replaced release's state, inside the state directory
 SINCE_ENV = "MEDIAPULSE_REFRESH_SINCE"  # read by macro get_where_subquery
 NO_STATE = (
@@ -387,7 +388,7 @@ def raw_marks(project: Project, target: str) -> dict[str, list[Any]]:
     """Each raw table the sources declare: [row count, newest `loaded_at`, newest `loaded_at`
     not in the future (UTC)]. Equal counts and newest loads: the same raw data (loads append or
     replace rows and stamp what they write). Read only."""
-    from mediapulse.rawload import declared_raw_tables
+    from mediapulse.sources import declared_raw_tables
 
     tables = declared_raw_tables(project)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")  # loads are stamped in UTC
@@ -404,7 +405,7 @@ def raw_marks(project: Project, target: str) -> dict[str, list[Any]]:
                 count, newest, past = con.execute(query.format(table)).fetchone()
                 marks[table] = [int(count), newest, past]
         return marks
-    from mediapulse.rawload import connect_postgres
+    from mediapulse.pg import connect_postgres
 
     pg = connect_postgres(project, target)
     try:
@@ -566,8 +567,6 @@ def _deploy_plan(
     exposures, changed tests), rebuilt from scratch (`--full-refresh`: an incremental model
     whose logic or upstream changed is rebuilt whole) inside the staged copy, which holds
     everything else as it is live. Without a usable state: every model, with a notice."""
-    from mediapulse import slim_ci
-
     why = deploy_fallback(project, state_dir)
     if why is None and not staged.exists():
         why = "no production warehouse to keep the unchanged models of"
@@ -580,7 +579,7 @@ def _deploy_plan(
     if why:
         notes.append(f"notice: {why}: full build of the project")
         return [("build", ["build", "--full-refresh"]), docs]
-    plan = slim_ci.make_plan(project, state_dir, None, target, env)
+    plan = make_plan(project, state_dir, None, target, env)
     notes += [f"notice: {n}" for n in plan.notices]
     live = (published_state(state_dir) or {}).get("release_id")
     if plan.empty:
@@ -588,7 +587,7 @@ def _deploy_plan(
         return [docs]
     manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
     incremental = [
-        slim_ci.node_name(u) for u in plan.selected
+        node_name(u) for u in plan.selected
         if manifest["nodes"][u]["config"].get("materialized") == "incremental"
     ]  # fmt: skip
     notes.append(

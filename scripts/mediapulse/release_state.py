@@ -167,3 +167,6 @@ def choose_rollback(live: Stamp | None, kept: list[Stamp], to: str | None) -> St
         f"incomplete, so a rollback would change no code (kept: {listing}); to go back in "
         "data, pass --to RELEASE_ID"
     )
+
+
+CI_PARSE = "partial_parse.{target}.msgpack"

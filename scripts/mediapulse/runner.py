@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mediapulse.dbtenv import dbt_env
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 
@@ -125,7 +126,7 @@ def run_dbt(
 def _child_env(project: Project, target: str, extra_env: Mapping[str, str] | None) -> dict:
     from mediapulse.spark import child_env
 
-    env = {**os.environ, **project.dbt_env(target), **child_env(project, target),
+    env = {**os.environ, **dbt_env(project, target), **child_env(project, target),
            **(extra_env or {}), **PRIVATE_ENV}  # fmt: skip
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from mediapulse import artifacts
+from mediapulse.pg import target_credentials
 from mediapulse.project import Project
-from mediapulse.rawload import target_credentials
 from mediapulse.runner import run_dbt
 
 from .conftest import REPO, clone_built

@@ -9,9 +9,9 @@ import duckdb
 import pytest
 
 from mediapulse import personal
+from mediapulse.dbtenv import dbt_env
 from mediapulse.project import Project
-from mediapulse.rawload import declared_raw_tables
-from mediapulse.schema_changes import RAW_SCHEMA_SUFFIX_ENV, declared_sources
+from mediapulse.sources import RAW_SCHEMA_SUFFIX_ENV, declared_raw_tables, declared_sources
 
 from .conftest import REPO, copy_project
 from .test_cli import _one_line_error, run_cli
@@ -69,10 +69,10 @@ def test_a_ci_run_on_a_server_reads_the_users_from_their_masked_copy(
         "accounts", "ads", "billing", "catalog", "streaming"
     }  # fmt: skip
     # dbt's environment: the suffix for the CI target on a server only
-    assert project.dbt_env("ci")[RAW_SCHEMA_SUFFIX_ENV] == ""
+    assert dbt_env(project, "ci")[RAW_SCHEMA_SUFFIX_ENV] == ""
     monkeypatch.setenv("MEDIAPULSE_PII_HASH_KEY", "k")
-    assert project.dbt_env("postgres")[RAW_SCHEMA_SUFFIX_ENV] == ""
-    assert project.dbt_env("postgres_ci")[RAW_SCHEMA_SUFFIX_ENV] == "__masked"
+    assert dbt_env(project, "postgres")[RAW_SCHEMA_SUFFIX_ENV] == ""
+    assert dbt_env(project, "postgres_ci")[RAW_SCHEMA_SUFFIX_ENV] == "__masked"
 
 
 def test_access_sql_refuses_a_personal_source_ci_could_not_read(tmp_path: Path) -> None:

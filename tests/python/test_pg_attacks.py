@@ -34,8 +34,8 @@ import pytest
 from mediapulse import deps, generate, history
 from mediapulse.cli import main
 from mediapulse.errors import MediaPulseError
+from mediapulse.pg import connect_postgres
 from mediapulse.project import Project
-from mediapulse.rawload import connect_postgres
 
 from . import pgserver
 from .conftest import copy_project

@@ -31,8 +31,8 @@ from mediapulse import deps, generate, history
 from mediapulse import personal as personal_data
 from mediapulse.cli import main
 from mediapulse.errors import MediaPulseError
+from mediapulse.pg import connect_postgres
 from mediapulse.project import Project
-from mediapulse.rawload import connect_postgres
 
 from . import pgserver
 from .conftest import REPO, copy_project

@@ -13,8 +13,9 @@ import duckdb
 import pytest
 
 from mediapulse import artifacts, build, generate
+from mediapulse.pg import connect_postgres
 from mediapulse.project import Project
-from mediapulse.rawload import connect_postgres, load_raw
+from mediapulse.rawload import load_raw
 
 from . import pgserver
 from .compare_marts import ROUNDED_FROM_A_DOUBLE, same_rows, tolerances_of

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mediapulse import codegen, evaluate, slim_ci
+from mediapulse import codegen, evaluate, planning, slim_ci
 from mediapulse.artifacts import NodeResult
 
 EXISTING = """\
@@ -138,13 +138,13 @@ def test_breaking_change_error_becomes_one_line() -> None:
         "dim_content.sql)\nWhile comparing to previous project state, dbt detected a breaking "
         "change to an unversioned model.\n  - Columns were removed: \n    - is_original\n"
     )
-    line = slim_ci.describe_breaking_change(error)
+    line = planning.describe_breaking_change(error)
     assert "\n" not in line
     assert "model dim_content" in line and "is_original" in line and "removed" in line
 
 
 def test_plan_rendering_lists_modified_downstream_deferred() -> None:
-    plan = slim_ci.Plan(
+    plan = planning.Plan(
         state=Path("state"),
         selected=("model.p.stg_a", "model.p.fct_b"),
         modified=("model.p.stg_a",),
@@ -156,15 +156,15 @@ def test_plan_rendering_lists_modified_downstream_deferred() -> None:
     assert "| downstream | 1 | fct_b |" in text
     assert "| deferred to production | 1 | genres |" in text
     assert "No production state" in slim_ci.render_plan(
-        slim_ci.Plan(state=None, selected=(), modified=(), deferred=(), tests=0)
+        planning.Plan(state=None, selected=(), modified=(), deferred=(), tests=0)
     )
 
 
 def test_changed_vars_are_added_removed_or_different_values() -> None:
     production = {"a": 1, "b": "2020-01-01", "c": [1, 2], "gone": True}
     current = {"a": 1, "b": "2020-02-01", "c": [1, 2], "new": None}
-    assert slim_ci.changed_vars(current, production) == ["b", "gone", "new"]
-    assert slim_ci.changed_vars(production, dict(production)) == []
+    assert planning.changed_vars(current, production) == ["b", "gone", "new"]
+    assert planning.changed_vars(production, dict(production)) == []
 
 
 def test_nodes_reading_a_var_directly_through_macros_and_in_test_arguments() -> None:
@@ -187,17 +187,17 @@ def test_nodes_reading_a_var_directly_through_macros_and_in_test_arguments() -> 
                               "depends_on": {"macros": ["macro.p.outer"]}},  # a cycle
         },
     }  # fmt: skip
-    readers = slim_ci.nodes_reading_vars(manifest, ["lookback", "limit"])
+    readers = planning.nodes_reading_vars(manifest, ["lookback", "limit"])
     assert readers == {
         "model.p.direct": {"lookback"},
         "model.p.via_macro": {"lookback"},
         "test.p.range.ab12": {"limit"},
     }
-    assert slim_ci.nodes_reading_vars(manifest, []) == {}
+    assert planning.nodes_reading_vars(manifest, []) == {}
 
 
 def test_plan_lists_modified_tests_vars_and_exposures_by_name() -> None:
-    plan = slim_ci.Plan(
+    plan = planning.Plan(
         state=Path("state"),
         selected=(),
         modified=(),

@@ -11,8 +11,8 @@ import pytest
 
 from mediapulse import artifacts, history, monitoring
 from mediapulse.project import Project
-from mediapulse.rawload import is_raw_source
 from mediapulse.runner import run_dbt
+from mediapulse.sources import is_raw_source
 
 from .conftest import REPO, clone_built, relation_of
 from .policy import (

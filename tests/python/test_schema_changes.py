@@ -25,18 +25,15 @@ from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 from mediapulse.schema_changes import (
     CHANGES,
-    DeclaredColumn,
-    DeclaredTable,
     SchemaChange,
     SchemaChangeError,
     check,
     compare,
     compare_table,
-    declared_sources,
     enforce,
-    normalise_type,
     severity,
 )
+from mediapulse.sources import DeclaredColumn, DeclaredTable, declared_sources, normalise_type
 
 from . import pgserver
 from .conftest import E2E, REPO, clone_built

@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mediapulse import artifacts, build, history, slim_ci
+from mediapulse import artifacts, build, history, planning, slim_ci
 from mediapulse.cli import main
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
@@ -95,7 +95,7 @@ def test_staging_change_builds_it_and_its_descendants_only(
     expected = {changed} | _descendants(manifest, {changed})
     assert _built(project) == expected
     assert _plan_row(out, "modified") == {"stg_catalog__content"}
-    assert _plan_row(out, "downstream") == {slim_ci.node_name(n) for n in expected - {changed}}
+    assert _plan_row(out, "downstream") == {planning.node_name(n) for n in expected - {changed}}
     deferred = _plan_row(out, "deferred to production")
     # what the built nodes and their tests read without rebuilding it comes from production
     tests_run = {
@@ -107,7 +107,7 @@ def test_staging_change_builds_it_and_its_descendants_only(
         if p.split(".")[0] in BUILDABLE and p not in expected
         and manifest["nodes"][p]["config"]["materialized"] != "ephemeral"
     }  # fmt: skip
-    assert deferred == {slim_ci.node_name(p) for p in parents} and deferred
+    assert deferred == {planning.node_name(p) for p in parents} and deferred
     assert "## Slim CI plan" in (project.root / "slim.md").read_text()
 
     # what slim CI built equals a full build of the changed project
@@ -116,7 +116,7 @@ def test_staging_change_builds_it_and_its_descendants_only(
     assert build.main_job(full, target="dev") == 0
     ci_models = manifest_models(project)
     full_models = manifest_models(full)
-    names = [slim_ci.node_name(n) for n in expected if n.startswith("model.")]
+    names = [planning.node_name(n) for n in expected if n.startswith("model.")]
     relations = [
         (relation_of(ci_models[n]).split(".", 1)[1], relation_of(full_models[n]).split(".", 1)[1])
         for n in names
@@ -183,7 +183,7 @@ def test_macro_change_rebuilds_every_model_using_it(
     modified = _plan_row(out, "modified")
     assert {u.split(".")[-1] for u in users} <= modified
     assert _built(project) == users | _descendants(manifest, users) | {
-        m for m in _built(project) if slim_ci.node_name(m) in modified
+        m for m in _built(project) if planning.node_name(m) in modified
     }
 
 
@@ -232,7 +232,7 @@ def test_no_state_runs_a_full_build_with_a_notice(
     assert code == 0
     assert "no production state" in out and "full build" in out
     models = manifest_models(project)
-    built = {slim_ci.node_name(u) for u in _built(project) if u.startswith("model.")}
+    built = {planning.node_name(u) for u in _built(project) if u.startswith("model.")}
     # what a plain `dbt build` builds: every model but the views over the run history
     assert built == {
         n for n, node in models.items()
@@ -394,7 +394,7 @@ def test_a_changed_exposure_runs_the_tests_of_what_it_reads(
     assert code == 0, out
     manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
     exposure = next(u for u, e in manifest["exposures"].items() if e["maturity"] == "medium")
-    assert slim_ci.node_name(exposure) in _plan_row(
+    assert planning.node_name(exposure) in _plan_row(
         out, r"modified exposures \(their inputs' tests run\)"
     )
     inputs = manifest["exposures"][exposure]["depends_on"]["nodes"]
@@ -440,10 +440,10 @@ def test_a_change_to_the_monitoring_models_builds_and_tests_them_over_a_run_hist
         uid for uid, n in manifest["nodes"].items()
         if "macro.mediapulse.monitoring_slo" in n.get("depends_on", {}).get("macros", [])
     }  # fmt: skip
-    assert {slim_ci.node_name(u) for u in users} == {
+    assert {planning.node_name(u) for u in users} == {
         "sli_runs", "sli_run_success_rate", "sli_critical_mart_freshness",
     }  # fmt: skip
-    assert {slim_ci.node_name(u) for u in users} <= _plan_row(out, "modified")
+    assert {planning.node_name(u) for u in users} <= _plan_row(out, "modified")
     ran = _ran(project)
     unit_tests = {
         t["name"] for t in manifest["unit_tests"].values() if set(t["depends_on"]["nodes"]) & users
@@ -463,7 +463,7 @@ def test_a_change_to_the_monitoring_models_builds_and_tests_them_over_a_run_hist
             if parent.startswith("model.") and parent not in selected | parents:
                 parents.add(parent)
                 todo.append(parent)
-    assert {slim_ci.node_name(u) for u in parents} == _plan_row(
+    assert {planning.node_name(u) for u in parents} == _plan_row(
         out, "run history models they read, built over this target's history"
     )
     assert parents and all(manifest["nodes"][u]["fqn"][1] == "monitoring" for u in parents)

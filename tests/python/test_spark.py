@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mediapulse import artifacts, build, generate, runner, spark
+from mediapulse import artifacts, build, generate, runner, spark, sparkload
 from mediapulse.project import Project
 
 from .compare_marts import same_rows, tolerances_of
@@ -101,7 +101,7 @@ def runs(built: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     seconds = {}
     with runner.session(project, TARGET):
         started = time.perf_counter()
-        assert "loaded" in spark.load_raw(project, TARGET)
+        assert "loaded" in sparkload.load_raw(project, TARGET)
         seconds["load-raw"] = time.perf_counter() - started
         started = time.perf_counter()
         assert build.main_job(project, TARGET) == 0
@@ -110,7 +110,7 @@ def runs(built: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         marts_full = _spark_rows(project)
 
         generate.append_day(project.raw_path)
-        assert "loaded" in spark.load_raw(project, TARGET)
+        assert "loaded" in sparkload.load_raw(project, TARGET)
         started = time.perf_counter()
         assert build.main_job(project, TARGET) == 0
         seconds["incremental build"] = time.perf_counter() - started
@@ -164,7 +164,7 @@ def test_an_incremental_run_on_spark_equals_a_full_refresh(runs: SparkRuns) -> N
 
 
 def test_a_reload_of_the_same_data_set_is_skipped(runs: SparkRuns) -> None:
-    assert "already loaded" in spark.load_raw(runs.project, TARGET)
+    assert "already loaded" in sparkload.load_raw(runs.project, TARGET)
     loads = list((runs.project.warehouse_dir / spark.RAW_DIR).glob("load-*"))
     assert len(loads) == 1, "earlier loads are removed once the tables point at the new one"
 
