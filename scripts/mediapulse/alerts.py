@@ -35,10 +35,11 @@ from typing import Any
 
 import yaml
 
-from mediapulse import notify
+from mediapulse import monitoring, notify
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
 from mediapulse.report import write_summary
+from mediapulse.sources import declared_sources
 
 PAGE, TICKET = "page", "ticket"
 _RANK = {PAGE: 0, TICKET: 1}
@@ -530,8 +531,6 @@ def webhook_for(tier: str, environ: Mapping[str, str]) -> tuple[str | None, str]
 def directory(project: Project) -> Directory:
     """Group owners from the project's YAML (`groups:`, models/_groups.yml) and the sources
     tagged `critical`; no dbt parse."""
-    from mediapulse.sources import declared_sources
-
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     owners: dict[str, Owner] = {}
     for path in sorted((project.root / "models").rglob("*.yml")):
@@ -647,8 +646,6 @@ def _find_alert(
 ) -> tuple[Alert | None, str]:  # fmt: skip
     """The alert to send and what the run was, from the target's monitoring views (built
     first when missing: a target where no nightly or deploy built them yet)."""
-    from mediapulse import monitoring
-
     with monitoring.reader(project, target) as reader:
         built = reader.built
     if not built:

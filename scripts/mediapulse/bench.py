@@ -26,7 +26,7 @@ from typing import Any
 
 import duckdb
 
-from mediapulse import artifacts, deps, generate
+from mediapulse import artifacts, datadiff, deps, generate
 from mediapulse.bench_jobs import measure_jobs
 from mediapulse.errors import MediaPulseError
 from mediapulse.measures import Measure, Sample, Target
@@ -495,8 +495,6 @@ DIFFED = "model.mediapulse.fct_watch_sessions"
 def measure_data_diff(bench: Bench, manifest: dict[str, Any], env: dict[str, str]) -> None:
     """`mediapulse diff`'s work on the largest mart slim CI rebuilt: the value diff of
     fct_watch_sessions against production, in the warehouse (a full outer join on its key)."""
-    from mediapulse import datadiff
-
     production = artifacts.load_json(bench.work / "state" / "manifest.json", "production")
     measure = Measure(
         "data_diff_watch_sessions", "mediapulse diff of fct_watch_sessions (after slim CI)"

@@ -14,6 +14,7 @@ from mediapulse.prepare import check_duckdb_file, prepare, target_env
 from mediapulse.project import Project
 from mediapulse.release import release_lock
 from mediapulse.runner import run_dbt
+from mediapulse.sample import describe, parse_window
 from mediapulse.schema_changes import SchemaChangeError
 from mediapulse.warehouse import open_duckdb
 
@@ -38,8 +39,6 @@ def release_targets() -> set[str]:
 def check_sample(project: Project, target: str, window: str) -> SampleWindow:
     """Before any work: the window parses as dbt parses it and holds some time, and the
     target is a developer's own."""
-    from mediapulse.sample import parse_window
-
     parsed = parse_window(window)
     project.check_target(target)
     if target in release_targets():
@@ -54,8 +53,6 @@ def check_sample(project: Project, target: str, window: str) -> SampleWindow:
 def check_sample_has_events(project: Project, text: str, window: SampleWindow) -> None:
     """A window that holds no watch events builds empty facts, on which every test passes
     and proves nothing: stop before dbt runs, with the range the data covers."""
-    from mediapulse.sample import describe
-
     with open_duckdb(project.raw_path, "check the --sample window", read_only=True) as con:
         inside, first, last = con.execute(
             "select count(*) filter (where event_ts >= ? and event_ts < ?), "
@@ -130,8 +127,6 @@ def _build(
     marker = sample_marker(project, target)
     args = ["build"]
     if window is not None:
-        from mediapulse.sample import describe
-
         if kind == "duckdb":
             check_sample_has_events(project, str(sample), window)
         # Every incremental model starts over: an incremental run would add the window's new

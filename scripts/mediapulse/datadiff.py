@@ -35,8 +35,10 @@ import duckdb
 
 from mediapulse import artifacts, history, prepare
 from mediapulse.errors import MediaPulseError
+from mediapulse.pg import connect_postgres
 from mediapulse.project import Project
 from mediapulse.report import inert, markdown_table, write_summary
+from mediapulse.warehouse import open_duckdb
 
 PLAN_FILE = "slim-ci-plan.json"  # in target/: what slim CI modified and built, for this step
 EXAMPLES = 5
@@ -338,8 +340,6 @@ class Warehouse:
 def connect(project: Project, target: str, prod_warehouse: Path | None) -> Iterator[Warehouse]:
     kind = project.target_type(target)
     if kind == "duckdb":
-        from mediapulse.warehouse import open_duckdb
-
         prod = prod_warehouse or project.duckdb_path("prod")
         prepare.check_duckdb_file(prod, "compare with production")
         ci = project.duckdb_path(target)
@@ -366,7 +366,6 @@ def connect(project: Project, target: str, prod_warehouse: Path | None) -> Itera
         raise MediaPulseError(
             f"target '{target}' is {kind}: the data diff runs on DuckDB and PostgreSQL"
         )
-    from mediapulse.pg import connect_postgres
 
     con = connect_postgres(project, target)
     con.set_session(readonly=True, autocommit=True)

@@ -25,6 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mediapulse.errors import MediaPulseError
+from mediapulse.spark import LOCAL_ENV, start_local_session
+
 # commands that read no manifest, or must parse for themselves
 _NO_MANIFEST = {"deps", "debug", "clean", "init", "--version", "parse"}
 # commands that only read the manifest they are given: they share one copy of it
@@ -58,13 +61,9 @@ _SPARK_STARTED: list[bool] = []
 def _spark_failure(dbt_args: list[str]) -> str | None:
     """A local Spark target's session, started before the first command that connects; its
     one-line reason when it cannot start (mediapulse.spark.start_local_session)."""
-    from mediapulse.spark import LOCAL_ENV
-
     command = dbt_args[0] if dbt_args else ""
     if os.environ.get(LOCAL_ENV) != "1" or _SPARK_STARTED or command in _NO_MANIFEST | _READ_ONLY:
         return None
-    from mediapulse.errors import MediaPulseError
-    from mediapulse.spark import start_local_session
 
     try:
         start_local_session()

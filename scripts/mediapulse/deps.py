@@ -25,6 +25,7 @@ import yaml
 
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
+from mediapulse.runner import run_dbt
 
 MIRROR_ENV = "DBT_PACKAGES_MIRROR"
 HUB_ENV = "DBT_PACKAGE_HUB_URL"  # dbt's own variable: we probe the hub dbt would use
@@ -322,8 +323,6 @@ def probe_hub(url: str, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | None:
 
 
 def install_from_hub(project: Project, pins: list[Pin], url: str) -> InstallReport:
-    from mediapulse.runner import run_dbt
-
     # dbt deps re-locks silently when the lock is stale; we checked it is not, so it won't.
     result = run_dbt(project, ["deps"], target="dev", extra_env={HUB_ENV: url})
     if not result.success:

@@ -40,8 +40,10 @@ import duckdb
 
 from mediapulse import anomalies, artifacts, schema_changes
 from mediapulse.errors import MediaPulseError
+from mediapulse.pg import connect_postgres
 from mediapulse.project import Project
 from mediapulse.sources import is_raw_source
+from mediapulse.warehouse import open_duckdb
 
 SCHEMA = "monitoring"
 INSERT_BATCH = 500  # rows per insert statement on PostgreSQL
@@ -377,8 +379,6 @@ def _connect(project: Project, target: str, write: bool) -> Iterator[tuple[Any, 
     """A DB-API connection to the target's history and its parameter marker."""
     kind = project.target_type(target)
     if kind == "duckdb":
-        from mediapulse.warehouse import open_duckdb
-
         path = duckdb_path(project, target)
         if write and not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -389,7 +389,6 @@ def _connect(project: Project, target: str, write: bool) -> Iterator[tuple[Any, 
         return
     if kind != "postgres":
         raise MediaPulseError(f"target '{target}': run history is kept on DuckDB and PostgreSQL")
-    from mediapulse.pg import connect_postgres
 
     con = connect_postgres(project, target)
     try:
@@ -594,8 +593,6 @@ def measure_sizes(
         return {}
     sizes: dict[str, int] = {}
     if project.target_type(target) == "duckdb":
-        from mediapulse.warehouse import open_duckdb
-
         path = database or project.duckdb_path(target)
         if not path.exists():
             return {}
@@ -608,7 +605,6 @@ def measure_sizes(
                 except duckdb.Error:
                     continue
         return sizes
-    from mediapulse.pg import connect_postgres
 
     con = connect_postgres(project, target)
     try:

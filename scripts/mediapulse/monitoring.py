@@ -19,6 +19,7 @@ import duckdb
 
 from mediapulse import history
 from mediapulse.errors import MediaPulseError
+from mediapulse.pg import connect_postgres
 from mediapulse.project import Project
 from mediapulse.runner import run_dbt
 from mediapulse.warehouse import describe_open_error
@@ -106,7 +107,6 @@ def reader(project: Project, target: str) -> Iterator[Reader]:
         finally:
             con.close()
         return
-    from mediapulse.pg import connect_postgres
 
     con = connect_postgres(project, target)
     try:

@@ -26,15 +26,19 @@ import os
 import re
 
 from mediapulse.errors import MediaPulseError
+from mediapulse.personal import PersonalTable, masked_name, masked_select, masked_tables
 from mediapulse.pg import (
     CI_ROLE_ENV,
     CI_SCHEMA_PREFIX,
     PINNED_SEARCH_PATH,
     REPORTER_ROLE_ENV,
     ci_role,
+    connect_postgres,
     reporter_role,
+    target_credentials,
 )
 from mediapulse.project import Project
+from mediapulse.sources import declared_raw_tables
 
 # A CI run's schemas: `ci_<run id>_<attempt>` and `..._<layer>`, lower case, within
 # PostgreSQL's 63 bytes. The database function checks the same pattern.
@@ -56,8 +60,6 @@ def _literal(text: str) -> str:
 def check_roles(project: Project, target: str) -> None:
     """The roles the models grant to exist, or a one-line error before any work (dbt would
     stop at the first model's grant with a database error)."""
-    from mediapulse.pg import connect_postgres
-
     wanted = {CI_ROLE_ENV: ci_role(), REPORTER_ROLE_ENV: reporter_role()}
     con = connect_postgres(project, target)
     try:
@@ -83,10 +85,6 @@ def check_roles(project: Project, target: str) -> None:
 def access_sql(project: Project, target: str) -> str:
     """The SQL the database owner runs once, and again whenever a raw schema or a personal
     column is added: every statement may run again and leaves the same grants."""
-    from mediapulse.personal import masked_tables
-    from mediapulse.pg import target_credentials
-    from mediapulse.sources import declared_raw_tables
-
     if project.target_type(target) != "postgres":
         raise MediaPulseError(
             f"target '{target}' is {project.target_type(target)}: access-sql is for a "
@@ -210,8 +208,6 @@ def _ci_schemas_sql(database: str, ci: str) -> list[str]:
 def _raw_sql(raw_tables: list[str], masked: list, roles: dict[str, str]) -> list[str]:  # type: ignore[type-arg]
     """transformer reads every raw table; ci every one in a schema without personal data, and
     the masked copies of the sources with personal data."""
-    from mediapulse.personal import PersonalTable, masked_name, masked_select
-
     transformer, ci = roles["transformer"], roles["ci"]
     personal = {table.name for table in masked if table.personal}
     personal_schemas = {name.split(".")[0] for name in personal}
@@ -275,8 +271,6 @@ def _raw_sql(raw_tables: list[str], masked: list, roles: dict[str, str]) -> list
 
 def ci_schema(project: Project, target: str, why: str) -> str:
     """The schema a server CI target builds in: a CI run's (`ci_...`), or a one-line error."""
-    from mediapulse.pg import target_credentials
-
     base = str(target_credentials(project, target).schema)
     if not base.startswith(CI_SCHEMA_PREFIX):
         raise MediaPulseError(
@@ -313,8 +307,6 @@ def drop_ci_schemas(project: Project, target: str) -> str:
     and those of lost runs: CI schemas the registry says were created more than
     MAX_AGE_ENV hours ago (a runner that died never reached its own drop). Returns what was
     done, one line for each."""
-    from mediapulse.pg import connect_postgres
-
     kind = project.target_type(target)
     if kind == "duckdb":
         return (

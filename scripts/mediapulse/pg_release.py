@@ -40,6 +40,7 @@ from pathlib import Path
 
 from mediapulse import artifacts, failpoints
 from mediapulse.errors import MediaPulseError
+from mediapulse.pg import connect_postgres, target_credentials
 from mediapulse.project import Project
 from mediapulse.release_state import Stamp, keep_count, pack, to_prune
 from mediapulse.runner import DbtRun, run_dbt
@@ -121,18 +122,13 @@ class PgRelease:
 
     @property
     def base_schema(self) -> str:
-        from mediapulse.pg import target_credentials
-
         return str(target_credentials(self.project, self.target).schema)
 
     @property
     def database(self) -> str:
-        from mediapulse.pg import target_credentials
-
         return str(target_credentials(self.project, self.target).database)
 
     def connect(self):  # type: ignore[no-untyped-def]
-        from mediapulse.pg import connect_postgres
 
         return connect_postgres(self.project, self.target)
 

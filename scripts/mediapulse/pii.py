@@ -22,6 +22,7 @@ from pathlib import Path
 from mediapulse.errors import MediaPulseError
 from mediapulse.pg import is_ci_target
 from mediapulse.project import Project
+from mediapulse.spark import is_local
 
 KEY_ENV = "MEDIAPULSE_PII_HASH_KEY"
 SECRET_ENV = "DBT_ENV_SECRET_MEDIAPULSE_PII_HASH_KEY"
@@ -37,8 +38,6 @@ def hash_key_env(project: Project, target: str) -> dict[str, str]:
 
 
 def _checkout_key(project: Project, target: str) -> str:
-    from mediapulse.spark import is_local
-
     kind = project.target_type(target)
     if kind != "duckdb" and not is_local(project, target) and not is_ci_target(project, target):
         raise MediaPulseError(

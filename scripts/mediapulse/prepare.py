@@ -11,9 +11,11 @@ from pathlib import Path
 
 import duckdb
 
-from mediapulse import deps, generate, history, pii, schema_changes
+from mediapulse import deps, generate, history, pii, schema_changes, spark
 from mediapulse.errors import MediaPulseError
+from mediapulse.pg_access import check_roles
 from mediapulse.project import Project
+from mediapulse.rawload import check_raw_tables
 from mediapulse.warehouse import open_duckdb
 
 # The data set `make build` creates on a fresh clone: big enough to be interesting
@@ -78,17 +80,12 @@ def prepare(project: Project, target: str) -> str:
         history.ensure(project, target)
         schema_changes.check_and_report(project, target)
     elif kind == "spark":
-        from mediapulse import spark
-
         spark.check_local_session(project, target)
         spark.check_raw_tables(project, target)
         # the raw tables are a copy of raw.duckdb's (load-raw), whose shape the DuckDB and
         # PostgreSQL targets check; Spark's catalog is not read before dbt starts Spark
         print(f"schema check: not run on target '{target}' (Spark); see README, Running on Spark")
     else:
-        from mediapulse.pg_access import check_roles
-        from mediapulse.rawload import check_raw_tables
-
         check_raw_tables(project, target)  # a missing table stops here, on any source
         schema_changes.check_and_report(project, target)
         check_roles(project, target)

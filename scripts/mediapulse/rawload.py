@@ -18,7 +18,8 @@ from pathlib import Path
 import duckdb
 
 from mediapulse.errors import MediaPulseError
-from mediapulse.pg import connect_postgres
+from mediapulse.personal import masked_name, masked_tables
+from mediapulse.pg import connect_postgres, raw_schema_suffix
 from mediapulse.project import Project
 from mediapulse.sources import RAW_TABLES, declared_raw_tables
 from mediapulse.warehouse import open_duckdb
@@ -55,12 +56,8 @@ def _generation_row(cursor) -> tuple | None:  # type: ignore[no-untyped-def]
 def check_raw_tables(project: Project, target: str) -> None:
     """What a job needs from a server's raw schemas: every declared table exists, and for a
     CI run the masked copies it reads instead of the personal ones. Read only."""
-    from mediapulse.pg import raw_schema_suffix
-
     masked = []
     if raw_schema_suffix(project, target):
-        from mediapulse.personal import masked_name, masked_tables
-
         masked = [masked_name(table) for table in masked_tables(project)]
     pg = connect_postgres(project, target)
     try:

@@ -45,6 +45,7 @@ from mediapulse.duckdb_release import TARGET as DUCKDB_PROD
 from mediapulse.duckdb_release import DuckDbRelease, drop_unlisted, warehouse_release_id
 from mediapulse.duckdb_release import read_state as read_duckdb_state
 from mediapulse.errors import MediaPulseError
+from mediapulse.pg import connect_postgres
 from mediapulse.pg_release import PgRelease, check_complete, rename_in_state
 from mediapulse.planning import make_plan, node_name
 from mediapulse.project import Project
@@ -60,6 +61,8 @@ from mediapulse.release_state import (
 from mediapulse.report import markdown_table, write_summary
 from mediapulse.runner import DbtRun, run_dbt
 from mediapulse.schema_changes import SchemaChangeError
+from mediapulse.sources import declared_raw_tables
+from mediapulse.warehouse import open_duckdb
 
 STATE_FILES = ("manifest.json", "run_results.json", "sources.json", "catalog.json")
 # Files of the published state a job may not write, kept from the state it replaces: a
@@ -388,8 +391,6 @@ def raw_marks(project: Project, target: str) -> dict[str, list[Any]]:
     """Each raw table the sources declare: [row count, newest `loaded_at`, newest `loaded_at`
     not in the future (UTC)]. Equal counts and newest loads: the same raw data (loads append or
     replace rows and stamp what they write). Read only."""
-    from mediapulse.sources import declared_raw_tables
-
     tables = declared_raw_tables(project)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")  # loads are stamped in UTC
     query = (
@@ -398,14 +399,11 @@ def raw_marks(project: Project, target: str) -> dict[str, list[Any]]:
     )
     marks: dict[str, list[Any]] = {}
     if project.target_type(target) == "duckdb":
-        from mediapulse.warehouse import open_duckdb
-
         with open_duckdb(project.raw_path, "read the raw data's newest loads", True) as con:
             for table in tables:
                 count, newest, past = con.execute(query.format(table)).fetchone()
                 marks[table] = [int(count), newest, past]
         return marks
-    from mediapulse.pg import connect_postgres
 
     pg = connect_postgres(project, target)
     try:

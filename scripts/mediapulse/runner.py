@@ -27,6 +27,7 @@ from pathlib import Path
 from mediapulse.dbtenv import dbt_env
 from mediapulse.errors import MediaPulseError
 from mediapulse.project import Project
+from mediapulse.spark import child_env
 
 TIMEOUT_ENV = "MEDIAPULSE_DBT_TIMEOUT"
 DEFAULT_TIMEOUT_S = 3600.0
@@ -124,8 +125,6 @@ def run_dbt(
 
 
 def _child_env(project: Project, target: str, extra_env: Mapping[str, str] | None) -> dict:
-    from mediapulse.spark import child_env
-
     env = {**os.environ, **dbt_env(project, target), **child_env(project, target),
            **(extra_env or {}), **PRIVATE_ENV}  # fmt: skip
     env["PYTHONPATH"] = os.pathsep.join(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mediapulse.errors import MediaPulseError
+from mediapulse.pg import connect_postgres
 from mediapulse.project import Project
 from mediapulse.sources import (
     DeclaredColumn,
@@ -29,6 +30,7 @@ from mediapulse.sources import (
     normalise_type,
     resolve_database,
 )
+from mediapulse.warehouse import open_duckdb
 
 CHANGES = ("added", "removed", "retyped", "renamed", "missing_table")
 # Added columns are never errors: nothing reads a column the sources do not declare yet.
@@ -204,8 +206,6 @@ def compare(
 
 def duckdb_columns(path: Path) -> tuple[str, dict[tuple[str, str], list[tuple[str, str]]]]:
     """(the catalog's name, (schema, table) -> [(column, type)]) of a raw DuckDB file."""
-    from mediapulse.warehouse import open_duckdb
-
     con = open_duckdb(path, purpose="read the raw data's columns", read_only=True)
     try:
         database = con.execute("select current_database()").fetchone()[0]
@@ -230,8 +230,6 @@ def postgres_columns(
     From pg_catalog, not information_schema.columns: the latter lists only the columns the
     role may read, so a missing grant would look like a missing table (check_roles names the
     grant instead)."""
-    from mediapulse.pg import connect_postgres
-
     pg = connect_postgres(project, target)
     try:
         with pg.cursor() as cursor:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mediapulse import artifacts, datadiff, history, prepare, runner
 from mediapulse.errors import MediaPulseError
+from mediapulse.pg_access import ci_schema, drop_ci_schemas
 from mediapulse.planning import BUILDABLE, EXCLUDE, Plan, make_plan, node_name
 from mediapulse.project import Project
 from mediapulse.release_state import CI_PARSE
@@ -102,8 +103,6 @@ def run_slim_ci(
     summary: Path | None = None,
 ) -> int:
     if project.target_type(target) != "duckdb":  # a shared server: never production's schemas
-        from mediapulse.pg_access import ci_schema
-
         ci_schema(project, target, "slim CI builds only in a CI run's own schemas")
     (project.target_dir / datadiff.PLAN_FILE).unlink(missing_ok=True)  # this run's, or none
     clock = history.Job("slim-ci", target)
@@ -189,8 +188,6 @@ def _slim_ci(
         for leftover in (ci_file, ci_file.with_name(ci_file.name + ".wal")):
             leftover.unlink(missing_ok=True)  # a fresh CI warehouse per run
     else:  # a server: this run's own schemas, fresh (refuses a target that is not CI's)
-        from mediapulse.pg_access import drop_ci_schemas
-
         print(drop_ci_schemas(project, target))
     started = time.perf_counter()
     ok, error, results = _run_all(project, invocations, target, env)

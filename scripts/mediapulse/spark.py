@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 
 from mediapulse.errors import MediaPulseError
-from mediapulse.project import Project
+from mediapulse.pg import target_credentials
+from mediapulse.project import TARGET_ENV, WAREHOUSE_ENV, Project
 
 JRE_PACKAGE = "openjdk-17-jre-headless"
 PYTHON_PACKAGES = "'dbt-spark[session]>=1.11,<1.12' 'pyspark>=3.5,<3.6'"
@@ -89,9 +90,6 @@ def start_local_session() -> None:
     reason, not dbt's Python traceback after a JVM's message. Spark's own output (errors only,
     profiles/spark-log4j2.properties) goes to warehouse/spark/driver.log."""
     import sys
-
-    from mediapulse.pg import target_credentials
-    from mediapulse.project import TARGET_ENV, WAREHOUSE_ENV
 
     project = Project.discover(Path.cwd(), Path(os.environ.get(WAREHOUSE_ENV, "warehouse")))
     target = os.environ.get(TARGET_ENV, "")
