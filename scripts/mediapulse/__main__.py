@@ -1,3 +1,3 @@
-from mediapulse.cli import main
+from mediapulse.cli.main import main
 
 raise SystemExit(main())

@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from mediapulse import artifacts, build, deps, generate
-from mediapulse.errors import MediaPulseError
-from mediapulse.project import Project
+from mediapulse.core.errors import MediaPulseError
+from mediapulse.core.project import Project
+from mediapulse.data import generate
+from mediapulse.dbt import artifacts, deps
+from mediapulse.develop import build
 
 REPO = Path(__file__).resolve().parents[2]
 _IGNORED = shutil.ignore_patterns(
@@ -48,16 +50,16 @@ def packages_problem() -> str | None:
 # collection order (pytest-xdist, --dist loadfile), so starting these first keeps one long file
 # from running alone at the end. The rest keep their order.
 LONGEST_FIRST = (
-    "test_rehearsals.py", "test_pg_release.py", "test_monitoring.py", "test_spark.py",
-    "test_release_faults.py", "test_faults.py", "test_pg_attacks.py",
-    "test_raw_ownership.py",
-    "test_refresh.py", "test_slim_ci.py", "test_deploy.py",
-    "test_revenue.py", "test_postgres.py", "test_lint_sql.py",
+    "workflows/test_rehearsals.py", "release/test_postgres.py", "monitoring/test_views.py",
+    "engines/test_spark.py", "release/test_faults.py", "data/test_faults.py",
+    "security/test_pg_access.py", "data/test_rawload.py",
+    "release/test_refresh.py", "ci/test_slim_ci.py", "release/test_deploy.py",
+    "project/test_revenue.py", "engines/test_postgres.py", "ci/test_lint_sql.py",
 )  # fmt: skip
 
 
 def _weight(item: pytest.Item) -> int:
-    name = item.path.name
+    name = item.path.relative_to(Path(__file__).parent).as_posix()
     return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
@@ -78,7 +80,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
         terminalreporter.write_line(
             f"!!! DBT TESTS SKIPPED: no dbt packages: {problem} !!!", red=True, bold=True
         )
-    from mediapulse import spark
+    from mediapulse.engines import spark
 
     if spark.java() is None:
         terminalreporter.write_line(
@@ -226,7 +228,7 @@ def relation_of(node: dict) -> str:
 def after_nightly(built: Project, tmp_path_factory: pytest.TempPathFactory) -> Project:
     """A project copy whose production was built by `mediapulse nightly`, with the state
     slim CI reads in <root>/state."""
-    from mediapulse.release import run_nightly
+    from mediapulse.release.execute import run_nightly
 
     def nightly(destination: Path) -> Project:
         project = clone_built(built, destination)

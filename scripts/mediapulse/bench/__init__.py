@@ -1,0 +1,1 @@
+"""`mediapulse bench`: the performance report."""

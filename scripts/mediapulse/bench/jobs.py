@@ -1,0 +1,136 @@
+"""The benchmark's job measurements: whole `mediapulse` commands as users and the workflows
+run them (a fresh process each: interpreter start-up, packages check, dbt's parse, the release's
+staged copy and swap), each with dbt's own execution time beside its wall clock.
+
+Measured on the benchmark's copy of the project and its warehouse, after `bench.run_bench` has
+generated the data (`raw_before`) and appended a day (`raw_after`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mediapulse.bench.measures import Measure, Sample
+from mediapulse.core.errors import MediaPulseError
+from mediapulse.dbt import artifacts
+from mediapulse.release.duckdb import KEPT_DIR
+
+if TYPE_CHECKING:
+    from mediapulse.bench.run import Bench
+
+STAGED = re.compile(r"staged copy of production: ([\d.]+) s, ([\d,.]+) MiB")
+PARSED = re.compile(
+    r"dbt: (\d+) invocations in one process, the project parsed (\w+)(?: \([^)]*\))?"
+)
+RECORDED = re.compile(
+    r"run history: run \S+ recorded \(\d+ nodes, \d+ relation sizes\) in [\d.]+ s"
+)
+
+
+def _elapsed(run_results: Path) -> float | None:
+    if not run_results.exists():
+        return None
+    return float(artifacts.load_json(run_results, "run results").get("elapsed_time") or 0.0)
+
+
+def run_job(
+    bench: Bench, name: str, argv: list[str], results: Path, before: Callable[[], None]
+) -> Measure:
+    """``mediapulse <argv>`` ``bench.runs`` times, each after ``before``; exec is the dbt time
+    recorded in ``results`` (the run_results.json the job leaves)."""
+    shown = " ".join(argv).replace(str(bench.work), "<work-dir>")
+    measure = Measure(name, f"mediapulse {shown}")
+    env = {**os.environ, **bench.env}
+    for _ in range(bench.runs):
+        before()
+        results.unlink(missing_ok=True)
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "mediapulse", "--project-dir", str(bench.project.root), *argv],
+            env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        wall = time.perf_counter() - started
+        if proc.returncode != 0:
+            tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-4:])
+            raise MediaPulseError(f"benchmark step `mediapulse {shown}` failed: {tail}")
+        measure.samples.append(Sample(wall, _elapsed(results), 0.0))
+        found = (pattern.search(proc.stdout) for pattern in (STAGED, PARSED, RECORDED))
+        notes = [m.group(0) for m in found if m]
+        bench.job_notes[name] = notes
+        print(f"  {name}: {wall:.1f} s wall, dbt {measure.samples[-1].exec_s or 0:.1f} s; "
+              + "; ".join(notes))  # fmt: skip
+    bench.measures[name] = measure
+    return measure
+
+
+def measure_jobs(bench: Bench, one_mart: str) -> None:
+    """nightly, refresh of the appended day, deploy of a one-mart change, slim CI of it."""
+    state = bench.work / "jobs-state"
+
+    def clean_production() -> None:
+        bench.restore("raw_before")()
+        bench.file("prod.duckdb").unlink(missing_ok=True)
+        shutil.rmtree(bench.file(KEPT_DIR), ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
+
+    nightly = ["nightly", "--target", "prod", "--artifacts", str(state)]
+    run_job(bench, "job_nightly", nightly, state / "run_results.json", clean_production)
+    live = bench.work / "jobs-live"
+    shutil.rmtree(live, ignore_errors=True)
+    live.mkdir()
+    shutil.copy2(bench.file("prod.duckdb"), live / "prod.duckdb")
+    shutil.copytree(state, live / "state")
+
+    def live_release(raw: str) -> Callable[[], None]:
+        def restore() -> None:
+            bench.restore(raw)()
+            shutil.rmtree(bench.file(KEPT_DIR), ignore_errors=True)
+            shutil.copy2(live / "prod.duckdb", bench.file("prod.duckdb"))
+            shutil.rmtree(state, ignore_errors=True)
+            shutil.copytree(live / "state", state)
+
+        return restore
+
+    refresh = ["refresh", "--target", "prod", "--artifacts", str(state)]
+    run_job(bench, "job_refresh", refresh, state / "run_results.json", live_release("raw_after"))
+    # what the refresh published equals a full build of the same raw data (the one the
+    # incremental measurement was checked against)
+    tables = bench.built_tables()
+    bench.compare("mediapulse refresh == full refresh",
+                  [(f"refreshed.{t}", f"rebuilt.{t}") for t in tables],
+                  {"refreshed": bench.file("prod.duckdb"),
+                   "rebuilt": bench.work / "full_after" / "prod.duckdb"})  # fmt: skip
+
+    undo = bench.edit(one_mart)
+    try:
+        deploy = ["deploy", "--target", "prod", "--artifacts", str(state)]
+        run_job(bench, "job_deploy_one_mart", deploy, state / "run_results.json",
+                live_release("raw_before"))  # fmt: skip
+        bench.compare("deploy of one mart == the release it replaced",
+                      [(f"deployed.{t}", f"live.{t}") for t in tables],
+                      {"deployed": bench.file("prod.duckdb"), "live": live / "prod.duckdb",
+                       "raw": bench.project.raw_path})  # fmt: skip
+        live_release("raw_before")()
+        slim = ["slim-ci", "--target", "ci", "--state", str(state)]
+        fresh_ci = bench.fresh("ci.duckdb")
+
+        def fresh_runner() -> None:
+            # a pull request's runner: no CI warehouse, and no saved parse of its own (slim
+            # CI starts from the one production published)
+            fresh_ci()
+            (bench.project.target_dir / "partial_parse.msgpack").unlink(missing_ok=True)
+
+        run_job(bench, "job_slim_ci_one_mart", slim, bench.project.target_dir / "run_results.json",
+                fresh_runner)  # fmt: skip
+    finally:
+        undo()
+    bench.measures["job_deploy_one_mart"].command += f" (after editing {one_mart})"
+    bench.measures["job_slim_ci_one_mart"].command += f" (after editing {one_mart})"

@@ -1,0 +1,1 @@
+"""Pull-request checks: slim CI, the data diff, the evaluator, codegen, SQL lint, the PR comment."""

@@ -1,0 +1,1 @@
+"""The `mediapulse` command."""

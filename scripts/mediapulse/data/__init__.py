@@ -1,0 +1,1 @@
+"""The demo data: the generator, its faults, and loading raw data into server and Spark targets."""

@@ -1,0 +1,3 @@
+"""Running dbt: the runner and its child process, dbt's artifacts, packages, and the environment
+dbt gets.
+"""

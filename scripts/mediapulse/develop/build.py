@@ -1,0 +1,186 @@
+"""`mediapulse build`: the main job, on a developer's own target: `dbt build` after the
+preparation every job shares (`mediapulse.jobs.prepare`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mediapulse.core.errors import MediaPulseError
+from mediapulse.core.project import Project
+from mediapulse.dbt import artifacts
+from mediapulse.dbt.runner import run_dbt
+from mediapulse.develop.sample import describe, parse_window
+from mediapulse.engines.duckdb import open_duckdb
+from mediapulse.jobs.prepare import check_duckdb_file, prepare, target_env
+from mediapulse.monitoring import history
+from mediapulse.monitoring.schema_changes import SchemaChangeError
+from mediapulse.release.execute import release_lock
+
+if TYPE_CHECKING:
+    from dbt.event_time.sample_window import SampleWindow
+
+EXAMPLE_MODEL = "fct_daily_engagement"
+FAILED = frozenset(artifacts.FAILED_STATUSES)
+WARNED = frozenset({"warn"})
+
+# The targets the release jobs (nightly, deploy, refresh, rollback) build and swap: DuckDB's
+# `prod`, PostgreSQL's `postgres` (profiles/profiles.yml), and whatever CI names production
+# (MEDIAPULSE_PROD_TARGET, the releases' default target). A sample is never built there.
+RELEASE_TARGETS = ("prod", "postgres")
+PROD_TARGET_ENV = "MEDIAPULSE_PROD_TARGET"
+
+
+def release_targets() -> set[str]:
+    return {*RELEASE_TARGETS, os.environ.get(PROD_TARGET_ENV) or RELEASE_TARGETS[0]}
+
+
+def check_sample(project: Project, target: str, window: str) -> SampleWindow:
+    """Before any work: the window parses as dbt parses it and holds some time, and the
+    target is a developer's own."""
+    parsed = parse_window(window)
+    project.check_target(target)
+    if target in release_targets():
+        raise MediaPulseError(
+            f"--sample on target '{target}': that is production, which only the release jobs "
+            "build (nightly, deploy, refresh) and always in full; build a sample on your own "
+            "target (--target dev, the default)"
+        )
+    return parsed
+
+
+def check_sample_has_events(project: Project, text: str, window: SampleWindow) -> None:
+    """A window that holds no watch events builds empty facts, on which every test passes
+    and proves nothing: stop before dbt runs, with the range the data covers."""
+    with open_duckdb(project.raw_path, "check the --sample window", read_only=True) as con:
+        inside, first, last = con.execute(
+            "select count(*) filter (where event_ts >= ? and event_ts < ?), "
+            "min(event_ts), max(event_ts) from streaming.watch_events",
+            [window.start.replace(tzinfo=None), window.end.replace(tzinfo=None)],
+        ).fetchone()
+    if not inside:
+        raise MediaPulseError(
+            f"--sample {text!r}: no watch events in {describe(window)} (the raw data has "
+            f"{first:%Y-%m-%d %H:%M} to {last:%Y-%m-%d %H:%M}); widen the window or pass an "
+            "absolute one inside that range"
+            if first
+            else f"--sample {text!r}: the raw data holds no watch events at all"
+        )
+
+
+def sample_marker(project: Project, target: str) -> Path:
+    """Present while the target's incremental models may hold a sample: written before a
+    sample build, removed by the next complete build, which rebuilds them in full."""
+    return project.warehouse_dir / f"{target}.sample.json"
+
+
+def report_failures(project: Project, statuses: frozenset[str] = FAILED) -> list[str]:
+    """Print one line per node with one of ``statuses``: model, column and rule named."""
+    lines = [
+        r.describe() for r in artifacts.node_results(project.target_dir) if r.status in statuses
+    ]
+    for line in lines:
+        print(f"  {line}")
+    return lines
+
+
+def main_job(
+    project: Project,
+    target: str,
+    full_refresh: bool = False,
+    select: str | None = None,
+    sample: str | None = None,
+) -> int:
+    """`dbt build` on ``target``. With ``sample`` (a dbt --sample window), the sources and
+    large models that configure `event_time` are read from the window only, and the
+    incremental models are rebuilt (--full-refresh): the warehouse then holds the sample and
+    nothing else, whatever an earlier build left in it."""
+    window = check_sample(project, target, sample) if sample is not None else None
+    clock = history.Job("build", target)
+    try:
+        kind = prepare(project, target)
+    except SchemaChangeError:
+        # stopped before any model ran: a failed run all the same, with what the check found
+        history.record_job(project, target, clock, False, None)
+        raise
+    if target in release_targets() and kind in ("duckdb", "postgres"):
+        # production built in place: never while a release (or another build) runs on it
+        with release_lock(project, target, "build"):
+            return _build(project, target, kind, clock, full_refresh, select, sample, window)
+    return _build(project, target, kind, clock, full_refresh, select, sample, window)
+
+
+def _build(
+    project: Project,
+    target: str,
+    kind: str,
+    clock: history.Job,
+    full_refresh: bool,
+    select: str | None,
+    sample: str | None,
+    window: SampleWindow | None,
+) -> int:
+    env = target_env(project, target)
+    if kind == "duckdb":
+        check_duckdb_file(project.duckdb_path(target), f"build target '{target}'")
+    marker = sample_marker(project, target)
+    args = ["build"]
+    if window is not None:
+        if kind == "duckdb":
+            check_sample_has_events(project, str(sample), window)
+        # Every incremental model starts over: an incremental run would add the window's new
+        # loads to whatever the target held (a whole history, an older sample), not replace it.
+        args += ["--full-refresh", "--sample", str(sample)]
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"sample": sample, "window": describe(window)}) + "\n")
+        print(f"sample: {describe(window)} (dbt --sample {sample!r}; incremental models rebuilt)")
+    elif full_refresh:
+        args.append("--full-refresh")
+    elif marker.exists():
+        # The incremental models hold a sample: an incremental run would add the new loads to
+        # it and the reconciliations with the (whole) views below would fail.
+        args.append("--full-refresh")
+        print(
+            f"the last build on '{target}' was a sample: rebuilding the incremental models in "
+            "full (--full-refresh)"
+        )
+    if select:
+        args += ["--select", select]
+    # what the history records is this build's, never an earlier one's
+    (project.target_dir / "run_results.json").unlink(missing_ok=True)
+    result = run_dbt(project, args, target=target, extra_env=env)
+    recorded = history.record_job(project, target, clock, result.success, project.target_dir)
+    if not result.success:
+        print(f"\ndbt build on target '{target}' failed:")
+        if not report_failures(project) and result.error:
+            print(f"  {result.error}")
+        print(recorded)
+        return 1
+    if window is None and not select:
+        marker.unlink(missing_ok=True)  # every model was built from the whole data
+    on_sample = f" on the sample {sample!r}" if window else ""
+    print(f"\ndbt build on target '{target}'{on_sample} passed in {result.elapsed_s:.0f} s.")
+    if any(r.status == "warn" for r in artifacts.node_results(project.target_dir)):
+        print("Warnings (signals, see docs/test-severity.md):")
+        report_failures(project, WARNED)
+    print(recorded)
+    if kind == "duckdb":
+        _print_where(project, target)
+    return 0
+
+
+def _print_where(project: Project, target: str) -> None:
+    path = project.duckdb_path(target)
+    try:
+        relation = artifacts.relation_name(project.target_dir, EXAMPLE_MODEL)
+    except MediaPulseError:
+        return
+    print(f"The warehouse is {path}")
+    print("Try:")
+    print(
+        f'  .venv/bin/mediapulse query --target {target} "select activity_date, '
+        f"count(*) as viewers, round(sum(watch_seconds) / 3600) as watch_hours "
+        f'from {relation} group by 1 order by 1 desc limit 7"'
+    )

@@ -1,0 +1,1 @@
+"""What every job needs before dbt runs."""

@@ -1,0 +1,3 @@
+"""Releases: the plan of a change, building beside production, the swap, the state, the lock,
+rollback.
+"""

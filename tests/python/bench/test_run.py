@@ -1,0 +1,237 @@
+"""`mediapulse bench`: it runs end to end at a small scale and its equality checks hold.
+
+No timing is asserted here (speed targets live in the benchmark's own report); these tests
+check that every measurement is taken, the report is complete, and a difference between an
+incremental and a full result stops the benchmark instead of producing numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from mediapulse.bench import run as bench
+from mediapulse.cli.main import main
+from mediapulse.core.errors import MediaPulseError
+
+from ..conftest import REPO
+
+MEASURES = {
+    "full_build", "full_run", "incremental_run", "incremental_build", "slim_ci_one_mart",
+    "slim_ci_event_staging", "floor", "parse_cold", "parse_partial", "evaluator",
+    "job_nightly", "job_refresh", "job_deploy_one_mart", "job_slim_ci_one_mart",
+    "data_diff_watch_sessions",
+}  # fmt: skip
+JOBS = {name for name in MEASURES if name.startswith("job_")}
+
+
+@pytest.mark.dbt
+def test_bench_runs_every_step_and_its_checks_hold(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results.json"
+    code = main([
+        "--project-dir", str(REPO), "bench", "--scale", "20000", "--days", "4", "--runs", "1",
+        "--work-dir", str(tmp_path / "work"), "--out", str(out),
+    ])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    report = json.loads(out.read_text())
+
+    assert set(report["measures"]) == MEASURES
+    for name, measure in report["measures"].items():
+        assert measure["wall_s"]["median"] > 0, name
+        if name not in ("floor", "parse_cold", "parse_partial"):
+            assert measure["exec_s"]["median"] > 0, name
+        if name not in ("floor", "parse_cold", "parse_partial", "data_diff_watch_sessions", *JOBS):
+            assert measure["peak_mb"]["max"] > 50, f"{name}: the dbt process's memory is measured"
+    # the jobs are the commands users run, whole
+    assert report["measures"]["job_refresh"]["command"].startswith("mediapulse refresh --target")
+    assert "mediapulse slim-ci" in report["measures"]["job_slim_ci_one_mart"]["command"]
+    assert report["scale"]["events"] >= 15_000  # the scale asked for, near enough
+    assert report["machine"]["cores"] and report["machine"]["dbt_core"].startswith("1.11")
+    assert report["watch_event_path"]["events_per_second"] > 0
+    assert report["checks"] == {
+        "incremental == full refresh": report["checks"]["incremental == full refresh"],
+        "slim_ci_one_mart == full build": report["checks"]["slim_ci_one_mart == full build"],
+        "slim_ci_event_staging == full build": report["checks"][
+            "slim_ci_event_staging == full build"
+        ],
+        "mediapulse refresh == full refresh": report["checks"][
+            "mediapulse refresh == full refresh"
+        ],
+        "deploy of one mart == the release it replaced": report["checks"][
+            "deploy of one mart == the release it replaced"
+        ],
+        "data diff of an unchanged fct_watch_sessions": report["checks"][
+            "data diff of an unchanged fct_watch_sessions"
+        ],
+    }
+    assert all(value.startswith("equal (") for value in report["checks"].values())
+    # the incremental check compares every table the project builds, not a token few
+    assert int(report["checks"]["incremental == full refresh"].split("(")[1].split()[0]) >= 10
+    assert {t["name"] for t in report["targets"]} >= {
+        "incremental run vs full refresh (dbt run)", "slim CI, one mart, vs full build",
+    }  # fmt: skip
+    assert all(isinstance(t["met"], bool) for t in report["targets"])
+    assert {t["name"] for t in report["targets"]} >= {
+        "mediapulse refresh of a day vs full build, both with their tests",
+        "mediapulse deploy of one mart vs full deploy (nightly's build), dbt time",
+        "mediapulse slim-ci, one mart, wall clock",
+        "data diff of fct_watch_sessions against production",
+    }
+    # the staged copy is its own line, and each job says how often dbt parsed
+    for job in ("job_nightly", "job_refresh", "job_deploy_one_mart"):
+        notes = " ".join(report["job_notes"][job])
+        assert "staged copy of production:" in notes and "parsed once" in notes, (job, notes)
+    assert "parsed once" in " ".join(report["job_notes"]["job_slim_ci_one_mart"])
+    # what recording the run history costs each job, measured by the job itself
+    for job in JOBS:
+        assert "run history: run " in " ".join(report["job_notes"][job]), job
+    # the scaling table holds this scale's row, from this run
+    (row,) = report["scaling"].values()
+    assert row["refresh_s"] == report["measures"]["job_refresh"]["exec_s"]["median"]
+
+    markdown = out.with_suffix(".md").read_text()
+    assert markdown == bench.render(report)
+    assert "| measure |" in markdown and "slim_ci_one_mart" in markdown
+    # the report does not depend on where it ran: the work directory is named, not its path
+    assert str(tmp_path) not in markdown and str(tmp_path) not in out.read_text()
+    assert "--state <work-dir>/state" in report["measures"]["slim_ci_one_mart"]["command"]
+    assert "| parse_cold | — | — |" in markdown
+    assert "### Scaling" in markdown
+    assert "Staged copy of production (blue-green), per release: job_nightly: " in markdown
+    assert "Machine:" in printed and "check incremental == full refresh: equal" in printed
+    # the edited models were put back in the work copy, and the checkout was never touched
+    work_model = tmp_path / "work" / "project" / bench.ONE_MART
+    assert work_model.read_text() == (REPO / bench.ONE_MART).read_text()
+    for model in (bench.ONE_MART, bench.EVENT_STAGING):
+        assert "benchmark:" not in (REPO / model).read_text()
+
+
+def _warehouse(path: Path, rows: list[tuple[int, str]]) -> Path:
+    with duckdb.connect(str(path)) as con:
+        con.execute("create schema marts")
+        con.execute("create table marts.fct (id integer, value varchar)")
+        con.executemany("insert into marts.fct values (?, ?)", rows)
+    return path
+
+
+def test_a_difference_stops_the_benchmark(tmp_path: Path) -> None:
+    left = _warehouse(tmp_path / "left.duckdb", [(1, "a"), (2, "b"), (2, "b")])
+    same = _warehouse(tmp_path / "same.duckdb", [(2, "b"), (1, "a"), (2, "b")])
+    # a duplicate lost is a difference too: the comparison counts rows, not distinct values
+    fewer = _warehouse(tmp_path / "fewer.duckdb", [(1, "a"), (2, "b")])
+    runner = bench.Bench.__new__(bench.Bench)
+    runner.checks = {}
+    runner.compare("same", [("l.marts.fct", "r.marts.fct")], {"l": left, "r": same})
+    assert runner.checks == {"same": "equal (1 relations)"}
+    with pytest.raises(MediaPulseError, match=r"check 'lost' FAILED: l.marts.fct and r.marts.fct"):
+        runner.compare("lost", [("l.marts.fct", "r.marts.fct")], {"l": left, "r": fewer})
+    assert "lost" not in runner.checks
+
+
+@pytest.mark.parametrize(
+    ("text", "events"), [("1M", 1_000_000), ("10m", 10_000_000), ("2.5M", 2_500_000),
+                         ("50000", 50_000)],
+)  # fmt: skip
+def test_scale_accepts_names_and_numbers(text: str, events: int) -> None:
+    assert bench.check_scale(text) == events
+
+
+@pytest.mark.parametrize("text", ["huge", "100", "-5M", "inf", "nan"])
+def test_a_bad_scale_is_a_clear_error(text: str) -> None:
+    with pytest.raises(MediaPulseError, match=r"--scale"):
+        bench.check_scale(text)
+
+
+def test_users_are_sized_for_the_events_asked_for() -> None:
+    params = bench.params_for(10_000_000, 90, seed=1)
+    expected_events = params.users * 90 * bench.EVENTS_PER_USER_DAY * bench.VISIBLE_SHARE
+    assert abs(expected_events - 10_000_000) / 10_000_000 < 0.01
+    assert params.days == 90 and params.seed == 1
+
+
+# -- the work directory: the benchmark deletes it, so it only ever deletes one it created ------
+
+
+def _bench_cli(tmp_path: Path, work: Path):
+    from ..cli.test_main import run_cli
+
+    return run_cli(
+        "--project-dir", str(REPO), "bench", "--scale", "20000", "--days", "4", "--runs", "1",
+        "--work-dir", str(work), "--out", str(tmp_path / "results.json"),
+    )  # fmt: skip
+
+
+def _contents(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def test_bench_refuses_a_directory_it_did_not_create(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    (mine / "notes").mkdir(parents=True)
+    (mine / "notes" / "thesis.txt").write_text("a user's only copy\n")
+    result = _bench_cli(tmp_path, mine)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(mine) in lines[0] and "not created by mediapulse bench" in lines[0], lines[0]
+    assert "--work-dir" in lines[0] and "empty or new directory" in lines[0], lines[0]
+    # refused before any work: the user's files are all there is, and nothing was measured
+    assert (mine / "notes" / "thesis.txt").read_text() == "a user's only copy\n"
+    assert _contents(mine) == ["notes", "notes/thesis.txt"]
+    assert not (tmp_path / "results.json").exists()
+    assert result.stdout == ""
+
+
+def test_bench_refuses_the_work_dir_of_a_run_from_before_the_marker(tmp_path: Path) -> None:
+    # bench/work as an older `make bench` left it: a project copy and a warehouse, no marker
+    old = tmp_path / "bench" / "work"
+    (old / "project" / "warehouse").mkdir(parents=True)
+    (old / "project" / "dbt_project.yml").write_text("name: mediapulse\n")
+    result = _bench_cli(tmp_path, old)
+    assert result.returncode == 2, result.stderr
+    assert f"remove it (rm -rf {old})" in result.stderr, result.stderr
+    assert (old / "project" / "dbt_project.yml").exists()
+
+
+def test_bench_uses_a_new_or_empty_directory_and_reuses_its_own(tmp_path: Path) -> None:
+    new = tmp_path / "new" / "work"
+    bench.claim_work_dir(new)
+    assert _contents(new) == [bench.WORK_DIR_MARKER]
+    (new / "project").mkdir()
+    (new / "project" / "old.duckdb").write_text("last run")
+    bench.claim_work_dir(new)  # its own directory: emptied for the next run, marker kept
+    assert _contents(new) == [bench.WORK_DIR_MARKER]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    bench.claim_work_dir(empty)
+    assert _contents(empty) == [bench.WORK_DIR_MARKER]
+
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("not a directory")
+    with pytest.raises(MediaPulseError, match=r"results.txt.* is a file"):
+        bench.claim_work_dir(a_file)
+    assert a_file.read_text() == "not a directory"
+
+
+def test_the_refresh_is_checked_flat_against_the_next_smaller_scale() -> None:
+    """With 1 M, 10 M and 50 M measured, the target is 50 M against 10 M (as stated), not
+    against 1 M, whose refresh is nearly all fixed cost."""
+    rows = {
+        "50000000": {"refresh_s": 38.0}, "1000000": {"refresh_s": 17.0},
+        "10000000": {"refresh_s": 20.0},
+    }  # fmt: skip
+    target = bench.flatness_target(rows)
+    assert target is not None
+    assert target.name == "refresh at 50,000,000 vs at 10,000,000 events"
+    assert target.measured == 38.0 / 20.0 and target.met
+    assert bench.flatness_target({"10000000": rows["10000000"]}) is None
+    # 12.5 M is less than 4x below 50 M: 10 M is still the scale compared
+    near = bench.flatness_target({**rows, "12500001": {"refresh_s": 30.0}})
+    assert near is not None and "vs at 10,000,000" in near.name
