@@ -56,9 +56,10 @@ data: venv ## (re)generate the demo raw data set in warehouse/raw.duckdb
 build: venv ## the main job: packages, demo data if none, dbt build on TARGET (default dev)
 	$(BIN)/mediapulse build --target $(TARGET)
 
-lint: deps ## ruff lint and format check, and the SQL lint (lint-sql)
+lint: deps ## ruff lint and format check, the package's layers (import-linter), the SQL lint
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	PYTHONPATH=scripts $(BIN)/lint-imports --no-cache
 	$(MP) lint-sql
 
 lint-sql: deps ## sqlfluff on the SQL as dbt renders it (rules in .sqlfluff), and line lengths
