@@ -313,8 +313,8 @@ def render_markdown(plan: Plan, root: Path, check: bool) -> str:
 def run_codegen(
     project: Project, target: str, check: bool, dry_run: bool, markdown: Path | None = None
 ) -> int:
-    kind = prepare.prepare(project, target)
-    if kind == "duckdb":  # column types come from the built warehouse
+    engine = prepare.prepare(project, target)
+    if engine.embedded:  # column types come from the built warehouse
         prepare.require_built(project, target, f"read column types from target '{target}'")
     env = prepare.target_env(project, target)
     # From scratch: codegen trusts the manifest to say which models and columns have YAML, and
@@ -328,7 +328,7 @@ def run_codegen(
     # DuckDB attaches the raw data as a catalog of its own: every schema there is raw. A server
     # database also holds production's, CI's and developers' schemas: only the raw schemas the
     # sources declare are read there (a new raw schema needs its `sources:` entry first).
-    raw_schemas = None if kind == "duckdb" else sorted(declared_source_schemas(manifest))
+    raw_schemas = None if engine.embedded else sorted(declared_source_schemas(manifest))
     models, sources = read_inputs(project, target, database, env, raw_schemas)
     manifest["_project"] = project_name(manifest)
     plan = plan_models(project.root, manifest, models)

@@ -37,8 +37,10 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.markdown import inert, markdown_table, write_summary
 from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts
-from mediapulse.engines.duckdb import open_duckdb
+from mediapulse.engines.base import Capability
+from mediapulse.engines.duckdb import duckdb_file, open_duckdb, production_file
 from mediapulse.engines.postgres import connect_postgres
+from mediapulse.engines.targets import resolve
 from mediapulse.jobs import prepare
 from mediapulse.monitoring import history
 
@@ -316,8 +318,7 @@ class Warehouse:
     """The SQL a diff runs, on the CI target's engine: DuckDB (the CI file with production and
     the raw data attached read-only) or PostgreSQL (the target's database)."""
 
-    def __init__(self, kind: str, query: Query, catalogs: bool) -> None:
-        self.kind = kind
+    def __init__(self, query: Query, catalogs: bool) -> None:
         self.query = query
         self.catalogs = catalogs  # relation names keep their database part (DuckDB)
 
@@ -340,11 +341,12 @@ class Warehouse:
 
 @contextmanager
 def connect(project: Project, target: str, prod_warehouse: Path | None) -> Iterator[Warehouse]:
-    kind = project.target_type(target)
-    if kind == "duckdb":
-        prod = prod_warehouse or project.duckdb_path("prod")
+    engine = resolve(project, target)
+    engine.require(Capability.DATA_DIFF, "diff")
+    if engine.embedded:
+        prod = prod_warehouse or production_file(project)
         prepare.check_duckdb_file(prod, "compare with production")
-        ci = project.duckdb_path(target)
+        ci = duckdb_file(project, target)
         con = open_duckdb(ci, "compare with production", read_only=True)
         try:
             # the bounds every DuckDB target has (README, "Memory"): a big join spills to disk
@@ -360,16 +362,11 @@ def connect(project: Project, target: str, prod_warehouse: Path | None) -> Itera
                 raise MediaPulseError(
                     f"cannot attach production {prod} or the raw data: {str(exc).splitlines()[0]}"
                 ) from exc
-            yield Warehouse(kind, lambda sql: con.execute(sql).fetchall(), catalogs=True)
+            yield Warehouse(lambda sql: con.execute(sql).fetchall(), catalogs=True)
         finally:
             con.close()
         return
-    if kind != "postgres":
-        raise MediaPulseError(
-            f"target '{target}' is {kind}: the data diff runs on DuckDB and PostgreSQL"
-        )
-
-    con = connect_postgres(project, target)
+    con = connect_postgres(project, target)  # a server: read-only, each query on its own
     con.set_session(readonly=True, autocommit=True)
 
     def query(sql: str) -> list[tuple]:
@@ -378,7 +375,7 @@ def connect(project: Project, target: str, prod_warehouse: Path | None) -> Itera
             return list(cursor.fetchall())
 
     try:
-        yield Warehouse(kind, query, catalogs=False)
+        yield Warehouse(query, catalogs=False)
     finally:
         con.close()
 
@@ -825,7 +822,7 @@ def _run(
     # history than the CI run's own (slim CI builds them over that): nothing to compare with
     own_history = [
         u for u in models
-        if project.target_type(target) == "duckdb"
+        if resolve(project, target).embedded
         and manifest["nodes"][u].get("database") == history.CATALOG
     ]  # fmt: skip
     if own_history:

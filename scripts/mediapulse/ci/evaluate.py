@@ -21,7 +21,8 @@ from mediapulse.core.markdown import write_summary
 from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts, runner
 from mediapulse.dbt.runner import run_dbt
-from mediapulse.engines import postgres as pg
+from mediapulse.engines.base import Capability
+from mediapulse.engines.duckdb import duckdb_file
 from mediapulse.jobs import prepare
 from mediapulse.security import pg_access
 
@@ -181,15 +182,15 @@ def run_evaluate(
         print(f"notice: no baseline at {baseline_path} (first run?): every violation counts")
     elif baseline_path is not None:
         baseline = load_baseline(baseline_path)
-    kind = prepare.prepare(project, target)
-    if kind == "postgres" and pg.is_ci_target(project, target):
+    engine = prepare.prepare(project, target)
+    if engine.can(Capability.CI_SCHEMAS) and engine.is_ci():
         # a CI run's schemas start empty: nothing another run (a pull request, which runs as
         # the same role) left under this run's names reaches the published report
         print(pg_access.drop_ci_schemas(project, target))
-    if kind == "duckdb":
+    if engine.embedded:
         # the evaluator reads dbt's graph, not the models' tables: a fresh runner's target
         # (no file yet) is fine, a corrupt or locked one is not
-        prepare.check_duckdb_file(project.duckdb_path(target), f"evaluate target '{target}'")
+        prepare.check_duckdb_file(duckdb_file(project, target), f"evaluate target '{target}'")
     severity = os.environ.get(SEVERITY_ENV, "error")
     env = {SEVERITY_ENV: severity, **prepare.target_env(project, target)}
     with runner.session(project, target, env):  # one parse for the build and the dump

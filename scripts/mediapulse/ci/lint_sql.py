@@ -45,13 +45,14 @@ from mediapulse.data import generate
 from mediapulse.dbt import artifacts, deps
 from mediapulse.dbt.env import dbt_env
 from mediapulse.dbt.runner import run_dbt
+from mediapulse.engines.base import DEV_TARGET
 
 CONFIG_FILES = (".sqlfluff", ".sqlfluffignore")
 # Where the project's SQL lives. sqlfluff skips what .sqlfluffignore lists (macros, generic
 # tests: the dbt templater cannot render a macro on its own); line lengths are checked in all.
 DEFAULT_PATHS = ("models", "tests", "snapshots", "macros", "analyses")
 # the target `.sqlfluff` names for the dbt templater
-LINT_TARGET = "dev"
+LINT_TARGET = DEV_TARGET
 FULL_REFRESH = "full refresh"
 INCREMENTAL = "incremental run"
 # sqlfluff's default, when .sqlfluff does not set max_line_length

@@ -19,6 +19,9 @@ from mediapulse.core.markdown import markdown_table, write_summary
 from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts, runner
 from mediapulse.dbt.runner import run_dbt
+from mediapulse.engines.base import CI_TARGET
+from mediapulse.engines.duckdb import duckdb_file
+from mediapulse.engines.targets import resolve
 from mediapulse.jobs import prepare
 from mediapulse.monitoring import history
 from mediapulse.release.plan import BUILDABLE, EXCLUDE, Plan, make_plan, node_name
@@ -100,12 +103,13 @@ def render_results(results: list[artifacts.NodeResult], seconds: float) -> str:
 def run_slim_ci(
     project: Project,
     state_dir: Path | None,
-    target: str = "ci",
+    target: str = CI_TARGET,
     select: str | None = None,
     prod_warehouse: Path | None = None,
     summary: Path | None = None,
 ) -> int:
-    if project.target_type(target) != "duckdb":  # a shared server: never production's schemas
+    engine = resolve(project, target)
+    if not engine.embedded:  # a shared server: never production's schemas
         ci_schema(project, target, "slim CI builds only in a CI run's own schemas")
     (project.target_dir / datadiff.PLAN_FILE).unlink(missing_ok=True)  # this run's, or none
     clock = history.Job("slim-ci", target)
@@ -117,7 +121,7 @@ def run_slim_ci(
     with runner.session(project, target, env) as dbt:
         prepare.prepare(project, target)
         code = _slim_ci(project, state, state_dir, target, select, env, summary, dbt)
-    if project.target_type(target) == "duckdb":
+    if engine.embedded:
         # the CI warehouse's own history; on a server a CI run's schemas are dropped after it
         # and production's history is never a pull request's to write
         print(history.record_job(project, target, clock, code == 0, project.target_dir))
@@ -163,7 +167,7 @@ def _slim_ci(
     else:
         try:
             # DuckDB: catalog `monitoring` is this target's own run history, not production's
-            own_history = project.target_type(target) == "duckdb"
+            own_history = resolve(project, target).embedded
             plan = make_plan(project, state, select, target, env, own_history)
         except MediaPulseError as exc:
             # the PR's summary and comment must say why, not only the job log
@@ -186,8 +190,8 @@ def _slim_ci(
         if plan.standalone_unit_tests:
             invocations.append(["test", "--select", *plan.standalone_selection, *defer])
     print(render_plan(plan))
-    if project.target_type(target) == "duckdb":
-        ci_file = project.duckdb_path(target)
+    if resolve(project, target).embedded:
+        ci_file = duckdb_file(project, target)
         for leftover in (ci_file, ci_file.with_name(ci_file.name + ".wal")):
             leftover.unlink(missing_ok=True)  # a fresh CI warehouse per run
     else:  # a server: this run's own schemas, fresh (refuses a target that is not CI's)

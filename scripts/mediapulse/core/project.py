@@ -116,15 +116,6 @@ class Project:
             )
         return target
 
-    def target_type(self, target: str) -> str:
-        return str(self.outputs[self.check_target(target)]["type"])
-
-    def duckdb_path(self, target: str) -> Path:
-        """The DuckDB file a target writes; fixed names, as DuckDB names the catalog after it."""
-        if self.target_type(target) != "duckdb":
-            raise MediaPulseError(f"target '{target}' is not a DuckDB target")
-        return self.warehouse_dir / f"{target}.duckdb"
-
     def dbt_path(self, path: Path) -> str:
         """A path as dbt is given it (dbt runs in the project's root): relative when inside the
         project. dbt's partial parsing starts over when the rendered profile changes, and a

@@ -21,7 +21,8 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.core.sources import RAW_TABLES, declared_raw_tables
 from mediapulse.engines.duckdb import open_duckdb
-from mediapulse.engines.postgres import connect_postgres, raw_schema_suffix
+from mediapulse.engines.postgres import connect_postgres
+from mediapulse.engines.targets import resolve
 from mediapulse.security.personal import masked_name, masked_tables
 
 REGISTRY = "_mediapulse.raw_tables"
@@ -57,7 +58,7 @@ def check_raw_tables(project: Project, target: str) -> None:
     """What a job needs from a server's raw schemas: every declared table exists, and for a
     CI run the masked copies it reads instead of the personal ones. Read only."""
     masked = []
-    if raw_schema_suffix(project, target):
+    if resolve(project, target).raw_schema_suffix:
         masked = [masked_name(table) for table in masked_tables(project)]
     pg = connect_postgres(project, target)
     try:

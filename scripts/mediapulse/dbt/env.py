@@ -6,7 +6,7 @@ from __future__ import annotations
 from mediapulse.core.project import TARGET_ENV, WAREHOUSE_ENV, Project
 from mediapulse.core.sources import RAW_SCHEMA_SUFFIX_ENV
 from mediapulse.dbt.pii import hash_key_env
-from mediapulse.engines.postgres import raw_schema_suffix
+from mediapulse.engines.targets import resolve
 
 
 def dbt_env(project: Project, target: str) -> dict[str, str]:
@@ -18,5 +18,5 @@ def dbt_env(project: Project, target: str) -> dict[str, str]:
         TARGET_ENV: project.check_target(target),
         **hash_key_env(project, target),
         # the raw schemas the sources read: the masked copies for a CI run on a server
-        RAW_SCHEMA_SUFFIX_ENV: raw_schema_suffix(project, target),
+        RAW_SCHEMA_SUFFIX_ENV: resolve(project, target).raw_schema_suffix,
     }

@@ -21,8 +21,7 @@ from pathlib import Path
 
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
-from mediapulse.engines.postgres import is_ci_target
-from mediapulse.engines.spark import is_local
+from mediapulse.engines.targets import resolve
 
 KEY_ENV = "MEDIAPULSE_PII_HASH_KEY"
 SECRET_ENV = "DBT_ENV_SECRET_MEDIAPULSE_PII_HASH_KEY"
@@ -38,8 +37,7 @@ def hash_key_env(project: Project, target: str) -> dict[str, str]:
 
 
 def _checkout_key(project: Project, target: str) -> str:
-    kind = project.target_type(target)
-    if kind != "duckdb" and not is_local(project, target) and not is_ci_target(project, target):
+    if not resolve(project, target).checkout_key_allowed:
         raise MediaPulseError(
             f"environment variable {KEY_ENV} is not set: target '{target}' hashes e-mail "
             "addresses with this secret key; set it from your secret store (the same value on "

@@ -4,7 +4,6 @@ preparation every job shares (`mediapulse.jobs.prepare`)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +12,9 @@ from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts
 from mediapulse.dbt.runner import run_dbt
 from mediapulse.develop.sample import describe, parse_window
-from mediapulse.engines.duckdb import open_duckdb
+from mediapulse.engines.base import Capability, Engine
+from mediapulse.engines.duckdb import duckdb_file, open_duckdb
+from mediapulse.engines.targets import resolve
 from mediapulse.jobs.prepare import check_duckdb_file, prepare, target_env
 from mediapulse.monitoring import history
 from mediapulse.monitoring.schema_changes import SchemaChangeError
@@ -26,23 +27,14 @@ EXAMPLE_MODEL = "fct_daily_engagement"
 FAILED = frozenset(artifacts.FAILED_STATUSES)
 WARNED = frozenset({"warn"})
 
-# The targets the release jobs (nightly, deploy, refresh, rollback) build and swap: DuckDB's
-# `prod`, PostgreSQL's `postgres` (profiles/profiles.yml), and whatever CI names production
-# (MEDIAPULSE_PROD_TARGET, the releases' default target). A sample is never built there.
-RELEASE_TARGETS = ("prod", "postgres")
-PROD_TARGET_ENV = "MEDIAPULSE_PROD_TARGET"
-
-
-def release_targets() -> set[str]:
-    return {*RELEASE_TARGETS, os.environ.get(PROD_TARGET_ENV) or RELEASE_TARGETS[0]}
-
 
 def check_sample(project: Project, target: str, window: str) -> SampleWindow:
     """Before any work: the window parses as dbt parses it and holds some time, and the
     target is a developer's own."""
     parsed = parse_window(window)
-    project.check_target(target)
-    if target in release_targets():
+    # production's targets (Engine.role) are the release jobs' (nightly, deploy, refresh,
+    # rollback): a sample is never built there
+    if resolve(project, target).is_production:
         raise MediaPulseError(
             f"--sample on target '{target}': that is production, which only the release jobs "
             "build (nightly, deploy, refresh) and always in full; build a sample on your own "
@@ -100,22 +92,22 @@ def main_job(
     window = check_sample(project, target, sample) if sample is not None else None
     clock = history.Job("build", target)
     try:
-        kind = prepare(project, target)
+        engine = prepare(project, target)
     except SchemaChangeError:
         # stopped before any model ran: a failed run all the same, with what the check found
         history.record_job(project, target, clock, False, None)
         raise
-    if target in release_targets() and kind in ("duckdb", "postgres"):
+    if engine.is_production and engine.can(Capability.STAGED_RELEASES):
         # production built in place: never while a release (or another build) runs on it
         with release_lock(project, target, "build"):
-            return _build(project, target, kind, clock, full_refresh, select, sample, window)
-    return _build(project, target, kind, clock, full_refresh, select, sample, window)
+            return _build(project, target, engine, clock, full_refresh, select, sample, window)
+    return _build(project, target, engine, clock, full_refresh, select, sample, window)
 
 
 def _build(
     project: Project,
     target: str,
-    kind: str,
+    engine: Engine,
     clock: history.Job,
     full_refresh: bool,
     select: str | None,
@@ -123,12 +115,12 @@ def _build(
     window: SampleWindow | None,
 ) -> int:
     env = target_env(project, target)
-    if kind == "duckdb":
-        check_duckdb_file(project.duckdb_path(target), f"build target '{target}'")
+    if engine.embedded:
+        check_duckdb_file(duckdb_file(project, target), f"build target '{target}'")
     marker = sample_marker(project, target)
     args = ["build"]
     if window is not None:
-        if kind == "duckdb":
+        if engine.embedded:
             check_sample_has_events(project, str(sample), window)
         # Every incremental model starts over: an incremental run would add the window's new
         # loads to whatever the target held (a whole history, an older sample), not replace it.
@@ -166,13 +158,13 @@ def _build(
         print("Warnings (signals, see docs/test-severity.md):")
         report_failures(project, WARNED)
     print(recorded)
-    if kind == "duckdb":
+    if engine.embedded:
         _print_where(project, target)
     return 0
 
 
 def _print_where(project: Project, target: str) -> None:
-    path = project.duckdb_path(target)
+    path = duckdb_file(project, target)
     try:
         relation = artifacts.relation_name(project.target_dir, EXAMPLE_MODEL)
     except MediaPulseError:

@@ -6,12 +6,12 @@ import duckdb
 
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
-from mediapulse.engines.duckdb import open_duckdb
+from mediapulse.engines.duckdb import duckdb_file, open_duckdb
 
 
 def run_query(project: Project, target: str, sql: str, max_rows: int = 50) -> str:
     """The result of ``sql`` as a printable table; the raw data is attached as ``raw``."""
-    path = project.duckdb_path(target)
+    path = duckdb_file(project, target)
     purpose = f"query target '{target}' (run `make build` first?)"
     con = open_duckdb(path, purpose=purpose, read_only=True)
     try:

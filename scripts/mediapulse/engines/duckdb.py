@@ -1,13 +1,18 @@
-"""Opening DuckDB files with errors a user can act on (absent, corrupt, locked)."""
+"""DuckDB targets: files in the warehouse directory, opened with errors a user can act on
+(absent, corrupt, locked)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 
 from mediapulse.core.errors import MediaPulseError
+from mediapulse.core.project import Project
+from mediapulse.engines.base import ENGINES, PRODUCTION_TARGETS, Capability, Engine, Session
 
 
 def describe_open_error(path: Path, exc: Exception) -> str:
@@ -40,3 +45,48 @@ def open_duckdb(path: Path, purpose: str, read_only: bool = False) -> duckdb.Duc
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.Error as exc:
         raise MediaPulseError(f"cannot {purpose}: {describe_open_error(path, exc)}") from exc
+
+
+class DuckDb(Engine):
+    """A DuckDB file in the warehouse directory, named after its target (DuckDB names the
+    catalog after the file): embedded, no server, no roles."""
+
+    kind = "duckdb"
+    label = "DuckDB"
+    embedded = True
+    capabilities = frozenset({
+        Capability.STAGED_RELEASES, Capability.RUN_HISTORY, Capability.DATA_DIFF,
+        Capability.SCHEMA_CHECK,
+    })  # fmt: skip
+
+    @property
+    def path(self) -> Path:
+        return self.project.warehouse_dir / f"{self.target}.duckdb"
+
+    def is_ci(self) -> bool:
+        """CI's target attaches production read-only (``alias: prod``) to defer to it."""
+        return any(a.get("alias") == "prod" for a in self.output.get("attach") or [])
+
+    @contextmanager
+    def connect(self, purpose: str, write: bool = False) -> Iterator[Session]:
+        con = open_duckdb(self.path, purpose, read_only=not write)
+        try:
+            yield Session(con, "?")
+        finally:
+            con.close()
+
+
+def production_file(project: Project) -> Path:
+    """DuckDB production's file: the one the releases stage, swap and keep."""
+    return project.warehouse_dir / f"{PRODUCTION}.duckdb"
+
+
+PRODUCTION = PRODUCTION_TARGETS[0]  # DuckDB production's target
+ENGINES.append(DuckDb)
+
+
+def duckdb_file(project: Project, target: str) -> Path:
+    """The DuckDB file ``target`` writes; one line when the target is not a DuckDB one."""
+    if project.outputs[project.check_target(target)].get("type") != DuckDb.kind:
+        raise MediaPulseError(f"target '{target}' is not a DuckDB target")
+    return DuckDb(project, target).path

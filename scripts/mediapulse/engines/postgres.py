@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 from argparse import Namespace
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import yaml
@@ -12,6 +14,7 @@ import yaml
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import PROFILE_NAME, Project
 from mediapulse.core.sources import MASKED_SCHEMA_SUFFIX
+from mediapulse.engines.base import ENGINES, Capability, Engine, Session
 
 
 def target_credentials(project: Project, target: str) -> Any:
@@ -71,11 +74,7 @@ def connect_postgres(project: Project, target: str):  # type: ignore[no-untyped-
 
 
 CI_ROLE_ENV = "MEDIAPULSE_PG_CI_ROLE"
-
-
 REPORTER_ROLE_ENV = "MEDIAPULSE_PG_REPORTER_ROLE"
-
-
 CI_SCHEMA_PREFIX = "ci_"
 
 
@@ -87,14 +86,45 @@ def reporter_role() -> str:
     return os.environ.get(REPORTER_ROLE_ENV) or "reporter"
 
 
-def is_ci_target(project: Project, target: str) -> bool:
-    """A server target that builds in a CI run's schemas (`postgres_ci`)."""
-    if project.target_type(target) != "postgres":
-        return False
-    return str(target_credentials(project, target).schema).startswith(CI_SCHEMA_PREFIX)
+class Postgres(Engine):
+    """A PostgreSQL server: production's schemas swapped by releases, a CI run's own schemas
+    (`ci_<run>`), roles, and raw schemas that belong to the loader."""
+
+    kind = "postgres"
+    label = "PostgreSQL"
+    capabilities = frozenset(Capability)
+
+    @property
+    def credentials(self) -> Any:
+        """Rendered on each use: the environment they come from may change between jobs."""
+        return target_credentials(self.project, self.target)
+
+    def is_ci(self) -> bool:
+        """A target that builds in a CI run's schemas (`postgres_ci`)."""
+        return str(self.credentials.schema).startswith(CI_SCHEMA_PREFIX)
+
+    @property
+    def raw_schema_suffix(self) -> str:
+        """A CI run reads the masked copies of the raw schemas (`ci` may not read personal
+        raw values)."""
+        return MASKED_SCHEMA_SUFFIX if self.is_ci() else ""
+
+    @property
+    def checkout_key_allowed(self) -> bool:
+        """Production's hashes need production's secret key; a CI run hashes with any."""
+        return self.is_ci()
+
+    @contextmanager
+    def connect(self, purpose: str, write: bool = False) -> Iterator[Session]:
+        con = connect_postgres(self.project, self.target)
+        try:
+            yield Session(con, "%s")
+            if write:
+                con.commit()
+        finally:
+            if not con.closed:
+                con.rollback()
+                con.close()
 
 
-def raw_schema_suffix(project: Project, target: str) -> str:
-    """What the sources' RAW_SCHEMA_SUFFIX_ENV is for ``target``: the masked copy's suffix for
-    a CI run on a server (`ci` may not read personal raw values), else nothing."""
-    return MASKED_SCHEMA_SUFFIX if is_ci_target(project, target) else ""
+ENGINES.append(Postgres)

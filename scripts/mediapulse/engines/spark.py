@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import TARGET_ENV, WAREHOUSE_ENV, Project
+from mediapulse.engines.base import ENGINES, Capability, Engine, Session
 from mediapulse.engines.postgres import target_credentials
 
 JRE_PACKAGE = "openjdk-17-jre-headless"
@@ -138,3 +140,37 @@ def _reason(log: Path) -> str:
         if "Exception:" in line or line.startswith("Error:"):
             return line
     return lines[-1] if lines else ""
+
+
+class Spark(Engine):
+    """Apache Spark: a local session inside dbt's process (`method: session`, Parquet tables
+    under the warehouse directory) or a cluster. dbt builds it in place: no staged releases,
+    no run history, no data diff (the capabilities say so, in one line, where asked)."""
+
+    kind = "spark"
+    label = "Spark"
+    capabilities: frozenset[Capability] = frozenset()
+
+    @property
+    def local(self) -> bool:
+        return is_local(self.project, self.target)
+
+    @property
+    def checkout_key_allowed(self) -> bool:
+        """A local session is a developer's; a cluster's hashes need the secret key."""
+        return self.local
+
+    def check_runtime(self) -> None:
+        check_local_session(self.project, self.target)
+
+    def check_raw_data(self) -> None:
+        check_raw_tables(self.project, self.target)
+
+    def connect(self, purpose: str, write: bool = False) -> AbstractContextManager[Session]:
+        raise MediaPulseError(
+            f"cannot {purpose}: {self.described} is read and written by dbt only; use a "
+            "DuckDB or PostgreSQL target"
+        )
+
+
+ENGINES.append(Spark)

@@ -16,8 +16,9 @@ from mediapulse.core.project import Project
 from mediapulse.data import generate
 from mediapulse.data.rawload import check_raw_tables
 from mediapulse.dbt import deps, pii
-from mediapulse.engines import spark
-from mediapulse.engines.duckdb import open_duckdb
+from mediapulse.engines.base import Capability, Engine
+from mediapulse.engines.duckdb import duckdb_file, open_duckdb, production_file
+from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import history, schema_changes
 from mediapulse.security.pg_access import check_roles
 
@@ -34,7 +35,7 @@ def check_duckdb_file(path: Path, purpose: str) -> None:
 
 def require_built(project: Project, target: str, purpose: str) -> None:
     """For jobs that read what a DuckDB target built: its file exists and opens."""
-    path = project.duckdb_path(target)
+    path = duckdb_file(project, target)
     if not path.exists():
         raise MediaPulseError(
             f"cannot {purpose}: target '{target}' has no warehouse at {path}: build the target "
@@ -61,7 +62,7 @@ def ensure_raw_data(project: Project) -> None:
     print(generate.generate(raw, params))
 
 
-def prepare(project: Project, target: str) -> str:
+def prepare(project: Project, target: str) -> Engine:
     """What every job needs before dbt runs: a known target, packages, raw data where the
     target reads it, in the shape its sources declare. Returns the target's engine.
 
@@ -72,27 +73,28 @@ def prepare(project: Project, target: str) -> str:
     a changed critical source raises SchemaChangeError, so no model runs and a release
     publishes nothing; other changes are printed as warnings.
     """
-    kind = project.target_type(target)  # unknown targets fail here, before any work
-    if kind != "duckdb":
+    engine = resolve(project, target)  # unknown targets fail here, before any work
+    if not engine.embedded:
         pii.hash_key_env(project, target)  # without the key: stop before any work
     print(deps.install(project, force=False).summary())
-    if kind == "duckdb":
+    engine.check_runtime()
+    if engine.embedded:
         ensure_raw_data(project)
         # the run history every DuckDB target attaches (profiles.yml): its tables exist before
         # dbt opens it, for a job that builds the monitoring views (slim CI of a change to them)
         history.ensure(project, target)
-        schema_changes.check_and_report(project, target)
-    elif kind == "spark":
-        spark.check_local_session(project, target)
-        spark.check_raw_tables(project, target)
-        # the raw tables are a copy of raw.duckdb's (load-raw), whose shape the DuckDB and
-        # PostgreSQL targets check; Spark's catalog is not read before dbt starts Spark
-        print(f"schema check: not run on target '{target}' (Spark); see README, Running on Spark")
-    else:
+    elif engine.can(Capability.LOADER_SCHEMAS):
         check_raw_tables(project, target)  # a missing table stops here, on any source
+    engine.check_raw_data()
+    if engine.can(Capability.SCHEMA_CHECK):
         schema_changes.check_and_report(project, target)
+    else:
+        # Spark's raw tables are a copy of raw.duckdb's (load-raw), whose shape the DuckDB and
+        # PostgreSQL targets check; its catalog is not read before dbt starts Spark
+        print(f"schema check: not run on {engine.described}; see README, Running on Spark")
+    if engine.can(Capability.ROLES):
         check_roles(project, target)
-    return kind
+    return engine
 
 
 PROD_WAREHOUSE_ENV = "MEDIAPULSE_PROD_WAREHOUSE"
@@ -103,11 +105,10 @@ def target_env(
 ) -> dict[str, str]:
     """Extra environment a target needs: the production file a CI target attaches read-only
     (for --defer). Without production (a first run), an empty stand-in unless ``need_prod``."""
-    output = project.outputs[project.check_target(target)]
-    attaches_prod = any(a.get("alias") == "prod" for a in output.get("attach") or [])
-    if output.get("type") != "duckdb" or not attaches_prod:
+    engine = resolve(project, target)
+    if not (engine.embedded and engine.is_ci()):  # CI's file attaches production to defer to
         return {}
-    path = prod_warehouse or project.duckdb_path("prod")
+    path = prod_warehouse or production_file(project)
     if path.exists():
         check_duckdb_file(path, "attach production for --defer")
         return {PROD_WAREHOUSE_ENV: project.dbt_path(path)}

@@ -42,8 +42,9 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.core.sources import is_raw_source
 from mediapulse.dbt import artifacts
-from mediapulse.engines.duckdb import open_duckdb
-from mediapulse.engines.postgres import connect_postgres
+from mediapulse.engines.base import Capability
+from mediapulse.engines.duckdb import duckdb_file, open_duckdb
+from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import anomalies, schema_changes
 
 SCHEMA = "monitoring"
@@ -378,26 +379,21 @@ def _create(cursor: Any) -> None:
 @contextmanager
 def _connect(project: Project, target: str, write: bool) -> Iterator[tuple[Any, str]]:
     """A DB-API connection to the target's history and its parameter marker."""
-    kind = project.target_type(target)
-    if kind == "duckdb":
+    engine = resolve(project, target)
+    engine.require(Capability.RUN_HISTORY)
+    purpose = "record the run history" if write else "read the run history"
+    if engine.embedded:  # a file of its own beside the target's (profiles.yml attaches it)
         path = duckdb_path(project, target)
         if write and not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             duckdb.connect(str(path)).close()
-        purpose = "record the run history" if write else "read the run history"
         with open_duckdb(path, purpose, read_only=not write) as con:
             yield con, "?"
         return
-    if kind != "postgres":
-        raise MediaPulseError(f"target '{target}': run history is kept on DuckDB and PostgreSQL")
-
-    con = connect_postgres(project, target)
-    try:
+    with engine.connect(purpose) as session:  # a schema of the target's database
         if write:
-            _check_owner(con, target)
-        yield con, "%s"
-    finally:
-        con.close()
+            _check_owner(session.con, target)
+        yield session.con, session.marker
 
 
 def _check_owner(con: Any, target: str) -> None:
@@ -593,8 +589,8 @@ def measure_sizes(
     if not relations:
         return {}
     sizes: dict[str, int] = {}
-    if project.target_type(target) == "duckdb":
-        path = database or project.duckdb_path(target)
+    if resolve(project, target).embedded:
+        path = database or duckdb_file(project, target)
         if not path.exists():
             return {}
         with open_duckdb(path, "measure the run's relations", read_only=True) as con:
@@ -607,19 +603,12 @@ def measure_sizes(
                     continue
         return sizes
 
-    con = connect_postgres(project, target)
-    try:
-        cursor = con.cursor()
+    with resolve(project, target).connect("measure the run's relations") as session:
         for uid, relation in relations.items():
             schema_table = ".".join(relation.split(".")[-2:])
-            cursor.execute("select to_regclass(%s)", [schema_table])
-            if cursor.fetchone()[0] is None:
+            if session.one(f"select to_regclass({session.marker})", [schema_table])[0] is None:
                 continue
-            cursor.execute(f"select count(*) from {schema_table}")
-            sizes[uid] = int(cursor.fetchone()[0])
-    finally:
-        con.rollback()
-        con.close()
+            sizes[uid] = int(session.one(f"select count(*) from {schema_table}")[0])
     return sizes
 
 
@@ -635,8 +624,9 @@ def record_job(
 ) -> str:
     """Record a finished job; returns the report's line. Never fails the job: the history is
     how the job is watched, not part of what it does, so a failure to record is a notice."""
-    if project.target_type(target) not in ("duckdb", "postgres"):
-        return f"notice: run history not recorded (target '{target}': kept on DuckDB, PostgreSQL)"
+    engine = resolve(project, target)
+    if not engine.can(Capability.RUN_HISTORY):
+        return f"notice: run history not recorded ({engine.described} does not keep one)"
     started = time.perf_counter()
     try:
         manifest = _optional(artifacts_dir, "manifest.json") or {}

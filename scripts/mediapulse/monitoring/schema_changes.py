@@ -29,8 +29,10 @@ from mediapulse.core.sources import (
     normalise_type,
     resolve_database,
 )
+from mediapulse.engines.base import Capability
 from mediapulse.engines.duckdb import open_duckdb
 from mediapulse.engines.postgres import connect_postgres
+from mediapulse.engines.targets import resolve
 
 CHANGES = ("added", "removed", "retyped", "renamed", "missing_table")
 # Added columns are never errors: nothing reads a column the sources do not declare yet.
@@ -269,9 +271,10 @@ class SchemaCheck:
 def check(project: Project, target: str) -> SchemaCheck:
     """Compare every declared source table of ``target``'s raw data with its actual columns."""
     started = time.perf_counter()
-    kind = project.target_type(target)
+    engine = resolve(project, target)
+    engine.require(Capability.SCHEMA_CHECK)
     declared = declared_sources(project)
-    if kind == "duckdb":
+    if engine.embedded:  # raw.duckdb, attached as catalog `raw`
         database, actual = duckdb_columns(project.raw_path)
         case_sensitive = False
     else:
@@ -281,7 +284,7 @@ def check(project: Project, target: str) -> SchemaCheck:
     # only the sources that live where the target reads its raw data (every one, here)
     elsewhere = [
         t for t in declared
-        if resolve_database(t.database, kind, database, project.vars) != database
+        if resolve_database(t.database, engine.kind, database, project.vars) != database
     ]  # fmt: skip
     if elsewhere:
         names = ", ".join(f"{t.source_name}.{t.table_name}" for t in elsewhere)

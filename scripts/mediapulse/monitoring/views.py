@@ -21,7 +21,7 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.dbt.runner import run_dbt
 from mediapulse.engines.duckdb import describe_open_error
-from mediapulse.engines.postgres import connect_postgres
+from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import history
 
 SELECTOR = "monitoring"
@@ -93,8 +93,8 @@ def _schema_of_views(names: list[str], target: str) -> str | None:
 def reader(project: Project, target: str) -> Iterator[Reader]:
     """Read the monitoring views of ``target`` (read-only); MediaPulseError when they are not
     built (`mediapulse report` builds them first)."""
-    kind = project.target_type(target)
-    if kind == "duckdb":
+    engine = resolve(project, target)
+    if engine.embedded:  # the target's history file, with the target's own file attached
         con = _duckdb_reader(project, target)
         try:
             found = con.execute(
@@ -108,18 +108,13 @@ def reader(project: Project, target: str) -> Iterator[Reader]:
             con.close()
         return
 
-    con = connect_postgres(project, target)
-    try:
-        cursor = con.cursor()
-        cursor.execute(
+    with engine.connect("read the monitoring views") as session:
+        found = session.query(
             "select distinct table_schema from information_schema.views "
             "where table_name = 'sli_runs'"
         )
-        schema = _schema_of_views([r[0] for r in cursor.fetchall()], target)
-        yield Reader(con, schema, "%s")
-    finally:
-        con.rollback()
-        con.close()
+        schema = _schema_of_views([r[0] for r in found], target)
+        yield Reader(session.con, schema, session.marker)
 
 
 @dataclass

@@ -26,11 +26,11 @@ import duckdb
 from mediapulse.core import failpoints
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
-from mediapulse.engines.duckdb import open_duckdb
+from mediapulse.engines.duckdb import PRODUCTION, duckdb_file, open_duckdb
 from mediapulse.release.state import Stamp, keep_count, pack, to_prune
 
 PROD_DIR_ENV = "MEDIAPULSE_PROD_DIR"
-TARGET = "prod"
+TARGET = PRODUCTION  # DuckDB production's target: the file releases stage and swap
 STAMP_SCHEMA = "_mediapulse"
 RELEASE_TABLE = f"{STAMP_SCHEMA}.release"
 STATE_TABLE = f"{STAMP_SCHEMA}.release_state"
@@ -48,7 +48,7 @@ class DuckDbRelease:
 
     @property
     def live(self) -> Path:
-        return self.project.duckdb_path(TARGET)
+        return duckdb_file(self.project, TARGET)
 
     @property
     def staging_dir(self) -> Path:

@@ -46,8 +46,10 @@ from mediapulse.core.project import Project
 from mediapulse.core.sources import declared_raw_tables
 from mediapulse.dbt import artifacts, runner
 from mediapulse.dbt.runner import DbtRun, run_dbt
-from mediapulse.engines.duckdb import open_duckdb
+from mediapulse.engines.base import CI_TARGET, Capability
+from mediapulse.engines.duckdb import duckdb_file, open_duckdb
 from mediapulse.engines.postgres import connect_postgres
+from mediapulse.engines.targets import resolve
 from mediapulse.jobs import prepare
 from mediapulse.monitoring import history
 from mediapulse.monitoring import views as monitoring
@@ -180,7 +182,7 @@ def _freshness_problems(target_dir: Path) -> tuple[list[str], list[str]]:
 
 def _live(project: Project, target: str) -> tuple[Stamp | None, Any]:
     """The live release the warehouse records, and a reader of its packed state."""
-    if project.target_type(target) == "postgres":
+    if not resolve(project, target).embedded:
         pg = PgRelease(project, target)
         found = pg.releases().live
         return (found.stamp, lambda: pg.read_state(found)) if found else (None, None)
@@ -256,7 +258,7 @@ def check_production_present(
     previous = published_state(artifacts_dir)
     missing = [p for p in (release.live, project.raw_path) if not p.exists()]
     if previous is None and not release.live.exists():
-        recorded = production_history(project, "prod")
+        recorded = production_history(project, DUCKDB_PROD)
         if recorded is None or start_over:
             print(
                 f"notice: no production yet (no state in {artifacts_dir}, no {release.live}): "
@@ -402,7 +404,7 @@ def raw_marks(project: Project, target: str) -> dict[str, list[Any]]:
         f"cast('{now}' as timestamp) then loaded_at end) as varchar) from {{}}"
     )
     marks: dict[str, list[Any]] = {}
-    if project.target_type(target) == "duckdb":
+    if resolve(project, target).embedded:  # raw.duckdb
         with open_duckdb(project.raw_path, "read the raw data's newest loads", True) as con:
             for table in tables:
                 count, newest, past = con.execute(query.format(table)).fetchone()
@@ -701,8 +703,8 @@ def publish_ci_parse(project: Project, dbt: runner.DbtSession, staging: Path) ->
     version it was made with, and parses everything when they differ. DuckDB only: a CI run
     on a server has schemas of its own, a profile no other run shares. Returns the report's
     line; a failure costs slim CI time, not the release."""
-    ci = os.environ.get(CI_TARGET_ENV) or "ci"
-    if ci not in project.outputs or project.target_type(ci) != "duckdb":
+    ci = os.environ.get(CI_TARGET_ENV) or CI_TARGET
+    if ci not in project.outputs or not resolve(project, ci).embedded:
         return f"no parse published for slim CI: no DuckDB target `{ci}` (${CI_TARGET_ENV})"
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mediapulse-ci-parse-") as tmp:
@@ -745,10 +747,10 @@ def run_refresh(project: Project, target: str, artifacts_dir: Path, summary: Pat
 def check_release_target(project: Project, target: str) -> None:
     """A DuckDB release is of production's file (target `prod`): refuse any other DuckDB
     target, whose build would not be the file a release stages and swaps."""
-    if project.target_type(target) == "duckdb" and target != DUCKDB_PROD:
+    if resolve(project, target).embedded and target != DUCKDB_PROD:
         raise MediaPulseError(
             f"target '{target}' is not DuckDB production: releases, rollbacks and the kept "
-            f"releases are those of target '{DUCKDB_PROD}' ({project.duckdb_path(DUCKDB_PROD)}); "
+            f"releases are those of target '{DUCKDB_PROD}' ({duckdb_file(project, DUCKDB_PROD)}); "
             f"pass --target {DUCKDB_PROD}, or build '{target}' with `mediapulse build`"
         )
 
@@ -773,11 +775,13 @@ def release_lock(project: Project, target: str, job: str) -> Iterator[Any]:
     """The lock every job that changes production holds (mediapulse.release.lock): a file
     lock beside DuckDB production, an advisory lock on PostgreSQL; yields the PostgreSQL
     connection that holds it (checked again before the swap), else None."""
-    kind = project.target_type(target)
-    if kind == "duckdb":
+    engine = resolve(project, target)
+    if not engine.can(Capability.STAGED_RELEASES):  # built in place (Spark): dbt's own
+        yield None
+    elif engine.embedded:
         with release_lock_module.file_lock(DuckDbRelease(project).lock_file, job):
             yield None
-    elif kind == "postgres":
+    else:
         pg = PgRelease(project, target)
 
         def connect(application_name: str) -> Any:
@@ -792,8 +796,6 @@ def release_lock(project: Project, target: str, job: str) -> Iterator[Any]:
 
         with release_lock_module.advisory_lock(connect, pg.database, pg.base_schema, job) as con:
             yield con
-    else:
-        yield None
 
 
 def _checks(
@@ -802,13 +804,13 @@ def _checks(
     """Before anything is staged: the state repaired to describe what is live, and the
     refusals of a job that would lose production's history. Returns notices for the report."""
     notes = []
-    kind = project.target_type(target)
-    if kind in ("duckdb", "postgres") and not start_over:
+    engine = resolve(project, target)
+    if engine.can(Capability.STAGED_RELEASES) and not start_over:
         repaired = repair_state(project, target, artifacts_dir)
         if repaired:
             print(repaired)
             notes.append(repaired)
-    if kind == "duckdb":
+    if engine.embedded:
         release = DuckDbRelease(project)
         if job.full_refresh:
             check_production_present(project, release, artifacts_dir, start_over)
@@ -846,9 +848,10 @@ def _run_release(
     lock: Any,
 ) -> int:
     clock = history.Job(job.name, target)  # the run history's record of this job
-    kind = project.target_type(target)
-    release = DuckDbRelease(project) if kind == "duckdb" else None
-    pg = PgRelease(project, target) if kind == "postgres" else None
+    engine = resolve(project, target)
+    staged = engine.can(Capability.STAGED_RELEASES)  # else built in place (Spark)
+    release = DuckDbRelease(project) if staged and engine.embedded else None
+    pg = PgRelease(project, target) if staged and not engine.embedded else None
     notes: list[str] = _checks(project, target, artifacts_dir, job, start_over)
     try:
         prepare.prepare(project, target)
@@ -1158,12 +1161,8 @@ def project_relations(manifest: dict[str, Any], database: str) -> set[tuple[str,
 def rollback(project: Project, target: str, state_dir: Path, to: str | None = None) -> str:
     """Put back a kept release (``to``, or the newest built from other code than the live
     one) and the state it published, holding the release lock. Returns what was done."""
-    kind = project.target_type(target)
-    if kind not in ("duckdb", "postgres"):
-        raise MediaPulseError(
-            f"rollback of target '{target}' ({kind}) is not supported: only DuckDB and "
-            "PostgreSQL releases keep the production they replace"
-        )
+    engine = resolve(project, target)
+    engine.require(Capability.STAGED_RELEASES, "rollback")
     check_release_target(project, target)
     with release_lock(project, target, "rollback"):
         repaired = repair_state(project, target, state_dir)
@@ -1175,9 +1174,9 @@ def rollback(project: Project, target: str, state_dir: Path, to: str | None = No
                 f"{repaired.removeprefix('notice: ')}; not rolling back further without "
                 "--to RELEASE_ID: check `mediapulse releases`, then pass --to"
             )
-        if kind == "postgres":
-            return _rollback_postgres(project, target, state_dir, to)
-        return _rollback_duckdb(project, state_dir, to)
+        if engine.embedded:
+            return _rollback_duckdb(project, state_dir, to)
+        return _rollback_postgres(project, target, state_dir, to)
 
 
 def _rolled_back(live: Stamp | None, chosen: Stamp, dropped: list[str]) -> str:
@@ -1222,16 +1221,15 @@ def _rollback_postgres(project: Project, target: str, state_dir: Path, to: str |
 def list_releases(project: Project, target: str) -> str:
     """The live release and the ones kept for a rollback, newest first (`mediapulse
     releases`)."""
-    kind = project.target_type(target)
-    if kind == "postgres":
-        found = PgRelease(project, target).releases()
-        live, kept = (found.live.stamp if found.live else None), [e.stamp for e in found.kept]
-    elif kind == "duckdb":
+    engine = resolve(project, target)
+    engine.require(Capability.STAGED_RELEASES, "releases")
+    if engine.embedded:
         check_release_target(project, target)
         release = DuckDbRelease(project)
         live, kept = release.live_stamp(), release.kept()
     else:
-        raise MediaPulseError(f"target '{target}' ({kind}) keeps no releases")
+        found = PgRelease(project, target).releases()
+        live, kept = (found.live.stamp if found.live else None), [e.stamp for e in found.kept]
     lines = [f"live: {live.describe() if live else 'no release'}"]
     default = None
     with suppress(MediaPulseError):

@@ -23,12 +23,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mediapulse.core.errors import MediaPulseError
+from mediapulse.engines.secrets import CONNECTION_SECRETS, RAW_DATA_FILE
 from mediapulse.security.sealing import KEY_ENV as RAW_KEY_ENV
 from mediapulse.security.sealing import WHERE, key_problem
 
 BRANCH = "main"
 JOBS = {"nightly": "build", "refresh": "build", "deploy": "build", "rollback": "restore"}
-PG_PASSWORD_ENV = "MEDIAPULSE_PG_PASSWORD"
 PII_KEY_ENV = "MEDIAPULSE_PII_HASH_KEY"
 PROFILES = Path(__file__).resolve().parents[3] / "profiles" / "profiles.yml"
 
@@ -64,10 +64,10 @@ def depth(line: str) -> int:
 
 def needed_secrets(job: str, kind: str) -> list[str]:
     """The secrets ``job`` needs on a target of engine ``kind``."""
-    needs = [PG_PASSWORD_ENV] if kind == "postgres" else []
+    needs = list(CONNECTION_SECRETS.get(kind, ()))
     if JOBS[job] == "build":
         needs.append(PII_KEY_ENV)  # the hashes stay the same from one release to the next
-        if kind == "duckdb":
+        if kind in RAW_DATA_FILE:
             needs.append(RAW_KEY_ENV)  # the raw data travels sealed with it
     return needs
 

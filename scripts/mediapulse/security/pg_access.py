@@ -28,6 +28,8 @@ import re
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.core.sources import declared_raw_tables
+from mediapulse.engines.base import Capability
+from mediapulse.engines.duckdb import duckdb_file
 from mediapulse.engines.postgres import (
     CI_ROLE_ENV,
     CI_SCHEMA_PREFIX,
@@ -38,6 +40,7 @@ from mediapulse.engines.postgres import (
     reporter_role,
     target_credentials,
 )
+from mediapulse.engines.targets import resolve
 from mediapulse.security.personal import PersonalTable, masked_name, masked_select, masked_tables
 
 # A CI run's schemas: `ci_<run id>_<attempt>` and `..._<layer>`, lower case, within
@@ -85,11 +88,7 @@ def check_roles(project: Project, target: str) -> None:
 def access_sql(project: Project, target: str) -> str:
     """The SQL the database owner runs once, and again whenever a raw schema or a personal
     column is added: every statement may run again and leaves the same grants."""
-    if project.target_type(target) != "postgres":
-        raise MediaPulseError(
-            f"target '{target}' is {project.target_type(target)}: access-sql is for a "
-            "PostgreSQL production target (DuckDB has no roles)"
-        )
+    resolve(project, target).require(Capability.ROLES, "access-sql")
     masked = masked_tables(project)  # a personal source CI could not read: refused here
     creds = target_credentials(project, target)
     names = {"transformer": creds.user, "ci": ci_role(), "reporter": reporter_role()}
@@ -307,14 +306,13 @@ def drop_ci_schemas(project: Project, target: str) -> str:
     and those of lost runs: CI schemas the registry says were created more than
     MAX_AGE_ENV hours ago (a runner that died never reached its own drop). Returns what was
     done, one line for each."""
-    kind = project.target_type(target)
-    if kind == "duckdb":
+    engine = resolve(project, target)
+    if engine.embedded:
         return (
-            f"target '{target}' is DuckDB: its schemas are in {project.duckdb_path(target)}, "
+            f"{engine.described}: its schemas are in {duckdb_file(project, target)}, "
             "which goes with the runner; nothing to drop"
         )
-    if kind != "postgres":
-        raise MediaPulseError(f"drop-ci-schemas: target '{target}' ({kind}) is not supported")
+    engine.require(Capability.CI_SCHEMAS, "drop-ci-schemas")
     base = ci_schema(project, target, "drop-ci-schemas drops only those")
     hours = max_age_hours()
     con = connect_postgres(project, target)

@@ -21,6 +21,7 @@ import duckdb
 
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
+from mediapulse.engines.targets import resolve
 from mediapulse.security import sealing
 from mediapulse.security.personal import PersonalTable, masked_select, personal_tables
 
@@ -33,10 +34,10 @@ def sealed_path(project: Project) -> Path:
 
 
 def _not_duckdb(project: Project, target: str) -> str | None:
-    kind = project.target_type(target)
-    if kind == "duckdb":
+    engine = resolve(project, target)
+    if engine.embedded:
         return None
-    return f"target '{target}' ({kind}) keeps its raw data in its database: nothing to do"
+    return f"{engine.described} keeps its raw data in its database: nothing to do"
 
 
 def unseal_raw(project: Project, target: str) -> str:

@@ -26,6 +26,7 @@ from mediapulse.ci.summarize import COMMENT_LIMIT, combine
 from mediapulse.cli.main import main
 from mediapulse.core.project import Project
 from mediapulse.dbt import pii
+from mediapulse.engines.duckdb import production_file
 
 from ..conftest import clone_built
 from ..support import netsandbox, rendered
@@ -53,7 +54,7 @@ def _unique_test(model: str, column: str) -> dict[str, Any]:
 def warehouse() -> tuple[duckdb.DuckDBPyConnection, datadiff.Warehouse]:
     con = duckdb.connect()
     con.execute("create schema prod; create schema ci")
-    return con, datadiff.Warehouse("duckdb", lambda sql: con.execute(sql).fetchall(), True)
+    return con, datadiff.Warehouse(lambda sql: con.execute(sql).fetchall(), True)
 
 
 def _manifests(key_test: bool = True) -> tuple[dict, dict]:
@@ -373,7 +374,7 @@ def _pull_request(after_nightly: Project, tmp_path: Path, edit: Callable[[Projec
 
 
 def _prod(project: Project) -> Path:
-    return project.duckdb_path("prod")
+    return production_file(project)
 
 
 @pytest.mark.dbt

@@ -18,6 +18,7 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts
 from mediapulse.develop import build
+from mediapulse.engines.duckdb import duckdb_file, production_file
 from mediapulse.monitoring import history
 from mediapulse.release import plan as planning
 
@@ -72,10 +73,10 @@ def _same_tables(project: Project, left: str, other: Project, right: str, relati
     """Compare tables of two warehouses. Each file is attached under its own catalog name,
     with raw and production beside them, because DuckDB views name the catalogs they read."""
     with duckdb.connect() as con:
-        con.execute(f"attach '{project.duckdb_path(left)}' as {left} (read_only)")
-        con.execute(f"attach '{other.duckdb_path(right)}' as {right} (read_only)")
+        con.execute(f"attach '{duckdb_file(project, left)}' as {left} (read_only)")
+        con.execute(f"attach '{duckdb_file(other, right)}' as {right} (read_only)")
         con.execute(f"attach '{project.raw_path}' as raw (read_only)")
-        con.execute(f"attach '{project.duckdb_path('prod')}' as prod (read_only)")
+        con.execute(f"attach '{duckdb_file(project, 'prod')}' as prod (read_only)")
         for a, b in relations:
             a, b = f"{left}.{a}", f"{right}.{b}"
             diff = con.execute(
@@ -128,7 +129,7 @@ def test_staging_change_builds_it_and_its_descendants_only(
     ]
     assert relations
     _same_tables(project, "ci", full, "dev", relations)
-    with duckdb.connect(str(project.duckdb_path("ci")), read_only=True) as con:
+    with duckdb.connect(str(duckdb_file(project, "ci")), read_only=True) as con:
         titles = con.execute(
             f"select count(*) from {relation_of(ci_models['dim_content']).split('.', 1)[1]} "
             "where title <> upper(title)"
@@ -216,7 +217,7 @@ def test_removed_contract_column_fails_naming_model_and_column(
     sql = project.root / mart["original_file_path"]
     sql.write_text(re.sub(rf"^\s*[^\n]*\b{column},?\n", "", sql.read_text(), count=1, flags=re.M))
 
-    prod = project.duckdb_path("prod")
+    prod = production_file(project)
     before = hashlib.sha256(prod.read_bytes()).hexdigest()
     with pytest.raises(MediaPulseError) as err:
         _run(project, capsys)
@@ -265,7 +266,7 @@ def test_corrupt_state_and_bad_selector_are_clear_errors(
     # another process writing to production holds its lock
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-         "print('ready', flush=True); time.sleep(120)", str(project.duckdb_path("prod"))],
+         "print('ready', flush=True); time.sleep(120)", str(production_file(project))],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:

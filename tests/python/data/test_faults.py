@@ -30,6 +30,7 @@ from mediapulse.core.project import Project
 from mediapulse.data import generate
 from mediapulse.data.faults import FAULTS
 from mediapulse.dbt import artifacts
+from mediapulse.engines.duckdb import production_file
 from mediapulse.release.execute import run_nightly
 
 from ..conftest import REPO, clone_built, manifest_models, relation_of
@@ -97,7 +98,7 @@ def test_every_fault_has_a_catching_test() -> None:
 
 def _mart_rows(project: Project) -> dict[str, set]:
     marts = {n: node for n, node in manifest_models(project).items() if node["fqn"][1] == "marts"}
-    with duckdb.connect(str(project.duckdb_path("prod")), read_only=True) as con:
+    with duckdb.connect(str(production_file(project)), read_only=True) as con:
         return {n: set(con.execute(f"select * from {relation_of(node)}").fetchall())
                 for n, node in marts.items()}  # fmt: skip
 
@@ -139,7 +140,7 @@ def test_fault_is_caught_by_the_policy_test(
     with duckdb.connect(str(project.raw_path), read_only=True) as con:
         params, _ = generate.read_params(con, project.raw_path)
     generate.generate(project.raw_path, params, faults=[fault], overwrite=True)
-    production = project.duckdb_path("prod")
+    production = production_file(project)
     before = _digest(production)
     state = project.root / "state"
     capsys.readouterr()

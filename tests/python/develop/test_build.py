@@ -14,6 +14,7 @@ from mediapulse.core.project import Project
 from mediapulse.data import generate
 from mediapulse.dbt import artifacts
 from mediapulse.develop import build
+from mediapulse.engines.duckdb import duckdb_file
 
 from ..conftest import clone_built, manifest_models, relation_of
 
@@ -45,7 +46,7 @@ def test_every_layer_is_there_and_every_mart_is_populated(built: Project) -> Non
     }  # fmt: skip
     assert expected <= set(models)
     marts = [n for n in models.values() if n["fqn"][1] == "marts"]
-    with duckdb.connect(str(built.duckdb_path("dev")), read_only=True) as con:
+    with duckdb.connect(str(duckdb_file(built, "dev")), read_only=True) as con:
         for node in marts:
             count = con.execute(f"select count(*) from {relation_of(node)}").fetchone()[0]
             assert count > 0, f"{node['name']} is empty"
@@ -86,8 +87,8 @@ def test_incremental_runs_equal_a_full_refresh(built: Project, tmp_path: Path) -
     tables = [n for n in models.values() if n["config"]["materialized"] in ("table", "incremental")]
     assert len(_incremental_models(full)) >= 3
     with duckdb.connect() as con:
-        con.execute(f"attach '{incremental.duckdb_path('dev')}' as inc (read_only)")
-        con.execute(f"attach '{full.duckdb_path('dev')}' as fr (read_only)")
+        con.execute(f"attach '{duckdb_file(incremental, 'dev')}' as inc (read_only)")
+        con.execute(f"attach '{duckdb_file(full, 'dev')}' as fr (read_only)")
         for node in tables:
             relation = relation_of(node).split(".", 1)[1]
             diff = _table_diff(con, f"inc.{relation}", f"fr.{relation}")
@@ -100,8 +101,8 @@ def test_rerun_without_new_data_changes_nothing(built: Project, tmp_path: Path) 
     again = clone_built(built, tmp_path / "again")
     assert build.main_job(again, target="dev") == 0
     with duckdb.connect() as con:
-        con.execute(f"attach '{built.duckdb_path('dev')}' as before (read_only)")
-        con.execute(f"attach '{again.duckdb_path('dev')}' as after (read_only)")
+        con.execute(f"attach '{duckdb_file(built, 'dev')}' as before (read_only)")
+        con.execute(f"attach '{duckdb_file(again, 'dev')}' as after (read_only)")
         for node in _incremental_models(again):
             relation = relation_of(node).split(".", 1)[1]
             assert _table_diff(con, f"before.{relation}", f"after.{relation}") == 0, node["name"]

@@ -21,6 +21,7 @@ from mediapulse.core.project import Project
 from mediapulse.data import generate
 from mediapulse.dbt import artifacts
 from mediapulse.develop import build, sample
+from mediapulse.engines.duckdb import duckdb_file
 
 from ..conftest import clone_built, manifest_models, relation_of
 
@@ -98,7 +99,7 @@ def _digest(path: Path) -> str:
 @pytest.fixture
 def dev_file(project_copy: Project, isolated_env: None) -> Path:
     """A stand-in dev warehouse, to see that a refused build leaves it alone."""
-    path = project_copy.duckdb_path("dev")
+    path = duckdb_file(project_copy, "dev")
     path.parent.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(str(path)) as con:
         con.execute("create table kept as select 42 as answer")
@@ -169,7 +170,7 @@ WHOLE = ["dim_users_v2", "dim_content", "stg_accounts__users", "stg_billing__sub
 
 def _connect(project: Project) -> duckdb.DuckDBPyConnection:
     """The dev warehouse read-only, raw data attached (staging views read it)."""
-    con = duckdb.connect(str(project.duckdb_path("dev")), read_only=True)
+    con = duckdb.connect(str(duckdb_file(project, "dev")), read_only=True)
     con.execute(f"attach '{project.raw_path}' as raw (read_only)")
     return con
 
@@ -256,4 +257,4 @@ def test_a_window_without_events_stops_before_dbt(
         f"--sample {window!r}: no watch events in 2020-01-01 00:00 to 2020-01-08 00:00" in lines[0]
     )
     assert "widen the window" in lines[0]
-    assert not project_copy.duckdb_path("dev").exists()
+    assert not duckdb_file(project_copy, "dev").exists()

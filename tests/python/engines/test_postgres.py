@@ -17,6 +17,7 @@ from mediapulse.data import generate
 from mediapulse.data.rawload import load_raw
 from mediapulse.dbt import artifacts
 from mediapulse.develop import build
+from mediapulse.engines.duckdb import duckdb_file
 from mediapulse.engines.postgres import connect_postgres
 
 from ..conftest import clone_built, manifest_models, relation_of
@@ -87,7 +88,7 @@ def test_marts_hold_the_same_rows_on_postgres_and_duckdb(
     assert {"fct_subscription_revenue", "revenue_by_content"} <= set(marts)
     pg = connect_postgres(on_postgres, "postgres")
     try:
-        with duckdb.connect(str(built.duckdb_path("dev")), read_only=True) as duck:
+        with duckdb.connect(str(duckdb_file(built, "dev")), read_only=True) as duck:
             for name in marts:
                 duck_rel = relation_of(duck_models[name])
                 pg_rel = relation_of(pg_models[name]).split(".", 1)[1]

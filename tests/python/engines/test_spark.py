@@ -20,6 +20,7 @@ from mediapulse.data import generate, sparkload
 from mediapulse.dbt import artifacts, runner
 from mediapulse.develop import build
 from mediapulse.engines import spark
+from mediapulse.engines.duckdb import duckdb_file
 
 from ..conftest import clone_built, manifest_models, relation_of
 from ..support.compare_marts import same_rows, tolerances_of
@@ -83,7 +84,7 @@ def _spark_rows(project: Project) -> dict[str, list[tuple]]:
 def _duckdb_rows(project: Project) -> dict[str, list[tuple]]:
     """The marts of the `dev` DuckDB build whose manifest is the last one."""
     marts = _marts(project)
-    with duckdb.connect(str(project.duckdb_path("dev")), read_only=True) as con:
+    with duckdb.connect(str(duckdb_file(project, "dev")), read_only=True) as con:
         return {
             name: con.execute(
                 f"select {', '.join(node['columns'])} from {relation_of(node)}"

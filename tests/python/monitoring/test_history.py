@@ -15,6 +15,7 @@ from mediapulse.cli.main import main
 from mediapulse.core.project import Project
 from mediapulse.data import generate
 from mediapulse.dbt import artifacts
+from mediapulse.engines.duckdb import production_file
 from mediapulse.monitoring import history
 
 from ..conftest import change_one_mart, clone_built
@@ -65,7 +66,7 @@ def test_a_nightly_records_its_nodes_freshness_and_the_sizes_of_what_it_publishe
 
     sizes = dict(history.read(project, "prod", "select relation, row_count "
                               "from monitoring.relation_sizes"))  # fmt: skip
-    with duckdb.connect(str(project.duckdb_path("prod")), read_only=True) as con:
+    with duckdb.connect(str(production_file(project)), read_only=True) as con:
         for relation in ("prod.marts.fct_watch_sessions", "prod.marts.dim_content",
                          "prod.marts.revenue_by_content"):  # fmt: skip
             actual = con.execute(f"select count(*) from {relation}").fetchone()[0]

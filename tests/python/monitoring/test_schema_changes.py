@@ -24,6 +24,7 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.core.sources import DeclaredColumn, DeclaredTable, declared_sources, normalise_type
 from mediapulse.data import generate
+from mediapulse.engines.duckdb import duckdb_file
 from mediapulse.monitoring import history
 from mediapulse.monitoring.schema_changes import (
     CHANGES,
@@ -326,7 +327,7 @@ def test_a_renamed_key_stops_the_build_before_any_model_runs(
     )  # fmt: skip
     assert generated.returncode == 0, generated.stderr
     results = project.target_dir / "run_results.json"
-    warehouse = project.duckdb_path("dev")
+    warehouse = duckdb_file(project, "dev")
     before = _digest(results), _digest(warehouse)
 
     result = _cli(project, "build")

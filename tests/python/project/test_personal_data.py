@@ -26,6 +26,7 @@ import yaml
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.dbt import pii
+from mediapulse.engines.duckdb import duckdb_file
 
 from ..cli.test_main import _one_line_error, run_cli
 from ..conftest import REPO, manifest_models, relation_of
@@ -63,7 +64,7 @@ def test_no_mart_carries_a_personal_column_or_its_hash(built: Project) -> None:
     marts = {name: relation_of(n) for name, n in models.items() if n["fqn"][1] == "marts"}
     assert len(marts) >= 8, marts
     found = []
-    with duckdb.connect(str(built.duckdb_path("dev")), read_only=True) as con:
+    with duckdb.connect(str(duckdb_file(built, "dev")), read_only=True) as con:
         con.execute(f"attach '{built.raw_path}' as raw_check (read_only)")
         staged = relation_of(models["stg_accounts__users"])
         # Every personal value and every hash, to find them under any column name.
@@ -98,7 +99,7 @@ def test_no_mart_carries_a_personal_column_or_its_hash(built: Project) -> None:
 def test_the_email_hash_is_keyed(built: Project) -> None:
     key = _key_of(built)
     staged = relation_of(manifest_models(built)["stg_accounts__users"])
-    with duckdb.connect(str(built.duckdb_path("dev")), read_only=True) as con:
+    with duckdb.connect(str(duckdb_file(built, "dev")), read_only=True) as con:
         con.execute(f"attach '{built.raw_path}' as raw_check (read_only)")
         rows = con.execute(
             f"select u.email, s.email_hash from raw_check.accounts.users as u "

@@ -13,6 +13,7 @@ from mediapulse.core.project import Project
 from mediapulse.core.sources import is_raw_source
 from mediapulse.dbt import artifacts
 from mediapulse.dbt.runner import run_dbt
+from mediapulse.engines.duckdb import duckdb_file
 from mediapulse.monitoring import history
 from mediapulse.monitoring import views as monitoring
 
@@ -172,7 +173,7 @@ def test_everything_is_documented(built: Project, manifest: dict, tmp_path: Path
     # monitoring views too, built as `mediapulse report` builds them, in the history's file)
     project = clone_built(built, tmp_path / "project")
     assert monitoring.build(project, "dev")[0]
-    with duckdb.connect(str(project.duckdb_path("dev")), read_only=True) as con:
+    with duckdb.connect(str(duckdb_file(project, "dev")), read_only=True) as con:
         con.execute(f"attach '{history.duckdb_path(project, 'dev')}' as monitoring (read_only)")
         for node in own:
             if node["resource_type"] == "model" and node["config"]["materialized"] == "ephemeral":

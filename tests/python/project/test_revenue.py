@@ -18,6 +18,7 @@ from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts
 from mediapulse.dbt.runner import DbtRun, run_dbt
 from mediapulse.develop import build
+from mediapulse.engines.duckdb import duckdb_file
 from mediapulse.jobs import prepare
 
 from ..conftest import clone_built, manifest_models, relation_of
@@ -52,7 +53,7 @@ def _finance_problems(project: Project) -> list[str]:
 
 def _connect(project: Project) -> duckdb.DuckDBPyConnection:
     """The dev warehouse, read-only, with the raw data attached as the models see it."""
-    con = duckdb.connect(str(project.duckdb_path("dev")), read_only=True)
+    con = duckdb.connect(str(duckdb_file(project, "dev")), read_only=True)
     con.execute(f"attach '{project.raw_path}' as raw (read_only)")
     return con
 

@@ -24,6 +24,7 @@ from mediapulse.core.project import Project
 from mediapulse.data import generate
 from mediapulse.dbt import artifacts
 from mediapulse.dbt.runner import run_dbt
+from mediapulse.engines.duckdb import duckdb_file
 
 from ..conftest import clone_built, manifest_models, relation_of
 
@@ -50,7 +51,7 @@ def _run(project: Project, *args: str) -> None:
 
 def _rows_of_day(project: Project, day: object) -> dict[str, int]:
     models = manifest_models(project)
-    with duckdb.connect(str(project.duckdb_path("dev")), read_only=True) as con:
+    with duckdb.connect(str(duckdb_file(project, "dev")), read_only=True) as con:
         return {
             name: con.execute(
                 f"select count(*) from {relation_of(models[name])} "
@@ -114,8 +115,8 @@ def test_a_row_loaded_in_the_future_does_not_freeze_incremental_runs(
     models = manifest_models(full)
     tables = [n for n in models.values() if n["config"]["materialized"] in ("table", "incremental")]
     with duckdb.connect() as con:
-        con.execute(f"attach '{incremental.duckdb_path('dev')}' as inc (read_only)")
-        con.execute(f"attach '{full.duckdb_path('dev')}' as fr (read_only)")
+        con.execute(f"attach '{duckdb_file(incremental, 'dev')}' as inc (read_only)")
+        con.execute(f"attach '{duckdb_file(full, 'dev')}' as fr (read_only)")
         for node in tables:
             relation = relation_of(node).split(".", 1)[1]
             diff = con.execute(

@@ -14,6 +14,7 @@ import pytest
 from mediapulse.cli.main import main
 from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts
+from mediapulse.engines.duckdb import production_file
 from mediapulse.release.execute import run_nightly
 
 from ..conftest import change_one_mart, clone_built
@@ -37,7 +38,7 @@ def _tables(project: Project) -> dict[str, list]:
         and n["package_name"] == "mediapulse" and n["config"]["materialized"] != "ephemeral"
         and n["fqn"][1] != "monitoring"  # views over the run history, not production's data
     ]  # fmt: skip
-    with duckdb.connect(str(project.duckdb_path("prod")), read_only=True) as con:
+    with duckdb.connect(str(production_file(project)), read_only=True) as con:
         con.execute(f"attach '{project.raw_path}' as raw (read_only)")  # the staging views read it
         return {
             n["unique_id"]: sorted(

@@ -31,6 +31,7 @@ import duckdb
 import pytest
 
 from mediapulse.core.project import Project
+from mediapulse.engines.duckdb import duckdb_file, production_file
 from mediapulse.release.duckdb import DuckDbRelease, read_stamp
 
 from ..conftest import change_one_mart, clone_built
@@ -109,7 +110,7 @@ def _digest(path: Path) -> str:
 
 
 def _live(project: Project) -> str:
-    stamp = read_stamp(project.duckdb_path("prod"))
+    stamp = read_stamp(production_file(project))
     assert stamp is not None
     return stamp.release_id
 
@@ -154,7 +155,7 @@ def test_two_jobs_at_once_one_stops_naming_the_other_one_waits_for_it(
 def test_a_job_killed_at_any_step_leaves_one_whole_release_and_the_next_job_runs(
     production: Project,
 ) -> None:
-    prod = production.duckdb_path("prod")
+    prod = duckdb_file(production, "prod")
     live, digest = _live(production), _digest(prod)
 
     # during the build: the job and the dbt it started die; nothing changed
@@ -208,7 +209,7 @@ def test_a_rollback_after_a_bad_deploy_and_the_nightly_behind_it_restores_the_go
     )
 
     def totals() -> tuple:
-        with duckdb.connect(str(production.duckdb_path("prod")), read_only=True) as con:
+        with duckdb.connect(str(duckdb_file(production, "prod")), read_only=True) as con:
             return con.execute(query).fetchone()
 
     before = totals()
@@ -253,11 +254,11 @@ def test_a_model_deleted_from_the_project_is_dropped_from_production(
     """What a model deleted from the project left in production (here put there by hand, as
     the release that built it would have): the next release drops it and says so."""
     relation = "intermediate.int_scratch_counts"
-    with duckdb.connect(str(production.duckdb_path("prod"))) as con:
+    with duckdb.connect(str(duckdb_file(production, "prod"))) as con:
         con.execute(f"create table {relation} as select 42 as events")
 
     def exists() -> bool:
-        with duckdb.connect(str(production.duckdb_path("prod")), read_only=True) as con:
+        with duckdb.connect(str(duckdb_file(production, "prod")), read_only=True) as con:
             return bool(con.execute(
                 "select count(*) from information_schema.tables where table_schema || '.' || "
                 f"table_name = '{relation}'"

@@ -22,6 +22,7 @@ from mediapulse.cli.main import main
 from mediapulse.core.project import Project
 from mediapulse.data import generate
 from mediapulse.dbt import artifacts
+from mediapulse.engines.duckdb import duckdb_file, production_file
 from mediapulse.release.duckdb import DuckDbRelease, read_state, warehouse_release_id
 from mediapulse.release.execute import run_nightly
 
@@ -51,7 +52,7 @@ def _release_record(project: Project) -> dict:
 def _marts(project: Project) -> dict[str, list]:
     """Every mart's rows in production, sorted."""
     marts = {n: node for n, node in manifest_models(project).items() if node["fqn"][1] == "marts"}
-    with duckdb.connect(str(project.duckdb_path("prod")), read_only=True) as con:
+    with duckdb.connect(str(production_file(project)), read_only=True) as con:
         return {
             name: sorted(con.execute(f"select * from {relation_of(node)}").fetchall(), key=repr)
             for name, node in marts.items()
@@ -67,13 +68,13 @@ def production(after_nightly: Project, tmp_path: Path) -> Project:
 def test_nothing_new_releases_nothing(
     production: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    live = warehouse_release_id(production.duckdb_path("prod"))
-    inode = production.duckdb_path("prod").stat().st_ino
+    live = warehouse_release_id(duckdb_file(production, "prod"))
+    inode = duckdb_file(production, "prod").stat().st_ino
     code, out = _refresh(production, capsys)
     assert code == 0
     assert f"No new raw rows since release {live}" in out
     assert "Nothing was built or released" in out
-    assert production.duckdb_path("prod").stat().st_ino == inode, "production file untouched"
+    assert duckdb_file(production, "prod").stat().st_ino == inode, "production file untouched"
     assert _release_record(production)["release_id"] == live
 
 
@@ -86,7 +87,7 @@ def test_an_appended_day_is_released_equal_to_a_full_build(
     assert code == 0, out
     after = _release_record(production)
     assert after["release_id"] != before["release_id"] and after["job"] == "refresh"
-    assert after["release_id"] == warehouse_release_id(production.duckdb_path("prod"))
+    assert after["release_id"] == warehouse_release_id(duckdb_file(production, "prod"))
     assert "new raw rows since release" in out and "streaming.watch_events +" in out
     assert "staged copy of production:" in out and "MiB" in out
     # the nightly it refreshed is kept for a rollback, carrying its own state (the first
@@ -207,7 +208,7 @@ def test_refreshes_keep_the_release_a_rollback_returns_to(
     assert _release_record(production)["release_id"] not in (nightly, deployed)
     assert main(["--project-dir", str(production.root), "rollback",
                  "--artifacts", str(production.root / "state")]) == 0  # fmt: skip
-    assert warehouse_release_id(production.duckdb_path("prod")) == nightly
+    assert warehouse_release_id(duckdb_file(production, "prod")) == nightly
     assert _release_record(production)["release_id"] == nightly
 
 
@@ -224,7 +225,7 @@ def test_refreshes_keep_the_release_a_rollback_returns_to(
 def test_a_fault_in_the_appended_day_fails_the_refresh(
     fault: str, test_name: str, production: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    live = warehouse_release_id(production.duckdb_path("prod"))
+    live = warehouse_release_id(duckdb_file(production, "prod"))
     marts = _marts(production)
     generate.append_day(production.raw_path, faults=[fault])
     code, out = _refresh(production, capsys)
@@ -232,7 +233,7 @@ def test_a_fault_in_the_appended_day_fails_the_refresh(
     assert "Refresh on `prod`: FAILED, production unchanged" in out
     assert "retry" not in out, "a failing test is never retried"
     assert test_name in out, f"the failing test is named: {out[-2000:]}"
-    assert warehouse_release_id(production.duckdb_path("prod")) == live
+    assert warehouse_release_id(duckdb_file(production, "prod")) == live
     assert _release_record(production)["release_id"] == live
     assert _marts(production) == marts
 
@@ -243,14 +244,14 @@ def test_other_code_than_the_live_release_is_refused(
     model = production.root / "models" / "marts" / "core" / "dim_content.sql"
     model.write_text(model.read_text() + "\n-- a change not deployed yet\n")
     generate.append_day(production.raw_path)
-    live = warehouse_release_id(production.duckdb_path("prod"))
+    live = warehouse_release_id(duckdb_file(production, "prod"))
     code = main(["--project-dir", str(production.root), "refresh",
                  "--artifacts", str(production.root / "state")])  # fmt: skip
     err = capsys.readouterr().err
     assert code != 0
     assert "was built from other code than this checkout" in err
     assert "mediapulse deploy" in err and len(err.strip().splitlines()) == 1
-    assert warehouse_release_id(production.duckdb_path("prod")) == live
+    assert warehouse_release_id(duckdb_file(production, "prod")) == live
 
 
 def test_a_refresh_needs_a_live_release(

@@ -1,0 +1,112 @@
+"""Targets resolve once into engines: each knows its engine, its role and what it can do, and
+no module outside engines/ compares engine names or hard-codes a target's name."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from mediapulse.core.errors import MediaPulseError
+from mediapulse.core.project import Project
+from mediapulse.engines.base import Capability
+from mediapulse.engines.duckdb import DuckDb
+from mediapulse.engines.postgres import Postgres
+from mediapulse.engines.spark import Spark
+from mediapulse.engines.targets import resolve
+
+from ..conftest import REPO, copy_project
+
+PACKAGE = REPO / "scripts" / "mediapulse"
+# What deciding by engine or target name looks like: the profile's type compared with a
+# literal, the type read from Project, a target named in Python.
+ENGINE_NAME = r"""["'](?:duckdb|postgres|spark)["']"""
+DECIDING = [
+    re.compile(r"target_type\("),
+    re.compile(rf"[=!]=\s*{ENGINE_NAME}|{ENGINE_NAME}\s*[=!]="),
+    re.compile(rf"\bin\s*[(\[{{]\s*{ENGINE_NAME}"),
+    re.compile(r"""outputs?\b[^\n]*(?:\.get\(["']type["']\)|\[["']type["']\])"""),
+    re.compile(r"""["'](?:prod|postgres_ci|dev|spark_cluster)["']"""),
+    re.compile(r"""(?:target|TARGET)\w*\s*(?::\s*str\s*)?=\s*["']ci["']|\bor\s+["']ci["']"""),
+]
+# Rooms not yet moved onto the engines (their rewrite is in flight): listed, so it shows
+PENDING = {"cli", "bench"}
+
+
+def test_no_module_outside_engines_decides_by_engine_or_target_name() -> None:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        room = path.relative_to(PACKAGE).parts[0]
+        if room in ("engines", *PENDING):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if any(p.search(code) for p in DECIDING):
+                found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not found, "ask the target's engine (engines.targets.resolve) instead:\n" + "\n".join(
+        found
+    )
+
+
+def test_the_grep_sees_what_it_forbids() -> None:
+    """The patterns above catch the forms the code used before engines were classes."""
+    for line in (
+        'if project.target_type(target) == "duckdb":',
+        'if kind != "postgres":',
+        'if kind in ("duckdb", "postgres"):',
+        'TARGET = "prod"',
+        'ci = os.environ.get(CI_TARGET_ENV) or "ci"',
+        'if output.get("type") != "duckdb"',
+        '    target: str = "ci",',
+    ):
+        assert any(p.search(line) for p in DECIDING), line
+
+
+def test_each_target_of_the_profile_resolves_to_its_engine_and_role() -> None:
+    project = Project.discover(REPO, REPO / "warehouse")
+    kinds = {name: type(resolve(project, name)) for name in project.outputs}
+    assert kinds == {
+        "dev": DuckDb, "ci": DuckDb, "prod": DuckDb, "postgres": Postgres,
+        "postgres_ci": Postgres, "spark": Spark, "spark_cluster": Spark,
+    }  # fmt: skip
+    roles = {name: resolve(project, name).role for name in ("dev", "ci", "prod", "spark")}
+    assert roles == {"dev": "dev", "ci": "ci", "prod": "prod", "spark": "dev"}
+    assert resolve(project, "prod").embedded and not resolve(project, "postgres").embedded
+
+
+def test_production_follows_the_workflows_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    project = Project.discover(REPO, REPO / "warehouse")
+    monkeypatch.setenv("MEDIAPULSE_PROD_TARGET", "dev")
+    assert resolve(project, "dev").is_production
+
+
+def test_what_an_engine_cannot_do_is_one_line_naming_target_engine_and_what_to_use() -> None:
+    project = Project.discover(REPO, REPO / "warehouse")
+    spark = resolve(project, "spark")
+    assert not spark.can(Capability.STAGED_RELEASES)
+    with pytest.raises(MediaPulseError) as caught:
+        spark.require(Capability.STAGED_RELEASES, "rollback")
+    text = str(caught.value)
+    assert "\n" not in text
+    assert text.startswith("rollback: target 'spark' (Spark) cannot stage a release")
+    assert text.endswith("use a DuckDB or PostgreSQL target")
+    resolve(project, "prod").require(Capability.STAGED_RELEASES)  # no error
+    with pytest.raises(MediaPulseError, match=r"cannot grant database roles"):
+        resolve(project, "prod").require(Capability.ROLES, "access-sql")
+
+
+def test_an_unknown_target_or_engine_is_one_line(tmp_path: Path) -> None:
+    project = copy_project(tmp_path)
+    with pytest.raises(MediaPulseError, match=r"^unknown target 'nope': .*--target$"):
+        resolve(project, "nope")
+    profiles = project.profiles_dir / "profiles.yml"
+    profiles.write_text(profiles.read_text().replace("type: spark", "type: snowflake", 1))
+    fresh = Project.discover(project.root, project.warehouse_dir)
+    name = next(n for n, o in fresh.outputs.items() if o["type"] == "snowflake")
+    with pytest.raises(MediaPulseError) as caught:
+        resolve(fresh, name)
+    assert str(caught.value) == (
+        f"target '{name}' is of type 'snowflake', which MediaPulse does not run on: use a target "
+        "of type duckdb (DuckDB), postgres (PostgreSQL), spark (Spark) in profiles/profiles.yml"
+    )
