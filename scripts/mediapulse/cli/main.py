@@ -103,16 +103,19 @@ def _cmd_build(args: argparse.Namespace, project: Project) -> int:
 
 
 def _cmd_load_raw(args: argparse.Namespace, project: Project) -> int:
+    from mediapulse.engines.base import Capability
+    from mediapulse.engines.targets import resolve
     from mediapulse.jobs import prepare
 
-    if project.target_type(args.target) == "duckdb":
+    engine = resolve(project, args.target)
+    if engine.embedded:
         print(
             f"target '{args.target}' is DuckDB: it attaches {project.raw_path} read-only, "
             "nothing to load (`mediapulse generate` writes that file)"
         )
         return 0
     prepare.ensure_raw_data(project)
-    if project.target_type(args.target) == "spark":
+    if not engine.can(Capability.LOADER_SCHEMAS):  # a local Spark session's catalog
         from mediapulse.data import sparkload
         from mediapulse.dbt import deps
 
