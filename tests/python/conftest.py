@@ -21,6 +21,7 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.data import generate
 from mediapulse.dbt import artifacts, deps
+from mediapulse.dbt.runner import run_dbt
 from mediapulse.develop import build
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,6 +209,16 @@ def _build_e2e(destination: Path) -> Project:
 def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
     """A project copy with packages, raw data and a complete `dev` build on DuckDB."""
     return once_per_session(tmp_path_factory, "e2e", _build_e2e)
+
+
+@pytest.fixture(scope="session")
+def parsed_manifest(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The manifest of a plain `dbt parse` (target dev) of a project copy: no warehouse built."""
+    project = copy_project(tmp_path_factory.mktemp("parsed") / "project")
+    deps.install(project)
+    parsed = run_dbt(project, ["parse"], target="dev")
+    assert parsed.success, parsed.error
+    return artifacts.load_json(project.target_dir / "manifest.json", "manifest")
 
 
 def manifest_models(project: Project) -> dict[str, dict]:

@@ -12,11 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from mediapulse.dbt import artifacts, deps
-from mediapulse.dbt.runner import run_dbt
-
-from ..conftest import copy_project
-
 pytestmark = pytest.mark.dbt
 
 LAYERS = ("staging", "intermediate", "marts")  # the order the data flows in
@@ -25,12 +20,8 @@ MONITORING = "monitoring"
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    project = copy_project(tmp_path_factory.mktemp("layers") / "project")
-    deps.install(project)
-    parsed = run_dbt(project, ["parse"], target="dev")
-    assert parsed.success, parsed.error
-    return artifacts.load_json(project.target_dir / "manifest.json", "manifest")
+def manifest(parsed_manifest: dict) -> dict:
+    return parsed_manifest
 
 
 def _layer(node: dict) -> str:
