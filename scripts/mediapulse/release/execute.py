@@ -56,16 +56,16 @@ from mediapulse.monitoring import views as monitoring
 from mediapulse.monitoring.schema_changes import SchemaChangeError
 from mediapulse.release import lock as release_lock_module
 from mediapulse.release.duckdb import TARGET as DUCKDB_PROD
-from mediapulse.release.duckdb import DuckDbRelease, drop_unlisted, warehouse_release_id
+from mediapulse.release.duckdb import DuckDbRelease, warehouse_release_id
 from mediapulse.release.duckdb import read_state as read_duckdb_state
 from mediapulse.release.plan import make_plan, node_name
-from mediapulse.release.postgres import PgRelease, check_complete, rename_in_state
+from mediapulse.release.postgres import PgRelease, check_complete
+from mediapulse.release.staging import GreenSchemas, Staging, staging_for
 from mediapulse.release.state import (
     CI_PARSE,
     RELEASE_FILE,
     Stamp,
     choose_rollback,
-    keep_count,
     replace_dir,
     restore_state,
 )
@@ -564,7 +564,7 @@ def _deploy_plan(
     state_dir: Path,
     env: dict[str, str],
     notes: list[str],
-    staged: Path,
+    staging: Staging,
 ) -> list[tuple[str, list[str]]]:
     """A deploy's dbt steps: what changed against the published state (dbt's
     `state:modified+`, plus what slim CI adds: readers of changed vars, tests of changed
@@ -572,10 +572,10 @@ def _deploy_plan(
     whose logic or upstream changed is rebuilt whole) inside the staged copy, which holds
     everything else as it is live. Without a usable state: every model, with a notice."""
     why = deploy_fallback(project, state_dir)
-    if why is None and not staged.exists():
+    if why is None and not staging.has_live_copy:
         why = "no production warehouse to keep the unchanged models of"
     if why is None:
-        in_file = warehouse_release_id(staged)
+        in_file = staging.live_copy_id()
         described = (published_state(state_dir) or {}).get("release_id")
         if in_file and described and in_file != described:
             why = f"production is release {in_file} but the state describes release {described}"
@@ -848,10 +848,7 @@ def _run_release(
     lock: Any,
 ) -> int:
     clock = history.Job(job.name, target)  # the run history's record of this job
-    engine = resolve(project, target)
-    staged = engine.can(Capability.STAGED_RELEASES)  # else built in place (Spark)
-    release = DuckDbRelease(project) if staged and engine.embedded else None
-    pg = PgRelease(project, target) if staged and not engine.embedded else None
+    staging = staging_for(project, target)
     notes: list[str] = _checks(project, target, artifacts_dir, job, start_over)
     try:
         prepare.prepare(project, target)
@@ -859,24 +856,12 @@ def _run_release(
         # stopped before any model ran: a failed run all the same, with what the check found
         history.record_job(project, target, clock, False, None)
         raise
-    if pg:
-        check_pg_production_present(pg, artifacts_dir, start_over)
+    if isinstance(staging, GreenSchemas):
+        check_pg_production_present(staging.release, artifacts_dir, start_over)
     refresh = None if job.full_refresh else plan_refresh(project, target, artifacts_dir)
-    if refresh and refresh.nothing_new:
-        live = refresh.previous.get("release_id")
-        return _skip(project, target, clock, (
-            f"## {job.title} on `{target}`: nothing to do, release {live} stays live\n\n"
-            f"No new raw rows since release {live}: every raw table holds the rows it read "
-            "(row counts and newest loads). Nothing was built or released.\n"
-        ), summary, notes)  # fmt: skip
-    unchanged = _unchanged_code(project, artifacts_dir) if job is DEPLOY else None
-    if unchanged and not start_over:
-        return _skip(project, target, clock, (
-            f"## {job.title} on `{target}`: no changes, release {unchanged} stays live\n\n"
-            f"This checkout is the code release {unchanged} was built from (the same "
-            "fingerprint of every file dbt reads): nothing was built or released, and the "
-            "releases kept for a rollback are as they were.\n"
-        ), summary, notes)  # fmt: skip
+    skipped = _nothing_to_do(project, target, artifacts_dir, job, refresh, start_over)
+    if skipped:
+        return _skip(project, target, clock, skipped, summary, notes)
     env: dict[str, str] = {}
     if refresh:
         added = ", ".join(f"{t} +{n:,}" for t, n in refresh.new_rows.items())
@@ -887,114 +872,132 @@ def _run_release(
                 f"tests of the incremental models read the rows loaded after {refresh.since}; "
                 f"{len(refresh.excluded)} whole-history tests wait for the nightly"
             )
-    if release:
-        started = time.perf_counter()
-        release.prepare()
-        size = release.staged.stat().st_size if release.staged.exists() else 0
-        notes.append(
-            f"staged copy of production: {time.perf_counter() - started:.1f} s, "
-            f"{size / 2**20:,.0f} MiB (the file a release builds in)"
-        )
-        env.update(release.env)
-    if pg:
-        env.update(pg.env)
-    run = _Run(project, target, artifacts_dir, job, release, pg, refresh, env, notes, lock)
+    staging.stage(notes)
+    env.update(staging.env)
+    run = _Run(project, target, artifacts_dir, job, staging, refresh, env, notes, lock)
     return run.execute(clock, summary)
+
+
+def _nothing_to_do(
+    project: Project,
+    target: str,
+    artifacts_dir: Path,
+    job: Job,
+    refresh: RefreshPlan | None,
+    start_over: bool,
+) -> str | None:
+    """The report of a job that would release nothing new, or None."""
+    if refresh and refresh.nothing_new:
+        live = refresh.previous.get("release_id")
+        return (
+            f"## {job.title} on `{target}`: nothing to do, release {live} stays live\n\n"
+            f"No new raw rows since release {live}: every raw table holds the rows it read "
+            "(row counts and newest loads). Nothing was built or released.\n"
+        )
+    unchanged = _unchanged_code(project, artifacts_dir) if job is DEPLOY else None
+    if unchanged and not start_over:
+        return (
+            f"## {job.title} on `{target}`: no changes, release {unchanged} stays live\n\n"
+            f"This checkout is the code release {unchanged} was built from (the same "
+            "fingerprint of every file dbt reads): nothing was built or released, and the "
+            "releases kept for a rollback are as they were.\n"
+        )
+    return None
 
 
 @dataclass
 class _Run:
-    """One release's build and publication, after its checks and its staged copy."""
+    """One release's build and publication, after its checks and its staged copy: the same
+    steps through any engine's staging (release/staging.py)."""
 
     project: Project
     target: str
     artifacts_dir: Path
     job: Job
-    release: DuckDbRelease | None
-    pg: PgRelease | None
+    staging: Staging
     refresh: RefreshPlan | None
     env: dict[str, str]
     notes: list[str]
     lock: Any
     steps: list[Step] = field(default_factory=list)
-    schemas: list[str] = field(default_factory=list)
 
     @property
-    def staging(self) -> Path:
+    def state_dir(self) -> Path:
+        """Where the release's state is gathered before it is published."""
         return self.artifacts_dir.with_name(self.artifacts_dir.name + ".partial")
 
     def execute(self, clock: history.Job, summary: Path | None) -> int:
-        project, target, job = self.project, self.target, self.job
-        release, pg, refresh = self.release, self.pg, self.refresh
-        staging = self.staging
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        state_dir = self.state_dir
+        shutil.rmtree(state_dir, ignore_errors=True)
+        state_dir.mkdir(parents=True)
         release_id = new_release_id()
-        code = code_fingerprint(project)  # of what this release builds, before it builds
-        ok = False
-        saved: dict[str, Path] = {}
-        # every dbt call of the job in one process that parses the project once
-        dbt = runner.session(project, target, self.env).__enter__()
+        code = code_fingerprint(self.project)  # of what this release builds, before it builds
         try:
+            ok, report = self._build_and_publish(release_id, code, clock)
+        except BaseException:
+            # a job that stopped on an error is a failed run too
+            history.record_job(self.project, self.target, clock, False, state_dir)
+            raise
+        finally:
+            self.staging.discard()
+            shutil.rmtree(state_dir, ignore_errors=True)
+        print(report)
+        write_summary(report, summary)
+        if not ok:
+            outcome = (
+                "production left as it was" if self.staging.beside else "production built in place"
+            )
+            print(f"{self.job.name} on target '{self.target}' failed: {outcome}")
+            return 1
+        saved = [f for f in STATE_FILES if (self.artifacts_dir / f).exists()]
+        print(f"production state for slim CI written to {self.artifacts_dir} ({', '.join(saved)})")
+        return 0
+
+    def _build_and_publish(
+        self, release_id: str, code: str, clock: history.Job
+    ) -> tuple[bool, str]:
+        """The dbt steps in one dbt process that parses the project once, then the swap and
+        the state. Returns (released, the report)."""
+        project, target, job, state_dir = self.project, self.target, self.job, self.state_dir
+        with runner.session(project, target, self.env) as dbt:
             plan, marks = self.plan()
-            ok = self.build(plan, staging)
+            ok = self.build(plan, state_dir)
             # the monitoring views first: the parse for the CI target that follows replaces
             # the session's parse of this target
             if ok and job.monitoring:
                 self.notes.append(monitoring.build(project, target, self.env)[1])
-            if ok and release and refresh is None:
-                self.notes.append(publish_ci_parse(project, dbt, staging))
-            parses = self.artifacts_dir.glob(CI_PARSE.format(target="*"))
-            for name in [*CARRIED_OVER, *(p.name for p in parses)]:
-                # what this job did not redo (the evaluator runs after it)
-                if not (staging / name).exists() and (self.artifacts_dir / name).is_file():
-                    shutil.copy2(self.artifacts_dir / name, staging / name)
+            if ok and self.staging.holds_live and self.refresh is None:
+                self.notes.append(publish_ci_parse(project, dbt, state_dir))
+            self._carry_over()
             dbt.close()  # the files are free before they are swapped
             self.notes.append(dbt.describe())
-            if ok:
-                ok = self.publish(release_id, code, marks)
-            report = _render(job.title, target, self.steps, ok, release_id,
-                             staged=release or pg, notes=self.notes)  # fmt: skip
-            (staging / f"{job.name}.md").write_text(report)
-            if ok:
-                publish_state(staging, self.artifacts_dir)
-                saved = {
-                    f: self.artifacts_dir / f
-                    for f in STATE_FILES if (self.artifacts_dir / f).exists()
-                }  # fmt: skip
-            # the history outlives the release (its own file on DuckDB, its own schema on a
-            # server)
-            report += "\n" + history.record_job(
-                project, target, clock, ok, self.artifacts_dir if ok else staging,
-                release_id if ok else None, database=release.live if release else None,
-            )  # fmt: skip
-        except BaseException:
-            # a job that stopped on an error is a failed run too
-            history.record_job(project, target, clock, False, staging)
-            raise
-        finally:
-            dbt.close()
-            if release:
-                release.discard()
-            if pg and self.schemas:  # a failed release's green; after a swap there is none left
-                pg.discard(self.schemas)
-            shutil.rmtree(staging, ignore_errors=True)
-        print(report)
-        write_summary(report, summary)
-        if not ok:
-            staged = release is not None or pg is not None
-            outcome = "production left as it was" if staged else "production built in place"
-            print(f"{job.name} on target '{target}' failed: {outcome}")
-            return 1
-        print(f"production state for slim CI written to {self.artifacts_dir} ({', '.join(saved)})")
-        return 0
+        if ok:
+            ok = self.publish(release_id, code, marks)
+        report = _render(job.title, target, self.steps, ok, release_id,
+                         staged=self.staging.beside, notes=self.notes)  # fmt: skip
+        (state_dir / f"{job.name}.md").write_text(report)
+        if ok:
+            publish_state(state_dir, self.artifacts_dir)
+        # the history outlives the release (its own file on DuckDB, its own schema on a server)
+        report += "\n" + history.record_job(
+            project, target, clock, ok, self.artifacts_dir if ok else state_dir,
+            release_id if ok else None, database=self.staging.history_database,
+        )  # fmt: skip
+        return ok, report
+
+    def _carry_over(self) -> None:
+        """What this job did not redo, from the state it replaces (the evaluator runs after)."""
+        parses = self.artifacts_dir.glob(CI_PARSE.format(target="*"))
+        for name in [*CARRIED_OVER, *(p.name for p in parses)]:
+            if not (self.state_dir / name).exists() and (self.artifacts_dir / name).is_file():
+                shutil.copy2(self.artifacts_dir / name, self.state_dir / name)
 
     def plan(self) -> tuple[list[tuple[str, list[str]]], dict[str, list[Any]]]:
         """The dbt steps of this release, and what they read of the raw data."""
         project, target, job, refresh = self.project, self.target, self.job, self.refresh
-        release, pg, notes = self.release, self.pg, self.notes
+        notes, holds_live = self.notes, self.staging.holds_live
         build_args = ["build", "--full-refresh"] if job.full_refresh else ["build"]
-        if refresh and release:
+        if refresh and holds_live:
             # what the new rows reach; the staged copy holds the rest as it is live (on
             # PostgreSQL green holds only the incremental tables: it builds everything)
             build_args += ["--select", *refresh.selection]
@@ -1017,145 +1020,81 @@ class _Run:
         # what the build reads of the raw data: a deploy that keeps models as they are live
         # keeps what they read (the next refresh adds the rest)
         marks = refresh.marks if refresh else raw_marks(project, target)
-        if job is DEPLOY and release:  # on PostgreSQL green starts empty: it builds everything
+        if job is DEPLOY and holds_live:  # green starts empty: it builds everything
             plan = _deploy_plan(project, target, self.artifacts_dir, self.env, notes,
-                                release.staged)  # fmt: skip
+                                self.staging)  # fmt: skip
             if plan[0] != ("build", ["build", "--full-refresh"]):  # not everything rebuilt
                 live_marks = (published_state(self.artifacts_dir) or {}).get("raw")
                 marks = live_marks if live_marks is not None else marks
-        if pg:
-            parsed, self.schemas, kept = pg.parse(self.env, keep_incremental=refresh is not None)
-            if parsed.success:
-                started = time.perf_counter()
-                copied, size = pg.prepare(self.schemas, kept)
-                notes.append(
-                    f"staged copy of production: {time.perf_counter() - started:.1f} s, "
-                    f"{copied} tables, {size / 2**20:,.1f} MiB copied into the green schemas"
-                )
-            else:
-                self.steps.append(Step("parse", parsed.command, False, parsed.elapsed_s,
-                                       [parsed.error or "dbt parse failed"]))  # fmt: skip
-                plan = []
+        parsed = self.staging.after_parse(self.env, refresh is not None, notes)
+        if parsed:  # staging needed the parse, and it failed
+            self.steps.append(Step("parse", parsed.command, False, parsed.elapsed_s,
+                                   [parsed.error or "dbt parse failed"]))  # fmt: skip
+            plan = []
         return plan, marks
 
-    def build(self, plan: list[tuple[str, list[str]]], staging: Path) -> bool:
+    def build(self, plan: list[tuple[str, list[str]]], state_dir: Path) -> bool:
         """Run the plan's dbt steps, each retried on transient errors, until one fails."""
         project, target = self.project, self.target
         for name, args in plan:
             result = run_with_retries(project, args, target, self.env, self.notes)
             step = Step(name, result.command, result.success, result.elapsed_s)
-            results = project.target_dir / "run_results.json"
-            if name in ("build", "unit tests") and results.exists():
-                step.problems = [
-                    r.describe() for r in artifacts.node_results(project.target_dir) if r.failed
-                ]
-                if name == "build":
-                    shutil.copy2(results, staging / "run_results.json")
-            elif name == "freshness":
-                errors, warnings = _freshness_problems(project.target_dir)
-                step.ok = not errors and (result.success or not result.error)
-                step.problems = errors + warnings
-                shutil.copy2(project.target_dir / "sources.json", staging / "sources.json")
-            elif name == "docs" and result.success:
-                for produced in ("catalog.json", STATIC_DOCS):
-                    shutil.copy2(project.target_dir / produced, staging / produced)
+            _collect(project.target_dir, name, result, state_dir, step)
             if not step.ok and not step.problems and result.error:
                 step.problems = [result.error]
             self.steps.append(step)
             if not step.ok:
                 break
         if (project.target_dir / "manifest.json").exists():
-            shutil.copy2(project.target_dir / "manifest.json", staging / "manifest.json")
+            shutil.copy2(project.target_dir / "manifest.json", state_dir / "manifest.json")
         return bool(plan) and all(s.ok for s in self.steps) and len(self.steps) == len(plan)
 
     def publish(self, release_id: str, code: str, marks: dict[str, list[Any]]) -> bool:
         """Stamp the staged release with its state, then swap it in (the release's one
         atomic step). False, with the reason in the notes, when the swap gave up; whatever
         fails after the swap is a warning: the release is live."""
-        project, staging, release, pg = self.project, self.staging, self.release, self.pg
-        manifest = artifacts.load_json(staging / "manifest.json", "manifest")
-        if release:
-            wanted = project_relations(manifest, release.live.stem)
-            dropped = drop_unlisted(release.staged, wanted)
-            self.notes.append(_dropped_note(dropped, "dropped from production"))
-        if pg:
-            removed = pg.removed_relations(self.schemas)
-            self.notes.append(_dropped_note(removed, "no longer in production (kept with the "
-                                            "replaced release until it is pruned)"))  # fmt: skip
-            rename_in_state(staging)
-        write_record(staging, release_id, self.job.name, project.vars, {"code": code, "raw": marks})
+        project, state_dir, staging = self.project, self.state_dir, self.staging
+        manifest = artifacts.load_json(state_dir / "manifest.json", "manifest")
+        if staging.beside:
+            self.notes.append(staging.drop_removed(manifest, state_dir))
+        write_record(
+            state_dir, release_id, self.job.name, project.vars, {"code": code, "raw": marks}
+        )
         stamp = Stamp(release_id, None, self.job.name, code, history.git_revision(project),
                       data_code=data_fingerprint(manifest, project.vars))  # fmt: skip
-        (staging / f"{self.job.name}.md").write_text(
+        (state_dir / f"{self.job.name}.md").write_text(
             _render(self.job.title, self.target, self.steps, True, release_id, True, self.notes)
         )
-        if release is None and pg is None:  # built in place (Spark): nothing staged or kept
-            self.notes.append("built in place: no staged copy to swap, no release kept")
-            return True
         try:
-            if release:
-                release.stamp(stamp, staging)
-                failpoints.reach("release.before-swap")
-                release.publish()
-            if pg:
-                pg.stamp(self.schemas, stamp, staging)
-                failpoints.reach("release.before-swap")
-                release_lock_module.still_held(self.lock, pg.database, pg.base_schema)
-                seconds = pg.publish(self.schemas, release_id)
-                self.notes.append(
-                    f"swap: {len(self.schemas)} schemas in {seconds * 1000:.1f} ms, one transaction"
-                )
-                self.schemas = []  # swapped: no green left to discard
+            staging.swap(stamp, state_dir, self.lock, self.notes)
         except MediaPulseError as exc:
-            live = _live(project, self.target)[0]
-            if live is None or live.release_id != release_id:
+            if staging.live_release_id() != release_id:
                 self.notes.append(f"swap gave up: {exc}")
                 return False
             # the commit's answer was lost, but the warehouse says the swap happened
             self.notes.append(f"warning: {exc}; but production is release {release_id}")
-            self.schemas = []
+        if not staging.beside:
+            return True
         failpoints.reach("release.after-swap")
-        self.notes.append(self._kept_note())
+        self.notes.append(staging.kept_note())
         return True
 
-    def _kept_note(self) -> str:
-        """The kept releases after the swap, pruned (best effort: the release is live)."""
-        try:
-            if self.release:
-                pruned = self.release.prune()
-                kept = self.release.kept()
-            else:
-                assert self.pg is not None
-                found = self.pg.releases()
-                pruned = self.pg.prune(found)
-                kept = [e.stamp for e in found.kept if e.stamp.release_id not in pruned]
-        except (MediaPulseError, duckdb.Error, OSError) as exc:
-            return f"warning: the kept releases could not be listed or pruned ({exc})"
-        listing = ", ".join(s.release_id for s in kept) or "none"
-        gone = f"; pruned: {', '.join(pruned)}" if pruned else ""
-        return (
-            f"kept for a rollback (the last {keep_count()}, and the newest of each code before "
-            f"the live one's): {listing}{gone}"
-        )
 
-
-def _dropped_note(names: list[str], what: str) -> str:
-    if not names:
-        return "relations the project no longer has: none"
-    return f"relations the project no longer has, {what}: {', '.join(names)}"
-
-
-def project_relations(manifest: dict[str, Any], database: str) -> set[tuple[str, str]]:
-    """(schema, name) of every relation the project builds in ``database``, lower case
-    (pure): the run history's views live in another catalog."""
-    return {
-        (node["schema"].lower(), (node.get("alias") or node["name"]).lower())
-        for node in manifest["nodes"].values()
-        if node["resource_type"] in ("model", "seed", "snapshot")
-        and (node.get("config") or {}).get("enabled", True)
-        and (node.get("config") or {}).get("materialized") != "ephemeral"
-        and str(node.get("database") or "").lower() == database.lower()
-    }
+def _collect(target_dir: Path, name: str, result: DbtRun, state_dir: Path, step: Step) -> None:
+    """What a dbt step leaves for the state it publishes, and its problems for the report."""
+    results = target_dir / "run_results.json"
+    if name in ("build", "unit tests") and results.exists():
+        step.problems = [r.describe() for r in artifacts.node_results(target_dir) if r.failed]
+        if name == "build":
+            shutil.copy2(results, state_dir / "run_results.json")
+    elif name == "freshness":
+        errors, warnings = _freshness_problems(target_dir)
+        step.ok = not errors and (result.success or not result.error)
+        step.problems = errors + warnings
+        shutil.copy2(target_dir / "sources.json", state_dir / "sources.json")
+    elif name == "docs" and result.success:
+        for produced in ("catalog.json", STATIC_DOCS):
+            shutil.copy2(target_dir / produced, state_dir / produced)
 
 
 def rollback(project: Project, target: str, state_dir: Path, to: str | None = None) -> str:
