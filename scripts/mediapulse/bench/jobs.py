@@ -74,6 +74,25 @@ def run_job(
 def measure_jobs(bench: Bench, one_mart: str) -> None:
     """nightly, refresh of the appended day, deploy of a one-mart change, slim CI of it."""
     state = bench.work / "jobs-state"
+    measure_nightly_job(bench, state)
+    live = bench.work / "jobs-live"  # production as the nightly left it: each job starts there
+    shutil.rmtree(live, ignore_errors=True)
+    live.mkdir()
+    shutil.copy2(bench.file("prod.duckdb"), live / "prod.duckdb")
+    shutil.copytree(state, live / "state")
+    tables = measure_refresh_job(bench, state, live)
+    undo = bench.edit(one_mart)
+    try:
+        measure_deploy_job(bench, state, live, tables)
+        measure_slim_ci_job(bench, state, live)
+    finally:
+        undo()
+    bench.measures["job_deploy_one_mart"].command += f" (after editing {one_mart})"
+    bench.measures["job_slim_ci_one_mart"].command += f" (after editing {one_mart})"
+
+
+def measure_nightly_job(bench: Bench, state: Path) -> None:
+    """The nightly on an empty production, from the data as generated (`raw_before`)."""
 
     def clean_production() -> None:
         bench.restore("raw_before")()
@@ -83,54 +102,60 @@ def measure_jobs(bench: Bench, one_mart: str) -> None:
 
     nightly = ["nightly", "--target", "prod", "--artifacts", str(state)]
     run_job(bench, "job_nightly", nightly, state / "run_results.json", clean_production)
-    live = bench.work / "jobs-live"
-    shutil.rmtree(live, ignore_errors=True)
-    live.mkdir()
-    shutil.copy2(bench.file("prod.duckdb"), live / "prod.duckdb")
-    shutil.copytree(state, live / "state")
 
-    def live_release(raw: str) -> Callable[[], None]:
-        def restore() -> None:
-            bench.restore(raw)()
-            shutil.rmtree(bench.file(KEPT_DIR), ignore_errors=True)
-            shutil.copy2(live / "prod.duckdb", bench.file("prod.duckdb"))
-            shutil.rmtree(state, ignore_errors=True)
-            shutil.copytree(live / "state", state)
 
-        return restore
+def _live_release(bench: Bench, state: Path, live: Path, raw: str) -> Callable[[], None]:
+    """A job's `before`: production and its state as the nightly left them (``live``), over
+    the raw data saved as ``raw``."""
 
+    def restore() -> None:
+        bench.restore(raw)()
+        shutil.rmtree(bench.file(KEPT_DIR), ignore_errors=True)
+        shutil.copy2(live / "prod.duckdb", bench.file("prod.duckdb"))
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.copytree(live / "state", state)
+
+    return restore
+
+
+def measure_refresh_job(bench: Bench, state: Path, live: Path) -> list[str]:
+    """The refresh of the appended day; checked: what it published equals a full build of the
+    same raw data (the one the incremental measurement was checked against). Returns the
+    project's tables."""
     refresh = ["refresh", "--target", "prod", "--artifacts", str(state)]
-    run_job(bench, "job_refresh", refresh, state / "run_results.json", live_release("raw_after"))
-    # what the refresh published equals a full build of the same raw data (the one the
-    # incremental measurement was checked against)
+    run_job(bench, "job_refresh", refresh, state / "run_results.json",
+            _live_release(bench, state, live, "raw_after"))  # fmt: skip
     tables = bench.built_tables()
     bench.compare("mediapulse refresh == full refresh",
                   [(f"refreshed.{t}", f"rebuilt.{t}") for t in tables],
                   {"refreshed": bench.file("prod.duckdb"),
                    "rebuilt": bench.work / "full_after" / "prod.duckdb"})  # fmt: skip
+    return tables
 
-    undo = bench.edit(one_mart)
-    try:
-        deploy = ["deploy", "--target", "prod", "--artifacts", str(state)]
-        run_job(bench, "job_deploy_one_mart", deploy, state / "run_results.json",
-                live_release("raw_before"))  # fmt: skip
-        bench.compare("deploy of one mart == the release it replaced",
-                      [(f"deployed.{t}", f"live.{t}") for t in tables],
-                      {"deployed": bench.file("prod.duckdb"), "live": live / "prod.duckdb",
-                       "raw": bench.project.raw_path})  # fmt: skip
-        live_release("raw_before")()
-        slim = ["slim-ci", "--target", "ci", "--state", str(state)]
-        fresh_ci = bench.fresh("ci.duckdb")
 
-        def fresh_runner() -> None:
-            # a pull request's runner: no CI warehouse, and no saved parse of its own (slim
-            # CI starts from the one production published)
-            fresh_ci()
-            (bench.project.target_dir / "partial_parse.msgpack").unlink(missing_ok=True)
+def measure_deploy_job(bench: Bench, state: Path, live: Path, tables: list[str]) -> None:
+    """The deploy of a one-mart change (made by the caller); checked: the release it made
+    holds what the one it replaced held (the edit changes no result)."""
+    deploy = ["deploy", "--target", "prod", "--artifacts", str(state)]
+    run_job(bench, "job_deploy_one_mart", deploy, state / "run_results.json",
+            _live_release(bench, state, live, "raw_before"))  # fmt: skip
+    bench.compare("deploy of one mart == the release it replaced",
+                  [(f"deployed.{t}", f"live.{t}") for t in tables],
+                  {"deployed": bench.file("prod.duckdb"), "live": live / "prod.duckdb",
+                   "raw": bench.project.raw_path})  # fmt: skip
 
-        run_job(bench, "job_slim_ci_one_mart", slim, bench.project.target_dir / "run_results.json",
-                fresh_runner)  # fmt: skip
-    finally:
-        undo()
-    bench.measures["job_deploy_one_mart"].command += f" (after editing {one_mart})"
-    bench.measures["job_slim_ci_one_mart"].command += f" (after editing {one_mart})"
+
+def measure_slim_ci_job(bench: Bench, state: Path, live: Path) -> None:
+    """Slim CI of the one-mart change (made by the caller) against the live production."""
+    _live_release(bench, state, live, "raw_before")()
+    slim = ["slim-ci", "--target", "ci", "--state", str(state)]
+    fresh_ci = bench.fresh("ci.duckdb")
+
+    def fresh_runner() -> None:
+        # a pull request's runner: no CI warehouse, and no saved parse of its own (slim
+        # CI starts from the one production published)
+        fresh_ci()
+        (bench.project.target_dir / "partial_parse.msgpack").unlink(missing_ok=True)
+
+    run_job(bench, "job_slim_ci_one_mart", slim, bench.project.target_dir / "run_results.json",
+            fresh_runner)  # fmt: skip

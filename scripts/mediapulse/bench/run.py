@@ -331,127 +331,16 @@ def run_bench(
     print("machine: " + ", ".join(f"{k} {v}" for k, v in info.items()))
     gen = bench.generate(params_for(events, days, seed))
     events_loaded = gen["rows"]["streaming.watch_events"]
-
-    # 1. full refresh (build with every test, and models only)
-    bench.measure("full_build", ["build", "--full-refresh"], before=bench.fresh("prod.duckdb"))
-    bench.save("after_full", "prod.duckdb")
-    shutil.copytree(bench.project.target_dir, work / "state", dirs_exist_ok=True)
-    bench.measure("full_run", ["run", "--full-refresh"], before=bench.restore("after_full"))
-    path_models = ("stg_streaming__watch_events", "int_watch_events_sessionized",
-                   "int_watch_sessions_aggregated", "fct_watch_sessions")  # fmt: skip
-    path_seconds = sum(
-        r.execution_time for r in artifacts.node_results(bench.project.target_dir)
-        if r.name in path_models
-    )  # fmt: skip
-
-    # 2. one more day, then the incremental run
-    bench.save("raw_before", "raw.duckdb")
-    generate.append_day(bench.project.raw_path)
-    bench.save("raw_after", "raw.duckdb")
-    bench.measure("incremental_run", ["run"], before=bench.restore("after_full"))
-    bench.save("after_incremental", "prod.duckdb")
-    bench.measure("incremental_build", ["build"], before=bench.restore("after_full"))
-    # check: the incremental result equals a full refresh on the same raw data
-    bench.restore("after_full")()
-    bench.dbt(["build", "--full-refresh"])
-    bench.save("full_after", "prod.duckdb")  # the jobs' refresh is checked against it too
-    tables = bench.built_tables()
-    bench.compare(
-        "incremental == full refresh",
-        [(f"inc.{t}", f"prod.{t}") for t in tables],
-        {"inc": work / "after_incremental" / "prod.duckdb", "prod": bench.file("prod.duckdb")},
-    )
-
-    # 3. slim CI against the production built in step 1
-    bench.restore("raw_before")()
-    bench.restore("after_full")()
-    slim_env = {"MEDIAPULSE_PROD_WAREHOUSE": str(bench.file("prod.duckdb"))}
-    slim_args = ["build", "--select", "state:modified+", "--exclude"]
-    slim_args += [
-        "package:dbt_project_evaluator",
-        "path:models/monitoring",
-        "--defer",
-        "--state",
-        str(work / "state"),
-    ]
-    for name, model in (("slim_ci_one_mart", ONE_MART), ("slim_ci_event_staging", EVENT_STAGING)):
-        undo = bench.edit(model)
-        try:
-            bench.measure(name, slim_args, before=bench.fresh("ci.duckdb"), target="ci",
-                          env=slim_env)  # fmt: skip
-            built = [r for r in artifacts.node_results(bench.project.target_dir)
-                     if r.resource_type == "model" and r.status == "success"]  # fmt: skip
-            manifest = artifacts.load_json(bench.project.target_dir / "manifest.json", "m")
-            pairs = []
-            for result in built:
-                node = manifest["nodes"][result.unique_id]
-                if node["config"]["materialized"] in ("table", "incremental"):
-                    relation = artifacts.unquoted_relation(node).split(".", 1)[1]
-                    prod_relation = relation.replace("ci_", "", 1)
-                    pairs.append((f"ci.{relation}", f"prod.{prod_relation}"))
-            bench.compare(
-                f"{name} == full build",
-                pairs,
-                {
-                    "ci": bench.file("ci.duckdb"),
-                    "prod": bench.file("prod.duckdb"),
-                    "raw": bench.project.raw_path,
-                },
-            )
-            bench.measures[name].command += f" (after editing {model})"
-            if name == "slim_ci_event_staging":
-                measure_data_diff(bench, manifest, slim_env)
-        finally:
-            undo()
-
-    # 4. the floor: the same SQL without dbt
-    bench.floor()
-
-    # 5. parsing, and the evaluator
-    partial = bench.project.target_dir / "partial_parse.msgpack"
-    bench.measure("parse_cold", ["parse"], before=lambda: partial.unlink(missing_ok=True))
-    bench.measure("parse_partial", ["parse"])
-    bench.measure("evaluator", ["build", "--selector", "project_evaluator"],
-                  env={"DBT_PROJECT_EVALUATOR_SEVERITY": "warn"})  # fmt: skip
-
-    # 6. the jobs as users run them, whole commands
-    measure_jobs(bench, ONE_MART)
+    # the steps in this order: each starts from the warehouses and raw data the ones before saved
+    path_seconds = measure_full_refresh(bench)
+    measure_incremental(bench)
+    measure_slim_ci(bench)
+    bench.floor()  # the same SQL without dbt
+    measure_parsing(bench)
+    measure_jobs(bench, ONE_MART)  # the jobs as users run them, whole commands
 
     m = bench.measures
-    incremental_ratio = m["full_run"].exec_median / max(m["incremental_run"].exec_median, 1e-9)
-    slim_ratio = m["full_build"].exec_median / max(m["slim_ci_one_mart"].exec_median, 1e-9)
-    floor_ratio = m["full_run"].exec_median / max(m["floor"].exec_median, 1e-9)
-    peak_gib = max(s.peak_mb for s in m["full_build"].samples) / 1024
-
-    def wall_ratio(slow: str, fast: str) -> float:
-        return m[slow].wall_median / max(m[fast].wall_median, 1e-9)
-
-    targets = [
-        Target("incremental run vs full refresh (dbt run)", incremental_ratio, 10, "higher", "x"),
-        Target("slim CI, one mart, vs full build", slim_ratio, 20, "higher", "x"),
-        Target("dbt full refresh over the raw-SQL floor", floor_ratio, 1.5, "lower", "x"),
-        Target("full build wall clock", m["full_build"].wall_median, 60, "lower", "s"),
-        # 4 GiB at 10 M; at 50 M, under 6 GiB (a 16 GB laptop): DuckDB's limit and spilling
-        Target("full build peak memory", peak_gib, 4 if events < 30_000_000 else 6, "lower",
-               "GiB"),
-        # the same ratios as a user at the terminal sees them: dbt's start-up and parsing
-        # (several seconds whatever the change) included
-        Target("incremental run vs full refresh, wall clock",
-               wall_ratio("full_run", "incremental_run"), 10, "higher", "x"),
-        Target("slim CI, one mart, vs full build, wall clock",
-               wall_ratio("full_build", "slim_ci_one_mart"), 20, "higher", "x"),
-        # the jobs, whole commands: the refresh's dbt time against the full build with its tests
-        Target("mediapulse refresh of a day vs full build, both with their tests",
-               m["full_build"].exec_median / max(m["job_refresh"].exec_median, 1e-9),
-               5 if events < 30_000_000 else 15, "higher", "x"),
-        Target("mediapulse deploy of one mart vs full deploy (nightly's build), dbt time",
-               m["job_nightly"].exec_median / max(m["job_deploy_one_mart"].exec_median, 1e-9),
-               10, "higher", "x"),
-        Target("mediapulse slim-ci, one mart, wall clock", m["job_slim_ci_one_mart"].wall_median,
-               6, "lower", "s"),
-        Target("data diff of fct_watch_sessions against production",
-               m["data_diff_watch_sessions"].wall_median, 5, "lower", "s"),
-    ]  # fmt: skip
+    targets = bench_targets(m, events)
     scaling = _scaling(out_json, events_loaded, m)
     flat = flatness_target(scaling)
     if flat is not None:
@@ -462,7 +351,7 @@ def run_bench(
         "scale": {"events": events_loaded, "days": days, "runs": runs},
         "generator": gen,
         "watch_event_path": {
-            "models": list(path_models),
+            "models": list(WATCH_EVENT_PATH),
             "seconds": path_seconds,
             "events_per_second": events_loaded / path_seconds if path_seconds else None,
             "full_build_events_per_second": events_loaded / m["full_build"].exec_median,
@@ -489,6 +378,148 @@ def run_bench(
     print(markdown)
     print(f"results: {out_json}, {out_markdown}")
     return 0
+
+
+# the models a watch event passes through, staging to mart
+WATCH_EVENT_PATH = (
+    "stg_streaming__watch_events", "int_watch_events_sessionized",
+    "int_watch_sessions_aggregated", "fct_watch_sessions",
+)  # fmt: skip
+
+
+def measure_full_refresh(bench: Bench) -> float:
+    """Step 1: the full refresh, a build with every test and a run of the models only. Saves
+    production as built (`after_full`, and its artifacts as the state slim CI compares to);
+    returns the seconds the watch-event path's models took in the run."""
+    bench.measure("full_build", ["build", "--full-refresh"], before=bench.fresh("prod.duckdb"))
+    bench.save("after_full", "prod.duckdb")
+    shutil.copytree(bench.project.target_dir, bench.work / "state", dirs_exist_ok=True)
+    bench.measure("full_run", ["run", "--full-refresh"], before=bench.restore("after_full"))
+    return sum(
+        r.execution_time for r in artifacts.node_results(bench.project.target_dir)
+        if r.name in WATCH_EVENT_PATH
+    )  # fmt: skip
+
+
+def measure_incremental(bench: Bench) -> None:
+    """Step 2: one more day of raw data (`raw_before`, `raw_after`), then the incremental run
+    and build; checked: the incremental result equals a full refresh on the same raw data."""
+    bench.save("raw_before", "raw.duckdb")
+    generate.append_day(bench.project.raw_path)
+    bench.save("raw_after", "raw.duckdb")
+    bench.measure("incremental_run", ["run"], before=bench.restore("after_full"))
+    bench.save("after_incremental", "prod.duckdb")
+    bench.measure("incremental_build", ["build"], before=bench.restore("after_full"))
+    bench.restore("after_full")()
+    bench.dbt(["build", "--full-refresh"])
+    bench.save("full_after", "prod.duckdb")  # the jobs' refresh is checked against it too
+    bench.compare(
+        "incremental == full refresh",
+        [(f"inc.{t}", f"prod.{t}") for t in bench.built_tables()],
+        {
+            "inc": bench.work / "after_incremental" / "prod.duckdb",
+            "prod": bench.file("prod.duckdb"),
+        },
+    )
+
+
+def measure_slim_ci(bench: Bench) -> None:
+    """Step 3: slim CI against the production built in step 1, after editing one mart and
+    after editing the event staging model; checked: what it rebuilt equals the full build."""
+    bench.restore("raw_before")()
+    bench.restore("after_full")()
+    slim_env = {"MEDIAPULSE_PROD_WAREHOUSE": str(bench.file("prod.duckdb"))}
+    slim_args = ["build", "--select", "state:modified+", "--exclude"]
+    slim_args += [
+        "package:dbt_project_evaluator",
+        "path:models/monitoring",
+        "--defer",
+        "--state",
+        str(bench.work / "state"),
+    ]
+    for name, model in (("slim_ci_one_mart", ONE_MART), ("slim_ci_event_staging", EVENT_STAGING)):
+        undo = bench.edit(model)
+        try:
+            bench.measure(name, slim_args, before=bench.fresh("ci.duckdb"), target="ci",
+                          env=slim_env)  # fmt: skip
+            manifest = artifacts.load_json(bench.project.target_dir / "manifest.json", "m")
+            bench.compare(
+                f"{name} == full build",
+                _rebuilt_pairs(bench, manifest),
+                {
+                    "ci": bench.file("ci.duckdb"),
+                    "prod": bench.file("prod.duckdb"),
+                    "raw": bench.project.raw_path,
+                },
+            )
+            bench.measures[name].command += f" (after editing {model})"
+            if name == "slim_ci_event_staging":
+                measure_data_diff(bench, manifest, slim_env)
+        finally:
+            undo()
+
+
+def _rebuilt_pairs(bench: Bench, manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    """(CI's relation, production's) of every table slim CI's last run rebuilt."""
+    built = [r for r in artifacts.node_results(bench.project.target_dir)
+             if r.resource_type == "model" and r.status == "success"]  # fmt: skip
+    pairs = []
+    for result in built:
+        node = manifest["nodes"][result.unique_id]
+        if node["config"]["materialized"] in ("table", "incremental"):
+            relation = artifacts.unquoted_relation(node).split(".", 1)[1]
+            prod_relation = relation.replace("ci_", "", 1)
+            pairs.append((f"ci.{relation}", f"prod.{prod_relation}"))
+    return pairs
+
+
+def measure_parsing(bench: Bench) -> None:
+    """Step 5: dbt's parse, cold and partial, and the project evaluator."""
+    partial = bench.project.target_dir / "partial_parse.msgpack"
+    bench.measure("parse_cold", ["parse"], before=lambda: partial.unlink(missing_ok=True))
+    bench.measure("parse_partial", ["parse"])
+    bench.measure("evaluator", ["build", "--selector", "project_evaluator"],
+                  env={"DBT_PROJECT_EVALUATOR_SEVERITY": "warn"})  # fmt: skip
+
+
+def bench_targets(m: dict[str, Measure], events: int) -> list[Target]:
+    """The performance targets, measured (``events``: the scale asked for, which sets some)."""
+
+    def exec_ratio(slow: str, fast: str) -> float:
+        return m[slow].exec_median / max(m[fast].exec_median, 1e-9)
+
+    def wall_ratio(slow: str, fast: str) -> float:
+        return m[slow].wall_median / max(m[fast].wall_median, 1e-9)
+
+    peak_gib = max(s.peak_mb for s in m["full_build"].samples) / 1024
+    return [
+        Target("incremental run vs full refresh (dbt run)",
+               exec_ratio("full_run", "incremental_run"), 10, "higher", "x"),
+        Target("slim CI, one mart, vs full build",
+               exec_ratio("full_build", "slim_ci_one_mart"), 20, "higher", "x"),
+        Target("dbt full refresh over the raw-SQL floor", exec_ratio("full_run", "floor"), 1.5,
+               "lower", "x"),
+        Target("full build wall clock", m["full_build"].wall_median, 60, "lower", "s"),
+        # 4 GiB at 10 M; at 50 M, under 6 GiB (a 16 GB laptop): DuckDB's limit and spilling
+        Target("full build peak memory", peak_gib, 4 if events < 30_000_000 else 6, "lower",
+               "GiB"),
+        # the same ratios as a user at the terminal sees them: dbt's start-up and parsing
+        # (several seconds whatever the change) included
+        Target("incremental run vs full refresh, wall clock",
+               wall_ratio("full_run", "incremental_run"), 10, "higher", "x"),
+        Target("slim CI, one mart, vs full build, wall clock",
+               wall_ratio("full_build", "slim_ci_one_mart"), 20, "higher", "x"),
+        # the jobs, whole commands: the refresh's dbt time against the full build with its tests
+        Target("mediapulse refresh of a day vs full build, both with their tests",
+               exec_ratio("full_build", "job_refresh"), 5 if events < 30_000_000 else 15,
+               "higher", "x"),
+        Target("mediapulse deploy of one mart vs full deploy (nightly's build), dbt time",
+               exec_ratio("job_nightly", "job_deploy_one_mart"), 10, "higher", "x"),
+        Target("mediapulse slim-ci, one mart, wall clock", m["job_slim_ci_one_mart"].wall_median,
+               6, "lower", "s"),
+        Target("data diff of fct_watch_sessions against production",
+               m["data_diff_watch_sessions"].wall_median, 5, "lower", "s"),
+    ]  # fmt: skip
 
 
 DIFFED = "model.mediapulse.fct_watch_sessions"

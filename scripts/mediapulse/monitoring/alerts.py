@@ -249,74 +249,104 @@ def assess(
     """The run's alert, or None for a healthy run. ``job_failed``: the CI job this runs in
     failed (a step after the run may have, with the run itself healthy)."""
     run = Run.from_row(run_row)
-    items: list[Item] = []
-    add = items.append
+    items = [
+        *_run_items(run, live_release, job_failed),
+        *map(_failed_node, findings.failed_nodes),
+        *map(_failing_test, findings.failing_tests),
+        *map(_stale_mart, findings.stale_marts),
+        *map(_schema_change_item, findings.schema_changes),
+        *(_row_anomaly(row, directory) for row in findings.row_anomalies),
+        *map(_slow_model, findings.slow_models),
+        *map(_stale_source, findings.stale_sources),
+    ]
+    if not items:
+        return None
+    return Alert(run, items, directory, run.release_id or live_release)
+
+
+def _run_items(run: Run, live_release: str | None, job_failed: bool) -> list[Item]:
+    """The run's own failure, or its CI job's: a failed release pages, anything else tickets."""
     if run.status == "failed" and run.job in RELEASE_JOBS:
         stays = "production left as it was"
         if live_release:
             stays = f"production stays on release {live_release}"
-        add(Item(RELEASE_FAILED, PAGE, run.job, stays))
-    elif run.status == "failed":
-        add(Item(RUN_FAILED, TICKET, run.job, f"{run.job} failed"))
-    elif job_failed:
+        return [Item(RELEASE_FAILED, PAGE, run.job, stays)]
+    if run.status == "failed":
+        return [Item(RUN_FAILED, TICKET, run.job, f"{run.job} failed")]
+    if job_failed:
         detail = "the run passed, a later step of the CI job failed: see its log"
-        add(Item(JOB_FAILED, TICKET, run.job, detail))
-    for row in findings.failed_nodes:
-        tier = PAGE if row.get("is_critical") else TICKET
-        detail = f"{row.get('resource_type')} {row.get('node_status')}"
-        message = _first_line(row.get("message"))
-        detail = f"{detail}: {message}" if message else detail
-        add(Item(NODE_ERROR, tier, str(row.get("node_name")), detail, row.get("owner")))
-    for row in findings.failing_tests:
-        status = str(row.get("node_status"))
-        warned = status == "warn"
-        tier = PAGE if row.get("is_critical") and not warned else TICKET
-        detail = f"{status} on {_short(row.get('tested_node'))}"
-        if row.get("failures"):
-            failures = int(row["failures"])
-            detail += f": {failures:,} failing row{'s' if failures != 1 else ''}"
-        elif _first_line(row.get("message")):
-            detail += f": {_first_line(row.get('message'))}"
-        kind = TEST_WARNED if warned else TEST_FAILED
-        add(Item(kind, tier, str(row.get("test_name")), detail, row.get("owner")))
-    for row in findings.stale_marts:
-        slo = _number(row.get("freshness_slo_hours"), "g")
-        if row.get("last_built_at") is None:
-            detail = f"never built by a successful run (SLO {slo} h)"
-        else:
-            hours = _number(row.get("hours_since_last_build"), ".1f")
-            detail = f"last successful build {hours} h ago (SLO {slo} h)"
-        add(Item(STALE_MART, PAGE, str(row.get("model_name")), detail, row.get("owner") or None))
-    for row in findings.schema_changes:
-        tier = PAGE if row.get("severity") == "error" else TICKET
-        table = f"source {row.get('source_name')}.{row.get('table_name')}"
-        add(Item(SCHEMA_CHANGE, tier, table, _schema_change(row)))
-    for row in findings.row_anomalies:
-        uid = row.get("unique_id")
-        critical = bool(row.get("is_critical")) or uid in directory.critical_sources
-        detail = (
-            f"{_number(row.get('rows_added'), '+,.0f')} rows added, usually "
-            f"{_number(row.get('baseline_median_rows_added'), '+,.0f')} "
-            f"(score {_number(row.get('anomaly_score'), '.1f')})"
-        )
-        tier = PAGE if critical else TICKET
-        add(Item(ROW_ANOMALY, tier, _short(uid), detail, row.get("owner")))
-    for row in findings.slow_models:
-        detail = (
-            f"{_number(row.get('execution_time_s'), '.1f')} s, usually "
-            f"{_number(row.get('baseline_median_s'), '.1f')} s"
-        )
-        add(Item(SLOW_MODEL, TICKET, str(row.get("model_name")), detail, row.get("owner")))
-    for row in findings.stale_sources:
-        detail = (
-            f"freshness {row.get('freshness_status')}: newest load "
-            f"{_number(row.get('age_hours'), '.1f')} h old"
-        )
-        table = f"source {row.get('source_name')}.{row.get('table_name')}"
-        add(Item(STALE_SOURCE, TICKET, table, detail))
-    if not items:
-        return None
-    return Alert(run, items, directory, run.release_id or live_release)
+        return [Item(JOB_FAILED, TICKET, run.job, detail)]
+    return []
+
+
+def _failed_node(row: Mapping[str, Any]) -> Item:
+    tier = PAGE if row.get("is_critical") else TICKET
+    detail = f"{row.get('resource_type')} {row.get('node_status')}"
+    message = _first_line(row.get("message"))
+    detail = f"{detail}: {message}" if message else detail
+    return Item(NODE_ERROR, tier, str(row.get("node_name")), detail, row.get("owner"))
+
+
+def _failing_test(row: Mapping[str, Any]) -> Item:
+    """A failing test (pages when critical) or a warning (never pages)."""
+    status = str(row.get("node_status"))
+    warned = status == "warn"
+    tier = PAGE if row.get("is_critical") and not warned else TICKET
+    detail = f"{status} on {_short(row.get('tested_node'))}"
+    if row.get("failures"):
+        failures = int(row["failures"])
+        detail += f": {failures:,} failing row{'s' if failures != 1 else ''}"
+    elif _first_line(row.get("message")):
+        detail += f": {_first_line(row.get('message'))}"
+    kind = TEST_WARNED if warned else TEST_FAILED
+    return Item(kind, tier, str(row.get("test_name")), detail, row.get("owner"))
+
+
+def _stale_mart(row: Mapping[str, Any]) -> Item:
+    slo = _number(row.get("freshness_slo_hours"), "g")
+    if row.get("last_built_at") is None:
+        detail = f"never built by a successful run (SLO {slo} h)"
+    else:
+        hours = _number(row.get("hours_since_last_build"), ".1f")
+        detail = f"last successful build {hours} h ago (SLO {slo} h)"
+    return Item(STALE_MART, PAGE, str(row.get("model_name")), detail, row.get("owner") or None)
+
+
+def _schema_change_item(row: Mapping[str, Any]) -> Item:
+    """A schema change: pages when it stops the job (severity error)."""
+    tier = PAGE if row.get("severity") == "error" else TICKET
+    table = f"source {row.get('source_name')}.{row.get('table_name')}"
+    return Item(SCHEMA_CHANGE, tier, table, _schema_change(row))
+
+
+def _row_anomaly(row: Mapping[str, Any], directory: Directory) -> Item:
+    """A row-count anomaly: pages on a critical model or source (wrong data passes tests)."""
+    uid = row.get("unique_id")
+    critical = bool(row.get("is_critical")) or uid in directory.critical_sources
+    detail = (
+        f"{_number(row.get('rows_added'), '+,.0f')} rows added, usually "
+        f"{_number(row.get('baseline_median_rows_added'), '+,.0f')} "
+        f"(score {_number(row.get('anomaly_score'), '.1f')})"
+    )
+    tier = PAGE if critical else TICKET
+    return Item(ROW_ANOMALY, tier, _short(uid), detail, row.get("owner"))
+
+
+def _slow_model(row: Mapping[str, Any]) -> Item:
+    detail = (
+        f"{_number(row.get('execution_time_s'), '.1f')} s, usually "
+        f"{_number(row.get('baseline_median_s'), '.1f')} s"
+    )
+    return Item(SLOW_MODEL, TICKET, str(row.get("model_name")), detail, row.get("owner"))
+
+
+def _stale_source(row: Mapping[str, Any]) -> Item:
+    detail = (
+        f"freshness {row.get('freshness_status')}: newest load "
+        f"{_number(row.get('age_hours'), '.1f')} h old"
+    )
+    table = f"source {row.get('source_name')}.{row.get('table_name')}"
+    return Item(STALE_SOURCE, TICKET, table, detail)
 
 
 def _schema_change(row: Mapping[str, Any]) -> str:

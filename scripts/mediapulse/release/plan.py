@@ -228,62 +228,27 @@ def make_plan(
     production = artifacts.load_json(state / "manifest.json", "production manifest")
     nodes = {**manifest["nodes"], **manifest.get("unit_tests", {})}
     selection = [select or DEFAULT_SELECT]
-    notices: list[str] = []
     vars_changed: list[str] = []
     var_users: list[str] = []
+    notices: list[str] = []
     exposures = sorted(u for u, kind in modified_any.items() if kind == "exposure")
-    if select is None:
-        production_vars = _production_vars(state)
-        if production_vars is None:
-            notices.append(
-                "the production state records no vars (published before vars were recorded): "
-                "a changed var is not detected until the next nightly or deploy"
-            )
-        else:
-            vars_changed = changed_vars(project.vars, production_vars)
-            readers = nodes_reading_vars(manifest, vars_changed)
-            # packages' nodes (dbt-project-evaluator's) are not part of slim CI at all
-            ours = manifest["metadata"]["project_name"]
-            var_users = sorted(u for u in readers if nodes[u].get("package_name") == ours)
-            selection += [_selector(nodes[u], not _is_test(u)) for u in var_users]
-        for exposure in exposures:
-            for parent in manifest["exposures"][exposure]["depends_on"]["nodes"]:
-                selection += [
-                    _selector(nodes[child], False)
-                    for child in manifest["child_map"].get(parent, [])
-                    if child.startswith("test.") and child in nodes
-                ]
+    if select is None:  # an explicit selection is the caller's own: nothing is added to it
+        vars_changed, var_users, notices = _var_users(project, state, manifest, nodes)
+        selection += [_selector(nodes[u], not _is_test(u)) for u in var_users]
+        selection += _exposure_tests(manifest, nodes, exposures)
     everything = _ls(project, ["--select", *selection, *base], target, env)
-    selected = [n["unique_id"] for n in everything if n["resource_type"] in BUILDABLE]
-    parents = history_parents(manifest, selected) if own_history else []
+    parents = history_parents(manifest, _buildable(everything)) if own_history else []
     if parents:  # again with them: their tests come along, and nothing is deferred to them
         selection += [_selector(nodes[u], False) for u in parents]
         everything = _ls(project, ["--select", *selection, *base], target, env)
-        selected = [n["unique_id"] for n in everything if n["resource_type"] in BUILDABLE]
+    selected = _buildable(everything)
     tests = [n["unique_id"] for n in everything if n["resource_type"] in ("test", "unit_test")]
-    chosen = set(selected)
-    standalone = [
-        t for t in tests
-        if t.startswith("unit_test.")
-        and not set(nodes[t]["depends_on"]["nodes"]) & chosen
-    ]  # fmt: skip
-    deferred = sorted(
-        {
-            parent
-            for node in selected + tests
-            for parent in manifest["parent_map"].get(node, [])
-            if parent not in chosen
-            and parent.split(".")[0] in BUILDABLE
-            and parent in production["nodes"]
-            # ephemeral models are compiled into their children, never read from a warehouse
-            and manifest["nodes"][parent]["config"].get("materialized") != "ephemeral"
-        }
-    )
+    standalone = _standalone_unit_tests(nodes, tests, set(selected))
     return Plan(
         state=state,
         selected=tuple(selected),
         modified=tuple(n for n in selected if n in modified_any),
-        deferred=tuple(deferred),
+        deferred=tuple(_deferred(manifest, production, selected, tests)),
         tests=len(tests),
         modified_tests=tuple(t for t in tests if t in modified_any),
         changed_vars=tuple(vars_changed),
@@ -295,6 +260,70 @@ def make_plan(
         standalone_selection=tuple(_selector(nodes[t], False) for t in standalone),
         notices=tuple(notices),
         history_parents=tuple(parents),
+    )
+
+
+def _buildable(listed: list[dict]) -> list[str]:
+    return [n["unique_id"] for n in listed if n["resource_type"] in BUILDABLE]
+
+
+def _var_users(
+    project: Project, state: Path, manifest: dict[str, Any], nodes: dict[str, Any]
+) -> tuple[list[str], list[str], list[str]]:
+    """(the vars changed since production, the project's nodes reading them, notices)."""
+    production_vars = _production_vars(state)
+    if production_vars is None:
+        notice = (
+            "the production state records no vars (published before vars were recorded): "
+            "a changed var is not detected until the next nightly or deploy"
+        )
+        return [], [], [notice]
+    changed = changed_vars(project.vars, production_vars)
+    readers = nodes_reading_vars(manifest, changed)
+    # packages' nodes (dbt-project-evaluator's) are not part of slim CI at all
+    ours = manifest["metadata"]["project_name"]
+    return changed, sorted(u for u in readers if nodes[u].get("package_name") == ours), []
+
+
+def _exposure_tests(
+    manifest: dict[str, Any], nodes: dict[str, Any], exposures: list[str]
+) -> list[str]:
+    """Selectors of the data tests on what the changed ``exposures`` read: dbt's
+    `state:modified+` selects an exposure, not the tests of its parents."""
+    return [
+        _selector(nodes[child], False)
+        for exposure in exposures
+        for parent in manifest["exposures"][exposure]["depends_on"]["nodes"]
+        for child in manifest["child_map"].get(parent, [])
+        if child.startswith("test.") and child in nodes
+    ]
+
+
+def _standalone_unit_tests(nodes: dict[str, Any], tests: list[str], chosen: set[str]) -> list[str]:
+    """The unit tests whose model is not rebuilt (`dbt build` would skip them)."""
+    return [
+        t for t in tests
+        if t.startswith("unit_test.")
+        and not set(nodes[t]["depends_on"]["nodes"]) & chosen
+    ]  # fmt: skip
+
+
+def _deferred(
+    manifest: dict[str, Any], production: dict[str, Any], selected: list[str], tests: list[str]
+) -> list[str]:
+    """The unchanged parents the selection reads from production (dbt's `--defer`)."""
+    chosen = set(selected)
+    return sorted(
+        {
+            parent
+            for node in selected + tests
+            for parent in manifest["parent_map"].get(node, [])
+            if parent not in chosen
+            and parent.split(".")[0] in BUILDABLE
+            and parent in production["nodes"]
+            # ephemeral models are compiled into their children, never read from a warehouse
+            and manifest["nodes"][parent]["config"].get("materialized") != "ephemeral"
+        }
     )
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from datetime import datetime
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from mediapulse.cli.main import main
 from mediapulse.core.project import Project
 from mediapulse.data import generate
 from mediapulse.dbt import deps
-from mediapulse.monitoring import history
+from mediapulse.monitoring import history, report
 from mediapulse.monitoring import views as monitoring
 from mediapulse.release.execute import run_deploy, run_refresh
 
@@ -208,6 +210,57 @@ def test_the_morning_report_shows_the_history_in_a_browser(
         assert page.errors == [], "no console errors"
         assert all(u.startswith(("file:", "data:")) for u in page.requests), page.requests
         page.screenshot("morning-report.png")
+
+
+INJECTED = "<i>x</i><script>alert(1)</script> & \"q\" 'a'"
+INJECTED_ID = f"model.mediapulse.{INJECTED}"
+
+
+class _Row(dict):
+    """A view's row whose every text column holds INJECTED."""
+
+    def __missing__(self, key: str) -> str:
+        return INJECTED
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.elements: list[tuple[str, dict[str, str | None]]] = []
+        self.text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
+def test_the_morning_report_escapes_every_value() -> None:
+    """Names, owners and dbt's messages are data: on the page they are text, never markup
+    (the template escapes every value; no dbt run needed)."""
+    numbers = dict(
+        runs=1, failed_runs=0, success_rate=1.0, success_rate_target=0.95, meets_slo=False,
+        hours_since_last_build=2.0, freshness_slo_hours=24, failures=3, is_critical=True,
+        age_hours=1.0, execution_time_s=1.5, baseline_median_s=1.0, anomaly_score=4.0,
+        is_anomaly=True, value=10, baseline=5, duration_s=9.0, tests_run=4, tests_failed=1,
+        test_pass_rate=0.75, anomalies=1, is_successful=False,
+    )  # fmt: skip
+    row = _Row(numbers, unique_id=INJECTED_ID, tested_node=INJECTED_ID)
+    data = report.ReportData(
+        target=INJECTED, generated_at=datetime(2024, 5, 6, 7, 8), runs=[row],
+        success_rates=[row], marts=[row], failing_tests=[row], sources=[row], model_times=[row],
+        time_trends={INJECTED: [row]}, row_trends={INJECTED_ID: [row]}, anomalies=[row],
+        schema_changes=[row],
+    )  # fmt: skip
+    page = _Page()
+    page.feed(report.render(data, report.DOCS_FILE))
+    tags = [tag for tag, _ in page.elements]
+    assert "i" not in tags and "script" not in tags, "a value became markup"
+    assert page.text.count(INJECTED) >= 30, "every value shows as its text"
+    attributes = {value for _, attrs in page.elements for value in attrs.values()}
+    assert INJECTED in attributes, "attributes hold the value whole (quotes escaped)"
+    assert f"docs.html#!/model/{INJECTED_ID}" in attributes
 
 
 # dbt-docs' own template errors: an icon's `{{ getIcon(...) }}` placeholder is requested before
