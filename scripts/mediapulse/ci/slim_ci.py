@@ -156,46 +156,14 @@ def _slim_ci(
 ) -> int:
     """The plan and its builds, every dbt call in one session (the project parsed once)."""
     if state is None:
-        where = f"at {state_dir}" if state_dir else "(no --state given)"
-        print(f"notice: no production state {where}: running a full build instead of slim CI")
-        plan = Plan(state=None, selected=(), modified=(), deferred=(), tests=0)
-        # everything a plain `dbt build` builds (selectors.yml: not the monitoring views, which
-        # read the run history jobs write), or the selection asked for
-        everything = ["--exclude", *EXCLUDE[1:], "path:models/monitoring"]
-        invocations = [["build", *everything] + (["--select", select] if select else [])]
-        datadiff.save_plan(project, None, [], [])
+        plan, invocations = _full_build(project, state_dir, select)
     else:
-        try:
-            # DuckDB: catalog `monitoring` is this target's own run history, not production's
-            own_history = resolve(project, target).embedded
-            plan = make_plan(project, state, select, target, env, own_history)
-        except MediaPulseError as exc:
-            # the PR's summary and comment must say why, not only the job log
-            write_summary(f"## Slim CI: failed before building\n\n- {exc}\n", summary)
-            datadiff.save_plan(project, state, [], [], stopped=str(exc))
-            raise
-        prod_file = env.get(prepare.PROD_WAREHOUSE_ENV)
-        datadiff.save_plan(project, state, list(plan.modified), list(plan.selected), prod_file)
-        if plan.empty:
-            if select:
-                raise MediaPulseError(f"--select {select!r} matches no model, seed or snapshot")
-            report = render_plan(plan) + "\nNo changes against production: nothing to build.\n"
-            print(report)
-            write_summary(report, summary)
-            return 0
-        defer = [*EXCLUDE, "--defer", "--state", str(state)]
-        invocations = []
-        if plan.needs_build:
-            invocations.append(["build", "--select", *plan.selection, *defer])
-        if plan.standalone_unit_tests:
-            invocations.append(["test", "--select", *plan.standalone_selection, *defer])
+        planned = _slim_plan(project, state, target, select, env, summary)
+        if planned is None:
+            return 0  # nothing to build: reported
+        plan, invocations = planned
     print(render_plan(plan))
-    if resolve(project, target).embedded:
-        ci_file = duckdb_file(project, target)
-        for leftover in (ci_file, ci_file.with_name(ci_file.name + ".wal")):
-            leftover.unlink(missing_ok=True)  # a fresh CI warehouse per run
-    else:  # a server: this run's own schemas, fresh (refuses a target that is not CI's)
-        print(drop_ci_schemas(project, target))
+    _fresh_warehouse(project, target)
     started = time.perf_counter()
     ok, error, results = _run_all(project, invocations, target, env)
     seconds = time.perf_counter() - started
@@ -211,6 +179,67 @@ def _slim_ci(
     if error and not any(r.failed for r in results):
         raise MediaPulseError(f"dbt build failed: {error.splitlines()[0]}")
     return 1
+
+
+def _full_build(
+    project: Project, state_dir: Path | None, select: str | None
+) -> tuple[Plan, list[list[str]]]:
+    """Without a production state (a first run): what a plain `dbt build` builds."""
+    where = f"at {state_dir}" if state_dir else "(no --state given)"
+    print(f"notice: no production state {where}: running a full build instead of slim CI")
+    plan = Plan(state=None, selected=(), modified=(), deferred=(), tests=0)
+    # everything a plain `dbt build` builds (selectors.yml: not the monitoring views, which
+    # read the run history jobs write), or the selection asked for
+    everything = ["--exclude", *EXCLUDE[1:], "path:models/monitoring"]
+    datadiff.save_plan(project, None, [], [])
+    return plan, [["build", *everything] + (["--select", select] if select else [])]
+
+
+def _slim_plan(
+    project: Project,
+    state: Path,
+    target: str,
+    select: str | None,
+    env: dict[str, str],
+    summary: Path | None,
+) -> tuple[Plan, list[list[str]]] | None:
+    """What the change touches, deferred to production for the rest; None (and the report
+    written) when it touches nothing."""
+    try:
+        # DuckDB: catalog `monitoring` is this target's own run history, not production's
+        own_history = resolve(project, target).embedded
+        plan = make_plan(project, state, select, target, env, own_history)
+    except MediaPulseError as exc:
+        # the PR's summary and comment must say why, not only the job log
+        write_summary(f"## Slim CI: failed before building\n\n- {exc}\n", summary)
+        datadiff.save_plan(project, state, [], [], stopped=str(exc))
+        raise
+    prod_file = env.get(prepare.PROD_WAREHOUSE_ENV)
+    datadiff.save_plan(project, state, list(plan.modified), list(plan.selected), prod_file)
+    if plan.empty:
+        if select:
+            raise MediaPulseError(f"--select {select!r} matches no model, seed or snapshot")
+        report = render_plan(plan) + "\nNo changes against production: nothing to build.\n"
+        print(report)
+        write_summary(report, summary)
+        return None
+    defer = [*EXCLUDE, "--defer", "--state", str(state)]
+    invocations = []
+    if plan.needs_build:
+        invocations.append(["build", "--select", *plan.selection, *defer])
+    if plan.standalone_unit_tests:
+        invocations.append(["test", "--select", *plan.standalone_selection, *defer])
+    return plan, invocations
+
+
+def _fresh_warehouse(project: Project, target: str) -> None:
+    """A CI run starts from nothing of an earlier run's."""
+    if resolve(project, target).embedded:
+        ci_file = duckdb_file(project, target)
+        for leftover in (ci_file, ci_file.with_name(ci_file.name + ".wal")):
+            leftover.unlink(missing_ok=True)  # a fresh CI warehouse per run
+    else:  # a server: this run's own schemas, fresh (refuses a target that is not CI's)
+        print(drop_ci_schemas(project, target))
 
 
 def _run_all(
