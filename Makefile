@@ -56,11 +56,12 @@ data: venv ## (re)generate the demo raw data set in warehouse/raw.duckdb
 build: venv ## the main job: packages, demo data if none, dbt build on TARGET (default dev)
 	$(BIN)/mediapulse build --target $(TARGET)
 
-lint: deps ## ruff lint and format check, the package's layers (import-linter), the SQL lint
+lint: deps ## ruff lint and format check, the package's layers (import-linter), the SQL lint, the docs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	PYTHONPATH=scripts $(BIN)/lint-imports --no-cache
 	$(MP) lint-sql
+	$(MAKE) docs
 
 lint-sql: deps ## sqlfluff on the SQL as dbt renders it (rules in .sqlfluff), and line lengths
 	$(MP) lint-sql
@@ -74,11 +75,12 @@ unit-test: venv ## the Python tests that need no dbt run (seconds)
 bench: venv ## performance report at SCALE (default 10M events, 90 days): bench/results.{json,md}
 	$(MP) bench --scale $(SCALE) --days $(DAYS) --runs $(RUNS)
 
-ci-nightly: venv ## rehearse the nightly workflow: full refresh, freshness, docs, state in STORE
+ci-nightly: venv ## rehearse the nightly workflow: full refresh, freshness, docs, state in STORE, docs site
 	$(MP) nightly --target $(PROD_TARGET) --artifacts $(STATE) --summary $(OUT)/nightly.md
 	$(MP) evaluate --target $(CI_TARGET) --json $(STATE)/evaluator.json --markdown $(OUT)/evaluator.md
 	$(MP) drop-ci-schemas --target $(CI_TARGET)
 	$(MP) report --target $(PROD_TARGET) --artifacts $(STATE) --out $(OUT)/report --summary $(OUT)/report.md
+	$(MAKE) docs
 
 ci-refresh: venv ## rehearse the hourly refresh: new raw rows into production, state in STORE
 	$(MP) refresh --target $(PROD_TARGET) --artifacts $(STATE) --summary $(OUT)/refresh.md
@@ -105,6 +107,10 @@ ci-deploy: venv ## rehearse the deploy workflow: build prod from this checkout, 
 
 ci-rollback: venv ## rehearse the rollback workflow: put back a kept release (TO=id, or the one before the last change of code) and its state
 	$(MP) rollback --target $(PROD_TARGET) --artifacts $(STATE) --to "$(TO)"
+
+.PHONY: docs
+docs: venv ## the docs site into site/: CLI reference from the CLI, strict build (a warning fails)
+	$(BIN)/python tools/docs_site.py --mediapulse $(MP)
 
 format: venv ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
