@@ -209,8 +209,8 @@ def loaded(
     result = _cli(project, _env(server, pgserver.DATABASE), "load-raw", "--target", "postgres")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "loaded" in result.stdout, result.stdout
-    # the owner's one-time SQL (README, "Setting up a server"): a CI run reads the raw users
-    # from their masked copy, whoever it connects as
+    # the owner's one-time SQL (docs/targets/postgresql-production.md, "Setting up a
+    # server"): a CI run reads the raw users from their masked copy, whoever it connects as
     env = {**_env(server, pgserver.DATABASE), "MEDIAPULSE_PG_USER": "transformer"}
     access = _cli(project, env, "access-sql", "--target", "postgres")
     assert access.returncode == 0, access.stderr

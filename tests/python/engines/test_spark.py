@@ -207,7 +207,7 @@ def test_a_session_that_cannot_start_is_one_line_with_sparks_reason(
 
 
 def test_datediff_in_hours_is_where_spark_differs_and_seconds_agree(runs: SparkRuns) -> None:
-    """The engine difference README "Running on Spark" names, shown, not assumed."""
+    """The engine difference docs/targets/spark.md names, shown, not assumed."""
     assert runs.datediff_on_spark == (1, 1)
     assert _datediff(runs.project, "dev") == (0, 1)
     root = runs.project.root / "models"

@@ -248,7 +248,8 @@ def test_a_first_nightly_builds_green_and_swaps_it_live(
     assert sizes and all(count >= 0 for count in sizes.values())
 
 
-# -- roles: what `reporter` and `ci` may do on production (README, "Roles and grants") ---------
+# -- roles: what `reporter` and `ci` may do on production -----------------------------------
+# (docs/targets/postgresql-production.md, "Roles and grants")
 
 
 def _production(server: pgserver.PgServer, state: Path) -> dict[str, list[tuple[str, str]]]:

@@ -1,6 +1,7 @@
 """Attacks on PostgreSQL production from a pull request's role (issue 27), played against a
-throwaway server set up exactly as README "Setting up a server" says: the three roles, the
-loader's raw data, the grants `mediapulse access-sql` prints piped to `psql` as the owner.
+throwaway server set up exactly as docs/targets/postgresql-production.md ("Setting up a
+server") says: the three roles, the loader's raw data, the grants `mediapulse access-sql`
+prints piped to `psql` as the owner.
 
 As `ci`, a pull request's hook or `run_query` could create the schemas production resolves by
 name (`transformer`, a live-looking `analytics_zz`, `monitoring`) and plant functions there
@@ -100,7 +101,7 @@ def server() -> Iterator[pgserver.PgServer]:
 
 
 def _psql(server: pgserver.PgServer, sql: str) -> subprocess.CompletedProcess:
-    """SQL piped to psql as the owner (the server's superuser), as the README says."""
+    """SQL piped to psql as the owner (the server's superuser), as the docs say."""
     psql = shutil.which("psql") or str(server.bindir / "psql")
     env = {**os.environ, "PGPASSWORD": pgserver.PASSWORD, "PGSSLMODE": "require"}
     return subprocess.run(
@@ -304,7 +305,7 @@ def test_every_connection_uses_tls_and_pins_the_search_path(
     # a role's own sessions (psql, a dashboard) have it pinned too: `alter role ... set`
     for role in ("transformer", "ci", "reporter"):
         assert server.execute("show search_path", role=role) == [(PINNED,)], role
-    # verify-full against the server's certificate, as README says for production
+    # verify-full against the server's certificate, as docs/targets/postgresql.md says (TLS)
     cert, _ = pgserver.certificate()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MEDIAPULSE_PG_SSLMODE", "verify-full")
@@ -400,7 +401,7 @@ def test_ci_and_a_superuser_plant_traps(project: Project, server: pgserver.PgSer
 
 
 def _expected_hashes(server: pgserver.PgServer) -> dict[int, str | None]:
-    """email_hash as README "Personal data" defines it, computed here from the raw users."""
+    """email_hash as docs/personal-data.md defines it, computed here from the raw users."""
     rows = server.execute("select user_id, email from accounts.users")
     key = pgserver.PII_HASH_KEY
     return {

@@ -29,7 +29,7 @@ ARGS = [
     "--disable-default-apps",
     "--no-first-run",
 ]
-# Where the tests keep their screenshots (the README's picture is one of them).
+# Where the tests keep their screenshots (the docs' picture of the morning report is one).
 SCREENSHOTS = Path(__file__).resolve().parents[3] / "target" / "screenshots"
 
 

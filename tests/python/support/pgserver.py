@@ -29,9 +29,10 @@ DATABASE = "mediapulse"
 # The secret a server target hashes e-mail addresses with (MEDIAPULSE_PII_HASH_KEY): required
 # there, so every test of a server target gets one. A test value, not a secret.
 PII_HASH_KEY = "mediapulse-test-pii-hash-key"
-# The three roles of README "Roles and grants", each with a test password: `transformer`
-# builds production, `ci` runs slim CI, `reporter` reads the marts. USER stays the loader (a
-# superuser that owns the raw schemas, as an EL tool's role would).
+# The three roles of docs/targets/postgresql-production.md ("Roles and grants"), each with a
+# test password: `transformer` builds production, `ci` runs slim CI, `reporter` reads the
+# marts. USER stays the loader (a superuser that owns the raw schemas, as an EL tool's role
+# would).
 ROLES = ("transformer", "ci", "reporter")
 
 

@@ -1,11 +1,12 @@
 """The workflows on PostgreSQL, as GitHub runs them when the repository variables choose the
 PostgreSQL targets (MEDIAPULSE_PROD_TARGET=postgres, MEDIAPULSE_CI_TARGET=postgres_ci).
 
-Every job runs on a fresh runner (tests/python/support/gha.py) with the repository's variables and
-secrets, set up as the README says: production's password and hash key are secrets of the
-`production` environment (main only), the CI role's password a repository secret; the
-workflows pass on only what each job may have. The server is a throwaway one with
-the three roles (README, "Roles and grants") and raw data its loader landed. In GitHub's order:
+Every job runs on a fresh runner (tests/python/support/gha.py) with the repository's variables
+and secrets, set up as docs/targets/postgresql-production.md says: production's password and
+hash key are secrets of the `production` environment (main only), the CI role's password a
+repository secret; the workflows pass on only what each job may have. The server is a
+throwaway one with the three roles (same page, "Roles and grants") and raw data its loader
+landed. In GitHub's order:
 the first nightly publishes a blue-green release and its state (no warehouse file: production
 is in the database), a pull request runs as `ci` in its run's own schemas, which are gone at
 the end, a deploy of the merged change swaps it live, and a rollback puts the first release

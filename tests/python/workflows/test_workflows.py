@@ -209,9 +209,9 @@ def test_pull_request_workflows_get_only_the_ci_roles_secret() -> None:
         assert "secrets.MEDIAPULSE_PG_PASSWORD" in (WORKFLOWS / name).read_text(), name
 
 
-# Where each secret lives (README, "GitHub Actions, rehearsable here"): production's are secrets
-# of the `production` environment, whose deployment branches are main only; the CI role's
-# password is a repository secret.
+# Where each secret lives (docs/github-actions.md, "Secrets by environment"): production's
+# are secrets of the `production` environment, whose deployment branches are main only; the
+# CI role's password is a repository secret.
 PRODUCTION_SECRETS = frozenset({
     "MEDIAPULSE_PG_PASSWORD", "MEDIAPULSE_PII_HASH_KEY", "MEDIAPULSE_RAW_ARTIFACT_KEY",
     "MEDIAPULSE_PAGE_WEBHOOK", "MEDIAPULSE_TICKET_WEBHOOK", "MEDIAPULSE_WEBHOOK_URL",
