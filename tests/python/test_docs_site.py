@@ -26,6 +26,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlparse
 
+import pathspec
 import pytest
 
 from .browser import open_page
@@ -144,7 +145,7 @@ def test_every_internal_link_of_every_page_leads_somewhere(site: Path) -> None:
     built = {u.replace("/./", "/") for u in built}
     unreached = sorted(u.removeprefix(base) for u in built - set(anchors))
     assert not unreached, f"pages no link leads to: {unreached}"
-    # the pages the README and the brief promise
+    # the pages the README and the home page link to by name
     for page_path in ("getting-started/", "targets/postgresql/", "jobs/slim-ci/",
                       "jobs/releases/", "monitoring/alerts/", "reference/cli/",
                       "performance/", "decisions/"):  # fmt: skip
@@ -288,3 +289,32 @@ def test_the_readme_is_short_names_the_two_commands_and_links_into_the_site() ->
     assert sum(t.startswith("docs/") for t in targets) >= 10, targets
     missing = [t for t in targets if not (REPO / t).exists()]
     assert not missing, f"README links to files the checkout lacks: {missing}"
+
+
+# A path in a code span that starts at one of the repository's own folders, e.g.
+# `scripts/mediapulse/runner.py` or `tests/python/test_privacy.py` (patterns with `<...>` or `*`
+# are not paths).
+REPOSITORY_PATH = re.compile(
+    r"`((?:scripts|tests|macros|models|seeds|snapshots|profiles|bench|docs|tools|\.github|\.ci)"
+    r"/[\w./-]*)`"
+)
+
+
+def test_every_repository_path_the_docs_name_exists() -> None:
+    """When a module or test file moves, the pages that name it must follow."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    named = {
+        (page.relative_to(REPO).as_posix(), path)
+        for page in pages
+        if page.is_file() and page.name != "cli.md"
+        for path in REPOSITORY_PATH.findall(page.read_text())
+    }
+    assert len(named) > 20, named
+    # build products (`bench/work/`) are named as places, not as files of the checkout
+    ignored = pathspec.GitIgnoreSpec.from_lines((REPO / ".gitignore").read_text().splitlines())
+    missing = sorted(
+        f"{page}: {path}"
+        for page, path in named
+        if not (REPO / path).exists() and not ignored.match_file(path)
+    )
+    assert not missing, "the docs name paths the checkout lacks:\n" + "\n".join(missing)

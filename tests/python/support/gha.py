@@ -9,7 +9,7 @@ every job receives, and an environment's, which only a job that declares `enviro
 that name receives; an environment's deployment-branch policy ("main" only) keeps a job on any
 other ref from starting at all, as GitHub does. Nothing else reaches the job: not another
 job's files, not the developer's environment variables. The Python environment is the one
-thing the runner is given ready (GitHub: setup-python and a warm pip cache), as `.venv/bin`
+thing the runner is given ready (GitHub: setup-python and a warm pip cache), as `.venv`
 pointing at this test session's virtualenv, with an install stamp so `make venv` is a no-op.
 
 Only what our workflows use is supported; anything else (an unknown action, an expression
@@ -450,10 +450,13 @@ class Runner:
             self._checkout(workspace, commit, env)
             return StepResult(name, "success")
         if uses == "actions/setup-python":
-            bin_dir = workspace / ".venv" / "bin"
-            bin_dir.parent.mkdir(parents=True, exist_ok=True)
-            bin_dir.symlink_to(VENV / "bin", target_is_directory=True)
-            (workspace / ".venv" / ".installed").touch()  # newer than the checkout's lock files
+            venv = workspace / ".venv"
+            venv.mkdir(parents=True, exist_ok=True)
+            # bin, lib and pyvenv.cfg: `.venv/bin/python` is then the virtualenv's interpreter
+            # (`make docs` runs it), as after a real `make venv`, not the base Python
+            for name in ("bin", "lib", "pyvenv.cfg"):
+                (venv / name).symlink_to(VENV / name, target_is_directory=name != "pyvenv.cfg")
+            (venv / ".installed").touch()  # newer than the checkout's lock files
             return StepResult(name, "success")
         if uses == "dawidd6/action-download-artifact":
             conclusion = options.get("workflow_conclusion")

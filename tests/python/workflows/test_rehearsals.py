@@ -45,6 +45,7 @@ RAW = "production-raw"  # the loader's raw data, sealed
 CI_RAW = "ci-raw"  # the raw data with every personal column masked, for pull requests
 HISTORY = "run-history"
 REPORT = "morning-report"
+DOCS_SITE = "docs-site"  # the project's documentation site (make docs), beside the report
 CONTENT_MODEL = "models/staging/catalog/stg_catalog__content.sql"
 REVENUE_TEST = "tests/marts/finance/assert_subscription_revenue_fully_allocated.sql"
 # Lint and the unit tests read the checkout and write nothing a later step reads; they run in
@@ -268,6 +269,9 @@ def test_the_first_nightly_on_an_empty_store_publishes_production(
     report = store.path(REPORT)
     assert {p.name for p in report.iterdir()} == {"index.html", "docs.html"}
     assert "Morning report: `prod`" in (job.workspace / "ci-output" / "report.md").read_text()
+    # and the project's documentation site, built strictly, its CLI reference from the CLI
+    site = store.path(DOCS_SITE)
+    assert (site / "index.html").is_file() and (site / "reference" / "cli" / "index.html").is_file()
     assert _mixed_case_titles(store) > 0
 
 
