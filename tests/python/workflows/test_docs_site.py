@@ -1,8 +1,8 @@
 """The documentation site (docs/, mkdocs.yml): `make docs` builds it in strict mode, a broken
 link, a missing anchor or a nav entry without its page fails the build, the CLI reference is
 the installed `mediapulse` CLI's own `--help`, and every internal link of every page leads
-somewhere in a real browser (tests/python/browser.py), served over HTTP on loopback as a
-static host would serve it. And the README stays short: it names the two commands and points
+somewhere in a real browser (tests/python/support/browser.py), served over HTTP on loopback
+as a static host would serve it. And the README stays short: it names the two commands and points
 into the site.
 
 The site is built in a throwaway copy of the checkout with the build script `make docs` runs
@@ -29,8 +29,8 @@ from urllib.parse import unquote, urldefrag, urlparse
 import pathspec
 import pytest
 
-from .browser import open_page
-from .conftest import REPO, copy_project
+from ..conftest import REPO, copy_project
+from ..support.browser import open_page
 
 BUILD = Path("tools") / "docs_site.py"
 MEDIAPULSE = Path(sys.executable).parent / "mediapulse"
@@ -292,8 +292,8 @@ def test_the_readme_is_short_names_the_two_commands_and_links_into_the_site() ->
 
 
 # A path in a code span that starts at one of the repository's own folders, e.g.
-# `scripts/mediapulse/runner.py` or `tests/python/test_privacy.py` (patterns with `<...>` or `*`
-# are not paths).
+# `scripts/mediapulse/dbt/runner.py` or `tests/python/dbt/test_privacy.py` (patterns with
+# `<...>` or `*` are not paths).
 REPOSITORY_PATH = re.compile(
     r"`((?:scripts|tests|macros|models|seeds|snapshots|profiles|bench|docs|tools|\.github|\.ci)"
     r"/[\w./-]*)`"
