@@ -34,7 +34,7 @@
 
 {#- PostgreSQL: built-ins schema-qualified (and the search path pinned, profiles.yml), so no
     function or operator another role created can take their place and be handed the key and
-    every address (README, "Roles and grants"). `||` through OPERATOR(pg_catalog.||): the
+    every address (docs/targets/postgresql-production.md, "Roles and grants"). `||` through OPERATOR(pg_catalog.||): the
     same operator as before, so the same digest, and null still hashes to null. -#}
 {% macro postgres__set_pii_hash_key(quoted_key) -%}
     select pg_catalog.set_config('mediapulse.pii_hash_key', '{{ quoted_key }}', false)

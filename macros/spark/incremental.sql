@@ -4,8 +4,8 @@
     strategies, and on Parquet the two statements are carried out by rewriting the table:
     its new content is written to a scratch table first (Spark refuses to overwrite a table
     the same statement reads), then copied over it. That reads and writes the whole table,
-    which is fine on a laptop's data; a cluster uses `file_format: delta` (README, "Running
-    on Spark"), where dbt-spark's own MERGE and DELETE run instead.
+    which is fine on a laptop's data; a cluster uses `file_format: delta`
+    (docs/targets/spark.md), where dbt-spark's own MERGE and DELETE run instead.
 #}
 
 {#- Whether `relation` (this model's table) is stored in a format that has MERGE and DELETE. -#}

@@ -648,7 +648,7 @@ def render(report: dict[str, Any]) -> str:
                       + "; ".join(staged) + "."]  # fmt: skip
     if any(not t["met"] for t in report["targets"]):
         lines += ["", "Missed targets: the measured reasons and what was tried are in the "
-                  "README, section Performance."]  # fmt: skip
+                  "docs/performance.md."]  # fmt: skip
     scaling = report.get("scaling") or {}
     if scaling:
         table = [

@@ -349,7 +349,8 @@ def connect(project: Project, target: str, prod_warehouse: Path | None) -> Itera
         ci = duckdb_file(project, target)
         con = open_duckdb(ci, "compare with production", read_only=True)
         try:
-            # the bounds every DuckDB target has (README, "Memory"): a big join spills to disk
+            # the bounds every DuckDB target has (docs/targets/duckdb.md, "Memory"): a big join
+            # spills to disk
             limit = os.environ.get("MEDIAPULSE_DUCKDB_MEMORY_LIMIT") or "4GB"
             spill = os.environ.get("MEDIAPULSE_DUCKDB_TEMP_DIR")
             spill = f"{spill}/{target}" if spill else f"{ci}.tmp"

@@ -583,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
         "mask-raw",
         _cmd_mask_raw,
         "write the copy of raw.duckdb pull requests read: every personal column masked "
-        "(README, Personal data); DuckDB targets only",
+        "(docs/personal-data.md); DuckDB targets only",
     )
     _target_argument(mask_p, default="prod")
     mask_p.add_argument("--out", required=True, help="the masked raw.duckdb to write")

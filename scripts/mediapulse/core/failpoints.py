@@ -3,7 +3,7 @@
 Setting ``MEDIAPULSE_FAILPOINT=<name>`` makes the job ``kill -9`` itself when it reaches that
 point: no handler, no ``finally``, no cleanup runs, exactly as when the machine under it goes
 away. The tests use it to prove that every such stop leaves production one whole release and
-that the next job runs (README, "Releases"). Unset, a point costs one dictionary lookup.
+that the next job runs (docs/jobs/releases.md). Unset, a point costs one dictionary lookup.
 
 The points of a release, in order: ``release.before-swap`` (everything built and stamped,
 nothing swapped), ``release.in-swap`` (inside the swap: PostgreSQL's transaction has renamed

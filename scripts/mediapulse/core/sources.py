@@ -126,8 +126,8 @@ def _is_personal(column: dict[str, Any]) -> bool:
 # A source holding personal columns names its schema with this variable appended, e.g.
 # `schema: "accounts{{ env_var('MEDIAPULSE_RAW_SCHEMA_SUFFIX', '') }}"`: unset (production, any
 # DuckDB target) it is the loader's raw schema; a CI run on a server gets MASKED_SCHEMA_SUFFIX
-# (pg.raw_schema_suffix), the schema of the masked copy `ci` reads instead (README,
-# "Personal data").
+# (Engine.raw_schema_suffix), the schema of the masked copy `ci` reads instead
+# (docs/personal-data.md).
 RAW_SCHEMA_SUFFIX_ENV = "MEDIAPULSE_RAW_SCHEMA_SUFFIX"
 
 

@@ -76,7 +76,8 @@ def check_raw_tables(project: Project, target: str) -> None:
                     raise MediaPulseError(
                         f"masked copy {view} not found in target '{target}': a CI run reads "
                         "personal raw data only masked; the database owner creates it by "
-                        'running `mediapulse access-sql` again (README, "Setting up a server")'
+                        "running `mediapulse access-sql` again "
+                        '(docs/targets/postgresql-production.md, "Setting up a server")'
                     )
     finally:
         pg.rollback()

@@ -180,7 +180,7 @@ def mirror_dir() -> Path:
 def _mirror_hint() -> str:
     return (
         f"set {MIRROR_ENV} to a directory laid out <org>/<package>/<version>/ "
-        "(README: 'Packages offline')"
+        "(docs/getting-started.md: 'Packages offline')"
     )
 
 

@@ -91,7 +91,7 @@ def prepare(project: Project, target: str) -> Engine:
     else:
         # Spark's raw tables are a copy of raw.duckdb's (load-raw), whose shape the DuckDB and
         # PostgreSQL targets check; its catalog is not read before dbt starts Spark
-        print(f"schema check: not run on {engine.described}; see README, Running on Spark")
+        print(f"schema check: not run on {engine.described}; see docs/targets/spark.md")
     if engine.can(Capability.ROLES):
         check_roles(project, target)
     return engine

@@ -399,7 +399,8 @@ def _connect(project: Project, target: str, write: bool) -> Iterator[tuple[Any, 
 def _check_owner(con: Any, target: str) -> None:
     """A `monitoring` schema the writing role does not own is refused: its owner could read
     or rewrite what production records, or replace the tables it writes into. (No other role
-    may create schemas, README "Roles and grants"; this holds even if one could.)"""
+    may create schemas, docs/targets/postgresql-production.md, "Roles and grants"; this holds
+    even if one could.)"""
     with con.cursor() as cursor:
         cursor.execute(
             "select pg_catalog.pg_get_userbyid(nspowner), current_user "

@@ -1,11 +1,11 @@
 """Least privilege on PostgreSQL: the database grants the roles need, and CI's own schemas.
 
-Three roles (README, "Roles and grants"): `transformer` builds and owns production (the
-`postgres` target's user), `ci` reads production and owns only the schemas of its own run (the
-`postgres_ci` target), `reporter` reads the marts. What production grants on its relations and
-schemas is dbt's: the `grants` config and the `grant_schema_usage` hook (dbt_project.yml). What
-must exist before any job runs is set up once by the database owner, with the idempotent SQL
-`mediapulse access-sql` prints:
+Three roles (docs/targets/postgresql-production.md, "Roles and grants"): `transformer` builds
+and owns production (the `postgres` target's user), `ci` reads production and owns only the
+schemas of its own run (the `postgres_ci` target), `reporter` reads the marts. What production
+grants on its relations and schemas is dbt's: the `grants` config and the `grant_schema_usage`
+hook (dbt_project.yml). What must exist before any job runs is set up once by the database
+owner, with the idempotent SQL `mediapulse access-sql` prints:
 
 - No role a pull request runs as may create an object production resolves by name: `ci` has
   CONNECT on the database and no CREATE anywhere. It gets its run's schemas from
@@ -77,7 +77,8 @@ def check_roles(project: Project, target: str) -> None:
         if role not in found:
             raise MediaPulseError(
                 f"role {role} not found on target '{target}': the models grant it SELECT "
-                '(dbt_project.yml `+grants`); create it (README, "Setting up a server") or '
+                "(dbt_project.yml `+grants`); create it "
+                '(docs/targets/postgresql-production.md, "Setting up a server") or '
                 f"set {variable} to an existing role"
             )
 
