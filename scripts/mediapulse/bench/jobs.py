@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from mediapulse.bench.measures import Measure, Sample
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.dbt import artifacts
+from mediapulse.engines.duckdb import PRODUCTION
 from mediapulse.release.duckdb import KEPT_DIR
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def measure_nightly_job(bench: Bench, state: Path) -> None:
         shutil.rmtree(bench.file(KEPT_DIR), ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
 
-    nightly = ["nightly", "--target", "prod", "--artifacts", str(state)]
+    nightly = ["nightly", "--target", PRODUCTION, "--artifacts", str(state)]
     run_job(bench, "job_nightly", nightly, state / "run_results.json", clean_production)
 
 
@@ -122,7 +123,7 @@ def measure_refresh_job(bench: Bench, state: Path, live: Path) -> list[str]:
     """The refresh of the appended day; checked: what it published equals a full build of the
     same raw data (the one the incremental measurement was checked against). Returns the
     project's tables."""
-    refresh = ["refresh", "--target", "prod", "--artifacts", str(state)]
+    refresh = ["refresh", "--target", PRODUCTION, "--artifacts", str(state)]
     run_job(bench, "job_refresh", refresh, state / "run_results.json",
             _live_release(bench, state, live, "raw_after"))  # fmt: skip
     tables = bench.built_tables()
@@ -136,7 +137,7 @@ def measure_refresh_job(bench: Bench, state: Path, live: Path) -> list[str]:
 def measure_deploy_job(bench: Bench, state: Path, live: Path, tables: list[str]) -> None:
     """The deploy of a one-mart change (made by the caller); checked: the release it made
     holds what the one it replaced held (the edit changes no result)."""
-    deploy = ["deploy", "--target", "prod", "--artifacts", str(state)]
+    deploy = ["deploy", "--target", PRODUCTION, "--artifacts", str(state)]
     run_job(bench, "job_deploy_one_mart", deploy, state / "run_results.json",
             _live_release(bench, state, live, "raw_before"))  # fmt: skip
     bench.compare("deploy of one mart == the release it replaced",

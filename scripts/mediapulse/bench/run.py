@@ -35,12 +35,14 @@ from mediapulse.core.project import Project
 from mediapulse.data import generate
 from mediapulse.dbt import artifacts, deps
 from mediapulse.dbt.runner import DbtRun, run_dbt
+from mediapulse.engines.base import CI_TARGET
+from mediapulse.engines.duckdb import PRODUCTION
 
 SCALES = {"1M": 1_000_000, "10M": 10_000_000, "50M": 50_000_000}
 EVENTS_PER_USER_DAY = 6.0
 # share of generated accounts that have signed up and watch in a given window (measured)
 VISIBLE_SHARE = 0.815
-TARGET = "prod"
+TARGET = PRODUCTION  # DuckDB production, as the release jobs build it
 # the models edited for the slim-CI measurements: one mart, and the event staging model
 ONE_MART = "models/marts/ads/fct_campaign_delivery.sql"
 EVENT_STAGING = "models/staging/streaming/stg_streaming__watch_events.sql"
@@ -418,7 +420,7 @@ def measure_incremental(bench: Bench) -> None:
         [(f"inc.{t}", f"prod.{t}") for t in bench.built_tables()],
         {
             "inc": bench.work / "after_incremental" / "prod.duckdb",
-            "prod": bench.file("prod.duckdb"),
+            PRODUCTION: bench.file("prod.duckdb"),
         },
     )
 
@@ -440,7 +442,7 @@ def measure_slim_ci(bench: Bench) -> None:
     for name, model in (("slim_ci_one_mart", ONE_MART), ("slim_ci_event_staging", EVENT_STAGING)):
         undo = bench.edit(model)
         try:
-            bench.measure(name, slim_args, before=bench.fresh("ci.duckdb"), target="ci",
+            bench.measure(name, slim_args, before=bench.fresh("ci.duckdb"), target=CI_TARGET,
                           env=slim_env)  # fmt: skip
             manifest = artifacts.load_json(bench.project.target_dir / "manifest.json", "m")
             bench.compare(
@@ -448,7 +450,7 @@ def measure_slim_ci(bench: Bench) -> None:
                 _rebuilt_pairs(bench, manifest),
                 {
                     "ci": bench.file("ci.duckdb"),
-                    "prod": bench.file("prod.duckdb"),
+                    PRODUCTION: bench.file("prod.duckdb"),
                     "raw": bench.project.raw_path,
                 },
             )
