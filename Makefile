@@ -30,6 +30,21 @@ TO ?=
 CI_TARGET ?= $(or $(MEDIAPULSE_CI_TARGET),ci)
 MP := $(BIN)/mediapulse
 
+# The Python environment, in parts (pyproject.toml): the base (dbt, DuckDB, the CLI) for
+# `make build` and `make venv`; the extra of each other engine a target named here is on
+# (TARGET, PROD_TARGET or CI_TARGET: the workflows' repository variables), read from
+# profiles/profiles.yml with the standard library as production's guard reads it; `dev` (the
+# test and lint tools, and both engines) for `make test` and `make lint`. Every part is pinned
+# by requirements.lock (resolved with every extra) as constraints, and has its stamp: it is
+# installed once, again when the lock or pyproject.toml changes; dev stamps both engines too.
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock
+ENGINES = $(shell PYTHONPATH=scripts $(PYTHON) -c 'import sys; \
+    from mediapulse.security.guard import PROFILES, target_types; \
+    types = target_types(PROFILES.read_text()); \
+    print(*sorted({types.get(t) for t in sys.argv[1:]} & {"postgres", "spark"}))' \
+    $(TARGET) $(PROD_TARGET) $(CI_TARGET) 2>/dev/null)
+DEV_STAMP := $(VENV)/.installed-dev
+
 .DEFAULT_GOAL := help
 .PHONY: help venv deps data build test lint lint-sql format clean lock unit-test bench \
 	ci-nightly ci-refresh ci-pr ci-validate ci-deploy ci-rollback
@@ -41,11 +56,15 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
 		{ echo "error: Python >= 3.11 is needed; set PYTHON=/path/to/python3.11"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
-	@touch $(STAMP)
+	$(PIP) -e .
+	@touch $@
 
-venv: $(STAMP) ## create .venv with the locked Python dependencies
+# an extra on top of the base: postgres, spark, or dev (which holds both engines)
+$(VENV)/.installed-%: $(STAMP)
+	$(PIP) -e '.[$*]'
+	@touch $@ $(if $(filter dev,$*),$(VENV)/.installed-postgres $(VENV)/.installed-spark)
+
+venv: $(STAMP) $(ENGINES:%=$(VENV)/.installed-%) ## create .venv: the locked base (DuckDB), and the extra of a target on PostgreSQL or Spark (TARGET=postgres)
 
 deps: venv ## install the pinned dbt packages (hub, or the mirror offline)
 	$(BIN)/mediapulse deps --if-needed
@@ -56,20 +75,20 @@ data: venv ## (re)generate the demo raw data set in warehouse/raw.duckdb
 build: venv ## the main job: packages, demo data if none, dbt build on TARGET (default dev)
 	$(BIN)/mediapulse build --target $(TARGET)
 
-lint: deps ## ruff lint and format check, the package's layers (import-linter), the SQL lint, the docs
+lint: $(DEV_STAMP) deps ## ruff lint and format check, the package's layers (import-linter), the SQL lint, the docs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	PYTHONPATH=scripts $(BIN)/lint-imports --no-cache
 	$(MP) lint-sql
 	$(MAKE) docs
 
-lint-sql: deps ## sqlfluff on the SQL as dbt renders it (rules in .sqlfluff), and line lengths
+lint-sql: $(DEV_STAMP) deps ## sqlfluff on the SQL as dbt renders it (rules in .sqlfluff), and line lengths
 	$(MP) lint-sql
 
-test: venv lint ## every test: lint, the Python tests, and dbt builds on generated data
+test: $(DEV_STAMP) lint ## every test: lint, the Python tests, and dbt builds on generated data
 	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
-unit-test: venv ## the Python tests that need no dbt run (seconds)
+unit-test: $(DEV_STAMP) ## the Python tests that need no dbt run (seconds)
 	$(BIN)/pytest -m "not dbt" $(PYTEST_ARGS)
 
 bench: venv ## performance report at SCALE (default 10M events, 90 days): bench/results.{json,md}
@@ -112,13 +131,13 @@ ci-rollback: venv ## rehearse the rollback workflow: put back a kept release (TO
 docs: venv ## the docs site into site/: CLI reference from the CLI, strict build (a warning fails)
 	$(BIN)/python tools/docs_site.py --mediapulse $(MP)
 
-format: venv ## apply ruff's fixes and formatting
+format: $(DEV_STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
 lock: venv ## re-resolve requirements.lock from pyproject.toml
 	$(BIN)/pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --all-extras --python-version 3.11 -o requirements.lock
 
 clean: ## remove build products (keeps the warehouse and .venv)
 	rm -rf target logs dbt_packages .pytest_cache .ruff_cache $(OUT)

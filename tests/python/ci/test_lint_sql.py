@@ -216,7 +216,8 @@ def _make(root: Path, target: str) -> subprocess.CompletedProcess[str]:
     if not venv.exists():
         venv.mkdir()
         (venv / "bin").symlink_to(Path(sys.executable).parent, target_is_directory=True)
-        (venv / ".installed").touch()  # newer than the copied lock files: no reinstall
+        for part in ("", "-dev", "-postgres", "-spark"):  # the base and each extra (Makefile)
+            (venv / f".installed{part}").touch()  # newer than the copied lock files: no install
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIAPULSE_", "MAKE"))}
     return subprocess.run(
         ["make", target], cwd=root, env=env, capture_output=True, text=True, timeout=900

@@ -1,9 +1,15 @@
 """Targets resolve once into engines: each knows its engine, its role and what it can do, and
-no module outside engines/ compares engine names or hard-codes a target's name."""
+no module outside engines/ compares engine names or hard-codes a target's name. The optional
+engines (pyproject extras `postgres` and `spark`): the DuckDB default runs without either, and a
+target whose engine's extra is missing stops in one line naming the target, its engine and the
+install."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -110,3 +116,81 @@ def test_an_unknown_target_or_engine_is_one_line(tmp_path: Path) -> None:
         f"target '{name}' is of type 'snowflake', which MediaPulse does not run on: use a target "
         "of type duckdb (DuckDB), postgres (PostgreSQL), spark (Spark) in profiles/profiles.yml"
     )
+
+
+# The optional engines, without a throwaway virtualenv: the real CLI runs in a child Python
+# where an extra's modules cannot be imported (`sys.modules[name] = None`: Python then refuses
+# to import them, as it would if they were absent), so these tests take seconds.
+EXTRA_MODULES = {
+    "postgres": ("psycopg2", "dbt.adapters.postgres"),
+    "spark": ("pyspark", "dbt.adapters.spark"),
+}
+EVERY_EXTRA = tuple(m for modules in EXTRA_MODULES.values() for m in modules)
+CHILD = """
+import sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None  # `import name` now raises ImportError
+if sys.argv[2] == "--import-all":
+    import importlib, pkgutil, mediapulse
+    for info in pkgutil.walk_packages(mediapulse.__path__, "mediapulse."):
+        if info.name != "mediapulse.__main__":
+            importlib.import_module(info.name)
+    sys.exit(0)
+from mediapulse.cli.main import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def run_without(modules: tuple[str, ...], *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAPULSE_")}
+    return subprocess.run(
+        [sys.executable, "-c", CHILD, ",".join(modules), *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_no_module_imports_an_optional_engine_when_imported(tmp_path: Path) -> None:
+    result = run_without(EVERY_EXTRA, "--import-all", cwd=copy_project(tmp_path).root)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_duckdb_path_runs_without_either_optional_engine(tmp_path: Path) -> None:
+    root = copy_project(tmp_path).root
+    helped = run_without(EVERY_EXTRA, "--help", cwd=root)
+    assert helped.returncode == 0 and "usage: mediapulse" in helped.stdout, helped.stderr
+    # a command that resolves its target: DuckDB's needs neither extra
+    loaded = run_without(EVERY_EXTRA, "load-raw", "--target", "dev", cwd=root)
+    assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+    assert "is DuckDB" in loaded.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "target", "extra", "engine"),
+    [
+        ("build", "postgres", "postgres", "PostgreSQL"),
+        ("load-raw", "postgres", "postgres", "PostgreSQL"),
+        ("drop-ci-schemas", "postgres_ci", "postgres", "PostgreSQL"),
+        ("build", "spark", "spark", "Spark"),
+        ("load-raw", "spark", "spark", "Spark"),
+        ("build", "spark_cluster", "spark", "Spark"),
+    ],
+)
+def test_a_target_without_its_extra_stops_in_one_line_naming_the_install(
+    tmp_path: Path, command: str, target: str, extra: str, engine: str
+) -> None:
+    root = copy_project(tmp_path).root
+    result = run_without(EXTRA_MODULES[extra], command, "--target", target, cwd=root)
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in (
+        f"target '{target}' ({engine}) needs the {extra} extra",
+        f"make venv TARGET={target}",
+        f"pip install -c requirements.lock -e '.[{extra}]'",
+    ):
+        assert needle in lines[0], lines[0]
+    # it stops before any work: no packages installed, no data generated
+    assert not (root / "dbt_packages").exists() and not (root / "warehouse").exists()
+    # each target needs only its own engine's extra
+    other = next(e for e in EXTRA_MODULES if e != extra)
+    assert f"{other} extra" not in lines[0]

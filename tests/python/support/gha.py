@@ -10,7 +10,8 @@ that name receives; an environment's deployment-branch policy ("main" only) keep
 other ref from starting at all, as GitHub does. Nothing else reaches the job: not another
 job's files, not the developer's environment variables. The Python environment is the one
 thing the runner is given ready (GitHub: setup-python and a warm pip cache), as `.venv`
-pointing at this test session's virtualenv, with an install stamp so `make venv` is a no-op.
+pointing at this test session's virtualenv, with install stamps so `make venv` and `make lint`
+install nothing.
 
 Only what our workflows use is supported; anything else (an unknown action, an expression
 this module cannot evaluate) raises, so a workflow change cannot be rehearsed half-way.
@@ -456,7 +457,8 @@ class Runner:
             # (`make docs` runs it), as after a real `make venv`, not the base Python
             for name in ("bin", "lib", "pyvenv.cfg"):
                 (venv / name).symlink_to(VENV / name, target_is_directory=name != "pyvenv.cfg")
-            (venv / ".installed").touch()  # newer than the checkout's lock files
+            for part in ("", "-dev", "-postgres", "-spark"):  # the base and each extra (Makefile)
+                (venv / f".installed{part}").touch()  # newer than the checkout's lock files
             return StepResult(name, "success")
         if uses == "dawidd6/action-download-artifact":
             conclusion = options.get("workflow_conclusion")
