@@ -46,7 +46,7 @@ ENGINES = $(shell PYTHONPATH=scripts $(PYTHON) -c 'import sys; \
 DEV_STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv deps data build test lint lint-sql format clean lock unit-test bench \
+.PHONY: help venv provision deps data build test lint lint-sql format clean lock unit-test bench \
 	ci-nightly ci-refresh ci-pr ci-validate ci-deploy ci-rollback
 
 help: ## list the targets
@@ -65,6 +65,9 @@ $(VENV)/.installed-%: $(STAMP)
 	@touch $@ $(if $(filter dev,$*),$(VENV)/.installed-postgres $(VENV)/.installed-spark)
 
 venv: $(STAMP) $(ENGINES:%=$(VENV)/.installed-%) ## create .venv: the locked base (DuckDB), and the extra of a target on PostgreSQL or Spark (TARGET=postgres)
+
+provision: ## the machine's packages the tests need (PostgreSQL, Chromium, Java, ip): .ci/provision
+	@.ci/provision
 
 deps: venv ## install the pinned dbt packages (hub, or the mirror offline)
 	$(BIN)/mediapulse deps --if-needed
@@ -85,7 +88,7 @@ lint: $(DEV_STAMP) deps ## ruff lint and format check, the package's layers (imp
 lint-sql: $(DEV_STAMP) deps ## sqlfluff on the SQL as dbt renders it (rules in .sqlfluff), and line lengths
 	$(MP) lint-sql
 
-test: $(DEV_STAMP) lint ## every test: lint, the Python tests, and dbt builds on generated data
+test: provision $(DEV_STAMP) lint ## every test: lint, the Python tests, and dbt builds on generated data
 	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 unit-test: $(DEV_STAMP) ## the Python tests that need no dbt run (seconds)

@@ -98,7 +98,7 @@ def runs(built: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     if spark.java() is None:
         pytest.skip(
             f"Spark tests: no Java runtime (apt-get install {spark.JRE_PACKAGE}); "
-            "CI installs it (.ci/run)"
+            "`make test` installs it (.ci/provision)"
         )
     project = clone_built(built, tmp_path_factory.mktemp("spark") / "project")
     duckdb_before = _duckdb_rows(project)

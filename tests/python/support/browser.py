@@ -35,7 +35,10 @@ SCREENSHOTS = Path(__file__).resolve().parents[3] / "target" / "screenshots"
 
 def chromium_problem() -> str | None:
     if not Path(CHROMIUM).is_file() and shutil.which("chromium") is None:
-        return "Chromium not found: install Debian's `chromium` package (.ci/run does)"
+        return (
+            "Chromium not found: install Debian's `chromium` package "
+            "(`make test` does: .ci/provision)"
+        )
     return None
 
 

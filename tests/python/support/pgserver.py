@@ -1,7 +1,8 @@
 """A throwaway PostgreSQL server for tests: initdb in a temp dir, loopback only, stopped after.
 
-Uses the PostgreSQL binaries of the machine (Debian: package postgresql-15, which .ci/run
-installs). As root, the server runs as the `postgres` user, as PostgreSQL requires.
+Uses the PostgreSQL binaries of the machine (Debian: package postgresql-15, which `make test`
+installs: .ci/provision). As root, the server runs as the `postgres` user, as PostgreSQL
+requires.
 
 TLS only, as production's server should be: each server presents a self-signed certificate
 (made once per test session with `openssl`) and its pg_hba.conf rejects every TCP connection
