@@ -88,7 +88,7 @@ lint: $(DEV_STAMP) deps ## ruff lint and format check, the package's layers (imp
 lint-sql: $(DEV_STAMP) deps ## sqlfluff on the SQL as dbt renders it (rules in .sqlfluff), and line lengths
 	$(MP) lint-sql
 
-test: provision $(DEV_STAMP) lint ## every test: lint, the Python tests, and dbt builds on generated data
+test: provision $(DEV_STAMP) lint ## every test: lint, the Python tests, and dbt builds on generated data (installs what they need first)
 	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 unit-test: $(DEV_STAMP) ## the Python tests that need no dbt run (seconds)
