@@ -33,10 +33,11 @@ MP := $(BIN)/mediapulse
 # The Python environment, in parts (pyproject.toml): the base (dbt, DuckDB, the CLI) for
 # `make build` and `make venv`; the extra of each other engine a target named here is on
 # (TARGET, PROD_TARGET or CI_TARGET: the workflows' repository variables), read from
-# profiles/profiles.yml with the standard library as production's guard reads it; `dev` (the
-# test and lint tools, and both engines) for `make test` and `make lint`. Every part is pinned
-# by requirements.lock (resolved with every extra) as constraints, and has its stamp: it is
-# installed once, again when the lock or pyproject.toml changes; dev stamps both engines too.
+# profiles/profiles.yml with the standard library as production's guard reads it; `docs` (the
+# site's builder) for `make docs`; `dev` (the test and lint tools, both engines and docs) for
+# `make test` and `make lint`. Every part is pinned by requirements.lock (resolved with every
+# extra) as constraints, and has its stamp: it is installed once, again when the lock or
+# pyproject.toml changes; dev stamps the parts it holds too.
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock
 ENGINES = $(shell PYTHONPATH=scripts $(PYTHON) -c 'import sys; \
     from mediapulse.security.guard import PROFILES, target_types; \
@@ -59,10 +60,10 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PIP) -e .
 	@touch $@
 
-# an extra on top of the base: postgres, spark, or dev (which holds both engines)
+# an extra on top of the base: postgres, spark, docs, or dev (which holds the other three)
 $(VENV)/.installed-%: $(STAMP)
 	$(PIP) -e '.[$*]'
-	@touch $@ $(if $(filter dev,$*),$(VENV)/.installed-postgres $(VENV)/.installed-spark)
+	@touch $@ $(if $(filter dev,$*),$(addprefix $(VENV)/.installed-,postgres spark docs))
 
 venv: $(STAMP) $(ENGINES:%=$(VENV)/.installed-%) ## create .venv: the locked base (DuckDB), and the extra of a target on PostgreSQL or Spark (TARGET=postgres)
 
@@ -131,7 +132,7 @@ ci-rollback: venv ## rehearse the rollback workflow: put back a kept release (TO
 	$(MP) rollback --target $(PROD_TARGET) --artifacts $(STATE) --to "$(TO)"
 
 .PHONY: docs
-docs: venv ## the docs site into site/: CLI reference from the CLI, strict build (a warning fails)
+docs: venv $(VENV)/.installed-docs ## the docs site into site/: CLI reference from the CLI, strict build (a warning fails)
 	$(BIN)/python tools/docs_site.py --mediapulse $(MP)
 
 format: $(DEV_STAMP) ## apply ruff's fixes and formatting

@@ -216,7 +216,7 @@ def _make(root: Path, target: str) -> subprocess.CompletedProcess[str]:
     if not venv.exists():
         venv.mkdir()
         (venv / "bin").symlink_to(Path(sys.executable).parent, target_is_directory=True)
-        for part in ("", "-dev", "-postgres", "-spark"):  # the base and each extra (Makefile)
+        for part in ("", "-dev", "-postgres", "-spark", "-docs"):  # base and extras (Makefile)
             (venv / f".installed{part}").touch()  # newer than the copied lock files: no install
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIAPULSE_", "MAKE"))}
     return subprocess.run(

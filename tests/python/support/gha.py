@@ -457,7 +457,7 @@ class Runner:
             # (`make docs` runs it), as after a real `make venv`, not the base Python
             for name in ("bin", "lib", "pyvenv.cfg"):
                 (venv / name).symlink_to(VENV / name, target_is_directory=name != "pyvenv.cfg")
-            for part in ("", "-dev", "-postgres", "-spark"):  # the base and each extra (Makefile)
+            for part in ("", "-dev", "-postgres", "-spark", "-docs"):  # base, extras (Makefile)
                 (venv / f".installed{part}").touch()  # newer than the checkout's lock files
             return StepResult(name, "success")
         if uses == "dawidd6/action-download-artifact":
