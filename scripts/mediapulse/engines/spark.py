@@ -55,7 +55,7 @@ def check_local_session(project: Project, target: str) -> None:
     except ImportError as exc:
         raise MediaPulseError(
             f"target '{target}' needs dbt-spark with pyspark ({exc.name} is missing): "
-            f"pip install {PYTHON_PACKAGES} (the locked requirements have them: `make venv`)"
+            f"pip install {PYTHON_PACKAGES} (`make venv TARGET=spark` installs the spark extra)"
         ) from None
 
 
