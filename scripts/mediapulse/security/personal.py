@@ -79,7 +79,7 @@ def masked_tables(project: Project) -> list[PersonalTable]:
             f"source {first.source_name} has personal columns ({first.schema}."
             f"{first.identifier}) but its `schema:` does not take the masked copy's suffix: "
             f"write `schema: \"{first.schema}{{{{ env_var('{RAW_SCHEMA_SUFFIX_ENV}', '') }}}}\"` "
-            "(docs/personal-data.md)"
+            '(docs/personal-data.md, "Personal data")'
         )
     return found
 
