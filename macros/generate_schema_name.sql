@@ -5,7 +5,7 @@
 
     A blue-green release on PostgreSQL sets MEDIAPULSE_SCHEMA_SUFFIX (the green suffix): every
     schema of the release is built under that name beside the live one, and swapped in only
-    when everything passed (scripts/mediapulse/pg_release.py). Unset, names are unchanged.
+    when everything passed (scripts/mediapulse/release/postgres.py). Unset, names are unchanged.
     The monitoring models are never part of a release (they read the run history, which
     outlives releases): no suffix for them.
 #}

@@ -2,10 +2,11 @@
     How dbt creates a schema on PostgreSQL (dbt-postgres's `postgres__create_schema`, replaced
     here). A role that may create schemas in the database (`transformer`) creates it as dbt
     does. `ci` may not (no role a pull request runs as may create what production resolves by
-    name, docs/targets/postgresql-production.md, "CI isolation"): it asks `mediapulse_ci.create_schema`, which creates only a
-    CI run's schemas (`ci_<run id>_<attempt>[_<layer>]`), owned by `ci`, and refuses any other
-    name with one line. The function comes from `mediapulse access-sql`
-    (scripts/mediapulse/pg_access.py, CI_ADMIN_SCHEMA).
+    name, docs/targets/postgresql-production.md, "CI isolation"): it asks
+    `mediapulse_ci.create_schema`, which creates only a CI run's schemas
+    (`ci_<run id>_<attempt>[_<layer>]`), owned by `ci`, and refuses any other name with one
+    line. The function comes from `mediapulse access-sql`
+    (scripts/mediapulse/security/pg_access.py, CI_ADMIN_SCHEMA).
 #}
 {% macro postgres__create_schema(relation) -%}
     {%- if relation.database -%}

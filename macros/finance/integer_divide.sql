@@ -22,7 +22,8 @@
 {%- endmacro %}
 
 {#- schema-qualified: a `div(bigint, bigint)` on the search path would otherwise be preferred
-    to the catalog's `div(numeric, numeric)` (docs/targets/postgresql-production.md, "Roles and grants") -#}
+    to the catalog's `div(numeric, numeric)` (docs/targets/postgresql-production.md, "Roles
+    and grants") -#}
 {% macro postgres__integer_divide(dividend, divisor) -%}
     pg_catalog.div({{ dividend }}, {{ divisor }})
 {%- endmacro %}

@@ -5,7 +5,7 @@
     relations are granted to. A blue-green release builds green schemas
     ($MEDIAPULSE_SCHEMA_SUFFIX set): nothing is granted on them here, whether the build
     passed or not; the swap grants USAGE in the transaction that makes them live
-    (scripts/mediapulse/pg_release.py), so no reader reaches a green or a kept release. A CI
+    (scripts/mediapulse/release/postgres.py), so no reader reaches a green or a kept release. A CI
     run's schemas (target `postgres_ci`) stay its own.
 #}
 {% macro grant_schema_usage(schemas) -%}

@@ -2,7 +2,7 @@
     Personal data is hashed with a secret key, so a dictionary of likely values cannot reverse
     the hash: sha256 of the key, a '|' and the value, as lower-case hex, the same digest on
     every engine. The key comes from the environment variable MEDIAPULSE_PII_HASH_KEY (the
-    `mediapulse` CLI supplies it, see scripts/mediapulse/pii.py). It never appears in a
+    `mediapulse` CLI supplies it, see scripts/mediapulse/dbt/pii.py). It never appears in a
     model's compiled SQL, which lands in the published manifest: `set_pii_hash_key`, a
     pre-hook of each model that hashes, puts it in a session variable the hash reads.
     Such a model is a table, so that reading it never needs the key.
@@ -34,8 +34,9 @@
 
 {#- PostgreSQL: built-ins schema-qualified (and the search path pinned, profiles.yml), so no
     function or operator another role created can take their place and be handed the key and
-    every address (docs/targets/postgresql-production.md, "Roles and grants"). `||` through OPERATOR(pg_catalog.||): the
-    same operator as before, so the same digest, and null still hashes to null. -#}
+    every address (docs/targets/postgresql-production.md, "Roles and grants"). `||` through
+    OPERATOR(pg_catalog.||): the same operator as before, so the same digest, and null still
+    hashes to null. -#}
 {% macro postgres__set_pii_hash_key(quoted_key) -%}
     select pg_catalog.set_config('mediapulse.pii_hash_key', '{{ quoted_key }}', false)
 {%- endmacro %}

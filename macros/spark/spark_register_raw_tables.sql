@@ -1,6 +1,6 @@
 {#
-    `mediapulse load-raw --target spark` (scripts/mediapulse/spark_raw.py): the demo raw tables,
-    written as Parquet files by the loader, become tables of the Spark catalog. External
+    `mediapulse load-raw --target spark` (scripts/mediapulse/data/sparkload.py): the demo raw
+    tables, written as Parquet files by the loader, become tables of the Spark catalog. External
     tables over the loader's files: dropping one to point it at a newer load never deletes
     data. `tables` maps schema.table to the directory of its files.
 #}

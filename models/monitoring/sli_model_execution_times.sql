@@ -1,6 +1,6 @@
 {#
     Each model's execution time in each run, with the trailing baseline it was judged against
-    (the same job's earlier runs; scripts/mediapulse/anomalies.py) and whether it was
+    (the same job's earlier runs; scripts/mediapulse/monitoring/anomalies.py) and whether it was
     anomalous: the execution-time trend of the morning report, and the last successful build
     of every model.
 #}
