@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import re
@@ -256,7 +257,7 @@ def test_the_surface_is_every_command_and_only_those(capsys: pytest.CaptureFixtu
     assert set(TARGETS) == {c for c, options in SURFACE.items() if "--target" in options}
     code, out, _ = call(capsys, "--help")
     assert code == 0
-    listed = re.findall(r"^ {2,4}([a-z][a-z-]+)\s", out, flags=re.MULTILINE)
+    listed = re.findall(r"^ {2,4}([a-z][a-z-]+)\s\s", out, flags=re.MULTILINE)
     assert sorted(listed) == sorted(SURFACE), out
 
 
@@ -377,13 +378,30 @@ def test_exit_codes_of_a_command_that_ran(
 
 
 def test_help_groups_the_commands_under_headings(capsys: pytest.CaptureFixture[str]) -> None:
+    """Under click's one "Commands:" section (where tools/docs_site.py reads them for the CLI
+    reference), each heading with its commands, in order."""
     code, out, _ = call(capsys, "--help")
     assert code == 0
-    headings = re.findall(r"^(\S[^:\n]*):$", out, flags=re.MULTILINE)
-    assert [h for h in headings if h in GROUPS] == list(GROUPS), out
-    for heading, commands in GROUPS.items():
-        section = out.split(f"\n{heading}:\n", 1)[1].split("\n\n", 1)[0]
-        assert re.findall(r"^  ([a-z][a-z-]+)\s", section, flags=re.MULTILINE) == commands
+    section = out.split("\nCommands:\n", 1)[1].split("\n\n", 1)[0]
+    found: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        if heading := re.fullmatch(r"  (\S.*):", line):
+            found[heading.group(1)] = []
+        elif command := re.match(r"    ([a-z][a-z-]+)  ", line):
+            list(found.values())[-1].append(command.group(1))
+    assert list(found.items()) == list(GROUPS.items()), out
+
+
+def test_the_docs_sites_cli_reference_finds_every_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """tools/docs_site.py writes the CLI reference from `mediapulse --help`: the commands it
+    reads from it must be all of them, headings or not."""
+    spec = importlib.util.spec_from_file_location("docs_site", REPO / "tools" / "docs_site.py")
+    assert spec and spec.loader
+    docs_site = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docs_site)
+    assert sorted(docs_site.commands(call(capsys, "--help")[1])) == sorted(SURFACE)
 
 
 def test_shell_completion_offers_commands_and_choices() -> None:
@@ -440,3 +458,21 @@ def test_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     }  # fmt: skip
     assert parse(["lint-sql"]).params == {"paths": (), "fix": False}
     assert parse(["--project-dir", "p", "releases"]).command == "releases"
+
+
+def test_help_loads_no_room_and_neither_duckdb_nor_dbt() -> None:
+    """`mediapulse --help` starts in a tenth of a second: each command loads its room when it
+    runs, and --fault its names when given or shown (they import DuckDB)."""
+    probe = (
+        "import sys\nfrom mediapulse.cli.main import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    for args in (["--help"], ["build", "--help"], ["slim-ci", "--help"]):
+        result = subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=60
+        )
+        loaded = result.stderr.split()
+        ours = {m.split(".")[1] for m in loaded if m.startswith("mediapulse.")}
+        assert ours == {"cli", "core"}, (args, ours)
+        assert not {"duckdb", "dbt"} & set(loaded), args
