@@ -1,0 +1,97 @@
+"""Release: the commands that build production and swap it in, put a kept release back, and
+list the kept ones.
+
+Each command imports the room it runs inside its function, for start-up time: DuckDB, dbt
+and the rooms take most of a second to load, `mediapulse --help` a tenth.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mediapulse.cli.options import (
+    artifacts_option,
+    command,
+    option,
+    pass_project,
+    release_options,
+    target_option,
+)
+from mediapulse.core.project import Project
+
+
+@command("nightly")
+@release_options()
+@pass_project
+def nightly_command(
+    project: Project, target: str, artifacts: str, summary: str | None, start_over: bool
+) -> int:
+    """full refresh of production, freshness, tests, docs; publish the state slim CI reads"""
+    from mediapulse.release.execute import check_artifacts_dir, run_nightly
+
+    artifacts_dir = check_artifacts_dir(Path(artifacts).resolve())
+    summary_path = Path(summary) if summary else None
+    return run_nightly(project, target, artifacts_dir, summary_path, start_over=start_over)
+
+
+@command("deploy")
+@release_options()
+@pass_project
+def deploy_command(
+    project: Project, target: str, artifacts: str, summary: str | None, start_over: bool
+) -> int:
+    """build production from this checkout with every test; swap it in only if all pass"""
+    from mediapulse.release.execute import check_artifacts_dir, run_deploy
+
+    artifacts_dir = check_artifacts_dir(Path(artifacts).resolve())
+    summary_path = Path(summary) if summary else None
+    return run_deploy(project, target, artifacts_dir, summary_path, start_over=start_over)
+
+
+@command("refresh")
+@release_options(start_over=False)
+@pass_project
+def refresh_command(project: Project, target: str, artifacts: str, summary: str | None) -> int:
+    """add the raw rows loaded since the live release (incremental models, their tests on
+    the new rows); release it like any other change, or do nothing if nothing is new"""
+    from mediapulse.release.execute import check_artifacts_dir, run_refresh
+
+    artifacts_dir = check_artifacts_dir(Path(artifacts).resolve())
+    summary_path = Path(summary) if summary else None
+    return run_refresh(project, target, artifacts_dir, summary_path)
+
+
+@command("rollback")
+@target_option("prod")
+@artifacts_option(
+    "the production state directory releases publish to (rewritten to the restored release's state)"
+)
+@option(
+    "--to",
+    metavar="RELEASE_ID",
+    help="the kept release to restore (`mediapulse releases` lists them; empty: the default)",
+)
+@pass_project
+def rollback_command(project: Project, target: str, artifacts: str, to: str | None) -> int:
+    """put back a kept release (by default the newest built from other code than the live
+    one) and the state it published"""
+    from mediapulse.release.execute import check_artifacts_dir, rollback
+
+    state_dir = check_artifacts_dir(Path(artifacts).resolve())
+    print(rollback(project, target, state_dir, to=to or None))
+    print(f"its state is in {state_dir}, for slim CI")
+    return 0
+
+
+@command("releases")
+@target_option("prod")
+@pass_project
+def releases_command(project: Project, target: str) -> int:
+    """list the live release and the ones kept for a rollback, newest first"""
+    from mediapulse.release.execute import list_releases
+
+    print(list_releases(project, target))
+    return 0
+
+
+COMMANDS = [nightly_command, deploy_command, refresh_command, rollback_command, releases_command]
