@@ -4,7 +4,7 @@
    drops a nav entry without its page silently, and a page outside the nav is hard to find).
 2. Write the CLI reference, docs/reference/cli.md, from the installed `mediapulse` itself:
    `mediapulse --help`, then `mediapulse <command> --help` for every command it lists, each a
-   subprocess. Whatever library parses the command line (argparse today), the page is what
+   subprocess. Whatever library parses the command line (click today), the page is what
    the CLI prints, written at every build and never committed (.gitignore), so it cannot go
    stale.
 3. Build with Zensical in strict mode into site/: a link to a missing page or anchor is a

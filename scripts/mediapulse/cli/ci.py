@@ -19,10 +19,11 @@ from mediapulse.cli.options import (
     target_option,
 )
 from mediapulse.core.project import Project
+from mediapulse.engines.base import CI_ROLE
 
 
 @command("slim-ci")
-@target_option("ci")
+@target_option(CI_ROLE)
 @option(
     "--state", help="production artifacts (from `nightly --artifacts`); none or empty: full build"
 )
@@ -55,7 +56,7 @@ def slim_ci_command(
 
 
 @command("diff")
-@target_option("ci")
+@target_option(CI_ROLE)
 @option("--state", help="production artifacts (default: the state slim-ci compared with)")
 @option("--prod-warehouse", help="production DuckDB file (default: <warehouse-dir>/prod.duckdb)")
 @summary_option()
@@ -134,7 +135,7 @@ def summarize_command(project: Project, title: str, out: str, inputs: tuple[str,
 
 
 @command("drop-ci-schemas")
-@target_option("ci")
+@target_option(CI_ROLE)
 @pass_project
 def drop_ci_schemas_command(project: Project, target: str) -> int:
     """drop this CI run's schemas on a PostgreSQL CI target (the end of a pull-request job),

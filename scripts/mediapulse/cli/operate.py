@@ -22,6 +22,7 @@ from mediapulse.cli.options import (
     target_option,
 )
 from mediapulse.core.project import Project
+from mediapulse.engines.base import PROD_ROLE
 
 
 @command("load-raw")
@@ -55,7 +56,7 @@ def load_raw_command(project: Project, target: str) -> int:
 
 
 @command("unseal-raw")
-@target_option("prod")
+@target_option(PROD_ROLE)
 @pass_project
 def unseal_raw_command(project: Project, target: str) -> int:
     """open the sealed raw data production's jobs download (<warehouse-dir>/raw.duckdb.sealed,
@@ -67,7 +68,7 @@ def unseal_raw_command(project: Project, target: str) -> int:
 
 
 @command("seal-raw")
-@target_option("prod")
+@target_option(PROD_ROLE)
 @pass_project
 def seal_raw_command(project: Project, target: str) -> int:
     """seal raw.duckdb (AES-256-GCM, key in $MEDIAPULSE_RAW_ARTIFACT_KEY) into
@@ -79,7 +80,7 @@ def seal_raw_command(project: Project, target: str) -> int:
 
 
 @command("mask-raw")
-@target_option("prod")
+@target_option(PROD_ROLE)
 @option("--out", required=True, help="the masked raw.duckdb to write")
 @pass_project
 def mask_raw_command(project: Project, target: str, out: str) -> int:
@@ -92,7 +93,7 @@ def mask_raw_command(project: Project, target: str, out: str) -> int:
 
 
 @command("record")
-@target_option("prod")
+@target_option(PROD_ROLE)
 @artifacts_option("the directory with run_results.json")
 @option("--job", required=True, type=click.Choice(JOBS))
 @pass_project
@@ -105,7 +106,7 @@ def record_command(project: Project, target: str, artifacts: str, job: str) -> i
 
 
 @command("report")
-@target_option("prod")
+@target_option(PROD_ROLE)
 @option("--out", default="report", help="directory for index.html (default: report)")
 @artifacts_option(
     "a job's published state with dbt's static docs (static_index.html), copied beside "
@@ -138,7 +139,7 @@ def report_command(
 
 
 @command("alert", exclusive=[("--job", "--run-id")])
-@target_option("prod")
+@target_option(PROD_ROLE)
 @option(
     "--job",
     type=click.Choice(JOBS),
@@ -210,7 +211,7 @@ def notify_command(
 
 
 @command("access-sql")
-@target_option("prod")
+@target_option(PROD_ROLE)
 @pass_project
 def access_sql_command(project: Project, target: str) -> int:
     """print the SQL a PostgreSQL database owner runs once (safe again) for the MediaPulse

@@ -9,7 +9,6 @@ would say `--out TEXT`, "'0' must be greater than zero".
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -20,6 +19,7 @@ from click.core import ParameterSource
 
 from mediapulse import __version__
 from mediapulse.core.project import Project
+from mediapulse.engines.base import DEFAULT_TARGETS, DEV_ROLE, PROD_ROLE, Role, default_target
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -209,23 +209,17 @@ warehouse_dir = option(
 
 # -- options several commands take -------------------------------------------------------------
 
-# Where a command's --target comes from when not given: CI sets these from repository
-# variables, so a workflow step never spells the target (DuckDB targets are the default).
-TARGET_ENVS = {
-    "dev": "MEDIAPULSE_TARGET",
-    "prod": "MEDIAPULSE_PROD_TARGET",
-    "ci": "MEDIAPULSE_CI_TARGET",
-}
 JOBS = ("nightly", "deploy", "refresh", "build", "slim-ci")
 SUMMARY_HELP = "Markdown report path (default: $GITHUB_STEP_SUMMARY when set)"
 
 
-def target_option(default: str = "dev") -> Callable[[F], F]:
-    env = TARGET_ENVS[default]
+def target_option(role: Role = DEV_ROLE) -> Callable[[F], F]:
+    """--target, defaulting to the role's target (engines.base.DEFAULT_TARGETS)."""
+    env, target = DEFAULT_TARGETS[role]
     return option(
         "--target",
-        default=lambda: os.environ.get(env) or default,
-        help=f"dbt target from profiles/profiles.yml (default: ${env} or {default})",
+        default=lambda: default_target(role),
+        help=f"dbt target from profiles/profiles.yml (default: ${env} or {target})",
     )
 
 
@@ -240,7 +234,7 @@ def summary_option(help: str = SUMMARY_HELP) -> Callable[[F], F]:
 def release_options(start_over: bool = True) -> Callable[[F], F]:
     """What the releases share: they build production and publish its state."""
     shared = [
-        target_option("prod"),
+        target_option(PROD_ROLE),
         artifacts_option("directory to write the production state to"),
         summary_option(),
     ]

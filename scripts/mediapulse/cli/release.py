@@ -18,6 +18,7 @@ from mediapulse.cli.options import (
     target_option,
 )
 from mediapulse.core.project import Project
+from mediapulse.engines.base import PROD_ROLE
 
 
 @command("nightly")
@@ -62,7 +63,7 @@ def refresh_command(project: Project, target: str, artifacts: str, summary: str 
 
 
 @command("rollback")
-@target_option("prod")
+@target_option(PROD_ROLE)
 @artifacts_option(
     "the production state directory releases publish to (rewritten to the restored release's state)"
 )
@@ -84,7 +85,7 @@ def rollback_command(project: Project, target: str, artifacts: str, to: str | No
 
 
 @command("releases")
-@target_option("prod")
+@target_option(PROD_ROLE)
 @pass_project
 def releases_command(project: Project, target: str) -> int:
     """list the live release and the ones kept for a rollback, newest first"""

@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Any, ClassVar, Literal
 
 from mediapulse.core.errors import MediaPulseError
-from mediapulse.core.project import Project
+from mediapulse.core.project import TARGET_ENV, Project
 
 Role = Literal["prod", "ci", "dev"]
 
@@ -141,5 +141,25 @@ PRODUCTION_TARGETS = ("prod", "postgres")
 # The targets a command runs on when none is given: a developer's own, and CI's (DuckDB)
 DEV_TARGET = "dev"
 CI_TARGET = "ci"
+CI_TARGET_ENV = "MEDIAPULSE_CI_TARGET"
+# The roles by name, for callers that pick a role's default target
+DEV_ROLE: Role = "dev"
+CI_ROLE: Role = "ci"
+PROD_ROLE: Role = "prod"
+# Where a role's target comes from when a command names none: CI sets these from repository
+# variables, so a workflow step never spells the target; the DuckDB targets are the default.
+DEFAULT_TARGETS: dict[Role, tuple[str, str]] = {
+    DEV_ROLE: (TARGET_ENV, DEV_TARGET),
+    PROD_ROLE: (PROD_TARGET_ENV, PRODUCTION_TARGETS[0]),
+    CI_ROLE: (CI_TARGET_ENV, CI_TARGET),
+}
+
+
+def default_target(role: Role) -> str:
+    """The target a command of ``role`` runs on when none is given."""
+    env, target = DEFAULT_TARGETS[role]
+    return os.environ.get(env) or target
+
+
 # Filled by the engine modules as they are imported (engines/targets.py imports them all)
 ENGINES: list[type[Engine]] = []

@@ -46,7 +46,7 @@ from mediapulse.core.project import Project
 from mediapulse.core.sources import declared_raw_tables
 from mediapulse.dbt import artifacts, runner
 from mediapulse.dbt.runner import DbtRun, run_dbt
-from mediapulse.engines.base import CI_TARGET, Capability
+from mediapulse.engines.base import CI_ROLE, CI_TARGET_ENV, Capability, default_target
 from mediapulse.engines.duckdb import duckdb_file, open_duckdb
 from mediapulse.engines.postgres import connect_postgres
 from mediapulse.engines.targets import resolve
@@ -81,7 +81,6 @@ STATIC_DOCS = "static_index.html"
 DOCS_STEP = ("docs", ["docs", "generate", "--static"])
 # dbt's saved parse of this release's code for the CI target (slim CI starts from it), as
 # `partial_parse.<target>.msgpack`; a refresh keeps it (same code)
-CI_TARGET_ENV = "MEDIAPULSE_CI_TARGET"
 PREVIOUS = "previous"  # the replaced release's state, inside the state directory
 SINCE_ENV = "MEDIAPULSE_REFRESH_SINCE"  # read by macro get_where_subquery
 NO_STATE = (
@@ -703,7 +702,7 @@ def publish_ci_parse(project: Project, dbt: runner.DbtSession, staging: Path) ->
     version it was made with, and parses everything when they differ. DuckDB only: a CI run
     on a server has schemas of its own, a profile no other run shares. Returns the report's
     line; a failure costs slim CI time, not the release."""
-    ci = os.environ.get(CI_TARGET_ENV) or CI_TARGET
+    ci = default_target(CI_ROLE)
     if ci not in project.outputs or not resolve(project, ci).embedded:
         return f"no parse published for slim CI: no DuckDB target `{ci}` (${CI_TARGET_ENV})"
     started = time.perf_counter()

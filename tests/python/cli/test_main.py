@@ -462,7 +462,8 @@ def test_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_help_loads_no_room_and_neither_duckdb_nor_dbt() -> None:
     """`mediapulse --help` starts in a tenth of a second: each command loads its room when it
-    runs, and --fault its names when given or shown (they import DuckDB)."""
+    runs, and --fault its names when given or shown (they import DuckDB). Of the engines, only
+    their base (the roles' default targets, for --target's default) loads: no engine's driver."""
     probe = (
         "import sys\nfrom mediapulse.cli.main import main\n"
         "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
@@ -474,5 +475,7 @@ def test_help_loads_no_room_and_neither_duckdb_nor_dbt() -> None:
         )
         loaded = result.stderr.split()
         ours = {m.split(".")[1] for m in loaded if m.startswith("mediapulse.")}
-        assert ours == {"cli", "core"}, (args, ours)
+        assert ours == {"cli", "core", "engines"}, (args, ours)
+        engines = {m for m in loaded if m.startswith("mediapulse.engines")}
+        assert engines == {"mediapulse.engines", "mediapulse.engines.base"}, (args, engines)
         assert not {"duckdb", "dbt"} & set(loaded), args
