@@ -23,6 +23,7 @@ from mediapulse.data import generate
 from mediapulse.dbt import artifacts, deps
 from mediapulse.dbt.runner import run_dbt
 from mediapulse.develop import build
+from mediapulse.engines.targets import resolve
 
 REPO = Path(__file__).resolve().parents[2]
 _IGNORED = shutil.ignore_patterns(
@@ -201,7 +202,7 @@ def _build_e2e(destination: Path) -> Project:
     deps.install(project)
     params = generate.Params(**E2E, start_date=generate.default_start_date(E2E["days"]))
     generate.generate(project.raw_path, params)
-    assert build.main_job(project, target="dev") == 0
+    assert build.main_job(resolve(project, "dev")) == 0
     return project
 
 
@@ -216,7 +217,7 @@ def parsed_manifest(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The manifest of a plain `dbt parse` (target dev) of a project copy: no warehouse built."""
     project = copy_project(tmp_path_factory.mktemp("parsed") / "project")
     deps.install(project)
-    parsed = run_dbt(project, ["parse"], target="dev")
+    parsed = run_dbt(resolve(project, "dev"), ["parse"])
     assert parsed.success, parsed.error
     return artifacts.load_json(project.target_dir / "manifest.json", "manifest")
 
@@ -243,7 +244,7 @@ def after_nightly(built: Project, tmp_path_factory: pytest.TempPathFactory) -> P
 
     def nightly(destination: Path) -> Project:
         project = clone_built(built, destination)
-        assert run_nightly(project, "prod", project.root / "state", None) == 0
+        assert run_nightly(resolve(project, "prod"), project.root / "state", None) == 0
         return project
 
     return once_per_session(tmp_path_factory, "nightly", nightly)

@@ -37,6 +37,7 @@ from mediapulse.dbt import artifacts, deps
 from mediapulse.dbt.runner import DbtRun, run_dbt
 from mediapulse.engines.base import CI_TARGET
 from mediapulse.engines.duckdb import PRODUCTION
+from mediapulse.engines.targets import resolve
 
 SCALES = {"1M": 1_000_000, "10M": 10_000_000, "50M": 50_000_000}
 EVENTS_PER_USER_DAY = 6.0
@@ -145,7 +146,7 @@ class Bench:
         run_results = self.project.target_dir / "run_results.json"
         run_results.unlink(missing_ok=True)
         result = run_dbt(
-            self.project, args, target=target, extra_env={**self.env, **(env or {})}, quiet=True
+            resolve(self.project, target), args, extra_env={**self.env, **(env or {})}, quiet=True
         )
         if not result.success:
             failed = []
@@ -537,7 +538,7 @@ def measure_data_diff(bench: Bench, manifest: dict[str, Any], env: dict[str, str
     for _ in range(bench.runs):
         started = time.perf_counter()
         prod = Path(env["MEDIAPULSE_PROD_WAREHOUSE"])
-        with datadiff.connect(bench.project, "ci", prod) as wh:
+        with datadiff.connect(resolve(bench.project, "ci"), prod) as wh:
             diff = datadiff.diff_model(wh, manifest, production, DIFFED, modified=False)
         seconds = time.perf_counter() - started
         if diff.status != "compared" or not diff.key or diff.data_changed:

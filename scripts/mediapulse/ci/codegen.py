@@ -21,10 +21,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from mediapulse.core.errors import MediaPulseError
-from mediapulse.core.project import Project
 from mediapulse.core.sources import is_raw_source
 from mediapulse.dbt import artifacts
 from mediapulse.dbt.runner import run_dbt
+from mediapulse.engines.base import Engine
 from mediapulse.jobs import prepare
 
 IGNORED_SCHEMAS = {"information_schema", "pg_catalog", "main", "public", "_mediapulse"}
@@ -230,8 +230,7 @@ def merge_text(text: str, additions: dict[str, Any]) -> str:
 
 
 def read_inputs(
-    project: Project,
-    target: str,
+    engine: Engine,
     database: str,
     env: dict[str, str] | None = None,
     schemas: list[str] | None = None,
@@ -239,13 +238,13 @@ def read_inputs(
     """(model columns by model, source columns by schema and table), as dbt-codegen sees the
     warehouse, from one `dbt run-operation`; raw tables only in ``schemas`` when given.
     Models not built in the target are absent."""
+    target = engine.target
     arguments = {"database": database, "ignored_schemas": sorted(IGNORED_SCHEMAS)}
     if schemas is not None:
         arguments["schemas"] = schemas
     result = run_dbt(
-        project,
+        engine,
         ["run-operation", "mediapulse_codegen_inputs", "--args", json.dumps(arguments)],
-        target=target,
         extra_env=env,
         capture_events=["PrintEvent"],
         quiet=True,
@@ -273,8 +272,9 @@ def read_inputs(
     return models, sources
 
 
-def raw_database(project: Project, target: str) -> str:
+def raw_database(engine: Engine) -> str:
     """The database the raw schemas live in, as the sources YAML resolves it for ``target``."""
+    project = engine.project
     manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
     databases = {
         s["database"]
@@ -310,26 +310,25 @@ def render_markdown(plan: Plan, root: Path, check: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_codegen(
-    project: Project, target: str, check: bool, dry_run: bool, markdown: Path | None = None
-) -> int:
-    engine = prepare.prepare(project, target)
+def run_codegen(engine: Engine, check: bool, dry_run: bool, markdown: Path | None = None) -> int:
+    project, target = engine.project, engine.target
+    engine = prepare.prepare(engine)
     if engine.embedded:  # column types come from the built warehouse
-        prepare.require_built(project, target, f"read column types from target '{target}'")
-    env = prepare.target_env(project, target)
+        prepare.require_built(engine, f"read column types from target '{target}'")
+    env = prepare.target_env(engine)
     # From scratch: codegen trusts the manifest to say which models and columns have YAML, and
     # dbt's partial parsing can keep the entry of a model whose YAML was deleted.
-    parsed = run_dbt(project, ["parse", "--no-partial-parse"], target=target, extra_env=env,
+    parsed = run_dbt(engine, ["parse", "--no-partial-parse"], extra_env=env,
                      quiet=True)  # fmt: skip
     if not parsed.success:
         raise MediaPulseError(f"dbt parse failed: {parsed.error or 'see above'}")
-    database = raw_database(project, target)
+    database = raw_database(engine)
     manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
     # DuckDB attaches the raw data as a catalog of its own: every schema there is raw. A server
     # database also holds production's, CI's and developers' schemas: only the raw schemas the
     # sources declare are read there (a new raw schema needs its `sources:` entry first).
     raw_schemas = None if engine.embedded else sorted(declared_source_schemas(manifest))
-    models, sources = read_inputs(project, target, database, env, raw_schemas)
+    models, sources = read_inputs(engine, database, env, raw_schemas)
     manifest["_project"] = project_name(manifest)
     plan = plan_models(project.root, manifest, models)
     plan = plan_sources(project.root, manifest, sources, plan)

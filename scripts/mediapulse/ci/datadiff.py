@@ -37,10 +37,9 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.markdown import inert, markdown_table, write_summary
 from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts
-from mediapulse.engines.base import Capability
+from mediapulse.engines.base import Capability, Engine
 from mediapulse.engines.duckdb import duckdb_file, open_duckdb, production_file
 from mediapulse.engines.postgres import connect_postgres
-from mediapulse.engines.targets import resolve
 from mediapulse.jobs import prepare
 from mediapulse.monitoring import history
 
@@ -340,8 +339,8 @@ class Warehouse:
 
 
 @contextmanager
-def connect(project: Project, target: str, prod_warehouse: Path | None) -> Iterator[Warehouse]:
-    engine = resolve(project, target)
+def connect(engine: Engine, prod_warehouse: Path | None) -> Iterator[Warehouse]:
+    project, target = engine.project, engine.target
     engine.require(Capability.DATA_DIFF, "diff")
     if engine.embedded:
         prod = prod_warehouse or production_file(project)
@@ -762,8 +761,7 @@ def save_plan(
 
 
 def run_diff(
-    project: Project,
-    target: str,
+    engine: Engine,
     state_dir: Path | None,
     prod_warehouse: Path | None = None,
     summary: Path | None = None,
@@ -772,7 +770,7 @@ def run_diff(
 ) -> int:
     """Compare every model slim CI built with production; 1 when a diff check failed."""
     try:
-        diffs, notes = _run(project, target, state_dir, prod_warehouse)
+        diffs, notes = _run(engine, state_dir, prod_warehouse)
     except MediaPulseError as exc:
         write_summary(f"## Data diff against production: failed\n\n- {exc}\n", summary)
         raise
@@ -793,8 +791,9 @@ def run_diff(
 
 
 def _run(
-    project: Project, target: str, state_dir: Path | None, prod_warehouse: Path | None
+    engine: Engine, state_dir: Path | None, prod_warehouse: Path | None
 ) -> tuple[list[ModelDiff] | None, list[str]]:
+    project = engine.project
     plan_path = project.target_dir / PLAN_FILE
     if not plan_path.is_file():
         raise MediaPulseError(
@@ -823,7 +822,7 @@ def _run(
     # history than the CI run's own (slim CI builds them over that): nothing to compare with
     own_history = [
         u for u in models
-        if resolve(project, target).embedded
+        if engine.embedded
         and manifest["nodes"][u].get("database") == history.CATALOG
     ]  # fmt: skip
     if own_history:
@@ -837,7 +836,7 @@ def _run(
         return None, notes
     if prod_warehouse is None and plan.get("prod_warehouse"):  # the file slim CI deferred to
         prod_warehouse = project.root / plan["prod_warehouse"]
-    with connect(project, target, prod_warehouse) as wh:
+    with connect(engine, prod_warehouse) as wh:
         diffs = [diff_model(wh, manifest, production, u, u in modified) for u in models]
     hashes = [f"{d.name}.{c}" for d in diffs for c in d.not_compared]
     if hashes:

@@ -18,10 +18,9 @@ from typing import Any
 
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.markdown import write_summary
-from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts, runner
 from mediapulse.dbt.runner import run_dbt
-from mediapulse.engines.base import Capability
+from mediapulse.engines.base import Capability, Engine
 from mediapulse.engines.duckdb import duckdb_file
 from mediapulse.jobs import prepare
 from mediapulse.security import pg_access
@@ -171,32 +170,30 @@ def load_baseline(path: Path) -> dict[str, Any]:
 
 
 def run_evaluate(
-    project: Project,
-    target: str,
+    engine: Engine,
     json_path: Path,
     markdown_path: Path | None = None,
     baseline_path: Path | None = None,
 ) -> int:
+    project, target = engine.project, engine.target
     baseline = None
     if baseline_path is not None and not baseline_path.exists():
         print(f"notice: no baseline at {baseline_path} (first run?): every violation counts")
     elif baseline_path is not None:
         baseline = load_baseline(baseline_path)
-    engine = prepare.prepare(project, target)
+    engine = prepare.prepare(engine)
     if engine.can(Capability.CI_SCHEMAS) and engine.is_ci():
         # a CI run's schemas start empty: nothing another run (a pull request, which runs as
         # the same role) left under this run's names reaches the published report
-        print(pg_access.drop_ci_schemas(project, target))
+        print(pg_access.drop_ci_schemas(engine))
     if engine.embedded:
         # the evaluator reads dbt's graph, not the models' tables: a fresh runner's target
         # (no file yet) is fine, a corrupt or locked one is not
         prepare.check_duckdb_file(duckdb_file(project, target), f"evaluate target '{target}'")
     severity = os.environ.get(SEVERITY_ENV, "error")
-    env = {SEVERITY_ENV: severity, **prepare.target_env(project, target)}
-    with runner.session(project, target, env):  # one parse for the build and the dump
-        result = run_dbt(
-            project, ["build", "--selector", "project_evaluator"], target=target, extra_env=env
-        )
+    env = {SEVERITY_ENV: severity, **prepare.target_env(engine)}
+    with runner.session(engine, env):  # one parse for the build and the dump
+        result = run_dbt(engine, ["build", "--selector", "project_evaluator"], extra_env=env)
         results = artifacts.node_results(project.target_dir)
         broken = [r.describe() for r in results if r.status == "error" or (
             r.resource_type == "model" and r.status not in ("success", "skipped"))]  # fmt: skip
@@ -206,9 +203,8 @@ def run_evaluate(
             raise MediaPulseError(f"dbt-project-evaluator did not run: {result.error}")
         manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
         dump = run_dbt(
-            project,
+            engine,
             ["run-operation", "mediapulse_evaluator_rows"],
-            target=target,
             extra_env=env,
             capture_events=["PrintEvent"],
             quiet=True,

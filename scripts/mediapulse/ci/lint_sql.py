@@ -46,6 +46,7 @@ from mediapulse.dbt import artifacts, deps
 from mediapulse.dbt.env import dbt_env
 from mediapulse.dbt.runner import run_dbt
 from mediapulse.engines.base import DEV_TARGET
+from mediapulse.engines.targets import resolve
 
 CONFIG_FILES = (".sqlfluff", ".sqlfluffignore")
 # Where the project's SQL lives. sqlfluff skips what .sqlfluffignore lists (macros, generic
@@ -123,7 +124,7 @@ def scratch_env(project: Project, name: str = "full-refresh") -> dict[str, str]:
     return {
         **os.environ,
         # the scratch warehouse's own key for hashing personal data, if one is needed at all
-        **dbt_env(replace(project, warehouse_dir=warehouse), LINT_TARGET),
+        **dbt_env(resolve(replace(project, warehouse_dir=warehouse), LINT_TARGET)),
         WAREHOUSE_ENV: str(warehouse),
         "DBT_TARGET_PATH": str(scratch / "target"),
         "DBT_LOG_PATH": str(scratch / "logs"),
@@ -263,7 +264,7 @@ def build_incremental_warehouse(project: Project) -> tuple[dict[str, str], list[
         "DBT_LOG_PATH": env["DBT_LOG_PATH"],
     }
     scratch_project = replace(project, warehouse_dir=warehouse)
-    result = run_dbt(scratch_project, INCREMENTAL_BUILD, target=LINT_TARGET, extra_env=overrides,
+    result = run_dbt(resolve(scratch_project, LINT_TARGET), INCREMENTAL_BUILD, extra_env=overrides,
                      quiet=True)  # fmt: skip
     target = Path(overrides["DBT_TARGET_PATH"])
     if not result.success:

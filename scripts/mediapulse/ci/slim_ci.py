@@ -19,9 +19,8 @@ from mediapulse.core.markdown import markdown_table, write_summary
 from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts, runner
 from mediapulse.dbt.runner import run_dbt
-from mediapulse.engines.base import CI_TARGET
+from mediapulse.engines.base import Engine
 from mediapulse.engines.duckdb import duckdb_file
-from mediapulse.engines.targets import resolve
 from mediapulse.jobs import prepare
 from mediapulse.monitoring import history
 from mediapulse.release.plan import BUILDABLE, EXCLUDE, Plan, make_plan, node_name
@@ -101,38 +100,41 @@ def render_results(results: list[artifacts.NodeResult], seconds: float) -> str:
 
 
 def run_slim_ci(
-    project: Project,
+    engine: Engine,
     state_dir: Path | None,
-    target: str = CI_TARGET,
     select: str | None = None,
     prod_warehouse: Path | None = None,
     summary: Path | None = None,
 ) -> int:
-    engine = resolve(project, target)
+    project, target = engine.project, engine.target
     if not engine.embedded:  # a shared server: never production's schemas
-        ci_schema(project, target, "slim CI builds only in a CI run's own schemas")
+        ci_schema(engine, "slim CI builds only in a CI run's own schemas")
     (project.target_dir / datadiff.PLAN_FILE).unlink(missing_ok=True)  # this run's, or none
     clock = history.Job("slim-ci", target)
     state = find_state(state_dir)
-    env = prepare.target_env(project, target, prod_warehouse, need_prod=state is not None)
-    seed_parse(project, state, target)
+    env = prepare.target_env(engine, prod_warehouse, need_prod=state is not None)
+    seed_parse(engine, state)
     (project.target_dir / "run_results.json").unlink(missing_ok=True)  # this run's, or none
     # dbt starts (and imports itself) while the job checks packages and data
-    with runner.session(project, target, env) as dbt:
-        prepare.prepare(project, target)
-        code = _slim_ci(project, state, state_dir, target, select, env, summary, dbt)
+    with runner.session(engine, env) as dbt:
+        prepare.prepare(engine)
+        code = _slim_ci(engine, state, state_dir, select, env, summary, dbt)
     if engine.embedded:
         # the CI warehouse's own history; on a server a CI run's schemas are dropped after it
         # and production's history is never a pull request's to write
-        print(history.record_job(project, target, clock, code == 0, project.target_dir))
+        print(history.record_job(engine, clock, code == 0, project.target_dir))
     return code
 
 
-def seed_parse(project: Project, state: Path | None, target: str) -> bool:
+def seed_parse(
+    engine: Engine,
+    state: Path | None,
+) -> bool:
     """Start dbt from production's parse of its code for this target (published with the
     state) when this checkout has no parse of its own, as on a fresh runner: dbt then parses
     only what the pull request changed. dbt itself refuses a parse made for another profile,
     vars or dbt version and parses everything (the report says why)."""
+    project, target = engine.project, engine.target
     if state is None:
         return False
     published = state / CI_PARSE.format(target=target)
@@ -145,27 +147,27 @@ def seed_parse(project: Project, state: Path | None, target: str) -> bool:
 
 
 def _slim_ci(
-    project: Project,
+    engine: Engine,
     state: Path | None,
     state_dir: Path | None,
-    target: str,
     select: str | None,
     env: dict[str, str],
     summary: Path | None,
     dbt: runner.DbtSession,
 ) -> int:
     """The plan and its builds, every dbt call in one session (the project parsed once)."""
+    project = engine.project
     if state is None:
         plan, invocations = _full_build(project, state_dir, select)
     else:
-        planned = _slim_plan(project, state, target, select, env, summary)
+        planned = _slim_plan(engine, state, select, env, summary)
         if planned is None:
             return 0  # nothing to build: reported
         plan, invocations = planned
     print(render_plan(plan))
-    _fresh_warehouse(project, target)
+    _fresh_warehouse(engine)
     started = time.perf_counter()
-    ok, error, results = _run_all(project, invocations, target, env)
+    ok, error, results = _run_all(engine, invocations, env)
     seconds = time.perf_counter() - started
     report = render_plan(plan) + "\n" + render_results(results, seconds) + f"\n{dbt.describe()}\n"
     written = write_summary(report, summary)
@@ -196,19 +198,19 @@ def _full_build(
 
 
 def _slim_plan(
-    project: Project,
+    engine: Engine,
     state: Path,
-    target: str,
     select: str | None,
     env: dict[str, str],
     summary: Path | None,
 ) -> tuple[Plan, list[list[str]]] | None:
     """What the change touches, deferred to production for the rest; None (and the report
     written) when it touches nothing."""
+    project = engine.project
     try:
         # DuckDB: catalog `monitoring` is this target's own run history, not production's
-        own_history = resolve(project, target).embedded
-        plan = make_plan(project, state, select, target, env, own_history)
+        own_history = engine.embedded
+        plan = make_plan(engine, state, select, env, own_history)
     except MediaPulseError as exc:
         # the PR's summary and comment must say why, not only the job log
         write_summary(f"## Slim CI: failed before building\n\n- {exc}\n", summary)
@@ -232,29 +234,31 @@ def _slim_plan(
     return plan, invocations
 
 
-def _fresh_warehouse(project: Project, target: str) -> None:
+def _fresh_warehouse(engine: Engine) -> None:
     """A CI run starts from nothing of an earlier run's."""
-    if resolve(project, target).embedded:
+    project, target = engine.project, engine.target
+    if engine.embedded:
         ci_file = duckdb_file(project, target)
         for leftover in (ci_file, ci_file.with_name(ci_file.name + ".wal")):
             leftover.unlink(missing_ok=True)  # a fresh CI warehouse per run
     else:  # a server: this run's own schemas, fresh (refuses a target that is not CI's)
-        print(drop_ci_schemas(project, target))
+        print(drop_ci_schemas(engine))
 
 
 def _run_all(
-    project: Project, invocations: list[list[str]], target: str, env: dict[str, str]
+    engine: Engine, invocations: list[list[str]], env: dict[str, str]
 ) -> tuple[bool, str | None, list[artifacts.NodeResult]]:
     """Run each dbt invocation; (all succeeded, the first error, every node's result).
 
     The results of all of them are written as one target/run_results.json, so whatever reads
     "the last run" afterwards sees everything this slim CI ran."""
+    project = engine.project
     run_results = project.target_dir / "run_results.json"
     ok, error = True, None
     merged: dict | None = None
     for args in invocations:
         run_results.unlink(missing_ok=True)
-        result = run_dbt(project, args, target=target, extra_env=env)
+        result = run_dbt(engine, args, extra_env=env)
         if not run_results.exists():
             raise MediaPulseError(f"dbt {args[0]} did not run: {result.error}")
         data = artifacts.load_json(run_results, "dbt run results")

@@ -14,12 +14,13 @@ from mediapulse.cli.options import (
     argument,
     command,
     option,
+    pass_engine,
     pass_project,
     summary_option,
     target_option,
 )
 from mediapulse.core.project import Project
-from mediapulse.engines.base import CI_ROLE
+from mediapulse.engines.base import CI_ROLE, Engine
 
 
 @command("slim-ci")
@@ -33,10 +34,9 @@ from mediapulse.engines.base import CI_ROLE
     help="production DuckDB file to defer to (default: <warehouse-dir>/prod.duckdb)",
 )
 @summary_option()
-@pass_project
+@pass_engine
 def slim_ci_command(
-    project: Project,
-    target: str,
+    engine: Engine,
     state: str | None,
     select: str | None,
     prod_warehouse: str | None,
@@ -46,9 +46,8 @@ def slim_ci_command(
     from mediapulse.ci.slim_ci import run_slim_ci
 
     return run_slim_ci(
-        project,
+        engine,
         state_dir=Path(state).resolve() if state else None,
-        target=target,
         select=select,
         prod_warehouse=Path(prod_warehouse).resolve() if prod_warehouse else None,
         summary=Path(summary) if summary else None,
@@ -67,10 +66,9 @@ def slim_ci_command(
     help="longest report (default 40000: a PR comment holds 65536 characters)",
 )
 @option("--json", help="also write every model's diff as JSON here")
-@pass_project
+@pass_engine
 def diff_command(
-    project: Project,
-    target: str,
+    engine: Engine,
     state: str | None,
     prod_warehouse: str | None,
     summary: str | None,
@@ -81,8 +79,7 @@ def diff_command(
     from mediapulse.ci.datadiff import run_diff
 
     return run_diff(
-        project,
-        target=target,
+        engine,
         state_dir=Path(state).resolve() if state else None,
         prod_warehouse=Path(prod_warehouse).resolve() if prod_warehouse else None,
         summary=Path(summary) if summary else None,
@@ -100,10 +97,9 @@ def diff_command(
     help="a previous --json report (e.g. of main): only violations not in it fail; "
     "a missing file (first run) means no baseline",
 )
-@pass_project
+@pass_engine
 def evaluate_command(
-    project: Project,
-    target: str,
+    engine: Engine,
     json: str | None,
     markdown: str | None,
     baseline: str | None,
@@ -111,9 +107,10 @@ def evaluate_command(
     """run dbt-project-evaluator and report violations by category and rule"""
     from mediapulse.ci.evaluate import run_evaluate
 
+    project = engine.project
+
     return run_evaluate(
-        project,
-        target=target,
+        engine,
         json_path=Path(json) if json else project.target_dir / "evaluator.json",
         markdown_path=Path(markdown) if markdown else None,
         baseline_path=Path(baseline) if baseline else None,
@@ -136,13 +133,13 @@ def summarize_command(project: Project, title: str, out: str, inputs: tuple[str,
 
 @command("drop-ci-schemas")
 @target_option(CI_ROLE)
-@pass_project
-def drop_ci_schemas_command(project: Project, target: str) -> int:
+@pass_engine
+def drop_ci_schemas_command(engine: Engine) -> int:
     """drop this CI run's schemas on a PostgreSQL CI target (the end of a pull-request job),
     and lost runs' older than $MEDIAPULSE_CI_SCHEMA_MAX_AGE_HOURS"""
     from mediapulse.security.pg_access import drop_ci_schemas
 
-    print(drop_ci_schemas(project, target))
+    print(drop_ci_schemas(engine))
     return 0
 
 

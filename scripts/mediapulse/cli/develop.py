@@ -18,11 +18,13 @@ from mediapulse.cli.options import (
     argument,
     command,
     option,
+    pass_engine,
     pass_project,
     target_option,
 )
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
+from mediapulse.engines.base import Engine
 
 
 def _fault_names() -> list[str]:
@@ -120,16 +122,15 @@ def generate_command(
     "build without --sample rebuilds the incremental models in full again (an incremental "
     "run would only add new loads to the sample); never on production",
 )
-@pass_project
+@pass_engine
 def build_command(
-    project: Project, target: str, full_refresh: bool, select: str | None, sample: str | None
+    engine: Engine, full_refresh: bool, select: str | None, sample: str | None
 ) -> int:
     """the main job: packages if needed, demo data if none, dbt build"""
     from mediapulse.develop import build
 
     return build.main_job(
-        project,
-        target=target,
+        engine,
         full_refresh=full_refresh,
         select=select,
         sample=sample,
@@ -140,12 +141,12 @@ def build_command(
 @target_option()
 @argument("sql", help="the SQL to run; raw data is attached as catalog `raw`")
 @option("--max-rows", type=POSITIVE_INT, default=50, help="rows to print")
-@pass_project
-def query_command(project: Project, target: str, sql: str, max_rows: int) -> int:
+@pass_engine
+def query_command(engine: Engine, sql: str, max_rows: int) -> int:
     """run read-only SQL on a DuckDB target's warehouse"""
     from mediapulse.develop.query import run_query
 
-    print(run_query(project, target, sql, max_rows=max_rows))
+    print(run_query(engine, sql, max_rows=max_rows))
     return 0
 
 
@@ -154,15 +155,13 @@ def query_command(project: Project, target: str, sql: str, max_rows: int) -> int
 @option("--check", is_flag=True, help="change nothing; exit 1 listing what is missing")
 @option("--dry-run", is_flag=True, help="print the diff, change nothing")
 @option("--markdown", help="also write the findings as Markdown here")
-@pass_project
-def codegen_command(
-    project: Project, target: str, check: bool, dry_run: bool, markdown: str | None
-) -> int:
+@pass_engine
+def codegen_command(engine: Engine, check: bool, dry_run: bool, markdown: str | None) -> int:
     """write YAML for undocumented sources, models and columns with dbt-codegen"""
     from mediapulse.ci.codegen import run_codegen
 
     markdown_path = Path(markdown) if markdown else None
-    return run_codegen(project, target=target, check=check, dry_run=dry_run, markdown=markdown_path)
+    return run_codegen(engine, check=check, dry_run=dry_run, markdown=markdown_path)
 
 
 @command("lint-sql")

@@ -17,24 +17,24 @@ from mediapulse.cli.options import (
     artifacts_option,
     command,
     option,
+    pass_engine,
     pass_project,
     summary_option,
     target_option,
 )
 from mediapulse.core.project import Project
-from mediapulse.engines.base import PROD_ROLE
+from mediapulse.engines.base import PROD_ROLE, Engine
 
 
 @command("load-raw")
 @target_option()
-@pass_project
-def load_raw_command(project: Project, target: str) -> int:
+@pass_engine
+def load_raw_command(engine: Engine) -> int:
     """load the demo raw data set into a server target (never a table it did not create)"""
     from mediapulse.engines.base import Capability
-    from mediapulse.engines.targets import resolve
     from mediapulse.jobs import prepare
 
-    engine = resolve(project, target)
+    project, target = engine.project, engine.target
     if engine.embedded:
         print(
             f"target '{target}' is DuckDB: it attaches {project.raw_path} read-only, "
@@ -47,48 +47,48 @@ def load_raw_command(project: Project, target: str) -> int:
         from mediapulse.dbt import deps
 
         deps.install(project, force=False)  # dbt registers the tables: it parses the project
-        print(sparkload.load_raw(project, target))
+        print(sparkload.load_raw(engine))
         return 0
     from mediapulse.data.rawload import load_raw
 
-    print(load_raw(project, target))
+    print(load_raw(engine))
     return 0
 
 
 @command("unseal-raw")
 @target_option(PROD_ROLE)
-@pass_project
-def unseal_raw_command(project: Project, target: str) -> int:
+@pass_engine
+def unseal_raw_command(engine: Engine) -> int:
     """open the sealed raw data production's jobs download (<warehouse-dir>/raw.duckdb.sealed,
     key in $MEDIAPULSE_RAW_ARTIFACT_KEY) into raw.duckdb; DuckDB targets only"""
     from mediapulse.security.raw_artifacts import unseal_raw
 
-    print(unseal_raw(project, target))
+    print(unseal_raw(engine))
     return 0
 
 
 @command("seal-raw")
 @target_option(PROD_ROLE)
-@pass_project
-def seal_raw_command(project: Project, target: str) -> int:
+@pass_engine
+def seal_raw_command(engine: Engine) -> int:
     """seal raw.duckdb (AES-256-GCM, key in $MEDIAPULSE_RAW_ARTIFACT_KEY) into
     raw.duckdb.sealed, the only form it travels in as an artifact; DuckDB targets only"""
     from mediapulse.security.raw_artifacts import seal_raw
 
-    print(seal_raw(project, target))
+    print(seal_raw(engine))
     return 0
 
 
 @command("mask-raw")
 @target_option(PROD_ROLE)
 @option("--out", required=True, help="the masked raw.duckdb to write")
-@pass_project
-def mask_raw_command(project: Project, target: str, out: str) -> int:
+@pass_engine
+def mask_raw_command(engine: Engine, out: str) -> int:
     """write the copy of raw.duckdb pull requests read: every personal column masked
     (docs/personal-data.md); DuckDB targets only"""
     from mediapulse.security.raw_artifacts import mask_raw
 
-    print(mask_raw(project, target, Path(out).resolve()))
+    print(mask_raw(engine, Path(out).resolve()))
     return 0
 
 
@@ -96,12 +96,12 @@ def mask_raw_command(project: Project, target: str, out: str) -> int:
 @target_option(PROD_ROLE)
 @artifacts_option("the directory with run_results.json")
 @option("--job", required=True, type=click.Choice(JOBS))
-@pass_project
-def record_command(project: Project, target: str, artifacts: str, job: str) -> int:
+@pass_engine
+def record_command(engine: Engine, artifacts: str, job: str) -> int:
     """load a job's dbt artifacts into the target's run history (again: it changes nothing)"""
     from mediapulse.monitoring.history import record_artifacts
 
-    print(record_artifacts(project, target, job, Path(artifacts).resolve()))
+    print(record_artifacts(engine, job, Path(artifacts).resolve()))
     return 0
 
 
@@ -115,10 +115,9 @@ def record_command(project: Project, target: str, artifacts: str, job: str) -> i
 )
 @option("--rebuild", is_flag=True, help="rebuild the monitoring views (after changing them)")
 @summary_option("also write the report's headline here (Markdown)")
-@pass_project
+@pass_engine
 def report_command(
-    project: Project,
-    target: str,
+    engine: Engine,
     out: str,
     artifacts: str | None,
     rebuild: bool,
@@ -126,12 +125,14 @@ def report_command(
 ) -> int:
     """the morning report: one static HTML page over the target's run history"""
     from mediapulse.core.markdown import write_summary
+
+    project, target = engine.project, engine.target
     from mediapulse.monitoring import report as morning_report
 
     project.check_target(target)
     artifacts_dir = Path(artifacts).resolve() if artifacts else None
     _, lines, data = morning_report.write(
-        project, target, Path(out).resolve(), artifacts_dir, rebuild=rebuild
+        engine, Path(out).resolve(), artifacts_dir, rebuild=rebuild
     )
     print("\n".join(lines))
     write_summary(morning_report.summary_markdown(data), Path(summary) if summary else None)
@@ -166,10 +167,9 @@ def report_command(
 )
 @option("--dry-run", is_flag=True, help="print the payload, send nothing")
 @summary_option()
-@pass_project
+@pass_engine
 def alert_command(
-    project: Project,
-    target: str,
+    engine: Engine,
     job: str | None,
     run_id: str | None,
     within: float | None,
@@ -183,7 +183,7 @@ def alert_command(
     from mediapulse.monitoring.alerts import run_alert
 
     return run_alert(
-        project, target, job=job, run_id=run_id,
+        engine, job=job, run_id=run_id,
         summary=Path(summary) if summary else None, dry_run=dry_run,
         timeout=timeout, within_min=within, job_failed=job_failed,
     )  # fmt: skip
@@ -212,13 +212,13 @@ def notify_command(
 
 @command("access-sql")
 @target_option(PROD_ROLE)
-@pass_project
-def access_sql_command(project: Project, target: str) -> int:
+@pass_engine
+def access_sql_command(engine: Engine) -> int:
     """print the SQL a PostgreSQL database owner runs once (safe again) for the MediaPulse
     roles"""
     from mediapulse.security.pg_access import access_sql
 
-    print(access_sql(project, target), end="")
+    print(access_sql(engine), end="")
     return 0
 
 

@@ -248,3 +248,18 @@ def release_options(start_over: bool = True) -> Callable[[F], F]:
             )
         )
     return compose(*shared)
+
+
+def pass_engine(function: Callable[..., int]) -> Callable[..., int]:
+    """Call the command with its --target resolved, once, into the target's engine (which
+    knows its project, engine and role) as its first argument: an unknown target, or one whose
+    engine's extra is not installed, stops here in one line, after the command line parsed."""
+
+    @pass_project
+    @functools.wraps(function)
+    def run(project: Project, *args: Any, target: str, **kwargs: Any) -> int:
+        from mediapulse.engines.targets import resolve  # loads the engines: not for --help
+
+        return function(resolve(project, target), *args, **kwargs)
+
+    return run

@@ -18,11 +18,10 @@ from pathlib import Path
 import duckdb
 
 from mediapulse.core.errors import MediaPulseError
-from mediapulse.core.project import Project
 from mediapulse.core.sources import RAW_TABLES, declared_raw_tables
+from mediapulse.engines.base import Engine
 from mediapulse.engines.duckdb import open_duckdb
 from mediapulse.engines.postgres import connect_postgres
-from mediapulse.engines.targets import resolve
 from mediapulse.security.personal import masked_name, masked_tables
 
 REGISTRY = "_mediapulse.raw_tables"
@@ -54,11 +53,12 @@ def _generation_row(cursor) -> tuple | None:  # type: ignore[no-untyped-def]
     return cursor.fetchone()
 
 
-def check_raw_tables(project: Project, target: str) -> None:
+def check_raw_tables(engine: Engine) -> None:
     """What a job needs from a server's raw schemas: every declared table exists, and for a
     CI run the masked copies it reads instead of the personal ones. Read only."""
+    project, target = engine.project, engine.target
     masked = []
-    if resolve(project, target).raw_schema_suffix:
+    if engine.raw_schema_suffix:
         masked = [masked_name(table) for table in masked_tables(project)]
     pg = connect_postgres(project, target)
     try:
@@ -121,8 +121,9 @@ def _register(cursor, table: str) -> None:  # type: ignore[no-untyped-def]
     )
 
 
-def load_raw(project: Project, target: str) -> str:
+def load_raw(engine: Engine) -> str:
     """Make the target's raw schemas hold the data set in raw.duckdb; returns what it did."""
+    project, target = engine.project, engine.target
     source = open_duckdb(project.raw_path, purpose="read the raw data", read_only=True)
     pg = connect_postgres(project, target)
     try:

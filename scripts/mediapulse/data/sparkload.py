@@ -8,14 +8,14 @@ import shutil
 import time
 
 from mediapulse.core.errors import MediaPulseError
-from mediapulse.core.project import Project
 from mediapulse.core.sources import RAW_TABLES
 from mediapulse.dbt.runner import run_dbt
+from mediapulse.engines.base import Engine
 from mediapulse.engines.duckdb import open_duckdb
 from mediapulse.engines.spark import LOADED, check_local_session, is_local, metastore, raw_dir
 
 
-def load_raw(project: Project, target: str) -> str:
+def load_raw(engine: Engine) -> str:
     """Make the local Spark catalog's raw tables hold the data set in raw.duckdb.
 
     Each table is written as Parquet into a new directory of its own (DuckDB writes it, no
@@ -24,6 +24,7 @@ def load_raw(project: Project, target: str) -> str:
     new one, never a half-written one; between the drop and the create it finds no table.
     Skipped when the catalog already
     holds this data set (same ``_mediapulse.generation`` row)."""
+    project, target = engine.project, engine.target
     if not is_local(project, target):
         raise MediaPulseError(
             f"target '{target}' is a Spark cluster: its raw tables are its loader's; "
@@ -48,9 +49,8 @@ def load_raw(project: Project, target: str) -> str:
             if not table.startswith("_"):
                 rows += con.execute(f"select count(*) from {table}").fetchone()[0]
     result = run_dbt(
-        project,
+        engine,
         ["run-operation", "spark_register_raw_tables", "--args", json.dumps({"tables": tables})],
-        target=target,
     )
     if not result.success:
         shutil.rmtree(load, ignore_errors=True)

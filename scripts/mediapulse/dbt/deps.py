@@ -27,6 +27,7 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.dbt.runner import run_dbt
 from mediapulse.engines.base import DEV_TARGET
+from mediapulse.engines.targets import resolve
 
 MIRROR_ENV = "DBT_PACKAGES_MIRROR"
 HUB_ENV = "DBT_PACKAGE_HUB_URL"  # dbt's own variable: we probe the hub dbt would use
@@ -325,7 +326,7 @@ def probe_hub(url: str, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> str | None:
 
 def install_from_hub(project: Project, pins: list[Pin], url: str) -> InstallReport:
     # dbt deps re-locks silently when the lock is stale; we checked it is not, so it won't.
-    result = run_dbt(project, ["deps"], target=DEV_TARGET, extra_env={HUB_ENV: url})
+    result = run_dbt(resolve(project, DEV_TARGET), ["deps"], extra_env={HUB_ENV: url})
     if not result.success:
         raise MediaPulseError(
             f"dbt deps from the hub {url} failed ({result.error or 'see output above'}); "

@@ -20,24 +20,24 @@ import tempfile
 from pathlib import Path
 
 from mediapulse.core.errors import MediaPulseError
-from mediapulse.core.project import Project
-from mediapulse.engines.targets import resolve
+from mediapulse.engines.base import Engine
 
 KEY_ENV = "MEDIAPULSE_PII_HASH_KEY"
 SECRET_ENV = "DBT_ENV_SECRET_MEDIAPULSE_PII_HASH_KEY"
 KEY_FILE = "pii-hash.key"
 
 
-def hash_key_env(project: Project, target: str) -> dict[str, str]:
+def hash_key_env(engine: Engine) -> dict[str, str]:
     """The variables dbt needs for ``target``: the key, and the same value under a name dbt
     treats as a secret (``DBT_ENV_SECRET_*`` values are masked in everything dbt logs, such
     as the pre-hook that sets the key)."""
-    key = os.environ.get(KEY_ENV) or _checkout_key(project, target)
+    key = os.environ.get(KEY_ENV) or _checkout_key(engine)
     return {KEY_ENV: key, SECRET_ENV: key}
 
 
-def _checkout_key(project: Project, target: str) -> str:
-    if not resolve(project, target).checkout_key_allowed:
+def _checkout_key(engine: Engine) -> str:
+    project, target = engine.project, engine.target
+    if not engine.checkout_key_allowed:
         raise MediaPulseError(
             f"environment variable {KEY_ENV} is not set: target '{target}' hashes e-mail "
             "addresses with this secret key; set it from your secret store (the same value on "

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mediapulse.core.errors import MediaPulseError
-from mediapulse.core.project import Project
 from mediapulse.dbt.env import dbt_env
+from mediapulse.engines.base import Engine
 from mediapulse.engines.spark import child_env
+from mediapulse.engines.targets import resolve
 
 TIMEOUT_ENV = "MEDIAPULSE_DBT_TIMEOUT"
 DEFAULT_TIMEOUT_S = 3600.0
@@ -70,10 +71,9 @@ def _timeout() -> float:
 
 
 def run_dbt(
-    project: Project,
+    engine: Engine,
     args: Sequence[str],
     *,
-    target: str,
     extra_env: Mapping[str, str] | None = None,
     timeout_s: float | None = None,
     capture_events: Sequence[str] = (),
@@ -84,12 +84,13 @@ def run_dbt(
     A timeout or a child that dies without reporting raises MediaPulseError; a dbt failure
     (a test failing, a model erroring) is reported in the result for the caller to judge.
     """
+    project, target = engine.project, engine.target
     active = _SESSION[-1] if _SESSION else None
     if active is not None and active.serves(project, target, extra_env):
         return active.run(args, capture_events=capture_events, timeout_s=timeout_s, quiet=quiet)
-    env = _child_env(project, target, extra_env)
+    env = _child_env(engine, extra_env)
     limit = timeout_s if timeout_s is not None else _timeout()
-    full_args = _with_project_dir(project, args, target)
+    full_args = _with_project_dir(engine, args)
 
     with tempfile.TemporaryDirectory(prefix="mediapulse-dbt-") as tmp:
         result_file = Path(tmp) / "result.json"
@@ -124,8 +125,9 @@ def run_dbt(
         return _run_from(full_args, json.loads(result_file.read_text()), elapsed)
 
 
-def _child_env(project: Project, target: str, extra_env: Mapping[str, str] | None) -> dict:
-    env = {**os.environ, **dbt_env(project, target), **child_env(project, target),
+def _child_env(engine: Engine, extra_env: Mapping[str, str] | None) -> dict:
+    project, target = engine.project, engine.target
+    env = {**os.environ, **dbt_env(engine), **child_env(project, target),
            **(extra_env or {}), **PRIVATE_ENV}  # fmt: skip
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")) if p
@@ -134,11 +136,15 @@ def _child_env(project: Project, target: str, extra_env: Mapping[str, str] | Non
     return env
 
 
-def _with_project_dir(project: Project, args: Sequence[str], target: str) -> list[str]:
+def _with_project_dir(
+    engine: Engine,
+    args: Sequence[str],
+) -> list[str]:
     """dbt's arguments with the project and the target named. The target as an argument, not
     only through the profile's default (MEDIAPULSE_TARGET): dbt's saved parse records the
     `--target` it was made for, and a parse made by another job for this target (production's
     parse for slim CI) must be recognised as one."""
+    project, target = engine.project, engine.target
     full_args = list(args)
     if not args or args[0] == "--version":
         return full_args
@@ -175,9 +181,8 @@ class DbtSession:
     """One dbt child for a job's invocations on one target and environment: the project is
     parsed once (again only if an invocation's --vars differ) and the manifest reused."""
 
-    def __init__(
-        self, project: Project, target: str, extra_env: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, engine: Engine, extra_env: Mapping[str, str] | None = None) -> None:
+        project, target = engine.project, engine.target
         self.project, self.target = project, target
         self.extra_env = dict(extra_env or {})
         self.invocations = 0
@@ -192,7 +197,7 @@ class DbtSession:
             # inherits this flag from unlinks dbt's semaphores, as expected, without a warning
             [*CHILD, "-m", "mediapulse.dbt.child", "--serve", str(ack_write)],
             cwd=project.root,
-            env=_child_env(project, target, extra_env),
+            env=_child_env(engine, extra_env),
             start_new_session=True,
             stdin=subprocess.PIPE,
             text=True,
@@ -202,7 +207,8 @@ class DbtSession:
         self._ack = os.fdopen(ack_read, "r")
         self._closed = False
 
-    def serves(self, project: Project, target: str, extra_env: Mapping[str, str] | None) -> bool:
+    def serves(self, engine: Engine, extra_env: Mapping[str, str] | None) -> bool:
+        project, target = engine.project, engine.target
         return (
             project.root == self.project.root
             and target == self.target
@@ -221,7 +227,7 @@ class DbtSession:
         """One invocation; ``count=False`` leaves it out of the job's line (`describe`): work
         the session does for another job, such as parsing for the CI target."""
         limit = timeout_s if timeout_s is not None else _timeout()
-        full_args = _with_project_dir(self.project, args, self.target)
+        full_args = _with_project_dir(resolve(self.project, self.target), args)
         self._sent += 1
         self.invocations += count
         result_file = Path(self._tmp.name) / f"result-{self._sent}.json"
@@ -300,10 +306,8 @@ class DbtSession:
 _SESSION: list[DbtSession] = []
 
 
-def session(
-    project: Project, target: str, extra_env: Mapping[str, str] | None = None
-) -> DbtSession:
+def session(engine: Engine, extra_env: Mapping[str, str] | None = None) -> DbtSession:
     """``with session(...)``: within the block, every `run_dbt` for this project, target and
     environment goes to one dbt process that parses once; other calls still get their own.
     ``close()`` ends it early (idempotent), before the job moves the files dbt wrote."""
-    return DbtSession(project, target, extra_env)
+    return DbtSession(engine, extra_env)

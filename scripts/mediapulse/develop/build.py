@@ -14,7 +14,6 @@ from mediapulse.dbt.runner import run_dbt
 from mediapulse.develop.sample import describe, parse_window
 from mediapulse.engines.base import Capability, Engine
 from mediapulse.engines.duckdb import duckdb_file, open_duckdb
-from mediapulse.engines.targets import resolve
 from mediapulse.jobs.prepare import check_duckdb_file, prepare, target_env
 from mediapulse.monitoring import history
 from mediapulse.monitoring.schema_changes import SchemaChangeError
@@ -28,13 +27,14 @@ FAILED = frozenset(artifacts.FAILED_STATUSES)
 WARNED = frozenset({"warn"})
 
 
-def check_sample(project: Project, target: str, window: str) -> SampleWindow:
+def check_sample(engine: Engine, window: str) -> SampleWindow:
     """Before any work: the window parses as dbt parses it and holds some time, and the
     target is a developer's own."""
+    target = engine.target
     parsed = parse_window(window)
     # production's targets (Engine.role) are the release jobs' (nightly, deploy, refresh,
     # rollback): a sample is never built there
-    if resolve(project, target).is_production:
+    if engine.is_production:
         raise MediaPulseError(
             f"--sample on target '{target}': that is production, which only the release jobs "
             "build (nightly, deploy, refresh) and always in full; build a sample on your own "
@@ -62,9 +62,10 @@ def check_sample_has_events(project: Project, text: str, window: SampleWindow) -
         )
 
 
-def sample_marker(project: Project, target: str) -> Path:
+def sample_marker(engine: Engine) -> Path:
     """Present while the target's incremental models may hold a sample: written before a
     sample build, removed by the next complete build, which rebuilds them in full."""
+    project, target = engine.project, engine.target
     return project.warehouse_dir / f"{target}.sample.json"
 
 
@@ -79,8 +80,7 @@ def report_failures(project: Project, statuses: frozenset[str] = FAILED) -> list
 
 
 def main_job(
-    project: Project,
-    target: str,
+    engine: Engine,
     full_refresh: bool = False,
     select: str | None = None,
     sample: str | None = None,
@@ -89,24 +89,23 @@ def main_job(
     large models that configure `event_time` are read from the window only, and the
     incremental models are rebuilt (--full-refresh): the warehouse then holds the sample and
     nothing else, whatever an earlier build left in it."""
-    window = check_sample(project, target, sample) if sample is not None else None
+    target = engine.target
+    window = check_sample(engine, sample) if sample is not None else None
     clock = history.Job("build", target)
     try:
-        engine = prepare(project, target)
+        engine = prepare(engine)
     except SchemaChangeError:
         # stopped before any model ran: a failed run all the same, with what the check found
-        history.record_job(project, target, clock, False, None)
+        history.record_job(engine, clock, False, None)
         raise
     if engine.is_production and engine.can(Capability.STAGED_RELEASES):
         # production built in place: never while a release (or another build) runs on it
-        with release_lock(project, target, "build"):
-            return _build(project, target, engine, clock, full_refresh, select, sample, window)
-    return _build(project, target, engine, clock, full_refresh, select, sample, window)
+        with release_lock(engine, "build"):
+            return _build(engine, clock, full_refresh, select, sample, window)
+    return _build(engine, clock, full_refresh, select, sample, window)
 
 
 def _build(
-    project: Project,
-    target: str,
     engine: Engine,
     clock: history.Job,
     full_refresh: bool,
@@ -114,10 +113,11 @@ def _build(
     sample: str | None,
     window: SampleWindow | None,
 ) -> int:
-    env = target_env(project, target)
+    project, target = engine.project, engine.target
+    env = target_env(engine)
     if engine.embedded:
         check_duckdb_file(duckdb_file(project, target), f"build target '{target}'")
-    marker = sample_marker(project, target)
+    marker = sample_marker(engine)
     args = ["build"]
     if window is not None:
         if engine.embedded:
@@ -142,8 +142,8 @@ def _build(
         args += ["--select", select]
     # what the history records is this build's, never an earlier one's
     (project.target_dir / "run_results.json").unlink(missing_ok=True)
-    result = run_dbt(project, args, target=target, extra_env=env)
-    recorded = history.record_job(project, target, clock, result.success, project.target_dir)
+    result = run_dbt(engine, args, extra_env=env)
+    recorded = history.record_job(engine, clock, result.success, project.target_dir)
     if not result.success:
         print(f"\ndbt build on target '{target}' failed:")
         if not report_failures(project) and result.error:
@@ -159,11 +159,12 @@ def _build(
         report_failures(project, WARNED)
     print(recorded)
     if engine.embedded:
-        _print_where(project, target)
+        _print_where(engine)
     return 0
 
 
-def _print_where(project: Project, target: str) -> None:
+def _print_where(engine: Engine) -> None:
+    project, target = engine.project, engine.target
     path = duckdb_file(project, target)
     try:
         relation = artifacts.relation_name(project.target_dir, EXAMPLE_MODEL)

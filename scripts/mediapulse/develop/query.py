@@ -5,12 +5,13 @@ from __future__ import annotations
 import duckdb
 
 from mediapulse.core.errors import MediaPulseError
-from mediapulse.core.project import Project
+from mediapulse.engines.base import Engine
 from mediapulse.engines.duckdb import duckdb_file, open_duckdb
 
 
-def run_query(project: Project, target: str, sql: str, max_rows: int = 50) -> str:
+def run_query(engine: Engine, sql: str, max_rows: int = 50) -> str:
     """The result of ``sql`` as a printable table; the raw data is attached as ``raw``."""
+    project, target = engine.project, engine.target
     path = duckdb_file(project, target)
     purpose = f"query target '{target}' (run `make build` first?)"
     con = open_duckdb(path, purpose=purpose, read_only=True)

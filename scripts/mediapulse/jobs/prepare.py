@@ -18,7 +18,6 @@ from mediapulse.data.rawload import check_raw_tables
 from mediapulse.dbt import deps, pii
 from mediapulse.engines.base import Capability, Engine
 from mediapulse.engines.duckdb import duckdb_file, open_duckdb, production_file
-from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import history, schema_changes
 from mediapulse.security.pg_access import check_roles
 
@@ -33,8 +32,9 @@ def check_duckdb_file(path: Path, purpose: str) -> None:
         open_duckdb(path, purpose=purpose, read_only=True).close()
 
 
-def require_built(project: Project, target: str, purpose: str) -> None:
+def require_built(engine: Engine, purpose: str) -> None:
     """For jobs that read what a DuckDB target built: its file exists and opens."""
+    project, target = engine.project, engine.target
     path = duckdb_file(project, target)
     if not path.exists():
         raise MediaPulseError(
@@ -62,7 +62,7 @@ def ensure_raw_data(project: Project) -> None:
     print(generate.generate(raw, params))
 
 
-def prepare(project: Project, target: str) -> Engine:
+def prepare(engine: Engine) -> Engine:
     """What every job needs before dbt runs: a known target, packages, raw data where the
     target reads it, in the shape its sources declare. Returns the target's engine.
 
@@ -73,27 +73,27 @@ def prepare(project: Project, target: str) -> Engine:
     a changed critical source raises SchemaChangeError, so no model runs and a release
     publishes nothing; other changes are printed as warnings.
     """
-    engine = resolve(project, target)  # unknown targets fail here, before any work
+    project = engine.project
     if not engine.embedded:
-        pii.hash_key_env(project, target)  # without the key: stop before any work
+        pii.hash_key_env(engine)  # without the key: stop before any work
     print(deps.install(project, force=False).summary())
     engine.check_runtime()
     if engine.embedded:
         ensure_raw_data(project)
         # the run history every DuckDB target attaches (profiles.yml): its tables exist before
         # dbt opens it, for a job that builds the monitoring views (slim CI of a change to them)
-        history.ensure(project, target)
+        history.ensure(engine)
     elif engine.can(Capability.LOADER_SCHEMAS):
-        check_raw_tables(project, target)  # a missing table stops here, on any source
+        check_raw_tables(engine)  # a missing table stops here, on any source
     engine.check_raw_data()
     if engine.can(Capability.SCHEMA_CHECK):
-        schema_changes.check_and_report(project, target)
+        schema_changes.check_and_report(engine)
     else:
         # Spark's raw tables are a copy of raw.duckdb's (load-raw), whose shape the DuckDB and
         # PostgreSQL targets check; its catalog is not read before dbt starts Spark
         print(f"schema check: not run on {engine.described}; see docs/targets/spark.md")
     if engine.can(Capability.ROLES):
-        check_roles(project, target)
+        check_roles(engine)
     return engine
 
 
@@ -101,11 +101,11 @@ PROD_WAREHOUSE_ENV = "MEDIAPULSE_PROD_WAREHOUSE"
 
 
 def target_env(
-    project: Project, target: str, prod_warehouse: Path | None = None, need_prod: bool = False
+    engine: Engine, prod_warehouse: Path | None = None, need_prod: bool = False
 ) -> dict[str, str]:
     """Extra environment a target needs: the production file a CI target attaches read-only
     (for --defer). Without production (a first run), an empty stand-in unless ``need_prod``."""
-    engine = resolve(project, target)
+    project = engine.project
     if not (engine.embedded and engine.is_ci()):  # CI's file attaches production to defer to
         return {}
     path = prod_warehouse or production_file(project)

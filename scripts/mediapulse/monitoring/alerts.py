@@ -39,6 +39,7 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.markdown import write_summary
 from mediapulse.core.project import Project
 from mediapulse.core.sources import declared_sources
+from mediapulse.engines.base import Engine
 from mediapulse.monitoring import notify
 from mediapulse.monitoring import views as monitoring
 
@@ -672,18 +673,19 @@ def _history_error(exc: Exception) -> str | None:
 
 
 def _find_alert(
-    project: Project, target: str, job: str | None, run_id: str | None,
+    engine: Engine, job: str | None, run_id: str | None,
     within_min: float | None, job_failed: bool,
 ) -> tuple[Alert | None, str]:  # fmt: skip
     """The alert to send and what the run was, from the target's monitoring views (built
     first when missing: a target where no nightly or deploy built them yet)."""
-    with monitoring.reader(project, target) as reader:
+    project, target = engine.project, engine.target
+    with monitoring.reader(engine) as reader:
         built = reader.built
     if not built:
-        ok, line = monitoring.build(project, target)
+        ok, line = monitoring.build(engine)
         if not ok:
             raise MediaPulseError(line.removeprefix("notice: "))
-    with monitoring.reader(project, target) as reader:
+    with monitoring.reader(engine) as reader:
         if run_id is None:
             run = find_run(reader, target, job)
             started = run and run.get("started_at")
@@ -707,8 +709,7 @@ def _find_alert(
 
 
 def run_alert(
-    project: Project,
-    target: str,
+    engine: Engine,
     job: str | None = None,
     run_id: str | None = None,
     summary: Path | None = None,
@@ -720,10 +721,11 @@ def run_alert(
     """`mediapulse alert`: the run's alert to its tier's webhook. Exits 0 whatever the
     webhook does: the job's result is the job's, a failure to alert is reported (the output
     and the job summary) and changes nothing."""
+    project, target = engine.project, engine.target
     project.check_target(target)
     wait = timeout_s(timeout)
     try:
-        alert, healthy = _find_alert(project, target, job, run_id, within_min, job_failed)
+        alert, healthy = _find_alert(engine, job, run_id, within_min, job_failed)
     except Exception as exc:
         reason = _history_error(exc)
         if reason is None:

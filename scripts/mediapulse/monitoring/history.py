@@ -42,7 +42,7 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.core.sources import is_raw_source
 from mediapulse.dbt import artifacts
-from mediapulse.engines.base import Capability
+from mediapulse.engines.base import Capability, Engine
 from mediapulse.engines.duckdb import duckdb_file, open_duckdb
 from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import anomalies, schema_changes
@@ -320,7 +320,7 @@ class Job:
             record.source_freshness = freshness_rows(run_id, sources)
         record.schema_changes = [
             {"run_id": run_id, **change.as_row()}
-            for change in schema_changes.found(project, self.target)
+            for change in schema_changes.found(resolve(project, self.target))
         ]
         relations = measured_relations(manifest)
         record.relation_sizes = [
@@ -361,7 +361,8 @@ def _same_run(sources: dict[str, Any], run_results: dict[str, Any] | None) -> bo
 # -- the store --------------------------------------------------------------------------------
 
 
-def duckdb_path(project: Project, target: str) -> Path:
+def duckdb_path(engine: Engine) -> Path:
+    project, target = engine.project, engine.target
     return project.warehouse_dir / f"{CATALOG}_{target}.duckdb"
 
 
@@ -377,13 +378,13 @@ def _create(cursor: Any) -> None:
 
 
 @contextmanager
-def _connect(project: Project, target: str, write: bool) -> Iterator[tuple[Any, str]]:
+def _connect(engine: Engine, write: bool) -> Iterator[tuple[Any, str]]:
     """A DB-API connection to the target's history and its parameter marker."""
-    engine = resolve(project, target)
+    target = engine.target
     engine.require(Capability.RUN_HISTORY)
     purpose = "record the run history" if write else "read the run history"
     if engine.embedded:  # a file of its own beside the target's (profiles.yml attaches it)
-        path = duckdb_path(project, target)
+        path = duckdb_path(engine)
         if write and not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             duckdb.connect(str(path)).close()
@@ -420,19 +421,19 @@ def _check_owner(con: Any, target: str) -> None:
         )
 
 
-def ensure(project: Project, target: str) -> None:
+def ensure(engine: Engine) -> None:
     """The history tables exist (DuckDB: the file every target attaches read-only)."""
-    with _connect(project, target, write=True) as (con, _):
+    with _connect(engine, write=True) as (con, _):
         cursor = con.cursor()
         _create(cursor)
         con.commit()
 
 
-def store(project: Project, target: str, record: RunRecord, keep_run: bool = False) -> None:
+def store(engine: Engine, record: RunRecord, keep_run: bool = False) -> None:
     """Replace the run's rows with ``record``'s, in one transaction. ``keep_run``: a load
     after the fact (`mediapulse record`) keeps what the job recorded of itself (its times,
     the sizes it measured) and replaces only what the artifacts say, with the same rows."""
-    with _connect(project, target, write=True) as (con, marker):
+    with _connect(engine, write=True) as (con, marker):
         # DuckDB: the connection itself (a DuckDB cursor is a connection of its own, whose
         # transaction the connection's commit would not end)
         cursor = con if marker == "?" else con.cursor()
@@ -571,26 +572,27 @@ def _insert_postgres(cursor: Any, table: str, rows: list[dict[str, Any]]) -> Non
         )
 
 
-def read(project: Project, target: str, sql: str) -> list[tuple]:
+def read(engine: Engine, sql: str) -> list[tuple]:
     """Rows of a query on the history (schema `monitoring`), read only."""
-    with _connect(project, target, write=False) as (con, _):
+    with _connect(engine, write=False) as (con, _):
         cursor = con.cursor()
         cursor.execute(sql)
         return list(cursor.fetchall())
 
 
 def measure_sizes(
-    project: Project, target: str, manifest: dict[str, Any], database: Path | None = None
+    engine: Engine, manifest: dict[str, Any], database: Path | None = None
 ) -> dict[str, int]:
     """Row counts of the relations a run records (`measured_relations`), read only: on DuckDB
     from ``database`` (the file the job built: the live production after a release) with the
     raw data attached, on PostgreSQL from the target's database. A relation that does not
     exist (not built yet) is left out."""
+    project, target = engine.project, engine.target
     relations = measured_relations(manifest)
     if not relations:
         return {}
     sizes: dict[str, int] = {}
-    if resolve(project, target).embedded:
+    if engine.embedded:
         path = database or duckdb_file(project, target)
         if not path.exists():
             return {}
@@ -604,7 +606,7 @@ def measure_sizes(
                     continue
         return sizes
 
-    with resolve(project, target).connect("measure the run's relations") as session:
+    with engine.connect("measure the run's relations") as session:
         for uid, relation in relations.items():
             schema_table = ".".join(relation.split(".")[-2:])
             if session.one(f"select to_regclass({session.marker})", [schema_table])[0] is None:
@@ -614,8 +616,7 @@ def measure_sizes(
 
 
 def record_job(
-    project: Project,
-    target: str,
+    engine: Engine,
     job: Job,
     ok: bool,
     artifacts_dir: Path | None,
@@ -625,17 +626,17 @@ def record_job(
 ) -> str:
     """Record a finished job; returns the report's line. Never fails the job: the history is
     how the job is watched, not part of what it does, so a failure to record is a notice."""
-    engine = resolve(project, target)
+    project = engine.project
     if not engine.can(Capability.RUN_HISTORY):
         return f"notice: run history not recorded ({engine.described} does not keep one)"
     started = time.perf_counter()
     try:
         manifest = _optional(artifacts_dir, "manifest.json") or {}
-        sizes = measure_sizes(project, target, manifest, database) if ok and manifest else {}
+        sizes = measure_sizes(engine, manifest, database) if ok and manifest else {}
         record = job.record(project, ok, artifacts_dir, release_id, sizes)
         if status:
             record.run["status"] = status
-        store(project, target, record)
+        store(engine, record)
     except (MediaPulseError, duckdb.Error, OSError, ValueError) as exc:
         return f"notice: run history not recorded ({exc})"
     except Exception as exc:  # psycopg2's errors, without importing it here
@@ -648,10 +649,11 @@ def record_job(
     )
 
 
-def record_artifacts(project: Project, target: str, job: str, folder: Path) -> str:
+def record_artifacts(engine: Engine, job: str, folder: Path) -> str:
     """`mediapulse record`: load a job's artifacts after the fact (e.g. from a downloaded
     GitHub artifact). Its status is the nodes', its times dbt's; what the job recorded of
     itself (times, measured sizes) is kept when it did."""
+    project, target = engine.project, engine.target
     if not (folder / "run_results.json").is_file():
         raise MediaPulseError(
             f"--artifacts {folder}: no run_results.json there; pass the directory a job left "
@@ -663,7 +665,7 @@ def record_artifacts(project: Project, target: str, job: str, folder: Path) -> s
     record = Job(job, target).record(project, ok, folder)
     record.measured = False
     record.run.update(timed_by_dbt(folder))  # the job's times, not this command's
-    store(project, target, record, keep_run=True)
+    store(engine, record, keep_run=True)
     return (
         f"run {record.run_id} ({job} on '{target}') recorded: "
         f"{len(record.node_results)} nodes, {len(record.source_freshness)} freshness checks"

@@ -24,7 +24,7 @@ from typing import Any
 import jinja2
 
 from mediapulse.core.errors import MediaPulseError
-from mediapulse.core.project import Project
+from mediapulse.engines.base import Engine
 from mediapulse.monitoring import views as monitoring
 
 DOCS_FILE = "docs.html"  # dbt's static docs site, beside the report
@@ -319,8 +319,7 @@ def summary_markdown(data: ReportData) -> str:
 
 
 def write(
-    project: Project,
-    target: str,
+    engine: Engine,
     out_dir: Path,
     artifacts_dir: Path | None = None,
     rebuild: bool = False,
@@ -329,20 +328,21 @@ def write(
     ``out_dir``/index.html and, from ``artifacts_dir`` (a job's published state) or the
     target directory, dbt's static docs site as ``out_dir``/docs.html. Returns the page, the
     report's lines and what it showed."""
+    project, target = engine.project, engine.target
     lines: list[str] = []
     built = False
     if not rebuild:
         try:
-            with monitoring.reader(project, target) as reader:
+            with monitoring.reader(engine) as reader:
                 built = reader.built
         except MediaPulseError:
             built = False  # no history yet: building the views creates its tables
     if not built:
-        ok, line = monitoring.build(project, target)
+        ok, line = monitoring.build(engine)
         lines.append(line)
         if not ok:
             raise MediaPulseError(line.removeprefix("notice: "))
-    with monitoring.reader(project, target) as reader:
+    with monitoring.reader(engine) as reader:
         data = read(reader, target)
     out_dir.mkdir(parents=True, exist_ok=True)
     docs = None

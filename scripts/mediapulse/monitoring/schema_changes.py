@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from mediapulse.core.errors import MediaPulseError
-from mediapulse.core.project import Project
 from mediapulse.core.sources import (
     DeclaredColumn,
     DeclaredTable,
@@ -29,10 +28,9 @@ from mediapulse.core.sources import (
     normalise_type,
     resolve_database,
 )
-from mediapulse.engines.base import Capability
+from mediapulse.engines.base import Capability, Engine
 from mediapulse.engines.duckdb import open_duckdb
 from mediapulse.engines.postgres import connect_postgres
-from mediapulse.engines.targets import resolve
 
 CHANGES = ("added", "removed", "retyped", "renamed", "missing_table")
 # Added columns are never errors: nothing reads a column the sources do not declare yet.
@@ -225,13 +223,14 @@ def duckdb_columns(path: Path) -> tuple[str, dict[tuple[str, str], list[tuple[st
 
 
 def postgres_columns(
-    project: Project, target: str, schemas: list[str]
+    engine: Engine, schemas: list[str]
 ) -> tuple[str, dict[tuple[str, str], list[tuple[str, str]]]]:
     """(the connected database, (schema, table) -> [(column, type)]) of ``schemas``.
 
     From pg_catalog, not information_schema.columns: the latter lists only the columns the
     role may read, so a missing grant would look like a missing table (check_roles names the
     grant instead)."""
+    project, target = engine.project, engine.target
     pg = connect_postgres(project, target)
     try:
         with pg.cursor() as cursor:
@@ -268,10 +267,10 @@ class SchemaCheck:
         return [c for c in self.changes if c.severity == "error"]
 
 
-def check(project: Project, target: str) -> SchemaCheck:
+def check(engine: Engine) -> SchemaCheck:
     """Compare every declared source table of ``target``'s raw data with its actual columns."""
+    project, target = engine.project, engine.target
     started = time.perf_counter()
-    engine = resolve(project, target)
     engine.require(Capability.SCHEMA_CHECK)
     declared = declared_sources(project)
     if engine.embedded:  # raw.duckdb, attached as catalog `raw`
@@ -279,7 +278,7 @@ def check(project: Project, target: str) -> SchemaCheck:
         case_sensitive = False
     else:
         schemas = sorted({t.schema for t in declared})
-        database, actual = postgres_columns(project, target, schemas)
+        database, actual = postgres_columns(engine, schemas)
         case_sensitive = True
     # only the sources that live where the target reads its raw data (every one, here)
     elsewhere = [
@@ -334,16 +333,18 @@ def _count(items: list[SchemaChange], noun: str) -> str:
 _FOUND: dict[tuple[Path, str], SchemaCheck] = {}
 
 
-def found(project: Project, target: str) -> list[SchemaChange]:
+def found(engine: Engine) -> list[SchemaChange]:
     """The changes this process's check of ``target`` found (none when it did not run)."""
+    project, target = engine.project, engine.target
     result = _FOUND.get((project.root, target))
     return list(result.changes) if result else []
 
 
-def check_and_report(project: Project, target: str) -> SchemaCheck:
+def check_and_report(engine: Engine) -> SchemaCheck:
     """``check``, then ``enforce``: what every job runs before dbt (prepare.prepare). What it
     found, errors or not, is kept for the job's run history (``found``)."""
-    result = check(project, target)
+    project, target = engine.project, engine.target
+    result = check(engine)
     _FOUND[(project.root, target)] = result
     enforce(result.changes, result.elapsed_s, result.tables)
     return result

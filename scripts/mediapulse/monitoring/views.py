@@ -18,10 +18,9 @@ from typing import Any
 import duckdb
 
 from mediapulse.core.errors import MediaPulseError
-from mediapulse.core.project import Project
 from mediapulse.dbt.runner import run_dbt
+from mediapulse.engines.base import Engine
 from mediapulse.engines.duckdb import describe_open_error
-from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import history
 
 SELECTOR = "monitoring"
@@ -38,13 +37,13 @@ VIEWS = (
 )
 
 
-def build(project: Project, target: str, env: dict[str, str] | None = None) -> tuple[bool, str]:
+def build(engine: Engine, env: dict[str, str] | None = None) -> tuple[bool, str]:
     """`dbt build --selector monitoring` on ``target`` (in the active dbt session, if one
     serves it): the history tables exist first, so a first run has something to read.
     Returns (ok, the report's line)."""
     started = time.perf_counter()
-    history.ensure(project, target)
-    run = run_dbt(project, ["build", "--selector", SELECTOR], target=target, extra_env=env)
+    history.ensure(engine)
+    run = run_dbt(engine, ["build", "--selector", SELECTOR], extra_env=env)
     seconds = time.perf_counter() - started
     if run.success:
         return True, (
@@ -56,10 +55,11 @@ def build(project: Project, target: str, env: dict[str, str] | None = None) -> t
     )
 
 
-def _duckdb_reader(project: Project, target: str) -> duckdb.DuckDBPyConnection:
+def _duckdb_reader(engine: Engine) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the target's history attached read-only under the name the
     views were built with (`monitoring`: their SQL names it)."""
-    path = history.duckdb_path(project, target)
+    target = engine.target
+    path = history.duckdb_path(engine)
     if not path.is_file():
         raise MediaPulseError(
             f"no run history for target '{target}' at {path}: run a job on it first "
@@ -90,12 +90,12 @@ def _schema_of_views(names: list[str], target: str) -> str | None:
 
 
 @contextmanager
-def reader(project: Project, target: str) -> Iterator[Reader]:
+def reader(engine: Engine) -> Iterator[Reader]:
     """Read the monitoring views of ``target`` (read-only); MediaPulseError when they are not
     built (`mediapulse report` builds them first)."""
-    engine = resolve(project, target)
+    target = engine.target
     if engine.embedded:  # the target's history file, with the target's own file attached
-        con = _duckdb_reader(project, target)
+        con = _duckdb_reader(engine)
         try:
             found = con.execute(
                 "select distinct schema_name from duckdb_views() where database_name = ? "

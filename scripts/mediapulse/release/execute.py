@@ -46,7 +46,7 @@ from mediapulse.core.project import Project
 from mediapulse.core.sources import declared_raw_tables
 from mediapulse.dbt import artifacts, runner
 from mediapulse.dbt.runner import DbtRun, run_dbt
-from mediapulse.engines.base import CI_ROLE, CI_TARGET_ENV, Capability, default_target
+from mediapulse.engines.base import CI_ROLE, CI_TARGET_ENV, Capability, Engine, default_target
 from mediapulse.engines.duckdb import duckdb_file, open_duckdb
 from mediapulse.engines.postgres import connect_postgres
 from mediapulse.engines.targets import resolve
@@ -179,9 +179,10 @@ def _freshness_problems(target_dir: Path) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
-def _live(project: Project, target: str) -> tuple[Stamp | None, Any]:
+def _live(engine: Engine) -> tuple[Stamp | None, Any]:
     """The live release the warehouse records, and a reader of its packed state."""
-    if not resolve(project, target).embedded:
+    project, target = engine.project, engine.target
+    if not engine.embedded:
         pg = PgRelease(project, target)
         found = pg.releases().live
         return (found.stamp, lambda: pg.read_state(found)) if found else (None, None)
@@ -190,13 +191,14 @@ def _live(project: Project, target: str) -> tuple[Stamp | None, Any]:
     return stamp, (lambda: read_duckdb_state(release.live)) if stamp else None
 
 
-def repair_state(project: Project, target: str, state_dir: Path) -> str | None:
+def repair_state(engine: Engine, state_dir: Path) -> str | None:
     """The warehouse says which release is live; the published state must describe it. When
     they differ (a job stopped between its swap and publishing its state; artifacts restored
     out of step), the live release's own state, which it carries, is put back in
     ``state_dir``. Returns the notice, or None when nothing needed repair. A live release
     that carries no state (built by an earlier version) cannot be repaired: one line."""
-    stamp, read = _live(project, target)
+    target = engine.target
+    stamp, read = _live(engine)
     if stamp is None:
         return None
     described = published_state(state_dir)
@@ -227,15 +229,14 @@ def repair_state(project: Project, target: str, state_dir: Path) -> str | None:
     )
 
 
-def production_history(project: Project, target: str) -> str | None:
+def production_history(engine: Engine) -> str | None:
     """The newest release the run history records for ``target``, as a phrase; None when it
     records none (or there is no history)."""
-    if not history.duckdb_path(project, target).exists():
+    if not history.duckdb_path(engine).exists():
         return None
     try:
         rows = history.read(
-            project, target,
-            "select release_id, cast(started_at as varchar) from monitoring.runs "
+            engine, "select release_id, cast(started_at as varchar) from monitoring.runs "
             "where status = 'success' and release_id is not null "
             "order by started_at desc limit 1",
         )  # fmt: skip
@@ -257,7 +258,7 @@ def check_production_present(
     previous = published_state(artifacts_dir)
     missing = [p for p in (release.live, project.raw_path) if not p.exists()]
     if previous is None and not release.live.exists():
-        recorded = production_history(project, DUCKDB_PROD)
+        recorded = production_history(resolve(project, DUCKDB_PROD))
         if recorded is None or start_over:
             print(
                 f"notice: no production yet (no state in {artifacts_dir}, no {release.live}): "
@@ -392,10 +393,11 @@ def _runtime() -> str:
     return ",".join(versions)
 
 
-def raw_marks(project: Project, target: str) -> dict[str, list[Any]]:
+def raw_marks(engine: Engine) -> dict[str, list[Any]]:
     """Each raw table the sources declare: [row count, newest `loaded_at`, newest `loaded_at`
     not in the future (UTC)]. Equal counts and newest loads: the same raw data (loads append or
     replace rows and stamp what they write). Read only."""
+    project, target = engine.project, engine.target
     tables = declared_raw_tables(project)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")  # loads are stamped in UTC
     query = (
@@ -403,7 +405,7 @@ def raw_marks(project: Project, target: str) -> dict[str, list[Any]]:
         f"cast('{now}' as timestamp) then loaded_at end) as varchar) from {{}}"
     )
     marks: dict[str, list[Any]] = {}
-    if resolve(project, target).embedded:  # raw.duckdb
+    if engine.embedded:  # raw.duckdb
         with open_duckdb(project.raw_path, "read the raw data's newest loads", True) as con:
             for table in tables:
                 count, newest, past = con.execute(query.format(table)).fetchone()
@@ -503,9 +505,10 @@ def refresh_selection(manifest: dict[str, Any], changed_tables: list[str]) -> tu
     return tuple(sorted(selectors))
 
 
-def plan_refresh(project: Project, target: str, state_dir: Path) -> RefreshPlan:
+def plan_refresh(engine: Engine, state_dir: Path) -> RefreshPlan:
     """Refuse what a refresh must not do (no production, other code), then compare the raw
     tables with what the live release read."""
+    project = engine.project
     previous = published_state(state_dir)
     if previous is None:
         raise MediaPulseError(NO_STATE.format(state_dir=state_dir))
@@ -521,7 +524,7 @@ def plan_refresh(project: Project, target: str, state_dir: Path) -> RefreshPlan:
             "that is live; release this code with `mediapulse deploy` (or the nightly), then "
             "refresh"
         )
-    marks = raw_marks(project, target)
+    marks = raw_marks(engine)
     before = previous.get("raw") or {}
     manifest = artifacts.load_json(state_dir / "manifest.json", "production manifest")
     newest = [before[t][2] for t in scoped_sources(manifest) if t in before and before[t][2]]
@@ -558,8 +561,7 @@ def deploy_fallback(project: Project, state_dir: Path) -> str | None:
 
 
 def _deploy_plan(
-    project: Project,
-    target: str,
+    engine: Engine,
     state_dir: Path,
     env: dict[str, str],
     notes: list[str],
@@ -570,6 +572,7 @@ def _deploy_plan(
     exposures, changed tests), rebuilt from scratch (`--full-refresh`: an incremental model
     whose logic or upstream changed is rebuilt whole) inside the staged copy, which holds
     everything else as it is live. Without a usable state: every model, with a notice."""
+    project = engine.project
     why = deploy_fallback(project, state_dir)
     if why is None and not staging.has_live_copy:
         why = "no production warehouse to keep the unchanged models of"
@@ -582,7 +585,7 @@ def _deploy_plan(
     if why:
         notes.append(f"notice: {why}: full build of the project")
         return [("build", ["build", "--full-refresh"]), docs]
-    plan = make_plan(project, state_dir, None, target, env)
+    plan = make_plan(engine, state_dir, None, env)
     notes += [f"notice: {n}" for n in plan.notices]
     live = (published_state(state_dir) or {}).get("release_id")
     if plan.empty:
@@ -661,16 +664,17 @@ def _merge_results(first: dict[str, Any], retried: dict[str, Any]) -> dict[str, 
 
 
 def run_with_retries(
-    project: Project, args: list[str], target: str, env: dict[str, str], notes: list[str]
+    engine: Engine, args: list[str], env: dict[str, str], notes: list[str]
 ) -> DbtRun:
     """One release step; after a transient failure, `dbt retry` (the failed and skipped nodes
     only, in the same staged release) up to $MEDIAPULSE_RETRIES times (default 2), waiting
     $MEDIAPULSE_RETRY_DELAY_S seconds (default 10) before each. A run that died before dbt
     recorded any node is started again whole."""
+    project = engine.project
     results_file = project.target_dir / "run_results.json"
     retries, delay = _int_env(RETRIES_ENV, 2), _int_env(RETRY_DELAY_ENV, 10)
     results_file.unlink(missing_ok=True)
-    result = run_dbt(project, args, target=target, extra_env=env)
+    result = run_dbt(engine, args, extra_env=env)
     elapsed = result.elapsed_s
     for attempt in range(1, retries + 1):
         if result.success:
@@ -685,7 +689,7 @@ def run_with_retries(
         # dbt retry reads the last run's results; a whole rerun starts without any
         if earlier is None:
             results_file.unlink(missing_ok=True)
-        result = run_dbt(project, ["retry"] if earlier else args, target=target, extra_env=env)
+        result = run_dbt(engine, ["retry"] if earlier else args, extra_env=env)
         elapsed += result.elapsed_s
         if earlier and results_file.exists():
             merged = _merge_results(earlier, artifacts.load_json(results_file, "results"))
@@ -722,31 +726,32 @@ def publish_ci_parse(project: Project, dbt: runner.DbtSession, staging: Path) ->
 
 
 def run_nightly(
-    project: Project, target: str, artifacts_dir: Path, summary: Path | None,
+    engine: Engine, artifacts_dir: Path, summary: Path | None,
     start_over: bool = False,
 ) -> int:  # fmt: skip
     """Full refresh, source freshness, docs; publish production and its state."""
-    return run_release(project, target, artifacts_dir, summary, NIGHTLY, start_over)
+    return run_release(engine, artifacts_dir, summary, NIGHTLY, start_over)
 
 
 def run_deploy(
-    project: Project, target: str, artifacts_dir: Path, summary: Path | None,
+    engine: Engine, artifacts_dir: Path, summary: Path | None,
     start_over: bool = False,
 ) -> int:  # fmt: skip
     """Build production from the merged code with every test; swap it in only if all pass."""
-    return run_release(project, target, artifacts_dir, summary, DEPLOY, start_over)
+    return run_release(engine, artifacts_dir, summary, DEPLOY, start_over)
 
 
-def run_refresh(project: Project, target: str, artifacts_dir: Path, summary: Path | None) -> int:
+def run_refresh(engine: Engine, artifacts_dir: Path, summary: Path | None) -> int:
     """The new raw rows through the incremental models, their tests on those rows; released
     like every other change. Nothing new: says so and releases nothing."""
-    return run_release(project, target, artifacts_dir, summary, REFRESH)
+    return run_release(engine, artifacts_dir, summary, REFRESH)
 
 
-def check_release_target(project: Project, target: str) -> None:
+def check_release_target(engine: Engine) -> None:
     """A DuckDB release is of production's file (target `prod`): refuse any other DuckDB
     target, whose build would not be the file a release stages and swaps."""
-    if resolve(project, target).embedded and target != DUCKDB_PROD:
+    project, target = engine.project, engine.target
+    if engine.embedded and target != DUCKDB_PROD:
         raise MediaPulseError(
             f"target '{target}' is not DuckDB production: releases, rollbacks and the kept "
             f"releases are those of target '{DUCKDB_PROD}' ({duckdb_file(project, DUCKDB_PROD)}); "
@@ -755,8 +760,7 @@ def check_release_target(project: Project, target: str) -> None:
 
 
 def run_release(
-    project: Project,
-    target: str,
+    engine: Engine,
     artifacts_dir: Path,
     summary: Path | None,
     job: Job,
@@ -764,17 +768,17 @@ def run_release(
 ) -> int:
     """One job that changes production, all or nothing, while holding the release lock: no
     other job can stage, build, swap or roll back production until it is done."""
-    check_release_target(project, target)
-    with release_lock(project, target, job.name) as lock:
-        return _run_release(project, target, artifacts_dir, summary, job, start_over, lock)
+    check_release_target(engine)
+    with release_lock(engine, job.name) as lock:
+        return _run_release(engine, artifacts_dir, summary, job, start_over, lock)
 
 
 @contextmanager
-def release_lock(project: Project, target: str, job: str) -> Iterator[Any]:
+def release_lock(engine: Engine, job: str) -> Iterator[Any]:
     """The lock every job that changes production holds (mediapulse.release.lock): a file
     lock beside DuckDB production, an advisory lock on PostgreSQL; yields the PostgreSQL
     connection that holds it (checked again before the swap), else None."""
-    engine = resolve(project, target)
+    project, target = engine.project, engine.target
     if not engine.can(Capability.STAGED_RELEASES):  # built in place (Spark): dbt's own
         yield None
     elif engine.embedded:
@@ -797,15 +801,13 @@ def release_lock(project: Project, target: str, job: str) -> Iterator[Any]:
             yield con
 
 
-def _checks(
-    project: Project, target: str, artifacts_dir: Path, job: Job, start_over: bool
-) -> list[str]:
+def _checks(engine: Engine, artifacts_dir: Path, job: Job, start_over: bool) -> list[str]:
     """Before anything is staged: the state repaired to describe what is live, and the
     refusals of a job that would lose production's history. Returns notices for the report."""
+    project = engine.project
     notes = []
-    engine = resolve(project, target)
     if engine.can(Capability.STAGED_RELEASES) and not start_over:
-        repaired = repair_state(project, target, artifacts_dir)
+        repaired = repair_state(engine, artifacts_dir)
         if repaired:
             print(repaired)
             notes.append(repaired)
@@ -827,40 +829,40 @@ def _unchanged_code(project: Project, artifacts_dir: Path) -> str | None:
 
 
 def _skip(
-    project: Project, target: str, clock: history.Job, report: str, summary: Path | None,
+    engine: Engine, clock: history.Job, report: str, summary: Path | None,
     notes: list[str],
 ) -> int:  # fmt: skip
     report += "".join(f"\n{note}\n" for note in notes)
-    report += "\n" + history.record_job(project, target, clock, True, None, status="skipped")
+    report += "\n" + history.record_job(engine, clock, True, None, status="skipped")
     print(report)
     write_summary(report, summary)
     return 0
 
 
 def _run_release(
-    project: Project,
-    target: str,
+    engine: Engine,
     artifacts_dir: Path,
     summary: Path | None,
     job: Job,
     start_over: bool,
     lock: Any,
 ) -> int:
+    project, target = engine.project, engine.target
     clock = history.Job(job.name, target)  # the run history's record of this job
-    staging = staging_for(project, target)
-    notes: list[str] = _checks(project, target, artifacts_dir, job, start_over)
+    staging = staging_for(engine)
+    notes: list[str] = _checks(engine, artifacts_dir, job, start_over)
     try:
-        prepare.prepare(project, target)
+        prepare.prepare(engine)
     except SchemaChangeError:
         # stopped before any model ran: a failed run all the same, with what the check found
-        history.record_job(project, target, clock, False, None)
+        history.record_job(engine, clock, False, None)
         raise
     if isinstance(staging, GreenSchemas):
         check_pg_production_present(staging.release, artifacts_dir, start_over)
-    refresh = None if job.full_refresh else plan_refresh(project, target, artifacts_dir)
-    skipped = _nothing_to_do(project, target, artifacts_dir, job, refresh, start_over)
+    refresh = None if job.full_refresh else plan_refresh(engine, artifacts_dir)
+    skipped = _nothing_to_do(engine, artifacts_dir, job, refresh, start_over)
     if skipped:
-        return _skip(project, target, clock, skipped, summary, notes)
+        return _skip(engine, clock, skipped, summary, notes)
     env: dict[str, str] = {}
     if refresh:
         added = ", ".join(f"{t} +{n:,}" for t, n in refresh.new_rows.items())
@@ -878,14 +880,14 @@ def _run_release(
 
 
 def _nothing_to_do(
-    project: Project,
-    target: str,
+    engine: Engine,
     artifacts_dir: Path,
     job: Job,
     refresh: RefreshPlan | None,
     start_over: bool,
 ) -> str | None:
     """The report of a job that would release nothing new, or None."""
+    project, target = engine.project, engine.target
     if refresh and refresh.nothing_new:
         live = refresh.previous.get("release_id")
         return (
@@ -935,7 +937,7 @@ class _Run:
             ok, report = self._build_and_publish(release_id, code, clock)
         except BaseException:
             # a job that stopped on an error is a failed run too
-            history.record_job(self.project, self.target, clock, False, state_dir)
+            history.record_job(resolve(self.project, self.target), clock, False, state_dir)
             raise
         finally:
             self.staging.discard()
@@ -958,13 +960,13 @@ class _Run:
         """The dbt steps in one dbt process that parses the project once, then the swap and
         the state. Returns (released, the report)."""
         project, target, job, state_dir = self.project, self.target, self.job, self.state_dir
-        with runner.session(project, target, self.env) as dbt:
+        with runner.session(resolve(project, target), self.env) as dbt:
             plan, marks = self.plan()
             ok = self.build(plan, state_dir)
             # the monitoring views first: the parse for the CI target that follows replaces
             # the session's parse of this target
             if ok and job.monitoring:
-                self.notes.append(monitoring.build(project, target, self.env)[1])
+                self.notes.append(monitoring.build(resolve(project, target), self.env)[1])
             if ok and self.staging.holds_live and self.refresh is None:
                 self.notes.append(publish_ci_parse(project, dbt, state_dir))
             self._carry_over()
@@ -979,7 +981,7 @@ class _Run:
             publish_state(state_dir, self.artifacts_dir)
         # the history outlives the release (its own file on DuckDB, its own schema on a server)
         report += "\n" + history.record_job(
-            project, target, clock, ok, self.artifacts_dir if ok else state_dir,
+            resolve(project, target), clock, ok, self.artifacts_dir if ok else state_dir,
             release_id if ok else None, database=self.staging.history_database,
         )  # fmt: skip
         return ok, report
@@ -1018,9 +1020,9 @@ class _Run:
             plan.append(DOCS_STEP)
         # what the build reads of the raw data: a deploy that keeps models as they are live
         # keeps what they read (the next refresh adds the rest)
-        marks = refresh.marks if refresh else raw_marks(project, target)
+        marks = refresh.marks if refresh else raw_marks(resolve(project, target))
         if job is DEPLOY and holds_live:  # green starts empty: it builds everything
-            plan = _deploy_plan(project, target, self.artifacts_dir, self.env, notes,
+            plan = _deploy_plan(resolve(project, target), self.artifacts_dir, self.env, notes,
                                 self.staging)  # fmt: skip
             if plan[0] != ("build", ["build", "--full-refresh"]):  # not everything rebuilt
                 live_marks = (published_state(self.artifacts_dir) or {}).get("raw")
@@ -1036,7 +1038,7 @@ class _Run:
         """Run the plan's dbt steps, each retried on transient errors, until one fails."""
         project, target = self.project, self.target
         for name, args in plan:
-            result = run_with_retries(project, args, target, self.env, self.notes)
+            result = run_with_retries(resolve(project, target), args, self.env, self.notes)
             step = Step(name, result.command, result.success, result.elapsed_s)
             _collect(project.target_dir, name, result, state_dir, step)
             if not step.ok and not step.problems and result.error:
@@ -1096,14 +1098,14 @@ def _collect(target_dir: Path, name: str, result: DbtRun, state_dir: Path, step:
             shutil.copy2(target_dir / produced, state_dir / produced)
 
 
-def rollback(project: Project, target: str, state_dir: Path, to: str | None = None) -> str:
+def rollback(engine: Engine, state_dir: Path, to: str | None = None) -> str:
     """Put back a kept release (``to``, or the newest built from other code than the live
     one) and the state it published, holding the release lock. Returns what was done."""
-    engine = resolve(project, target)
+    project = engine.project
     engine.require(Capability.STAGED_RELEASES, "rollback")
-    check_release_target(project, target)
-    with release_lock(project, target, "rollback"):
-        repaired = repair_state(project, target, state_dir)
+    check_release_target(engine)
+    with release_lock(engine, "rollback"):
+        repaired = repair_state(engine, state_dir)
         if repaired and to is None:
             # a job (a rollback, perhaps) stopped after its swap: what is live is not what the
             # state said, so "the release before the last change of code" is not what the
@@ -1114,7 +1116,7 @@ def rollback(project: Project, target: str, state_dir: Path, to: str | None = No
             )
         if engine.embedded:
             return _rollback_duckdb(project, state_dir, to)
-        return _rollback_postgres(project, target, state_dir, to)
+        return _rollback_postgres(engine, state_dir, to)
 
 
 def _rolled_back(live: Stamp | None, chosen: Stamp, dropped: list[str]) -> str:
@@ -1137,7 +1139,8 @@ def _rollback_duckdb(project: Project, state_dir: Path, to: str | None) -> str:
     return _rolled_back(live, chosen, dropped)
 
 
-def _rollback_postgres(project: Project, target: str, state_dir: Path, to: str | None) -> str:
+def _rollback_postgres(engine: Engine, state_dir: Path, to: str | None) -> str:
+    project, target = engine.project, engine.target
     pg = PgRelease(project, target)
     found = pg.releases()
     live = found.live.stamp if found.live else None
@@ -1156,13 +1159,13 @@ def _rollback_postgres(project: Project, target: str, state_dir: Path, to: str |
     return _rolled_back(live, chosen, newer)
 
 
-def list_releases(project: Project, target: str) -> str:
+def list_releases(engine: Engine) -> str:
     """The live release and the ones kept for a rollback, newest first (`mediapulse
     releases`)."""
-    engine = resolve(project, target)
+    project, target = engine.project, engine.target
     engine.require(Capability.STAGED_RELEASES, "releases")
     if engine.embedded:
-        check_release_target(project, target)
+        check_release_target(engine)
         release = DuckDbRelease(project)
         live, kept = release.live_stamp(), release.kept()
     else:

@@ -14,6 +14,7 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts
 from mediapulse.dbt.runner import run_dbt
+from mediapulse.engines.base import Engine
 from mediapulse.monitoring import history
 from mediapulse.release.state import RELEASE_FILE
 
@@ -81,9 +82,9 @@ def describe_breaking_change(error: str) -> str:
     )
 
 
-def _ls(project: Project, args: list[str], target: str, env: dict[str, str]) -> list[dict]:
+def _ls(engine: Engine, args: list[str], env: dict[str, str]) -> list[dict]:
     result = run_dbt(
-        project,
+        engine,
         [
             "ls",
             *args,
@@ -93,7 +94,6 @@ def _ls(project: Project, args: list[str], target: str, env: dict[str, str]) -> 
             "--output-keys",
             "unique_id resource_type",
         ],
-        target=target,
         extra_env=env,
         capture_events=["PrintEvent"],
         quiet=True,
@@ -208,10 +208,9 @@ def history_parents(manifest: dict[str, Any], selected: list[str]) -> list[str]:
 
 
 def make_plan(
-    project: Project,
+    engine: Engine,
     state: Path,
     select: str | None,
-    target: str,
     env: dict[str, str],
     own_history: bool = False,
 ) -> Plan:
@@ -219,10 +218,11 @@ def make_plan(
     not see (nodes reading a changed var, the tests of what a changed exposure reads).
     ``own_history``: the target's run history is not production's (slim CI on DuckDB), so the
     monitoring models the selection reads are built too, never deferred to production."""
+    project = engine.project
     base = ["--state", str(state), *EXCLUDE]
     modified_any = {
         n["unique_id"]: n["resource_type"]
-        for n in _ls(project, ["--select", "state:modified", *base], target, env)
+        for n in _ls(engine, ["--select", "state:modified", *base], env)
     }
     manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
     production = artifacts.load_json(state / "manifest.json", "production manifest")
@@ -236,11 +236,11 @@ def make_plan(
         vars_changed, var_users, notices = _var_users(project, state, manifest, nodes)
         selection += [_selector(nodes[u], not _is_test(u)) for u in var_users]
         selection += _exposure_tests(manifest, nodes, exposures)
-    everything = _ls(project, ["--select", *selection, *base], target, env)
+    everything = _ls(engine, ["--select", *selection, *base], env)
     parents = history_parents(manifest, _buildable(everything)) if own_history else []
     if parents:  # again with them: their tests come along, and nothing is deferred to them
         selection += [_selector(nodes[u], False) for u in parents]
-        everything = _ls(project, ["--select", *selection, *base], target, env)
+        everything = _ls(engine, ["--select", *selection, *base], env)
     selected = _buildable(everything)
     tests = [n["unique_id"] for n in everything if n["resource_type"] in ("test", "unit_test")]
     standalone = _standalone_unit_tests(nodes, tests, set(selected))

@@ -44,6 +44,7 @@ from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts
 from mediapulse.dbt.runner import DbtRun, run_dbt
 from mediapulse.engines.postgres import connect_postgres, target_credentials
+from mediapulse.engines.targets import resolve
 from mediapulse.release.state import Stamp, keep_count, pack, to_prune
 
 SUFFIX_ENV = "MEDIAPULSE_SCHEMA_SUFFIX"
@@ -140,7 +141,7 @@ class PgRelease:
         (the run, the release's live schema names, the live tables green starts from as (live
         schema, table)): the snapshots, whose history continues, and with ``keep_incremental``
         (a refresh) the incremental models too."""
-        run = run_dbt(self.project, ["parse"], target=self.target, extra_env=env)
+        run = run_dbt(resolve(self.project, self.target), ["parse"], extra_env=env)
         if not run.success:
             return run, [], []
         manifest = artifacts.load_json(self.project.target_dir / "manifest.json", "manifest")

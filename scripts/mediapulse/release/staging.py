@@ -19,10 +19,8 @@ import duckdb
 
 from mediapulse.core import failpoints
 from mediapulse.core.errors import MediaPulseError
-from mediapulse.core.project import Project
 from mediapulse.dbt.runner import DbtRun
-from mediapulse.engines.base import Capability
-from mediapulse.engines.targets import resolve
+from mediapulse.engines.base import Capability, Engine
 from mediapulse.release import lock as release_lock
 from mediapulse.release.duckdb import DuckDbRelease, drop_unlisted, warehouse_release_id
 from mediapulse.release.postgres import PgRelease, rename_in_state
@@ -38,7 +36,11 @@ class Staging(ABC):
     # rebuild only what changed (green schemas start empty: they build everything)
     holds_live = False
 
-    def __init__(self, project: Project, target: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+    ) -> None:
+        project, target = engine.project, engine.target
         self.project = project
         self.target = target
 
@@ -93,7 +95,11 @@ class StagedFile(Staging):
 
     holds_live = True
 
-    def __init__(self, project: Project, target: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+    ) -> None:
+        project, target = engine.project, engine.target
         super().__init__(project, target)
         self.release = DuckDbRelease(project)
 
@@ -145,7 +151,11 @@ class StagedFile(Staging):
 class GreenSchemas(Staging):
     """PostgreSQL: green schemas, built from a parse, swapped in by one transaction."""
 
-    def __init__(self, project: Project, target: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+    ) -> None:
+        project, target = engine.project, engine.target
         super().__init__(project, target)
         self.release = PgRelease(project, target)
         self.schemas: list[str] = []  # the green ones this release staged, until swapped
@@ -221,12 +231,12 @@ class InPlace(Staging):
         return "kept for a rollback: nothing (built in place)"
 
 
-def staging_for(project: Project, target: str) -> Staging:
+def staging_for(engine: Engine) -> Staging:
     """The staging of ``target``'s engine: its capability says whether it stages at all."""
-    engine = resolve(project, target)
+    project, target = engine.project, engine.target
     if not engine.can(Capability.STAGED_RELEASES):
         return InPlace(project, target)
-    return StagedFile(project, target) if engine.embedded else GreenSchemas(project, target)
+    return StagedFile(engine) if engine.embedded else GreenSchemas(engine)
 
 
 def project_relations(manifest: dict[str, Any], database: str) -> set[tuple[str, str]]:

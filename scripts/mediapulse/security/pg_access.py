@@ -26,9 +26,8 @@ import os
 import re
 
 from mediapulse.core.errors import MediaPulseError
-from mediapulse.core.project import Project
 from mediapulse.core.sources import declared_raw_tables
-from mediapulse.engines.base import Capability
+from mediapulse.engines.base import Capability, Engine
 from mediapulse.engines.duckdb import duckdb_file
 from mediapulse.engines.postgres import (
     CI_ROLE_ENV,
@@ -40,7 +39,6 @@ from mediapulse.engines.postgres import (
     reporter_role,
     target_credentials,
 )
-from mediapulse.engines.targets import resolve
 from mediapulse.security.personal import PersonalTable, masked_name, masked_select, masked_tables
 
 # A CI run's schemas: `ci_<run id>_<attempt>` and `..._<layer>`, lower case, within
@@ -60,9 +58,10 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def check_roles(project: Project, target: str) -> None:
+def check_roles(engine: Engine) -> None:
     """The roles the models grant to exist, or a one-line error before any work (dbt would
     stop at the first model's grant with a database error)."""
+    project, target = engine.project, engine.target
     wanted = {CI_ROLE_ENV: ci_role(), REPORTER_ROLE_ENV: reporter_role()}
     con = connect_postgres(project, target)
     try:
@@ -86,10 +85,11 @@ def check_roles(project: Project, target: str) -> None:
 # -- the owner's SQL ---------------------------------------------------------------------------
 
 
-def access_sql(project: Project, target: str) -> str:
+def access_sql(engine: Engine) -> str:
     """The SQL the database owner runs once, and again whenever a raw schema or a personal
     column is added: every statement may run again and leaves the same grants."""
-    resolve(project, target).require(Capability.ROLES, "access-sql")
+    project, target = engine.project, engine.target
+    engine.require(Capability.ROLES, "access-sql")
     masked = masked_tables(project)  # a personal source CI could not read: refused here
     creds = target_credentials(project, target)
     names = {"transformer": creds.user, "ci": ci_role(), "reporter": reporter_role()}
@@ -269,8 +269,9 @@ def _raw_sql(raw_tables: list[str], masked: list, roles: dict[str, str]) -> list
 # -- a CI run's schemas ------------------------------------------------------------------------
 
 
-def ci_schema(project: Project, target: str, why: str) -> str:
+def ci_schema(engine: Engine, why: str) -> str:
     """The schema a server CI target builds in: a CI run's (`ci_...`), or a one-line error."""
+    project, target = engine.project, engine.target
     base = str(target_credentials(project, target).schema)
     if not base.startswith(CI_SCHEMA_PREFIX):
         raise MediaPulseError(
@@ -302,19 +303,19 @@ def max_age_hours() -> float:
     return hours
 
 
-def drop_ci_schemas(project: Project, target: str) -> str:
+def drop_ci_schemas(engine: Engine) -> str:
     """Drop the schemas of this CI run (the target's schema and `<it>_*`) that its role owns,
     and those of lost runs: CI schemas the registry says were created more than
     MAX_AGE_ENV hours ago (a runner that died never reached its own drop). Returns what was
     done, one line for each."""
-    engine = resolve(project, target)
+    project, target = engine.project, engine.target
     if engine.embedded:
         return (
             f"{engine.described}: its schemas are in {duckdb_file(project, target)}, "
             "which goes with the runner; nothing to drop"
         )
     engine.require(Capability.CI_SCHEMAS, "drop-ci-schemas")
-    base = ci_schema(project, target, "drop-ci-schemas drops only those")
+    base = ci_schema(engine, "drop-ci-schemas drops only those")
     hours = max_age_hours()
     con = connect_postgres(project, target)
     try:

@@ -21,7 +21,7 @@ import duckdb
 
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
-from mediapulse.engines.targets import resolve
+from mediapulse.engines.base import Engine
 from mediapulse.security import sealing
 from mediapulse.security.personal import PersonalTable, masked_select, personal_tables
 
@@ -33,16 +33,16 @@ def sealed_path(project: Project) -> Path:
     return project.raw_path.with_name(project.raw_path.name + SEALED_SUFFIX)
 
 
-def _not_duckdb(project: Project, target: str) -> str | None:
-    engine = resolve(project, target)
+def _not_duckdb(engine: Engine) -> str | None:
     if engine.embedded:
         return None
     return f"{engine.described} keeps its raw data in its database: nothing to do"
 
 
-def unseal_raw(project: Project, target: str) -> str:
+def unseal_raw(engine: Engine) -> str:
     """Open the downloaded sealed raw data into raw.duckdb; returns what was done."""
-    skip = _not_duckdb(project, target)
+    project = engine.project
+    skip = _not_duckdb(engine)
     if skip:
         return skip
     sealed, raw = sealed_path(project), project.raw_path
@@ -57,10 +57,11 @@ def unseal_raw(project: Project, target: str) -> str:
     return f"unsealed {sealed} into {raw} ({raw.stat().st_size} bytes)"
 
 
-def seal_raw(project: Project, target: str) -> str:
+def seal_raw(engine: Engine) -> str:
     """Seal raw.duckdb into raw.duckdb.sealed for the upload; unchanged raw data keeps the
     sealed file it came in (the same bytes are published again)."""
-    skip = _not_duckdb(project, target)
+    project = engine.project
+    skip = _not_duckdb(engine)
     if skip:
         return skip
     key = sealing.artifact_key()
@@ -73,9 +74,10 @@ def seal_raw(project: Project, target: str) -> str:
     return f"sealed {raw} into {sealed} ({sealed.stat().st_size} bytes)"
 
 
-def mask_raw(project: Project, target: str, out: Path) -> str:
+def mask_raw(engine: Engine, out: Path) -> str:
     """Write the masked copy of raw.duckdb pull requests read to ``out``."""
-    skip = _not_duckdb(project, target)
+    project = engine.project
+    skip = _not_duckdb(engine)
     if skip:
         return skip
     raw = project.raw_path

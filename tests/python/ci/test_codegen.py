@@ -9,6 +9,7 @@ from ruamel.yaml import YAML
 
 from mediapulse.ci.codegen import run_codegen
 from mediapulse.core.project import Project
+from mediapulse.engines.targets import resolve
 
 from ..conftest import clone_built
 
@@ -64,21 +65,21 @@ def test_deleted_yaml_comes_back_and_nothing_else_changes(
     damaged = models_path.read_text(), sources_path.read_text()
 
     capsys.readouterr()
-    assert run_codegen(project, "dev", check=True, dry_run=False) == 1
+    assert run_codegen(resolve(project, "dev"), check=True, dry_run=False) == 1
     out = capsys.readouterr().out
     assert f"missing: model {removed_model}" in out
     assert f"missing: column {kept['name']}.{removed_column}" in out
     assert f"{removed_source_column}" in out
     assert (models_path.read_text(), sources_path.read_text()) == damaged, "--check writes nothing"
 
-    assert run_codegen(project, "dev", check=False, dry_run=True) == 0
+    assert run_codegen(resolve(project, "dev"), check=False, dry_run=True) == 0
     diff = capsys.readouterr().out
     assert f"+  - name: {removed_model}" in diff and f"b/{MODELS_YML}" in diff
     assert (models_path.read_text(), sources_path.read_text()) == damaged, (
         "--dry-run writes nothing"
     )
 
-    assert run_codegen(project, "dev", check=False, dry_run=False) == 0
+    assert run_codegen(resolve(project, "dev"), check=False, dry_run=False) == 0
     restored = _plain(_load(models_path))
     by_name = {m["name"]: m for m in restored["models"]}
     # the deleted model is back, every column with a data type, and an empty description
@@ -114,9 +115,9 @@ def test_deleted_yaml_comes_back_and_nothing_else_changes(
 
     # idempotent: a second run changes nothing, and --check is satisfied
     once = models_path.read_text(), sources_path.read_text()
-    assert run_codegen(project, "dev", check=False, dry_run=False) == 0
+    assert run_codegen(resolve(project, "dev"), check=False, dry_run=False) == 0
     assert (models_path.read_text(), sources_path.read_text()) == once
-    assert run_codegen(project, "dev", check=True, dry_run=False) == 0
+    assert run_codegen(resolve(project, "dev"), check=True, dry_run=False) == 0
 
 
 def test_codegen_needs_a_built_warehouse(project_copy: Project) -> None:
@@ -132,4 +133,4 @@ def test_codegen_needs_a_built_warehouse(project_copy: Project) -> None:
         generate.Params(users=50, days=2, start_date=generate.default_start_date(2)),
     )
     with pytest.raises(MediaPulseError, match="build the target first"):
-        run_codegen(project_copy, "dev", check=True, dry_run=False)
+        run_codegen(resolve(project_copy, "dev"), check=True, dry_run=False)

@@ -10,6 +10,7 @@ import pytest
 
 from mediapulse.ci.evaluate import run_evaluate
 from mediapulse.core.project import Project
+from mediapulse.engines.targets import resolve
 
 from ..conftest import clone_built
 
@@ -29,7 +30,7 @@ def _rules(report: dict) -> dict[str, set[str]]:
 def test_clean_project_passes(built: Project, tmp_path: Path) -> None:
     project = clone_built(built, tmp_path / "project")
     report = tmp_path / "clean.json"
-    assert run_evaluate(project, "dev", report) == 0
+    assert run_evaluate(resolve(project, "dev"), report) == 0
     assert json.loads(report.read_text())["violations"] == []
 
 
@@ -46,7 +47,7 @@ def test_violations_fail_and_a_baseline_admits_them(
 
     first, markdown = tmp_path / "first.json", tmp_path / "first.md"
     capsys.readouterr()
-    assert run_evaluate(project, "dev", first, markdown_path=markdown) == 1
+    assert run_evaluate(resolve(project, "dev"), first, markdown_path=markdown) == 1
     out = capsys.readouterr().out
     report = json.loads(first.read_text())
     rules = _rules(report)
@@ -60,13 +61,16 @@ def test_violations_fail_and_a_baseline_admits_them(
 
     # main's report holds the same violations: nothing is new, the PR passes
     second = tmp_path / "second.json"
-    assert run_evaluate(project, "dev", second, baseline_path=first) == 0
+    assert run_evaluate(resolve(project, "dev"), second, baseline_path=first) == 0
     assert json.loads(second.read_text())["new"] == []
 
     # fixing one is reported as fixed
     (project.root / UNDOCUMENTED).unlink()
     third, third_md = tmp_path / "third.json", tmp_path / "third.md"
-    assert run_evaluate(project, "dev", third, markdown_path=third_md, baseline_path=first) == 0
+    assert (
+        run_evaluate(resolve(project, "dev"), third, markdown_path=third_md, baseline_path=first)
+        == 0
+    )
     fixed = json.loads(third.read_text())["fixed"]
     assert any(f["label"] == "int_ad_impressions_counted" for f in fixed)
     assert "fixed since the baseline" in third_md.read_text()
@@ -78,4 +82,4 @@ def test_a_corrupt_baseline_is_a_clear_error(built: Project, tmp_path: Path) -> 
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2")
     with pytest.raises(MediaPulseError, match="baseline"):
-        run_evaluate(built, "dev", tmp_path / "out.json", baseline_path=bad)
+        run_evaluate(resolve(built, "dev"), tmp_path / "out.json", baseline_path=bad)

@@ -18,7 +18,9 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts
 from mediapulse.develop import build
+from mediapulse.engines.base import CI_TARGET
 from mediapulse.engines.duckdb import duckdb_file, production_file
+from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import history
 from mediapulse.release import plan as planning
 
@@ -38,8 +40,9 @@ def _edit(project: Project, relative: str, old: str, new: str) -> None:
 
 def _run(project: Project, capsys: pytest.CaptureFixture[str], **kwargs) -> tuple[int, str]:
     capsys.readouterr()
+    engine = resolve(project, kwargs.pop("target", CI_TARGET))
     code = slim_ci.run_slim_ci(
-        project, state_dir=project.root / "state", summary=project.root / "slim.md", **kwargs
+        engine, state_dir=project.root / "state", summary=project.root / "slim.md", **kwargs
     )
     return code, capsys.readouterr().out
 
@@ -118,7 +121,7 @@ def test_staging_change_builds_it_and_its_descendants_only(
     # what slim CI built equals a full build of the changed project
     full = clone_built(after_nightly, tmp_path / "full")
     _edit(full, model, "        title,\n", "        upper(title) as title,\n")
-    assert build.main_job(full, target="dev") == 0
+    assert build.main_job(resolve(full, "dev")) == 0
     ci_models = manifest_models(project)
     full_models = manifest_models(full)
     names = [planning.node_name(n) for n in expected if n.startswith("model.")]
@@ -232,7 +235,7 @@ def test_no_state_runs_a_full_build_with_a_notice(
 ) -> None:
     project = clone_built(after_nightly, tmp_path / "pr")
     capsys.readouterr()
-    code = slim_ci.run_slim_ci(project, state_dir=tmp_path / "never-published")
+    code = slim_ci.run_slim_ci(resolve(project, CI_TARGET), state_dir=tmp_path / "never-published")
     out = capsys.readouterr().out
     assert code == 0
     assert "no production state" in out and "full build" in out
@@ -253,16 +256,18 @@ def test_corrupt_state_and_bad_selector_are_clear_errors(
     corrupt.mkdir()
     (corrupt / "manifest.json").write_text("{ not json")
     with pytest.raises(MediaPulseError, match=r"production manifest .*corrupt"):
-        slim_ci.run_slim_ci(project, state_dir=corrupt)
+        slim_ci.run_slim_ci(resolve(project, CI_TARGET), state_dir=corrupt)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "run_results.json").write_text("{}")
     with pytest.raises(MediaPulseError, match=r"manifest\.json"):
-        slim_ci.run_slim_ci(project, state_dir=foreign)
+        slim_ci.run_slim_ci(resolve(project, CI_TARGET), state_dir=foreign)
     with pytest.raises(MediaPulseError, match="matches no model"):
-        slim_ci.run_slim_ci(project, state_dir=project.root / "state", select="no_such_model")
+        slim_ci.run_slim_ci(
+            resolve(project, CI_TARGET), state_dir=project.root / "state", select="no_such_model"
+        )
     with pytest.raises(MediaPulseError, match="unknown target"):
-        slim_ci.run_slim_ci(project, state_dir=project.root / "state", target="qa")
+        slim_ci.run_slim_ci(resolve(project, "qa"), state_dir=project.root / "state")
     # another process writing to production holds its lock
     holder = subprocess.Popen(
         [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
@@ -272,13 +277,15 @@ def test_corrupt_state_and_bad_selector_are_clear_errors(
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         with pytest.raises(MediaPulseError, match="locked by another process"):
-            slim_ci.run_slim_ci(project, state_dir=project.root / "state")
+            slim_ci.run_slim_ci(resolve(project, CI_TARGET), state_dir=project.root / "state")
     finally:
         holder.kill()
         holder.wait()
     with pytest.raises(MediaPulseError, match="not found"):
         slim_ci.run_slim_ci(
-            project, state_dir=project.root / "state", prod_warehouse=tmp_path / "nope.duckdb"
+            resolve(project, CI_TARGET),
+            state_dir=project.root / "state",
+            prod_warehouse=tmp_path / "nope.duckdb",
         )
 
 
@@ -475,7 +482,9 @@ def test_a_change_to_the_monitoring_models_builds_and_tests_them_over_a_run_hist
     assert _built(project) == selected | parents
     assert not _plan_row(out, "deferred to production")
     with duckdb.connect() as con:  # the views CI built read its history: this run is there
-        con.execute(f"attach '{history.duckdb_path(project, 'ci')}' as monitoring (read_only)")
+        con.execute(
+            f"attach '{history.duckdb_path(resolve(project, 'ci'))}' as monitoring (read_only)"
+        )
         jobs = con.execute("select job from monitoring.ci_monitoring.sli_runs").fetchall()
     assert jobs == [("slim-ci",)]
     # the data diff says why it compares none of them, and passes

@@ -31,6 +31,7 @@ from mediapulse.data import generate
 from mediapulse.data.faults import FAULTS
 from mediapulse.dbt import artifacts
 from mediapulse.engines.duckdb import production_file
+from mediapulse.engines.targets import resolve
 from mediapulse.release.execute import run_nightly
 
 from ..conftest import REPO, clone_built, manifest_models, relation_of
@@ -158,7 +159,7 @@ def test_fault_is_caught_by_the_policy_test(
         assert _digest(production) == before, "a stopped release leaves production untouched"
         return
     expected_all = caught if isinstance(caught, tuple) else (caught,)
-    code = run_nightly(project, "prod", state, None)
+    code = run_nightly(resolve(project, "prod"), state, None)
     printed = capsys.readouterr().out
 
     # the build's results: published with the state when the release passed (the docs step

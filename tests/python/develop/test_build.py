@@ -15,6 +15,7 @@ from mediapulse.data import generate
 from mediapulse.dbt import artifacts
 from mediapulse.develop import build
 from mediapulse.engines.duckdb import duckdb_file
+from mediapulse.engines.targets import resolve
 
 from ..conftest import clone_built, manifest_models, relation_of
 
@@ -79,9 +80,9 @@ def test_incremental_runs_equal_a_full_refresh(built: Project, tmp_path: Path) -
     for _ in range(2):
         summary = generate.append_day(incremental.raw_path)
         assert summary.added["streaming.watch_events"] > 0
-        assert build.main_job(incremental, target="dev") == 0
+        assert build.main_job(resolve(incremental, "dev")) == 0
     full = clone_built(incremental, tmp_path / "full")
-    assert build.main_job(full, target="dev", full_refresh=True) == 0
+    assert build.main_job(resolve(full, "dev"), full_refresh=True) == 0
 
     models = manifest_models(full)
     tables = [n for n in models.values() if n["config"]["materialized"] in ("table", "incremental")]
@@ -99,7 +100,7 @@ def test_incremental_runs_equal_a_full_refresh(built: Project, tmp_path: Path) -
 
 def test_rerun_without_new_data_changes_nothing(built: Project, tmp_path: Path) -> None:
     again = clone_built(built, tmp_path / "again")
-    assert build.main_job(again, target="dev") == 0
+    assert build.main_job(resolve(again, "dev")) == 0
     with duckdb.connect() as con:
         con.execute(f"attach '{duckdb_file(built, 'dev')}' as before (read_only)")
         con.execute(f"attach '{duckdb_file(again, 'dev')}' as after (read_only)")

@@ -22,6 +22,7 @@ from mediapulse.data import generate
 from mediapulse.dbt import artifacts
 from mediapulse.develop import build, sample
 from mediapulse.engines.duckdb import duckdb_file
+from mediapulse.engines.targets import resolve
 
 from ..conftest import clone_built, manifest_models, relation_of
 
@@ -234,10 +235,10 @@ def test_a_sample_build_holds_the_window_only_and_passes_every_test(
 
     # The next plain build rebuilds the sampled incremental models in full: an incremental run
     # would add the new loads to the sample, and the marts would hold the sample's history only.
-    assert build.sample_marker(project, "dev").exists()
+    assert build.sample_marker(resolve(project, "dev")).exists()
     assert _build(project) == 0, capsys.readouterr()
     assert "the last build on 'dev' was a sample" in capsys.readouterr().out
-    assert not build.sample_marker(project, "dev").exists()
+    assert not build.sample_marker(resolve(project, "dev")).exists()
     with _connect(project) as con:
         assert _counts(con, models, [*SAMPLED, *WHOLE]) == full
 

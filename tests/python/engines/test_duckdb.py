@@ -13,6 +13,7 @@ from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts
 from mediapulse.dbt.runner import run_dbt
 from mediapulse.engines.postgres import target_credentials
+from mediapulse.engines.targets import resolve
 
 from ..conftest import REPO, clone_built
 
@@ -51,10 +52,9 @@ def test_duckdb_runs_with_the_limit(built: Project, tmp_path: Path) -> None:
     writes its own run_results.json, which other tests read from the shared build."""
     project = clone_built(built, tmp_path / "project")
     result = run_dbt(
-        project,
+        resolve(project, "dev"),
         ["show", "--inline", "select current_setting('memory_limit') as memory_limit, "
          "current_setting('temp_directory') as temp_directory", "--output", "json"],
-        target="dev",
         capture_events=["ShowNode"],
         quiet=True,
     )  # fmt: skip
@@ -85,7 +85,7 @@ def test_a_build_that_spills_to_disk_succeeds(
         "{{ config(materialized='table') }}\nselect count(*) as n from {{ ref('spill_probe') }}\n"
     )
     monkeypatch.setenv("MEDIAPULSE_DUCKDB_MEMORY_LIMIT", "64MB")
-    result = run_dbt(project, ["build", "--select", "spill_probe+"], target="dev", quiet=True)
+    result = run_dbt(resolve(project, "dev"), ["build", "--select", "spill_probe+"], quiet=True)
     built_models = {r.name: r.status for r in artifacts.node_results(project.target_dir)}
     assert result.success, result.error
     assert built_models == {"spill_probe": "success", "after_spill": "success"}, built_models

@@ -19,6 +19,7 @@ from mediapulse.dbt import artifacts
 from mediapulse.develop import build
 from mediapulse.engines.duckdb import duckdb_file
 from mediapulse.engines.postgres import connect_postgres
+from mediapulse.engines.targets import resolve
 
 from ..conftest import clone_built, manifest_models, relation_of
 from ..support import pgserver
@@ -45,8 +46,8 @@ def postgres() -> Iterator[pgserver.PgServer]:
 def on_postgres(built: Project, postgres: pgserver.PgServer, tmp_path_factory) -> Project:
     project = clone_built(built, tmp_path_factory.mktemp("pg") / "project")
     # The raw schemas are the loader's: jobs only read them, so the demo set is loaded first.
-    assert "loaded" in load_raw(project, "postgres")
-    assert build.main_job(project, target="postgres") == 0
+    assert "loaded" in load_raw(resolve(project, "postgres"))
+    assert build.main_job(resolve(project, "postgres")) == 0
     return project
 
 
@@ -108,7 +109,7 @@ def test_marts_hold_the_same_rows_on_postgres_and_duckdb(
 
 
 def test_raw_load_is_skipped_when_the_target_is_current(on_postgres: Project) -> None:
-    assert "already loaded" in load_raw(on_postgres, "postgres")
+    assert "already loaded" in load_raw(resolve(on_postgres, "postgres"))
 
 
 def test_wrong_credentials_are_one_clear_error(
@@ -153,19 +154,19 @@ def test_incremental_run_on_postgres_equals_a_full_refresh_there(
     # is no longer the one loaded (the marts it built, tables, are untouched).
     incremental = clone_built(on_postgres, tmp_path / "incremental")
     monkeypatch.setenv("MEDIAPULSE_PG_SCHEMA", "incremental")
-    assert build.main_job(incremental, target="postgres") == 0
+    assert build.main_job(resolve(incremental, "postgres")) == 0
     loaded_before = _latest_event_load(incremental)
     assert generate.append_day(incremental.raw_path).added["streaming.watch_events"] > 0
     # The loader brings the appended day (jobs never write raw data); then an incremental build.
-    assert "loaded" in load_raw(incremental, "postgres")
-    assert build.main_job(incremental, target="postgres") == 0
+    assert "loaded" in load_raw(resolve(incremental, "postgres"))
+    assert build.main_job(resolve(incremental, "postgres")) == 0
     results = artifacts.node_results(incremental.target_dir)
     assert all(r.status in ("success", "pass", "no-op") for r in results)
     assert _latest_event_load(incremental) > loaded_before, "no new events were picked up"
 
     full = clone_built(incremental, tmp_path / "full")
     monkeypatch.setenv("MEDIAPULSE_PG_SCHEMA", "full_refresh")
-    assert build.main_job(full, target="postgres", full_refresh=True) == 0
+    assert build.main_job(resolve(full, "postgres"), full_refresh=True) == 0
 
     left, right = _tables(incremental), _tables(full)
     assert left.keys() == right.keys()

@@ -21,6 +21,7 @@ from mediapulse.dbt import artifacts, runner
 from mediapulse.develop import build
 from mediapulse.engines import spark
 from mediapulse.engines.duckdb import duckdb_file
+from mediapulse.engines.targets import resolve
 
 from ..conftest import clone_built, manifest_models, relation_of
 from ..support.compare_marts import same_rows, tolerances_of
@@ -55,7 +56,7 @@ DATEDIFF_PROBE = (
 
 def _datediff(project: Project, target: str) -> tuple[int, int]:
     run = runner.run_dbt(
-        project, ["show", "--inline", DATEDIFF_PROBE], target=target, capture_events=["ShowNode"]
+        resolve(project, target), ["show", "--inline", DATEDIFF_PROBE], capture_events=["ShowNode"]
     )
     assert run.success and run.messages, run.error
     hours, seconds = run.messages[-1].strip().splitlines()[-1].strip("| ").split("|")
@@ -103,20 +104,20 @@ def runs(built: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     project = clone_built(built, tmp_path_factory.mktemp("spark") / "project")
     duckdb_before = _duckdb_rows(project)
     seconds = {}
-    with runner.session(project, TARGET):
+    with runner.session(resolve(project, TARGET)):
         started = time.perf_counter()
-        assert "loaded" in sparkload.load_raw(project, TARGET)
+        assert "loaded" in sparkload.load_raw(resolve(project, TARGET))
         seconds["load-raw"] = time.perf_counter() - started
         started = time.perf_counter()
-        assert build.main_job(project, TARGET) == 0
+        assert build.main_job(resolve(project, TARGET)) == 0
         seconds["build"] = time.perf_counter() - started
         full = artifacts.node_results(project.target_dir)
         marts_full = _spark_rows(project)
 
         generate.append_day(project.raw_path)
-        assert "loaded" in sparkload.load_raw(project, TARGET)
+        assert "loaded" in sparkload.load_raw(resolve(project, TARGET))
         started = time.perf_counter()
-        assert build.main_job(project, TARGET) == 0
+        assert build.main_job(resolve(project, TARGET)) == 0
         seconds["incremental build"] = time.perf_counter() - started
         incremental = artifacts.node_results(project.target_dir)
         marts_incremental = _spark_rows(project)
@@ -126,7 +127,7 @@ def runs(built: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         datediff_on_spark=datediff,
     )  # fmt: skip
     # the reference: the same appended data, built from scratch on DuckDB
-    assert build.main_job(project, "dev", full_refresh=True) == 0
+    assert build.main_job(resolve(project, "dev"), full_refresh=True) == 0
     result.duckdb_after = _duckdb_rows(project)
     print(f"Spark at test scale: {seconds}")
     yield result
@@ -168,7 +169,7 @@ def test_an_incremental_run_on_spark_equals_a_full_refresh(runs: SparkRuns) -> N
 
 
 def test_a_reload_of_the_same_data_set_is_skipped(runs: SparkRuns) -> None:
-    assert "already loaded" in sparkload.load_raw(runs.project, TARGET)
+    assert "already loaded" in sparkload.load_raw(resolve(runs.project, TARGET))
     loads = list((runs.project.warehouse_dir / spark.RAW_DIR).glob("load-*"))
     assert len(loads) == 1, "earlier loads are removed once the tables point at the new one"
 

@@ -26,6 +26,7 @@ import pytest
 
 from mediapulse.cli.main import main
 from mediapulse.core.project import Project
+from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import alerts, history
 from mediapulse.monitoring.alerts import PAGE, TICKET, Alert, Directory, Findings, Item, Owner, Run
 
@@ -274,7 +275,7 @@ def prod(after_nightly: Project, tmp_path: Path) -> Project:
     test's own; the project is the nightly's (its groups and sources)."""
     warehouse = tmp_path / "warehouse"
     warehouse.mkdir()
-    source = history.duckdb_path(after_nightly, "prod")
+    source = history.duckdb_path(resolve(after_nightly, "prod"))
     shutil.copy2(source, warehouse / source.name)
     return Project.discover(after_nightly.root, warehouse)
 
@@ -307,12 +308,12 @@ def _store(
         relation_sizes=[{"run_id": run_id, "unique_id": uid, "relation": uid, "row_count": n,
                          "measured_at": started} for uid, n in (sizes or {}).items()],
     )  # fmt: skip
-    history.store(project, "prod", record)
+    history.store(resolve(project, "prod"), record)
     return run_id
 
 
 def _live_release(project: Project) -> str:
-    rows = history.read(project, "prod", "select release_id from monitoring.runs "
+    rows = history.read(resolve(project, "prod"), "select release_id from monitoring.runs "
                         "where job = 'nightly' and release_id is not null")  # fmt: skip
     return rows[0][0]
 
@@ -399,7 +400,9 @@ def test_warnings_and_anomalies_only_are_one_ticket(prod: Project, webhooks: lis
 
 @pytest.mark.dbt
 def test_a_critical_mart_stale_beyond_its_slo_pages(prod: Project, webhooks: list) -> None:
-    with duckdb.connect(str(history.duckdb_path(prod, "prod"))) as con:  # the nightly, a day ago
+    with duckdb.connect(
+        str(history.duckdb_path(resolve(prod, "prod")))
+    ) as con:  # the nightly, a day ago
         con.execute("update monitoring.runs set started_at = started_at - interval 30 hour")
     _store(prod, "refresh", "skipped")  # nothing new: nothing rebuilt
     assert _alert(prod, "--job", "refresh") == 0

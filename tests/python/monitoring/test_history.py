@@ -16,6 +16,7 @@ from mediapulse.core.project import Project
 from mediapulse.data import generate
 from mediapulse.dbt import artifacts
 from mediapulse.engines.duckdb import production_file
+from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import history
 
 from ..conftest import change_one_mart, clone_built
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.dbt
 
 def _runs(project: Project, target: str = "prod") -> list[tuple]:
     return history.read(
-        project, target,
+        resolve(project, target),
         "select job, status, release_id, nodes, run_id from monitoring.runs order by started_at",
     )  # fmt: skip
 
@@ -37,7 +38,9 @@ def _digest(path: Path) -> str:
 def test_a_build_records_itself_in_the_developers_history(built: Project) -> None:
     runs = _runs(built, "dev")
     assert [(job, status) for job, status, *_ in runs] == [("build", "success")]
-    nodes = history.read(built, "dev", "select count(*) from monitoring.node_results")[0][0]
+    nodes = history.read(resolve(built, "dev"), "select count(*) from monitoring.node_results")[0][
+        0
+    ]
     assert nodes == runs[0][3] > 250  # every model, seed, snapshot and test of the build
 
 
@@ -54,17 +57,17 @@ def test_a_nightly_records_its_nodes_freshness_and_the_sizes_of_what_it_publishe
     assert nodes == len(run_results["results"])
 
     tests = "select name, failures from monitoring.node_results where resource_type = 'test'"
-    failures = dict(history.read(project, "prod", tests))
+    failures = dict(history.read(resolve(project, "prod"), tests))
     assert failures and None not in failures.values(), "every test has its failures count"
     assert failures["unique_dim_content_content_id"] == 0
-    freshness = history.read(project, "prod", "select table_name, status, age_s "
+    freshness = history.read(resolve(project, "prod"), "select table_name, status, age_s "
                              "from monitoring.source_freshness order by 1")  # fmt: skip
     assert [t for t, *_ in freshness] == sorted(
         ["watch_events", "content", "users", "subscriptions", "ad_impressions", "campaigns"]
     )
     assert all(status == "pass" and age >= 0 for _, status, age in freshness)
 
-    sizes = dict(history.read(project, "prod", "select relation, row_count "
+    sizes = dict(history.read(resolve(project, "prod"), "select relation, row_count "
                               "from monitoring.relation_sizes"))  # fmt: skip
     with duckdb.connect(str(production_file(project)), read_only=True) as con:
         for relation in ("prod.marts.fct_watch_sessions", "prod.marts.dim_content",
@@ -92,13 +95,13 @@ def test_refreshes_passed_and_failed_are_recorded_and_outlive_a_rollback(
         ("nightly", "success"), ("refresh", "success"), ("refresh", "failed"),
     ]  # fmt: skip
     failed_run = runs[2][4]
-    failing = history.read(project, "prod",
-        "select name, failures from monitoring.node_results "
+    failing = history.read(resolve(project, "prod"),
+                           "select name, failures from monitoring.node_results "
         f"where run_id = '{failed_run}' and status = 'fail'")  # fmt: skip
     assert ("source_not_null_streaming_watch_events_user_id", failing[0][1]) in failing
     assert failing[0][1] > 0
     # what a failed run measured is not production's: no sizes
-    assert history.read(project, "prod", "select count(*) from monitoring.relation_sizes "
+    assert history.read(resolve(project, "prod"), "select count(*) from monitoring.relation_sizes "
                         f"where run_id = '{failed_run}'") == [(0,)]  # fmt: skip
 
     # a rollback puts back the release before the refresh (the nightly, the same code: by
@@ -109,7 +112,7 @@ def test_refreshes_passed_and_failed_are_recorded_and_outlive_a_rollback(
 
 
 def _release_of(project: Project, job: str) -> str:
-    return history.read(project, "prod", "select release_id from monitoring.runs "
+    return history.read(resolve(project, "prod"), "select release_id from monitoring.runs "
                         f"where job = '{job}' and status = 'success'")[0][0]  # fmt: skip
 
 
@@ -119,7 +122,7 @@ def test_recording_a_run_again_changes_nothing(
     project = clone_built(after_nightly, tmp_path / "project")
 
     def everything() -> dict[str, list[tuple]]:
-        rows = {t: history.read(project, "prod", f"select * from monitoring.{t}")
+        rows = {t: history.read(resolve(project, "prod"), f"select * from monitoring.{t}")
                 for t in history.TABLES}  # fmt: skip
         return {table: sorted(found, key=repr) for table, found in rows.items()}
 
@@ -137,7 +140,7 @@ def test_slim_ci_writes_its_own_history_and_never_productions(
     after_nightly: Project, tmp_path: Path
 ) -> None:
     project = clone_built(after_nightly, tmp_path / "pr")
-    production_history = history.duckdb_path(project, "prod")
+    production_history = history.duckdb_path(resolve(project, "prod"))
     before = _digest(production_history)
     change_one_mart(project)
     assert main(["--project-dir", str(project.root), "slim-ci", "--target", "ci",

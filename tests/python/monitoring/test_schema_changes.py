@@ -25,6 +25,7 @@ from mediapulse.core.project import Project
 from mediapulse.core.sources import DeclaredColumn, DeclaredTable, declared_sources, normalise_type
 from mediapulse.data import generate
 from mediapulse.engines.duckdb import duckdb_file
+from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import history
 from mediapulse.monitoring.schema_changes import (
     CHANGES,
@@ -250,7 +251,7 @@ def raw_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 
 def test_the_declared_types_are_the_demo_data_on_duckdb(raw_project: Project) -> None:
-    result = check(raw_project, "dev")
+    result = check(resolve(raw_project, "dev"))
     assert result.changes == [], [c.line() for c in result.changes]
     assert result.tables == 6
 
@@ -260,7 +261,7 @@ def test_the_renamed_column_fault_is_one_likely_rename(
 ) -> None:
     project = Project.discover(raw_project.root, tmp_path / "warehouse")
     generate.generate(project.raw_path, SMALL, faults=["renamed_column"])
-    (change,) = check(project, "dev").changes
+    (change,) = check(resolve(project, "dev")).changes
     assert change.line() == RENAME_LINE
 
 
@@ -288,12 +289,12 @@ def test_the_declared_types_are_the_demo_data_on_postgres(
     with monkeypatch.context() as loader:  # the loader's role writes the raw schemas
         for name, value in postgres.env.items():
             loader.setenv(name, value)
-        assert "loaded" in load_raw(raw_project, "postgres")
-    result = check(raw_project, "postgres")
+        assert "loaded" in load_raw(resolve(raw_project, "postgres"))
+    result = check(resolve(raw_project, "postgres"))
     assert result.changes == [], [c.line() for c in result.changes]
     assert result.tables == 6
     postgres.execute('alter table accounts.users rename column user_id to "userId"')
-    (change,) = check(raw_project, "postgres").changes
+    (change,) = check(resolve(raw_project, "postgres")).changes
     assert change.line() == RENAME_LINE
 
 
@@ -339,12 +340,14 @@ def test_a_renamed_key_stops_the_build_before_any_model_runs(
     assert (_digest(results), _digest(warehouse)) == before, "no model ran"
     # the run history keeps the stopped build, and why (the morning report and alerts read it)
     [(run_id, status)] = history.read(
-        project, "dev", "select run_id, status from monitoring.runs order by started_at desc "
+        resolve(project, "dev"),
+        "select run_id, status from monitoring.runs order by started_at desc "
         "limit 1",
     )  # fmt: skip
     assert status == "failed"
     changes = history.read(
-        project, "dev", "select source_name, table_name, column_name, change, renamed_from, "
+        resolve(project, "dev"),
+        "select source_name, table_name, column_name, change, renamed_from, "
         f"severity from monitoring.schema_changes where run_id = '{run_id}'",
     )  # fmt: skip
     assert changes == [("accounts", "users", "userId", "renamed", "user_id", "error")]
@@ -376,7 +379,7 @@ def test_new_columns_and_a_non_critical_source_only_warn(built: Project, tmp_pat
                for x in warned)  # fmt: skip
     assert "passed" in result.stdout and results.exists(), "the build went on"
     recorded = history.read(
-        project, "dev", "select c.table_name, c.column_name, c.change, c.severity from "
+        resolve(project, "dev"), "select c.table_name, c.column_name, c.change, c.severity from "
         "monitoring.schema_changes as c inner join monitoring.runs as r on r.run_id = c.run_id "
         "where r.status = 'success' order by 1, 2",
     )  # fmt: skip

@@ -22,6 +22,7 @@ from mediapulse.cli.main import main
 from mediapulse.core.project import Project
 from mediapulse.data import generate
 from mediapulse.dbt import deps
+from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import history, report
 from mediapulse.monitoring import views as monitoring
 from mediapulse.release.execute import run_deploy, run_refresh
@@ -57,13 +58,15 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Production:
     )  # fmt: skip
     generate.generate(project.raw_path, params)
     state = project.root / "state"
-    assert run_deploy(project, "prod", state, None) == 0
+    assert run_deploy(resolve(project, "prod"), state, None) == 0
     refreshes = []
     for copies in DAYS:
         generate.append_day(project.raw_path, event_copies=copies)
-        assert run_refresh(project, "prod", state, None) == 0, f"refresh of a {copies}x day"
+        assert run_refresh(resolve(project, "prod"), state, None) == 0, (
+            f"refresh of a {copies}x day"
+        )
         [(run_id,)] = history.read(
-            project, "prod",
+            resolve(project, "prod"),
             "select run_id from monitoring.runs where job = 'refresh' order by started_at desc "
             "limit 1",
         )  # fmt: skip
@@ -76,7 +79,7 @@ def _judged(production: Production, unique_id: str, metric: str = "rows_added") 
     rows = dict(
         (run_id, rest)
         for run_id, *rest in history.read(
-            production.project, "prod",
+            resolve(production.project, "prod"),
             "select run_id, value, baseline_n, baseline_median, is_anomaly "
             f"from monitoring.anomalies where unique_id = '{unique_id}' and metric = '{metric}'",
         )
@@ -114,7 +117,7 @@ def test_duplicates_are_flagged_where_they_are_not_downstream_of_the_deduplicati
 
 def test_the_sli_views_agree_with_the_history(production: Production) -> None:
     project = production.project
-    with monitoring.reader(project, "prod") as reader:
+    with monitoring.reader(resolve(project, "prod")) as reader:
         runs = reader.rows("select * from {views}.sli_runs order by started_at")
         weekly = reader.rows("select * from {views}.sli_run_success_rate")
         rows = reader.rows(
@@ -122,7 +125,7 @@ def test_the_sli_views_agree_with_the_history(production: Production) -> None:
             f"'{WATCH_EVENTS}'"
         )
         marts = reader.rows("select * from {views}.sli_critical_mart_freshness")
-    recorded = history.read(project, "prod", "select job, status from monitoring.runs")
+    recorded = history.read(resolve(project, "prod"), "select job, status from monitoring.runs")
     assert len(runs) == len(recorded) == 1 + len(DAYS)
     assert {(r["job"], r["run_status"]) for r in runs} == set(recorded)
     assert sum(w["runs"] for w in weekly) == len(recorded)
@@ -146,7 +149,8 @@ def test_a_model_whose_time_triples_is_flagged(built: Project, tmp_path: Path) -
         where = ["--project-dir", str(project.root)]
         assert main([*where, "build", "--select", "fct_campaign_delivery"]) == 0
         [(run_id,)] = history.read(
-            project, "dev", "select run_id from monitoring.runs order by started_at desc limit 1"
+            resolve(project, "dev"),
+            "select run_id from monitoring.runs order by started_at desc limit 1",
         )
         return run_id
 
@@ -154,7 +158,7 @@ def test_a_model_whose_time_triples_is_flagged(built: Project, tmp_path: Path) -
     judged = dict(
         (run_id, (baseline_n, flagged))
         for run_id, baseline_n, flagged in history.read(
-            project, "dev",
+            resolve(project, "dev"),
             "select run_id, baseline_n, is_anomaly from monitoring.anomalies where metric = "
             "'execution_time_s' and unique_id = 'model.mediapulse.fct_campaign_delivery'",
         )
@@ -176,15 +180,15 @@ def test_the_morning_report_shows_the_history_in_a_browser(
     assert (out / "docs.html").is_file(), "dbt's static docs beside the report"
     assert "## Morning report: `prod`" in summary.read_text()
 
-    anomalies = history.read(project, "prod", "select count(*) from monitoring.anomalies "
+    anomalies = history.read(resolve(project, "prod"), "select count(*) from monitoring.anomalies "
                              "where is_anomaly")[0][0]  # fmt: skip
-    runs = history.read(project, "prod", "select count(*) from monitoring.runs")[0][0]
+    runs = history.read(resolve(project, "prod"), "select count(*) from monitoring.runs")[0][0]
     latest = (
         "(select run_id from (select run_id, row_number() over (partition by job order "
         "by started_at desc) as n from monitoring.runs) as r where n = 1)"
     )
     failing, warned = history.read(
-        project, "prod",
+        resolve(project, "prod"),
         "select count(*) filter (where status in ('fail', 'error', 'runtime error')), "
         "count(*) filter (where status = 'warn') from monitoring.node_results where "
         f"resource_type in ('test', 'unit_test') and run_id in {latest}",

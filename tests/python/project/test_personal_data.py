@@ -27,6 +27,7 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.dbt import pii
 from mediapulse.engines.duckdb import duckdb_file
+from mediapulse.engines.targets import resolve
 
 from ..cli.test_main import _one_line_error, run_cli
 from ..conftest import REPO, manifest_models, relation_of
@@ -128,12 +129,12 @@ def test_the_key_is_in_no_artifact(built: Project) -> None:
 def test_a_fresh_checkout_gets_a_private_key_for_duckdb_targets(
     project_copy: Project, isolated_env: None
 ) -> None:
-    env = pii.hash_key_env(project_copy, "dev")
+    env = pii.hash_key_env(resolve(project_copy, "dev"))
     path = project_copy.warehouse_dir / pii.KEY_FILE
     key = path.read_text().strip()
     assert env == {pii.KEY_ENV: key, pii.SECRET_ENV: key} and len(key) == 64
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert pii.hash_key_env(project_copy, "prod") == env, "one key per checkout"
+    assert pii.hash_key_env(resolve(project_copy, "prod")) == env, "one key per checkout"
     ignored = subprocess.run(["git", "check-ignore", "-q", "warehouse/pii-hash.key"], cwd=REPO)
     assert ignored.returncode == 0, "the generated key must never be committed"
 
@@ -142,7 +143,7 @@ def test_a_server_target_without_the_key_is_one_line_naming_the_variable(
     project_copy: Project, isolated_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(MediaPulseError, match=pii.KEY_ENV):
-        pii.hash_key_env(project_copy, "postgres")
+        pii.hash_key_env(resolve(project_copy, "postgres"))
     assert not (project_copy.warehouse_dir / pii.KEY_FILE).exists()
     # From the user's side: before any work (no packages installed, no server contacted).
     result = run_cli("build", "--target", "postgres", cwd=project_copy.root)
@@ -150,7 +151,9 @@ def test_a_server_target_without_the_key_is_one_line_naming_the_variable(
     assert "target 'postgres'" in line
     assert not (project_copy.root / "dbt_packages").exists()
     monkeypatch.setenv(pii.KEY_ENV, "from-the-secret-store")
-    assert pii.hash_key_env(project_copy, "postgres")[pii.KEY_ENV] == "from-the-secret-store"
+    assert (
+        pii.hash_key_env(resolve(project_copy, "postgres"))[pii.KEY_ENV] == "from-the-secret-store"
+    )
 
 
 def test_two_jobs_starting_at_once_share_one_complete_key(
@@ -187,7 +190,7 @@ def test_two_jobs_starting_at_once_share_one_complete_key(
     def job() -> None:
         start.wait()
         try:
-            keys.append(pii.hash_key_env(project, "dev")[pii.KEY_ENV])
+            keys.append(pii.hash_key_env(resolve(project, "dev"))[pii.KEY_ENV])
         except MediaPulseError as exc:
             errors.append(str(exc))
 
@@ -209,8 +212,8 @@ def test_the_ci_server_target_hashes_with_a_key_of_its_own_not_productions(
     """Pull requests never receive production's key: on PostgreSQL the CI role's target
     (postgres_ci, a CI run's schemas) gets this checkout's random key instead of stopping;
     production's target still requires the variable."""
-    env = pii.hash_key_env(project_copy, "postgres_ci")
+    env = pii.hash_key_env(resolve(project_copy, "postgres_ci"))
     key = (project_copy.warehouse_dir / pii.KEY_FILE).read_text().strip()
     assert env[pii.KEY_ENV] == key and len(key) == 64
     with pytest.raises(MediaPulseError, match=pii.KEY_ENV):
-        pii.hash_key_env(project_copy, "postgres")
+        pii.hash_key_env(resolve(project_copy, "postgres"))

@@ -14,6 +14,7 @@ from mediapulse.core.sources import is_raw_source
 from mediapulse.dbt import artifacts
 from mediapulse.dbt.runner import run_dbt
 from mediapulse.engines.duckdb import duckdb_file
+from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import history
 from mediapulse.monitoring import views as monitoring
 
@@ -172,9 +173,11 @@ def test_everything_is_documented(built: Project, manifest: dict, tmp_path: Path
     # and every column that exists in the warehouse is one of the documented ones (the
     # monitoring views too, built as `mediapulse report` builds them, in the history's file)
     project = clone_built(built, tmp_path / "project")
-    assert monitoring.build(project, "dev")[0]
+    assert monitoring.build(resolve(project, "dev"))[0]
     with duckdb.connect(str(duckdb_file(project, "dev")), read_only=True) as con:
-        con.execute(f"attach '{history.duckdb_path(project, 'dev')}' as monitoring (read_only)")
+        con.execute(
+            f"attach '{history.duckdb_path(resolve(project, 'dev'))}' as monitoring (read_only)"
+        )
         for node in own:
             if node["resource_type"] == "model" and node["config"]["materialized"] == "ephemeral":
                 continue
@@ -288,7 +291,7 @@ def test_every_source_has_freshness_and_it_passes(built: Project, tmp_path: Path
         assert (freshness.get("error_after") or {}).get("count"), source["unique_id"]
         checked.append(source)
     project = clone_built(built, tmp_path / "project")
-    result = run_dbt(project, ["source", "freshness", "--select", "source:*"], target="dev")
+    result = run_dbt(resolve(project, "dev"), ["source", "freshness", "--select", "source:*"])
     assert result.success, result.error
     sources = artifacts.load_json(project.target_dir / "sources.json", "sources")
     assert {r["status"] for r in sources["results"]} == {"pass"}
@@ -298,9 +301,8 @@ def test_every_source_has_freshness_and_it_passes(built: Project, tmp_path: Path
 def test_project_evaluator_finds_nothing(built: Project, tmp_path: Path) -> None:
     project = clone_built(built, tmp_path / "project")
     result = run_dbt(
-        project,
+        resolve(project, "dev"),
         ["build", "--selector", "project_evaluator"],
-        target="dev",
         extra_env={"DBT_PROJECT_EVALUATOR_SEVERITY": "error"},
     )
     results = artifacts.node_results(project.target_dir)

@@ -19,6 +19,7 @@ from mediapulse.dbt import artifacts
 from mediapulse.dbt.runner import DbtRun, run_dbt
 from mediapulse.develop import build
 from mediapulse.engines.duckdb import duckdb_file
+from mediapulse.engines.targets import resolve
 from mediapulse.jobs import prepare
 
 from ..conftest import clone_built, manifest_models, relation_of
@@ -38,7 +39,9 @@ FINANCE_MODELS = frozenset(
 
 
 def _dbt(project: Project, *args: str) -> DbtRun:
-    return run_dbt(project, list(args), target="dev", extra_env=prepare.target_env(project, "dev"))
+    return run_dbt(
+        resolve(project, "dev"), list(args), extra_env=prepare.target_env(resolve(project, "dev"))
+    )
 
 
 def _finance_problems(project: Project) -> list[str]:
@@ -169,7 +172,7 @@ def test_a_stalled_event_stream_does_not_stop_finance(built: Project, tmp_path: 
         )
         assert raw.execute("select count(*) from streaming.watch_events").fetchone()[0] > 0
 
-    assert build.main_job(project, target="dev", full_refresh=True) == 0
+    assert build.main_job(resolve(project, "dev"), full_refresh=True) == 0
     assert not _finance_problems(project)
     _assert_revenue_stops_on(project, last_day)
     with _connect(project) as con:

@@ -25,6 +25,7 @@ from mediapulse.data import generate
 from mediapulse.dbt import artifacts
 from mediapulse.dbt.runner import run_dbt
 from mediapulse.engines.duckdb import duckdb_file
+from mediapulse.engines.targets import resolve
 
 from ..conftest import clone_built, manifest_models, relation_of
 
@@ -43,7 +44,7 @@ NEW_DAY_COLUMNS = {
 
 
 def _run(project: Project, *args: str) -> None:
-    result = run_dbt(project, ["run", *args], target="dev")
+    result = run_dbt(resolve(project, "dev"), ["run", *args])
     assert result.success, result.error
     failed = [r.describe() for r in artifacts.node_results(project.target_dir) if r.failed]
     assert not failed, failed
@@ -138,7 +139,7 @@ def test_freshness_is_not_fooled_by_a_row_loaded_in_the_future(
     stale = replace(params, start_date=params.start_date - timedelta(days=3))
     generate.generate(project.raw_path, stale, faults=["future_loaded_at"], overwrite=True)
 
-    result = run_dbt(project, ["source", "freshness", "--select", "source:*"], target="dev")
+    result = run_dbt(resolve(project, "dev"), ["source", "freshness", "--select", "source:*"])
     assert not result.success, "three days without a load is an error"
     sources = artifacts.load_json(project.target_dir / "sources.json", "sources")
     by_table = {r["unique_id"].split(".", 2)[2]: r for r in sources["results"]}

@@ -15,6 +15,7 @@ from mediapulse.cli.main import main
 from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts
 from mediapulse.engines.duckdb import production_file
+from mediapulse.engines.targets import resolve
 from mediapulse.release.execute import run_nightly
 
 from ..conftest import change_one_mart, clone_built
@@ -74,7 +75,7 @@ def test_a_one_mart_change_rebuilds_that_mart_whole_and_nothing_upstream(
 
     # the release equals a from-scratch build of the new code, table for table
     full = clone_built(production, tmp_path / "full")
-    assert run_nightly(full, "prod", full.root / "state", None) == 0
+    assert run_nightly(resolve(full, "prod"), full.root / "state", None) == 0
     deployed, rebuilt = _tables(production), _tables(full)
     assert deployed.keys() == rebuilt.keys()
     different = [uid for uid in rebuilt if deployed[uid] != rebuilt[uid]]

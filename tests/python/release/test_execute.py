@@ -25,6 +25,7 @@ import pytest
 from mediapulse.cli.main import main
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
+from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import history
 from mediapulse.release.duckdb import (
     DuckDbRelease,
@@ -182,9 +183,9 @@ def test_releases_lists_what_a_rollback_would_restore(released, capsys) -> None:
 def test_rollback_to_a_release_that_is_not_kept_refuses(released) -> None:
     project, state = released
     with pytest.raises(MediaPulseError, match=r"release r2 is not kept .*r2 is the live"):
-        rollback(project, "prod", state, to="r2")
+        rollback(resolve(project, "prod"), state, to="r2")
     with pytest.raises(MediaPulseError, match=r"release r9 is not kept for a rollback \(kept: "):
-        rollback(project, "prod", state, to="r9")
+        rollback(resolve(project, "prod"), state, to="r9")
 
 
 def test_rollback_refuses_an_incomplete_kept_release_and_changes_nothing(released) -> None:
@@ -193,7 +194,7 @@ def test_rollback_refuses_an_incomplete_kept_release_and_changes_nothing(release
     release.kept_path("r1").unlink()  # deleted by hand
     before = _digest(project.warehouse_dir) | _digest(state)
     with pytest.raises(MediaPulseError) as err:
-        rollback(project, "prod", state, to="r1")
+        rollback(resolve(project, "prod"), state, to="r1")
     text = str(err.value)
     assert "kept release r1 is incomplete" in text and str(release.kept_path("r1")) in text
     assert "is missing" in text and "production left as it was" in text
@@ -204,7 +205,7 @@ def test_rollback_refuses_an_incomplete_kept_release_and_changes_nothing(release
         con.execute("drop table _mediapulse.release_state")
     before = _digest(project.warehouse_dir) | _digest(state)
     with pytest.raises(MediaPulseError, match=r"r2 is incomplete: .* carries no published state"):
-        rollback(project, "prod", state, to="r2")
+        rollback(resolve(project, "prod"), state, to="r2")
     assert _digest(project.warehouse_dir) | _digest(state) == before
 
 
@@ -218,12 +219,12 @@ def test_a_state_that_describes_another_release_is_repaired_from_the_warehouse(
     (state / "evaluator.json").write_text('{"violations": []}')
     _release(project, state, "r3", 30, publish=False)
     assert json.loads((state / "release.json").read_text())["release_id"] == "r2"
-    notice = repair_state(project, "prod", state)
+    notice = repair_state(resolve(project, "prod"), state)
     assert notice is not None and "described release r2 but production is release r3" in notice
     assert json.loads((state / "release.json").read_text())["release_id"] == "r3"
     assert json.loads((state / "manifest.json").read_text()) == {"release": "r3"}
     assert (state / "evaluator.json").read_text() == '{"violations": []}'
-    assert repair_state(project, "prod", state) is None, "nothing left to repair"
+    assert repair_state(resolve(project, "prod"), state) is None, "nothing left to repair"
 
 
 def test_a_release_stops_when_production_exists_but_its_file_is_gone(
@@ -252,8 +253,8 @@ def test_production_the_run_history_records_is_not_rebuilt_from_demo_data(
     """Both artifacts expired (no state, no production file) but the run history, kept
     longer, records a release: a nightly stops instead of generating demo data."""
     project = Project.discover(REPO, tmp_path / "warehouse")
-    history.ensure(project, "prod")
-    with duckdb.connect(str(history.duckdb_path(project, "prod"))) as con:
+    history.ensure(resolve(project, "prod"))
+    with duckdb.connect(str(history.duckdb_path(resolve(project, "prod")))) as con:
         con.execute(
             "insert into monitoring.runs (run_id, job, target, started_at, status, release_id) "
             "values ('x', 'nightly', 'prod', timestamp '2026-12-01 02:00:00', 'success', 'r9')"
@@ -366,7 +367,7 @@ def test_a_rollback_killed_after_its_swap_leaves_the_restored_release_and_a_repa
     assert warehouse_release_id(release.live) == "r2" and _rows(release.live) == 20
     assert json.loads((state / "release.json").read_text())["release_id"] == "r3"
     # the next job's first step: the state of what is live, from the warehouse
-    notice = repair_state(project, "prod", state)
+    notice = repair_state(resolve(project, "prod"), state)
     assert notice and "described release r3 but production is release r2" in notice
     assert json.loads((state / "manifest.json").read_text()) == {"release": "r2"}
     assert [s.release_id for s in release.kept()] == ["r1"], "the undone release is gone"

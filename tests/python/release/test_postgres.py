@@ -33,6 +33,7 @@ from mediapulse.core.project import Project
 from mediapulse.data import generate
 from mediapulse.dbt import deps
 from mediapulse.engines.postgres import connect_postgres
+from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import history
 from mediapulse.security import personal as personal_data
 
@@ -236,15 +237,15 @@ def test_a_first_nightly_builds_green_and_swaps_it_live(
     # The run history: schema `monitoring` of the database, the same tables as on DuckDB,
     # outside what a release swaps.
     assert "run history: run " in out, out[-2000:]
-    assert history.read(project, TARGET, "select job, status, release_id from monitoring.runs") == [
-        ("nightly", "success", release_id)
-    ]
-    columns = history.read(project, TARGET,
-        "select table_name, column_name from information_schema.columns "
+    assert history.read(
+        resolve(project, TARGET), "select job, status, release_id from monitoring.runs"
+    ) == [("nightly", "success", release_id)]
+    columns = history.read(resolve(project, TARGET),
+                           "select table_name, column_name from information_schema.columns "
         "where table_schema = 'monitoring' order by table_name, ordinal_position")  # fmt: skip
     assert columns == [(t, c) for t in sorted(history.TABLES) for c, _ in history.TABLES[t]]
-    sizes = dict(history.read(project, TARGET,
-        "select relation, row_count from monitoring.relation_sizes"))  # fmt: skip
+    engine = resolve(project, TARGET)
+    sizes = dict(history.read(engine, "select relation, row_count from monitoring.relation_sizes"))
     assert sizes and all(count >= 0 for count in sizes.values())
 
 
@@ -391,7 +392,8 @@ def test_a_second_nightly_keeps_the_previous_release_its_history_and_grants(
     assert second != first
     # the second nightly's rows added and model times, judged against the first's, on the
     # server's history too; the SLI views over it, built by the nightly, count both runs
-    judged = history.read(project, TARGET, "select metric, count(*) from monitoring.anomalies "
+    judged = history.read(resolve(project, TARGET),
+                          "select metric, count(*) from monitoring.anomalies "
                           "where job = 'nightly' group by metric order by metric")  # fmt: skip
     assert [m for m, n in judged if n > 0] == ["execution_time_s", "rows_added"], judged
     assert _query(project, "select count(*) from analytics_monitoring.sli_runs "
@@ -586,7 +588,11 @@ def test_slim_ci_builds_in_its_own_schemas_as_ci_reads_production_and_drops_them
     assert re.search(r"\| deferred to production \| .*stg_monitoring__runs", out), out
     assert "| test_pass_rate_counts_warnings_as_passed | unit_test | pass |" in summary.read_text()
     runs = server.execute("select count(*) from ci_4242_1_monitoring.sli_runs")[0][0]
-    assert runs == history.read(project, TARGET, "select count(*) from monitoring.runs")[0][0] > 0
+    assert (
+        runs
+        == history.read(resolve(project, TARGET), "select count(*) from monitoring.runs")[0][0]
+        > 0
+    )
     run_schemas = {s for s in _schemas(project) if s.startswith("ci_4242_1")}
     assert "ci_4242_1_staging" in run_schemas, run_schemas
     owners = server.execute(

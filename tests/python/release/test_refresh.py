@@ -23,6 +23,7 @@ from mediapulse.core.project import Project
 from mediapulse.data import generate
 from mediapulse.dbt import artifacts
 from mediapulse.engines.duckdb import duckdb_file, production_file
+from mediapulse.engines.targets import resolve
 from mediapulse.release.duckdb import DuckDbRelease, read_state, warehouse_release_id
 from mediapulse.release.execute import run_nightly
 
@@ -125,7 +126,7 @@ def test_an_appended_day_is_released_equal_to_a_full_build(
 
     # production equals a from-scratch build of the same raw data, mart for mart
     full = clone_built(production, tmp_path / "full")
-    assert run_nightly(full, "prod", full.root / "state", None) == 0
+    assert run_nightly(resolve(full, "prod"), full.root / "state", None) == 0
     refreshed, rebuilt = _marts(production), _marts(full)
     assert refreshed.keys() == rebuilt.keys()
     for mart in rebuilt:
@@ -176,7 +177,7 @@ def test_an_hour_of_player_events_rebuilds_only_what_they_reach(
     assert "model.mediapulse.stg_streaming__watch_events" in tested
 
     full = clone_built(production, tmp_path / "full")
-    assert run_nightly(full, "prod", full.root / "state", None) == 0
+    assert run_nightly(resolve(full, "prod"), full.root / "state", None) == 0
     refreshed, rebuilt = _marts(production), _marts(full)
     for mart in rebuilt:
         assert refreshed[mart] == rebuilt[mart], f"{mart}: refresh differs from a full build"

@@ -11,6 +11,7 @@ import pytest
 from mediapulse.core.project import Project
 from mediapulse.core.sources import RAW_SCHEMA_SUFFIX_ENV, declared_raw_tables, declared_sources
 from mediapulse.dbt.env import dbt_env
+from mediapulse.engines.targets import resolve
 from mediapulse.security import personal
 
 from ..cli.test_main import _one_line_error, run_cli
@@ -69,10 +70,10 @@ def test_a_ci_run_on_a_server_reads_the_users_from_their_masked_copy(
         "accounts", "ads", "billing", "catalog", "streaming"
     }  # fmt: skip
     # dbt's environment: the suffix for the CI target on a server only
-    assert dbt_env(project, "ci")[RAW_SCHEMA_SUFFIX_ENV] == ""
+    assert dbt_env(resolve(project, "ci"))[RAW_SCHEMA_SUFFIX_ENV] == ""
     monkeypatch.setenv("MEDIAPULSE_PII_HASH_KEY", "k")
-    assert dbt_env(project, "postgres")[RAW_SCHEMA_SUFFIX_ENV] == ""
-    assert dbt_env(project, "postgres_ci")[RAW_SCHEMA_SUFFIX_ENV] == "__masked"
+    assert dbt_env(resolve(project, "postgres"))[RAW_SCHEMA_SUFFIX_ENV] == ""
+    assert dbt_env(resolve(project, "postgres_ci"))[RAW_SCHEMA_SUFFIX_ENV] == "__masked"
 
 
 def test_access_sql_refuses_a_personal_source_ci_could_not_read(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ from mediapulse.core.project import Project
 from mediapulse.data import generate
 from mediapulse.dbt import deps
 from mediapulse.engines.postgres import connect_postgres
+from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import history
 
 from ..conftest import copy_project
@@ -556,7 +557,7 @@ IN_MONITORING = (
 def test_a_monitoring_schema_owned_by_another_role_is_refused(
     project: Project, server: pgserver.PgServer
 ) -> None:
-    history.ensure(project, TARGET)  # production's own: fine
+    history.ensure(resolve(project, TARGET))  # production's own: fine
     server.execute(
         "alter schema monitoring rename to monitoring_kept",
         "create schema monitoring authorization ci",
@@ -564,12 +565,14 @@ def test_a_monitoring_schema_owned_by_another_role_is_refused(
     try:
         before = server.execute(IN_MONITORING)
         with pytest.raises(MediaPulseError) as err:
-            history.ensure(project, TARGET)
+            history.ensure(resolve(project, TARGET))
         text = str(err.value)
         assert len(text.splitlines()) == 1, text
         assert re.search(r"schema monitoring .*owned by ci.*not transformer", text), text
         assert "alter schema monitoring rename" in text, text
-        line = history.record_job(project, TARGET, history.Job("nightly", TARGET), True, None)
+        line = history.record_job(
+            resolve(project, TARGET), history.Job("nightly", TARGET), True, None
+        )
         assert line.startswith("notice: run history not recorded") and "owned by ci" in line
         after = server.execute(IN_MONITORING)
         assert after == before == [(0,)], "nothing written into ci's schema"
