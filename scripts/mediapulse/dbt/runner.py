@@ -28,7 +28,6 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.dbt.env import dbt_env
 from mediapulse.engines.base import Engine
 from mediapulse.engines.spark import child_env
-from mediapulse.engines.targets import resolve
 
 TIMEOUT_ENV = "MEDIAPULSE_DBT_TIMEOUT"
 DEFAULT_TIMEOUT_S = 3600.0
@@ -84,9 +83,9 @@ def run_dbt(
     A timeout or a child that dies without reporting raises MediaPulseError; a dbt failure
     (a test failing, a model erroring) is reported in the result for the caller to judge.
     """
-    project, target = engine.project, engine.target
+    project = engine.project
     active = _SESSION[-1] if _SESSION else None
-    if active is not None and active.serves(project, target, extra_env):
+    if active is not None and active.serves(engine, extra_env):
         return active.run(args, capture_events=capture_events, timeout_s=timeout_s, quiet=quiet)
     env = _child_env(engine, extra_env)
     limit = timeout_s if timeout_s is not None else _timeout()
@@ -182,8 +181,9 @@ class DbtSession:
     parsed once (again only if an invocation's --vars differ) and the manifest reused."""
 
     def __init__(self, engine: Engine, extra_env: Mapping[str, str] | None = None) -> None:
-        project, target = engine.project, engine.target
-        self.project, self.target = project, target
+        project = engine.project
+        self.engine = engine
+        self.project, self.target = project, engine.target
         self.extra_env = dict(extra_env or {})
         self.invocations = 0
         self._sent = 0  # requests, counted or not
@@ -208,10 +208,9 @@ class DbtSession:
         self._closed = False
 
     def serves(self, engine: Engine, extra_env: Mapping[str, str] | None) -> bool:
-        project, target = engine.project, engine.target
         return (
-            project.root == self.project.root
-            and target == self.target
+            engine.project.root == self.project.root
+            and engine.target == self.target
             and dict(extra_env or {}) == self.extra_env
             and self._proc.poll() is None
         )
@@ -227,7 +226,7 @@ class DbtSession:
         """One invocation; ``count=False`` leaves it out of the job's line (`describe`): work
         the session does for another job, such as parsing for the CI target."""
         limit = timeout_s if timeout_s is not None else _timeout()
-        full_args = _with_project_dir(resolve(self.project, self.target), args)
+        full_args = _with_project_dir(self.engine, args)
         self._sent += 1
         self.invocations += count
         result_file = Path(self._tmp.name) / f"result-{self._sent}.json"

@@ -847,7 +847,7 @@ def _run_release(
     start_over: bool,
     lock: Any,
 ) -> int:
-    project, target = engine.project, engine.target
+    target = engine.target
     clock = history.Job(job.name, target)  # the run history's record of this job
     staging = staging_for(engine)
     notes: list[str] = _checks(engine, artifacts_dir, job, start_over)
@@ -875,7 +875,7 @@ def _run_release(
             )
     staging.stage(notes)
     env.update(staging.env)
-    run = _Run(project, target, artifacts_dir, job, staging, refresh, env, notes, lock)
+    run = _Run(engine, artifacts_dir, job, staging, refresh, env, notes, lock)
     return run.execute(clock, summary)
 
 
@@ -911,8 +911,7 @@ class _Run:
     """One release's build and publication, after its checks and its staged copy: the same
     steps through any engine's staging (release/staging.py)."""
 
-    project: Project
-    target: str
+    engine: Engine
     artifacts_dir: Path
     job: Job
     staging: Staging
@@ -921,6 +920,14 @@ class _Run:
     notes: list[str]
     lock: Any
     steps: list[Step] = field(default_factory=list)
+
+    @property
+    def project(self) -> Project:
+        return self.engine.project
+
+    @property
+    def target(self) -> str:
+        return self.engine.target
 
     @property
     def state_dir(self) -> Path:
@@ -937,7 +944,7 @@ class _Run:
             ok, report = self._build_and_publish(release_id, code, clock)
         except BaseException:
             # a job that stopped on an error is a failed run too
-            history.record_job(resolve(self.project, self.target), clock, False, state_dir)
+            history.record_job(self.engine, clock, False, state_dir)
             raise
         finally:
             self.staging.discard()
@@ -960,13 +967,13 @@ class _Run:
         """The dbt steps in one dbt process that parses the project once, then the swap and
         the state. Returns (released, the report)."""
         project, target, job, state_dir = self.project, self.target, self.job, self.state_dir
-        with runner.session(resolve(project, target), self.env) as dbt:
+        with runner.session(self.engine, self.env) as dbt:
             plan, marks = self.plan()
             ok = self.build(plan, state_dir)
             # the monitoring views first: the parse for the CI target that follows replaces
             # the session's parse of this target
             if ok and job.monitoring:
-                self.notes.append(monitoring.build(resolve(project, target), self.env)[1])
+                self.notes.append(monitoring.build(self.engine, self.env)[1])
             if ok and self.staging.holds_live and self.refresh is None:
                 self.notes.append(publish_ci_parse(project, dbt, state_dir))
             self._carry_over()
@@ -981,7 +988,7 @@ class _Run:
             publish_state(state_dir, self.artifacts_dir)
         # the history outlives the release (its own file on DuckDB, its own schema on a server)
         report += "\n" + history.record_job(
-            resolve(project, target), clock, ok, self.artifacts_dir if ok else state_dir,
+            self.engine, clock, ok, self.artifacts_dir if ok else state_dir,
             release_id if ok else None, database=self.staging.history_database,
         )  # fmt: skip
         return ok, report
@@ -995,7 +1002,7 @@ class _Run:
 
     def plan(self) -> tuple[list[tuple[str, list[str]]], dict[str, list[Any]]]:
         """The dbt steps of this release, and what they read of the raw data."""
-        project, target, job, refresh = self.project, self.target, self.job, self.refresh
+        job, refresh = self.job, self.refresh
         notes, holds_live = self.notes, self.staging.holds_live
         build_args = ["build", "--full-refresh"] if job.full_refresh else ["build"]
         if refresh and holds_live:
@@ -1020,9 +1027,9 @@ class _Run:
             plan.append(DOCS_STEP)
         # what the build reads of the raw data: a deploy that keeps models as they are live
         # keeps what they read (the next refresh adds the rest)
-        marks = refresh.marks if refresh else raw_marks(resolve(project, target))
+        marks = refresh.marks if refresh else raw_marks(self.engine)
         if job is DEPLOY and holds_live:  # green starts empty: it builds everything
-            plan = _deploy_plan(resolve(project, target), self.artifacts_dir, self.env, notes,
+            plan = _deploy_plan(self.engine, self.artifacts_dir, self.env, notes,
                                 self.staging)  # fmt: skip
             if plan[0] != ("build", ["build", "--full-refresh"]):  # not everything rebuilt
                 live_marks = (published_state(self.artifacts_dir) or {}).get("raw")
@@ -1036,9 +1043,9 @@ class _Run:
 
     def build(self, plan: list[tuple[str, list[str]]], state_dir: Path) -> bool:
         """Run the plan's dbt steps, each retried on transient errors, until one fails."""
-        project, target = self.project, self.target
+        project = self.project
         for name, args in plan:
-            result = run_with_retries(resolve(project, target), args, self.env, self.notes)
+            result = run_with_retries(self.engine, args, self.env, self.notes)
             step = Step(name, result.command, result.success, result.elapsed_s)
             _collect(project.target_dir, name, result, state_dir, step)
             if not step.ok and not step.problems and result.error:

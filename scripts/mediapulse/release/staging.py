@@ -36,13 +36,10 @@ class Staging(ABC):
     # rebuild only what changed (green schemas start empty: they build everything)
     holds_live = False
 
-    def __init__(
-        self,
-        engine: Engine,
-    ) -> None:
-        project, target = engine.project, engine.target
-        self.project = project
-        self.target = target
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.project = engine.project
+        self.target = engine.target
 
     @property
     def env(self) -> dict[str, str]:
@@ -95,13 +92,9 @@ class StagedFile(Staging):
 
     holds_live = True
 
-    def __init__(
-        self,
-        engine: Engine,
-    ) -> None:
-        project, target = engine.project, engine.target
-        super().__init__(project, target)
-        self.release = DuckDbRelease(project)
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.release = DuckDbRelease(engine.project)
 
     @property
     def env(self) -> dict[str, str]:
@@ -151,13 +144,9 @@ class StagedFile(Staging):
 class GreenSchemas(Staging):
     """PostgreSQL: green schemas, built from a parse, swapped in by one transaction."""
 
-    def __init__(
-        self,
-        engine: Engine,
-    ) -> None:
-        project, target = engine.project, engine.target
-        super().__init__(project, target)
-        self.release = PgRelease(project, target)
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.release = PgRelease(engine.project, engine.target)
         self.schemas: list[str] = []  # the green ones this release staged, until swapped
 
     @property
@@ -233,9 +222,8 @@ class InPlace(Staging):
 
 def staging_for(engine: Engine) -> Staging:
     """The staging of ``target``'s engine: its capability says whether it stages at all."""
-    project, target = engine.project, engine.target
     if not engine.can(Capability.STAGED_RELEASES):
-        return InPlace(project, target)
+        return InPlace(engine)
     return StagedFile(engine) if engine.embedded else GreenSchemas(engine)
 
 
