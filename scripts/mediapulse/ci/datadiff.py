@@ -38,8 +38,7 @@ from mediapulse.core.markdown import inert, markdown_table, write_summary
 from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts
 from mediapulse.engines.base import Capability, Engine
-from mediapulse.engines.duckdb import duckdb_file, open_duckdb, production_file
-from mediapulse.engines.postgres import connect_postgres
+from mediapulse.engines.duckdb import duckdb_file, production_file
 from mediapulse.jobs import prepare
 from mediapulse.monitoring import history
 
@@ -345,14 +344,13 @@ def connect(engine: Engine, prod_warehouse: Path | None) -> Iterator[Warehouse]:
     if engine.embedded:
         prod = prod_warehouse or production_file(project)
         prepare.check_duckdb_file(prod, "compare with production")
-        ci = duckdb_file(project, target)
-        con = open_duckdb(ci, "compare with production", read_only=True)
-        try:
+        with engine.connect("compare with production") as session:
+            con = session.con
             # the bounds every DuckDB target has (docs/targets/duckdb.md, "Memory"): a big join
             # spills to disk
             limit = os.environ.get("MEDIAPULSE_DUCKDB_MEMORY_LIMIT") or "4GB"
             spill = os.environ.get("MEDIAPULSE_DUCKDB_TEMP_DIR")
-            spill = f"{spill}/{target}" if spill else f"{ci}.tmp"
+            spill = f"{spill}/{target}" if spill else f"{duckdb_file(project, target)}.tmp"
             con.execute(f"set memory_limit = {_lit(limit)}; set temp_directory = {_lit(spill)}")
             try:
                 con.execute(f"attach {_lit(str(prod))} as prod (read_only)")
@@ -363,21 +361,10 @@ def connect(engine: Engine, prod_warehouse: Path | None) -> Iterator[Warehouse]:
                     f"cannot attach production {prod} or the raw data: {str(exc).splitlines()[0]}"
                 ) from exc
             yield Warehouse(lambda sql: con.execute(sql).fetchall(), catalogs=True)
-        finally:
-            con.close()
         return
-    con = connect_postgres(project, target)  # a server: read-only, each query on its own
-    con.set_session(readonly=True, autocommit=True)
-
-    def query(sql: str) -> list[tuple]:
-        with con.cursor() as cursor:
-            cursor.execute(sql)
-            return list(cursor.fetchall())
-
-    try:
-        yield Warehouse(query, catalogs=False)
-    finally:
-        con.close()
+    with engine.connect("compare with production") as session:
+        session.con.set_session(readonly=True, autocommit=True)  # a server: each query on its own
+        yield Warehouse(session.query, catalogs=False)
 
 
 def _differs(column: str, before: str, after: str) -> str:

@@ -21,7 +21,6 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.sources import RAW_TABLES, declared_raw_tables
 from mediapulse.engines.base import Engine
 from mediapulse.engines.duckdb import open_duckdb
-from mediapulse.engines.postgres import connect_postgres
 from mediapulse.security.personal import masked_name, masked_tables
 
 REGISTRY = "_mediapulse.raw_tables"
@@ -60,28 +59,23 @@ def check_raw_tables(engine: Engine) -> None:
     masked = []
     if engine.raw_schema_suffix:
         masked = [masked_name(table) for table in masked_tables(project)]
-    pg = connect_postgres(project, target)
-    try:
-        with pg.cursor() as cursor:
-            for table in declared_raw_tables(project):
-                cursor.execute("select pg_catalog.to_regclass(%s)", [table])
-                if cursor.fetchone()[0] is None:
-                    raise MediaPulseError(
-                        f"raw table {table} not found in target '{target}': load it with your "
-                        f"EL tool or `mediapulse load-raw --target {target}`"
-                    )
-            for view in masked:
-                cursor.execute("select pg_catalog.to_regclass(%s)", [view])
-                if cursor.fetchone()[0] is None:
-                    raise MediaPulseError(
-                        f"masked copy {view} not found in target '{target}': a CI run reads "
-                        "personal raw data only masked; the database owner creates it by "
-                        "running `mediapulse access-sql` again "
-                        '(docs/targets/postgresql-production.md, "Setting up a server")'
-                    )
-    finally:
-        pg.rollback()
-        pg.close()
+    with engine.connect("check the raw tables") as session, session.con.cursor() as cursor:
+        for table in declared_raw_tables(project):
+            cursor.execute("select pg_catalog.to_regclass(%s)", [table])
+            if cursor.fetchone()[0] is None:
+                raise MediaPulseError(
+                    f"raw table {table} not found in target '{target}': load it with your "
+                    f"EL tool or `mediapulse load-raw --target {target}`"
+                )
+        for view in masked:
+            cursor.execute("select pg_catalog.to_regclass(%s)", [view])
+            if cursor.fetchone()[0] is None:
+                raise MediaPulseError(
+                    f"masked copy {view} not found in target '{target}': a CI run reads "
+                    "personal raw data only masked; the database owner creates it by "
+                    "running `mediapulse access-sql` again "
+                    '(docs/targets/postgresql-production.md, "Setting up a server")'
+                )
 
 
 def _registered(cursor) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -125,25 +119,23 @@ def load_raw(engine: Engine) -> str:
     """Make the target's raw schemas hold the data set in raw.duckdb; returns what it did."""
     project, target = engine.project, engine.target
     source = open_duckdb(project.raw_path, purpose="read the raw data", read_only=True)
-    pg = connect_postgres(project, target)
     try:
-        with pg.cursor() as cursor:
-            wanted = source.execute("select * from _mediapulse.generation").fetchone()
-            if _generation_row(cursor) == wanted:
-                return f"raw data already loaded into target '{target}'"
-            check_owned(cursor, target)
-        with tempfile.TemporaryDirectory(prefix="mediapulse-raw-") as tmp, pg.cursor() as cursor:
-            counts = {}
-            cursor.execute("create schema if not exists _mediapulse")
-            for table in RAW_TABLES:
-                counts[table] = _copy_table(source, cursor, table, Path(tmp))
-                _register(cursor, table)
-            pg.commit()
-    except BaseException:
-        pg.rollback()
-        raise
+        with engine.connect("load the raw data", write=True) as session:
+            with session.con.cursor() as cursor:
+                wanted = source.execute("select * from _mediapulse.generation").fetchone()
+                if _generation_row(cursor) == wanted:
+                    return f"raw data already loaded into target '{target}'"
+                check_owned(cursor, target)
+            with (
+                tempfile.TemporaryDirectory(prefix="mediapulse-raw-") as tmp,
+                session.con.cursor() as cursor,
+            ):
+                counts = {}
+                cursor.execute("create schema if not exists _mediapulse")
+                for table in RAW_TABLES:
+                    counts[table] = _copy_table(source, cursor, table, Path(tmp))
+                    _register(cursor, table)
     finally:
-        pg.close()
         source.close()
     rows = sum(v for k, v in counts.items() if not k.startswith("_"))
     return f"loaded {rows:,} raw rows into target '{target}' ({len(counts) - 1} tables)"

@@ -135,6 +135,10 @@ class Engine(ABC):
     def connect(self, purpose: str, write: bool = False) -> AbstractContextManager[Session]:
         """A session on the target's warehouse; ``purpose`` completes "cannot ..." errors."""
 
+    def connect_raw(self, purpose: str) -> AbstractContextManager[Session]:
+        """A read-only session where the sources' raw tables are (a server: its own)."""
+        return self.connect(purpose)
+
 
 # Each engine's production target in profiles/profiles.yml (DuckDB's first: the default)
 PRODUCTION_TARGETS = ("prod", "postgres")

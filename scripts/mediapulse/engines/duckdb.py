@@ -75,6 +75,15 @@ class DuckDb(Engine):
         finally:
             con.close()
 
+    @contextmanager
+    def connect_raw(self, purpose: str) -> Iterator[Session]:
+        """raw.duckdb, the loader's file beside the warehouse (the profile attaches it)."""
+        con = open_duckdb(self.project.raw_path, purpose, read_only=True)
+        try:
+            yield Session(con, "?")
+        finally:
+            con.close()
+
 
 def production_file(project: Project) -> Path:
     """DuckDB production's file: the one the releases stage, swap and keep."""

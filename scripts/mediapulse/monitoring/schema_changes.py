@@ -30,7 +30,6 @@ from mediapulse.core.sources import (
 )
 from mediapulse.engines.base import Capability, Engine
 from mediapulse.engines.duckdb import open_duckdb
-from mediapulse.engines.postgres import connect_postgres
 
 CHANGES = ("added", "removed", "retyped", "renamed", "missing_table")
 # Added columns are never errors: nothing reads a column the sources do not declare yet.
@@ -230,26 +229,18 @@ def postgres_columns(
     From pg_catalog, not information_schema.columns: the latter lists only the columns the
     role may read, so a missing grant would look like a missing table (check_roles names the
     grant instead)."""
-    project, target = engine.project, engine.target
-    pg = connect_postgres(project, target)
-    try:
-        with pg.cursor() as cursor:
-            cursor.execute("select current_database()")
-            database = cursor.fetchone()[0]
-            cursor.execute(
-                "select n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
-                "from pg_catalog.pg_attribute a "
-                "join pg_catalog.pg_class c on c.oid = a.attrelid "
-                "join pg_catalog.pg_namespace n on n.oid = c.relnamespace "
-                "where n.nspname = any(%s) and c.relkind in ('r', 'p', 'v', 'm', 'f') "
-                "and a.attnum > 0 and not a.attisdropped "
-                "order by n.nspname, c.relname, a.attnum",
-                [schemas],
-            )
-            rows = cursor.fetchall()
-    finally:
-        pg.rollback()
-        pg.close()
+    with engine.connect("read the raw sources' columns") as session:
+        [(database,)] = session.query("select current_database()")
+        rows = session.query(
+            "select n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
+            "from pg_catalog.pg_attribute a "
+            "join pg_catalog.pg_class c on c.oid = a.attrelid "
+            "join pg_catalog.pg_namespace n on n.oid = c.relnamespace "
+            f"where n.nspname = any({session.marker}) "
+            "and c.relkind in ('r', 'p', 'v', 'm', 'f') and a.attnum > 0 and not a.attisdropped "
+            "order by n.nspname, c.relname, a.attnum",
+            [schemas],
+        )
     columns: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for schema, table, column, type_ in rows:
         columns.setdefault((schema, table), []).append((column, type_))

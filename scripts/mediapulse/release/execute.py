@@ -37,8 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import duckdb
-
 from mediapulse.core import failpoints
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.markdown import markdown_table, write_summary
@@ -47,20 +45,16 @@ from mediapulse.core.sources import declared_raw_tables
 from mediapulse.dbt import artifacts, runner
 from mediapulse.dbt.runner import DbtRun, run_dbt
 from mediapulse.engines.base import CI_ROLE, CI_TARGET_ENV, Capability, Engine, default_target
-from mediapulse.engines.duckdb import duckdb_file, open_duckdb
-from mediapulse.engines.postgres import connect_postgres
+from mediapulse.engines.duckdb import duckdb_file
 from mediapulse.engines.targets import resolve
 from mediapulse.jobs import prepare
 from mediapulse.monitoring import history
 from mediapulse.monitoring import views as monitoring
 from mediapulse.monitoring.schema_changes import SchemaChangeError
-from mediapulse.release import lock as release_lock_module
+from mediapulse.release.checks import NO_STATE, published_state
 from mediapulse.release.duckdb import TARGET as DUCKDB_PROD
-from mediapulse.release.duckdb import DuckDbRelease, warehouse_release_id
-from mediapulse.release.duckdb import read_state as read_duckdb_state
 from mediapulse.release.plan import make_plan, node_name
-from mediapulse.release.postgres import PgRelease, check_complete
-from mediapulse.release.staging import GreenSchemas, Staging, staging_for
+from mediapulse.release.staging import Staging, staging_for
 from mediapulse.release.state import (
     CI_PARSE,
     RELEASE_FILE,
@@ -83,10 +77,6 @@ DOCS_STEP = ("docs", ["docs", "generate", "--static"])
 # `partial_parse.<target>.msgpack`; a refresh keeps it (same code)
 PREVIOUS = "previous"  # the replaced release's state, inside the state directory
 SINCE_ENV = "MEDIAPULSE_REFRESH_SINCE"  # read by macro get_where_subquery
-NO_STATE = (
-    "no production state in {state_dir}: a refresh adds to a live release; run `mediapulse "
-    "nightly` (or deploy) first"
-)
 # What a release's code is: every file dbt reads to build the project (not profiles: a
 # refresh on another target is still the same code).
 CODE_PATHS = ("models", "macros", "seeds", "snapshots", "tests", "analyses")
@@ -122,17 +112,6 @@ class Step:
 
 def new_release_id() -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-
-
-def published_state(state_dir: Path) -> dict | None:
-    """What the state directory says of the release it describes; None when it holds none.
-    A state written before release ids existed is described by its manifest alone."""
-    if (state_dir / RELEASE_FILE).is_file():
-        return artifacts.load_json(state_dir / RELEASE_FILE, "release record")
-    if (state_dir / "manifest.json").is_file():
-        manifest = artifacts.load_json(state_dir / "manifest.json", "production manifest")
-        return {"release_id": None, "built_at": manifest["metadata"].get("generated_at")}
-    return None
 
 
 def write_record(
@@ -179,18 +158,6 @@ def _freshness_problems(target_dir: Path) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
-def _live(engine: Engine) -> tuple[Stamp | None, Any]:
-    """The live release the warehouse records, and a reader of its packed state."""
-    project, target = engine.project, engine.target
-    if not engine.embedded:
-        pg = PgRelease(project, target)
-        found = pg.releases().live
-        return (found.stamp, lambda: pg.read_state(found)) if found else (None, None)
-    release = DuckDbRelease(project)
-    stamp = release.live_stamp()
-    return stamp, (lambda: read_duckdb_state(release.live)) if stamp else None
-
-
 def repair_state(engine: Engine, state_dir: Path) -> str | None:
     """The warehouse says which release is live; the published state must describe it. When
     they differ (a job stopped between its swap and publishing its state; artifacts restored
@@ -198,7 +165,7 @@ def repair_state(engine: Engine, state_dir: Path) -> str | None:
     ``state_dir``. Returns the notice, or None when nothing needed repair. A live release
     that carries no state (built by an earlier version) cannot be repaired: one line."""
     target = engine.target
-    stamp, read = _live(engine)
+    stamp, read = staging_for(engine).live()
     if stamp is None:
         return None
     described = published_state(state_dir)
@@ -229,109 +196,6 @@ def repair_state(engine: Engine, state_dir: Path) -> str | None:
     )
 
 
-def production_history(engine: Engine) -> str | None:
-    """The newest release the run history records for ``target``, as a phrase; None when it
-    records none (or there is no history)."""
-    if not history.duckdb_path(engine).exists():
-        return None
-    try:
-        rows = history.read(
-            engine, "select release_id, cast(started_at as varchar) from monitoring.runs "
-            "where status = 'success' and release_id is not null "
-            "order by started_at desc limit 1",
-        )  # fmt: skip
-    except (MediaPulseError, duckdb.Error):
-        return None
-    return f"release {rows[0][0]} of {rows[0][1][:19]}" if rows else None
-
-
-def check_production_present(
-    project: Project, release: DuckDbRelease, artifacts_dir: Path, start_over: bool
-) -> None:
-    """Refuse to rebuild production from nothing when the published state, or the run
-    history, says it exists.
-
-    On GitHub the production file travels as an artifact that expires; rebuilding from an
-    empty file would silently drop the snapshots' history (and demo data would stand in for
-    the loader's raw data), so that takes an explicit --start-over.
-    """
-    previous = published_state(artifacts_dir)
-    missing = [p for p in (release.live, project.raw_path) if not p.exists()]
-    if previous is None and not release.live.exists():
-        recorded = production_history(resolve(project, DUCKDB_PROD))
-        if recorded is None or start_over:
-            print(
-                f"notice: no production yet (no state in {artifacts_dir}, no {release.live}): "
-                "building production from scratch (first run)"
-            )
-            return
-        raise MediaPulseError(
-            f"the run history records production ({recorded}) but neither its warehouse "
-            f"{release.live} nor its state in {artifacts_dir} is here (on GitHub: both "
-            "artifacts expired or were not downloaded); building from scratch would replace "
-            "the loader's raw data and the snapshots' history with demo data: restore them, or "
-            "start production over deliberately with --start-over"
-        )
-    if not missing:
-        return
-    names = " and ".join(str(p) for p in missing)
-    if start_over:
-        print(f"warning: --start-over: {names} missing; production starts again from empty")
-        return
-    described = (
-        f"release {previous['release_id']}" if previous and previous.get("release_id")
-        else f"built {previous.get('built_at')}" if previous else "the existing production"
-    )  # fmt: skip
-    raise MediaPulseError(
-        f"production ({described}, state in {artifacts_dir}) exists but {names} is missing "
-        "(on GitHub: the production-warehouse or production-raw artifact expired or was not "
-        "downloaded); "
-        "rebuilding from empty would lose the snapshots' history: restore the file(s), or "
-        "start production over deliberately with --start-over"
-    )
-
-
-def check_live_release(release: DuckDbRelease, state_dir: Path) -> None:
-    """What a job that adds to production needs: the production file, and the one the state
-    describes (a refresh compares the raw data with what that release read)."""
-    previous = published_state(state_dir)
-    if previous is None:
-        raise MediaPulseError(NO_STATE.format(state_dir=state_dir))
-    for path in (release.live, release.project.raw_path):
-        if not path.exists():
-            raise MediaPulseError(
-                f"{path} not found, but the state in {state_dir} describes a live release: a "
-                "refresh adds to production and reads the loader's raw data; restore it (on "
-                "GitHub: the production-warehouse and production-raw artifacts), or run the "
-                "nightly"
-            )
-    in_file, described = warehouse_release_id(release.live), previous.get("release_id")
-    if in_file and described and in_file != described:
-        raise MediaPulseError(
-            f"{release.live} is release {in_file} but {state_dir} describes release "
-            f"{described}: restore the matching production-warehouse and production-state "
-            "artifacts, then retry"
-        )
-
-
-def check_pg_production_present(release: PgRelease, artifacts_dir: Path, start_over: bool) -> None:
-    """PostgreSQL's counterpart of check_production_present: the state says production exists,
-    but no live schema carries a release (they were dropped), so the snapshots' history is gone."""
-    previous = published_state(artifacts_dir)
-    if previous is None or release.live_schemas():
-        return
-    where = f"target '{release.target}' (no {release.base_schema}* schema carries a release)"
-    if start_over:
-        print(f"warning: --start-over: no production on {where}; production starts again")
-        return
-    raise MediaPulseError(
-        f"production (state in {artifacts_dir}) exists but not on {where}: rebuilding from "
-        "empty would lose the snapshots' history: restore the schemas, or start production "
-        "over deliberately with --start-over"
-    )
-
-
-# what runs the code: an upgrade of dbt or an adapter is a change of code too
 RUNTIME_PACKAGES = ("dbt-core", "dbt-duckdb", "dbt-postgres", "dbt-spark", "duckdb")
 
 
@@ -397,31 +261,17 @@ def raw_marks(engine: Engine) -> dict[str, list[Any]]:
     """Each raw table the sources declare: [row count, newest `loaded_at`, newest `loaded_at`
     not in the future (UTC)]. Equal counts and newest loads: the same raw data (loads append or
     replace rows and stamp what they write). Read only."""
-    project, target = engine.project, engine.target
-    tables = declared_raw_tables(project)
+    tables = declared_raw_tables(engine.project)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")  # loads are stamped in UTC
     query = (
         "select count(*), cast(max(loaded_at) as varchar), cast(max(case when loaded_at <= "
         f"cast('{now}' as timestamp) then loaded_at end) as varchar) from {{}}"
     )
     marks: dict[str, list[Any]] = {}
-    if engine.embedded:  # raw.duckdb
-        with open_duckdb(project.raw_path, "read the raw data's newest loads", True) as con:
-            for table in tables:
-                count, newest, past = con.execute(query.format(table)).fetchone()
-                marks[table] = [int(count), newest, past]
-        return marks
-
-    pg = connect_postgres(project, target)
-    try:
-        with pg.cursor() as cursor:
-            for table in tables:
-                cursor.execute(query.format(table))
-                count, newest, past = cursor.fetchone()
-                marks[table] = [int(count), newest, past]
-    finally:
-        pg.rollback()
-        pg.close()
+    with engine.connect_raw("read the raw data's newest loads") as session:
+        for table in tables:
+            count, newest, past = session.one(query.format(table)) or (0, None, None)
+            marks[table] = [int(count), newest, past]
     return marks
 
 
@@ -778,45 +628,20 @@ def release_lock(engine: Engine, job: str) -> Iterator[Any]:
     """The lock every job that changes production holds (mediapulse.release.lock): a file
     lock beside DuckDB production, an advisory lock on PostgreSQL; yields the PostgreSQL
     connection that holds it (checked again before the swap), else None."""
-    project, target = engine.project, engine.target
-    if not engine.can(Capability.STAGED_RELEASES):  # built in place (Spark): dbt's own
-        yield None
-    elif engine.embedded:
-        with release_lock_module.file_lock(DuckDbRelease(project).lock_file, job):
-            yield None
-    else:
-        pg = PgRelease(project, target)
-
-        def connect(application_name: str) -> Any:
-            con = pg.connect()
-            with con.cursor() as cursor:
-                cursor.execute(
-                    "select pg_catalog.set_config('application_name', %s, false)",
-                    [application_name],
-                )
-            con.commit()
-            return con
-
-        with release_lock_module.advisory_lock(connect, pg.database, pg.base_schema, job) as con:
-            yield con
+    with staging_for(engine).lock(job) as lock:
+        yield lock
 
 
 def _checks(engine: Engine, artifacts_dir: Path, job: Job, start_over: bool) -> list[str]:
     """Before anything is staged: the state repaired to describe what is live, and the
     refusals of a job that would lose production's history. Returns notices for the report."""
-    project = engine.project
     notes = []
     if engine.can(Capability.STAGED_RELEASES) and not start_over:
         repaired = repair_state(engine, artifacts_dir)
         if repaired:
             print(repaired)
             notes.append(repaired)
-    if engine.embedded:
-        release = DuckDbRelease(project)
-        if job.full_refresh:
-            check_production_present(project, release, artifacts_dir, start_over)
-        else:
-            check_live_release(release, artifacts_dir)
+    staging_for(engine).check_before_prepare(artifacts_dir, job.full_refresh, start_over)
     return notes
 
 
@@ -857,8 +682,7 @@ def _run_release(
         # stopped before any model ran: a failed run all the same, with what the check found
         history.record_job(engine, clock, False, None)
         raise
-    if isinstance(staging, GreenSchemas):
-        check_pg_production_present(staging.release, artifacts_dir, start_over)
+    staging.check_after_prepare(artifacts_dir, start_over)
     refresh = None if job.full_refresh else plan_refresh(engine, artifacts_dir)
     skipped = _nothing_to_do(engine, artifacts_dir, job, refresh, start_over)
     if skipped:
@@ -1108,7 +932,6 @@ def _collect(target_dir: Path, name: str, result: DbtRun, state_dir: Path, step:
 def rollback(engine: Engine, state_dir: Path, to: str | None = None) -> str:
     """Put back a kept release (``to``, or the newest built from other code than the live
     one) and the state it published, holding the release lock. Returns what was done."""
-    project = engine.project
     engine.require(Capability.STAGED_RELEASES, "rollback")
     check_release_target(engine)
     with release_lock(engine, "rollback"):
@@ -1121,63 +944,15 @@ def rollback(engine: Engine, state_dir: Path, to: str | None = None) -> str:
                 f"{repaired.removeprefix('notice: ')}; not rolling back further without "
                 "--to RELEASE_ID: check `mediapulse releases`, then pass --to"
             )
-        if engine.embedded:
-            return _rollback_duckdb(project, state_dir, to)
-        return _rollback_postgres(engine, state_dir, to)
-
-
-def _rolled_back(live: Stamp | None, chosen: Stamp, dropped: list[str]) -> str:
-    undone = ", ".join([*([live.release_id] if live else []), *dropped]) or "none"
-    return f"production rolled back to {chosen.describe()}; releases undone and dropped: {undone}"
-
-
-def _rollback_duckdb(project: Project, state_dir: Path, to: str | None) -> str:
-    release = DuckDbRelease(project)
-    live = release.live_stamp()
-    chosen = choose_rollback(live, release.kept(), to)
-    files = (
-        read_duckdb_state(release.kept_path(chosen.release_id))
-        if release.kept_path(chosen.release_id).exists()
-        else None
-    )
-    dropped = release.restore(chosen)  # refuses an incomplete kept release, unchanged
-    if files is not None:
-        restore_state(files, state_dir)
-    return _rolled_back(live, chosen, dropped)
-
-
-def _rollback_postgres(engine: Engine, state_dir: Path, to: str | None) -> str:
-    project, target = engine.project, engine.target
-    pg = PgRelease(project, target)
-    found = pg.releases()
-    live = found.live.stamp if found.live else None
-    chosen = choose_rollback(live, [e.stamp for e in found.kept], to)
-    entry = next(e for e in found.kept if e.stamp.release_id == chosen.release_id)
-    check_complete(entry)
-    files = pg.read_state(entry)
-    if files is None:
-        raise MediaPulseError(
-            f"kept release {chosen.release_id} is incomplete: none of its schemas carries its "
-            "published state (written by an earlier version); production left as it was"
-        )
-    pg.restore(found, entry)
-    restore_state(files, state_dir)
-    newer = [e.stamp.release_id for e in found.kept if e.stamp.release_id > chosen.release_id]
-    return _rolled_back(live, chosen, newer)
+        return staging_for(engine).rollback(state_dir, to)
 
 
 def list_releases(engine: Engine) -> str:
     """The live release and the ones kept for a rollback, newest first (`mediapulse
     releases`)."""
-    project, target = engine.project, engine.target
     engine.require(Capability.STAGED_RELEASES, "releases")
-    if engine.embedded:
-        check_release_target(engine)
-        release = DuckDbRelease(project)
-        live, kept = release.live_stamp(), release.kept()
-    else:
-        found = PgRelease(project, target).releases()
-        live, kept = (found.live.stamp if found.live else None), [e.stamp for e in found.kept]
+    check_release_target(engine)
+    live, kept = staging_for(engine).releases()
     lines = [f"live: {live.describe() if live else 'no release'}"]
     default = None
     with suppress(MediaPulseError):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,18 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.dbt.runner import DbtRun
 from mediapulse.engines.base import Capability, Engine
 from mediapulse.release import lock as release_lock
+from mediapulse.release.checks import (
+    check_live_release,
+    check_pg_production_present,
+    check_production_present,
+)
 from mediapulse.release.duckdb import DuckDbRelease, drop_unlisted, warehouse_release_id
-from mediapulse.release.postgres import PgRelease, rename_in_state
-from mediapulse.release.state import Stamp, keep_count
+from mediapulse.release.duckdb import read_state as read_duckdb_state
+from mediapulse.release.postgres import PgRelease, check_complete, rename_in_state
+from mediapulse.release.state import Stamp, choose_rollback, keep_count, restore_state
+
+# The live release's packed state, read when needed (None: it carries none)
+StateReader = Callable[[], list[tuple[str, bytes]] | None]
 
 
 class Staging(ABC):
@@ -86,6 +97,36 @@ class Staging(ABC):
     def discard(self) -> None:  # noqa: B027 - nothing staged, nothing to discard
         """Drop whatever a release that did not go live left staged."""
 
+    @contextmanager
+    def lock(self, job: str) -> Iterator[Any]:
+        """The lock every job that changes production holds (release/lock.py); yields what
+        the swap checks again, if anything. Built in place (Spark): dbt's own."""
+        yield None
+
+    def check_before_prepare(  # noqa: B027 - most stagings have nothing to check here
+        self, artifacts_dir: Path, full_refresh: bool, start_over: bool
+    ) -> None:
+        """Refuse, before any work, a job that would lose production's history (the files a
+        release reads)."""
+
+    def check_after_prepare(  # noqa: B027 - most stagings have nothing to check here
+        self, artifacts_dir: Path, start_over: bool
+    ) -> None:
+        """Refuse, once the target answers, a job that would lose production's history."""
+
+    def live(self) -> tuple[Stamp | None, StateReader | None]:
+        """The live release the warehouse records, and a reader of the state it carries."""
+        return None, None
+
+    def releases(self) -> tuple[Stamp | None, list[Stamp]]:
+        """The live release and the ones kept for a rollback, newest first."""
+        return None, []
+
+    def rollback(self, state_dir: Path, to: str | None) -> str:
+        """Put back a kept release (``to``, else the one before the last change of code) and
+        its state; returns the line saying what was done."""
+        raise MediaPulseError(f"{self.engine.described} keeps no release to roll back to")
+
 
 class StagedFile(Staging):
     """DuckDB: production's file copied, built, renamed over production."""
@@ -139,6 +180,38 @@ class StagedFile(Staging):
 
     def discard(self) -> None:
         self.release.discard()
+
+    @contextmanager
+    def lock(self, job: str) -> Iterator[Any]:
+        with release_lock.file_lock(self.release.lock_file, job):
+            yield None
+
+    def check_before_prepare(
+        self, artifacts_dir: Path, full_refresh: bool, start_over: bool
+    ) -> None:
+        if full_refresh:
+            check_production_present(self.project, self.release, artifacts_dir, start_over)
+        else:
+            check_live_release(self.release, artifacts_dir)
+
+    def live(self) -> tuple[Stamp | None, StateReader | None]:
+        stamp = self.release.live_stamp()
+        live = self.release.live
+        return stamp, (lambda: read_duckdb_state(live)) if stamp else None
+
+    def releases(self) -> tuple[Stamp | None, list[Stamp]]:
+        return self.release.live_stamp(), self.release.kept()
+
+    def rollback(self, state_dir: Path, to: str | None) -> str:
+        release = self.release
+        live = release.live_stamp()
+        chosen = choose_rollback(live, release.kept(), to)
+        kept = release.kept_path(chosen.release_id)
+        files = read_duckdb_state(kept) if kept.exists() else None
+        dropped = release.restore(chosen)  # refuses an incomplete kept release, unchanged
+        if files is not None:
+            restore_state(files, state_dir)
+        return rolled_back(live, chosen, dropped)
 
 
 class GreenSchemas(Staging):
@@ -200,6 +273,54 @@ class GreenSchemas(Staging):
             self.release.discard(self.schemas)
             self.schemas = []
 
+    @contextmanager
+    def lock(self, job: str) -> Iterator[Any]:
+        pg = self.release
+
+        def connect(application_name: str) -> Any:
+            con = pg.connect()
+            with con.cursor() as cursor:
+                cursor.execute(
+                    "select pg_catalog.set_config('application_name', %s, false)",
+                    [application_name],
+                )
+            con.commit()
+            return con
+
+        with release_lock.advisory_lock(connect, pg.database, pg.base_schema, job) as con:
+            yield con
+
+    def check_after_prepare(self, artifacts_dir: Path, start_over: bool) -> None:
+        check_pg_production_present(self.release, artifacts_dir, start_over)
+
+    def live(self) -> tuple[Stamp | None, StateReader | None]:
+        found = self.release.releases().live
+        if not found:
+            return None, None
+        return found.stamp, lambda: self.release.read_state(found)
+
+    def releases(self) -> tuple[Stamp | None, list[Stamp]]:
+        found = self.release.releases()
+        return (found.live.stamp if found.live else None), [e.stamp for e in found.kept]
+
+    def rollback(self, state_dir: Path, to: str | None) -> str:
+        pg = self.release
+        found = pg.releases()
+        live = found.live.stamp if found.live else None
+        chosen = choose_rollback(live, [e.stamp for e in found.kept], to)
+        entry = next(e for e in found.kept if e.stamp.release_id == chosen.release_id)
+        check_complete(entry)
+        files = pg.read_state(entry)
+        if files is None:
+            raise MediaPulseError(
+                f"kept release {chosen.release_id} is incomplete: none of its schemas carries "
+                "its published state (written by an earlier version); production left as it was"
+            )
+        pg.restore(found, entry)
+        restore_state(files, state_dir)
+        newer = [e.stamp.release_id for e in found.kept if e.stamp.release_id > chosen.release_id]
+        return rolled_back(live, chosen, newer)
+
 
 class InPlace(Staging):
     """An engine without staged releases (Spark): dbt builds production itself, nothing is
@@ -238,6 +359,11 @@ def project_relations(manifest: dict[str, Any], database: str) -> set[tuple[str,
         and (node.get("config") or {}).get("materialized") != "ephemeral"
         and str(node.get("database") or "").lower() == database.lower()
     }
+
+
+def rolled_back(live: Stamp | None, chosen: Stamp, dropped: list[str]) -> str:
+    undone = ", ".join([*([live.release_id] if live else []), *dropped]) or "none"
+    return f"production rolled back to {chosen.describe()}; releases undone and dropped: {undone}"
 
 
 def dropped_note(names: list[str], what: str) -> str:

@@ -35,7 +35,6 @@ from mediapulse.engines.postgres import (
     PINNED_SEARCH_PATH,
     REPORTER_ROLE_ENV,
     ci_role,
-    connect_postgres,
     reporter_role,
     target_credentials,
 )
@@ -61,17 +60,14 @@ def _literal(text: str) -> str:
 def check_roles(engine: Engine) -> None:
     """The roles the models grant to exist, or a one-line error before any work (dbt would
     stop at the first model's grant with a database error)."""
-    project, target = engine.project, engine.target
+    target = engine.target
     wanted = {CI_ROLE_ENV: ci_role(), REPORTER_ROLE_ENV: reporter_role()}
-    con = connect_postgres(project, target)
-    try:
-        with con.cursor() as cursor:
-            cursor.execute("select rolname from pg_catalog.pg_roles where rolname = any(%s)",
-                           [list(wanted.values())])  # fmt: skip
-            found = {row[0] for row in cursor.fetchall()}
-    finally:
-        con.rollback()
-        con.close()
+    with engine.connect("check the roles the models grant") as session:
+        rows = session.query(
+            f"select rolname from pg_catalog.pg_roles where rolname = any({session.marker})",
+            [list(wanted.values())],
+        )
+    found = {row[0] for row in rows}
     for variable, role in wanted.items():
         if role not in found:
             raise MediaPulseError(
@@ -317,22 +313,20 @@ def drop_ci_schemas(engine: Engine) -> str:
     engine.require(Capability.CI_SCHEMAS, "drop-ci-schemas")
     base = ci_schema(engine, "drop-ci-schemas drops only those")
     hours = max_age_hours()
-    con = connect_postgres(project, target)
-    try:
-        with con.cursor() as cursor:
-            cursor.execute(
-                "select nspname from pg_catalog.pg_namespace "
-                "where pg_catalog.pg_get_userbyid(nspowner) = current_user "
-                "and (nspname = %s or pg_catalog.starts_with(nspname, %s)) order by 1",
-                [base, base + "_"],
-            )
-            schemas = [row[0] for row in cursor.fetchall()]
-            lost = _lost_schemas(cursor, hours, set(schemas))
-            for schema in schemas + lost:
-                cursor.execute(f"drop schema {_ident(schema)} cascade")
-        con.commit()
-    finally:
-        con.close()
+    with (
+        engine.connect("drop the CI run's schemas", write=True) as session,
+        session.con.cursor() as cursor,
+    ):
+        cursor.execute(
+            "select nspname from pg_catalog.pg_namespace "
+            "where pg_catalog.pg_get_userbyid(nspowner) = current_user "
+            "and (nspname = %s or pg_catalog.starts_with(nspname, %s)) order by 1",
+            [base, base + "_"],
+        )
+        schemas = [row[0] for row in cursor.fetchall()]
+        lost = _lost_schemas(cursor, hours, set(schemas))
+        for schema in schemas + lost:
+            cursor.execute(f"drop schema {_ident(schema)} cascade")
     if not schemas:
         lines = [f"no schema of CI run {base} on target '{target}': nothing to drop"]
     else:

@@ -26,7 +26,6 @@ from mediapulse.cli.main import main
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.engines.targets import resolve
-from mediapulse.monitoring import history
 from mediapulse.release.duckdb import (
     DuckDbRelease,
     drop_unlisted,
@@ -35,16 +34,14 @@ from mediapulse.release.duckdb import (
     warehouse_release_id,
 )
 from mediapulse.release.execute import (
-    check_production_present,
-    publish_state,
     repair_state,
     rollback,
-    write_record,
 )
 from mediapulse.release.lock import file_lock
 from mediapulse.release.state import Stamp
 
-from ..conftest import REPO
+from ..support.releases import fake_release as _release
+from ..support.releases import two_releases
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -55,37 +52,9 @@ def _digest(root: Path) -> dict[str, str]:
     }
 
 
-def _release(
-    project: Project, state: Path, release_id: str, rows: int, code: str = "c1",
-    publish: bool = True, data: str | None = None,
-) -> None:  # fmt: skip
-    """What a passing nightly does to the file and the state (the dbt build stood in for by
-    a table of ``rows`` rows); ``publish=False`` stops after the swap, as a killed job does."""
-    release = DuckDbRelease(project)
-    release.prepare()
-    with duckdb.connect(str(release.staged)) as con:
-        con.execute(f"create or replace table marts_dim as select range as id from range({rows})")
-    staged = state.with_name("state.partial")
-    staged.mkdir()
-    (staged / "manifest.json").write_text(json.dumps({"release": release_id}))
-    write_record(staged, release_id, "nightly", {"lookback": 2}, {"code": code})
-    release.stamp(Stamp(release_id, job="nightly", code=code, data_code=data or code), staged)
-    release.publish()
-    release.prune()
-    if publish:
-        publish_state(staged, state)
-
-
 @pytest.fixture
 def released(tmp_path: Path) -> tuple[Project, Path]:
-    """Production after two releases: r1 (10 rows) replaced by r2 (20 rows)."""
-    # the checkout itself (only its profiles are read), with its warehouse in a temporary place
-    project = Project.discover(REPO, tmp_path / "warehouse")
-    project.warehouse_dir.mkdir()
-    state = tmp_path / "state"
-    _release(project, state, "r1", 10)
-    _release(project, state, "r2", 20)
-    return project, state
+    return two_releases(tmp_path)
 
 
 def _rows(path: Path) -> int:
@@ -225,47 +194,6 @@ def test_a_state_that_describes_another_release_is_repaired_from_the_warehouse(
     assert json.loads((state / "manifest.json").read_text()) == {"release": "r3"}
     assert (state / "evaluator.json").read_text() == '{"violations": []}'
     assert repair_state(resolve(project, "prod"), state) is None, "nothing left to repair"
-
-
-def test_a_release_stops_when_production_exists_but_its_file_is_gone(
-    released, capsys: pytest.CaptureFixture[str]
-) -> None:
-    project, state = released
-    release = DuckDbRelease(project)
-    release.live.unlink()
-    with pytest.raises(MediaPulseError) as err:
-        check_production_present(project, release, state, start_over=False)
-    text = str(err.value)
-    assert "release r2" in text and str(release.live) in text and "--start-over" in text
-    check_production_present(project, release, state, start_over=True)
-    assert "production starts again from empty" in capsys.readouterr().out
-
-
-def test_a_first_release_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    project = Project.discover(REPO, tmp_path / "warehouse")
-    check_production_present(project, DuckDbRelease(project), tmp_path / "state", start_over=False)
-    assert "no production yet" in capsys.readouterr().out
-
-
-def test_production_the_run_history_records_is_not_rebuilt_from_demo_data(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Both artifacts expired (no state, no production file) but the run history, kept
-    longer, records a release: a nightly stops instead of generating demo data."""
-    project = Project.discover(REPO, tmp_path / "warehouse")
-    history.ensure(resolve(project, "prod"))
-    with duckdb.connect(str(history.duckdb_path(resolve(project, "prod")))) as con:
-        con.execute(
-            "insert into monitoring.runs (run_id, job, target, started_at, status, release_id) "
-            "values ('x', 'nightly', 'prod', timestamp '2026-12-01 02:00:00', 'success', 'r9')"
-        )
-    with pytest.raises(MediaPulseError) as err:
-        check_production_present(project, DuckDbRelease(project), tmp_path / "state", False)
-    text = str(err.value)
-    assert "records production (release r9 of 2026-12-01 02:00:00)" in text
-    assert "--start-over" in text and len(text.splitlines()) == 1
-    check_production_present(project, DuckDbRelease(project), tmp_path / "state", True)
-    assert "building production from scratch" in capsys.readouterr().out
 
 
 def test_relations_the_project_no_longer_has_are_dropped(tmp_path: Path) -> None:

@@ -809,7 +809,7 @@ def test_a_job_killed_at_any_step_leaves_one_whole_release_and_the_next_job_runs
 def test_a_release_stops_when_the_state_says_production_exists_but_its_schemas_are_gone(
     project: Project, state: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from mediapulse.release.execute import check_pg_production_present
+    from mediapulse.release.checks import check_pg_production_present
     from mediapulse.release.postgres import PgRelease
 
     # The same state, a target whose schemas hold no release (as if they had been dropped).
