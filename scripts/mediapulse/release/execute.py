@@ -632,7 +632,9 @@ def release_lock(engine: Engine, job: str) -> Iterator[Any]:
         yield lock
 
 
-def _checks(engine: Engine, artifacts_dir: Path, job: Job, start_over: bool) -> list[str]:
+def _checks(
+    engine: Engine, staging: Staging, artifacts_dir: Path, job: Job, start_over: bool
+) -> list[str]:
     """Before anything is staged: the state repaired to describe what is live, and the
     refusals of a job that would lose production's history. Returns notices for the report."""
     notes = []
@@ -641,7 +643,7 @@ def _checks(engine: Engine, artifacts_dir: Path, job: Job, start_over: bool) -> 
         if repaired:
             print(repaired)
             notes.append(repaired)
-    staging_for(engine).check_before_prepare(artifacts_dir, job.full_refresh, start_over)
+    staging.check_before_prepare(artifacts_dir, job.full_refresh, start_over)
     return notes
 
 
@@ -675,7 +677,7 @@ def _run_release(
     target = engine.target
     clock = history.Job(job.name, target)  # the run history's record of this job
     staging = staging_for(engine)
-    notes: list[str] = _checks(engine, artifacts_dir, job, start_over)
+    notes: list[str] = _checks(engine, staging, artifacts_dir, job, start_over)
     try:
         prepare.prepare(engine)
     except SchemaChangeError:
