@@ -17,7 +17,7 @@ from typing import Any
 import click
 from click.shell_completion import shell_complete
 
-from mediapulse.cli import ci, develop, operate, release, tooling
+from mediapulse.cli import ci, develop, operate, release, steps, tooling
 from mediapulse.cli.options import PARSE_ONLY, Call, project_dir, version, warehouse_dir
 from mediapulse.core.errors import MediaPulseError
 
@@ -25,7 +25,7 @@ from mediapulse.core.errors import MediaPulseError
 SECTIONS: dict[str, Sequence[click.Command]] = {
     "Develop": develop.COMMANDS,
     "CI": ci.COMMANDS,
-    "Release": release.COMMANDS,
+    "Release": [*release.COMMANDS, *steps.COMMANDS],
     "Operate": operate.COMMANDS,
     "Tooling": tooling.COMMANDS,
 }

@@ -30,6 +30,7 @@ from mediapulse.engines.duckdb import PRODUCTION, duckdb_file, open_duckdb
 from mediapulse.release.state import Stamp, keep_count, pack, to_prune
 
 PROD_DIR_ENV = "MEDIAPULSE_PROD_DIR"
+HELD = "held-by"  # in the staging directory: a release staged between steps holds it
 TARGET = PRODUCTION  # DuckDB production's target: the file releases stage and swap
 STAMP_SCHEMA = "_mediapulse"
 RELEASE_TABLE = f"{STAMP_SCHEMA}.release"
@@ -74,8 +75,25 @@ class DuckDbRelease:
         """Point the `prod` target at the staged copy."""
         return {PROD_DIR_ENV: self.project.dbt_path(self.staging_dir)}
 
+    @property
+    def held_by(self) -> Path:
+        """The mark of a release staged between steps: the place of its record."""
+        return self.staging_dir / HELD
+
+    def hold(self, record_dir: Path) -> None:
+        self.held_by.write_text(str(record_dir) + "\n")
+
+    def release_hold(self) -> None:
+        self.held_by.unlink(missing_ok=True)
+
     def prepare(self) -> None:
         """A fresh staging copy of production (or nothing, for a first release)."""
+        if self.held_by.is_file():
+            raise MediaPulseError(
+                f"a release is staged in {self.staging_dir} by `mediapulse release prepare` "
+                f"(its record: {self.held_by.read_text().strip()}); nothing staged over it: "
+                "publish it or `mediapulse release discard --artifacts <that state directory>`"
+            )
         self.discard()
         self.staging_dir.mkdir(parents=True)
         if self.live.exists():

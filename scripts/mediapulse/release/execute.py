@@ -54,6 +54,7 @@ from mediapulse.monitoring.schema_changes import SchemaChangeError
 from mediapulse.release.checks import NO_STATE, published_state
 from mediapulse.release.duckdb import TARGET as DUCKDB_PROD
 from mediapulse.release.plan import make_plan, node_name
+from mediapulse.release.record import refuse_if_staged
 from mediapulse.release.staging import Staging, staging_for
 from mediapulse.release.state import (
     CI_PARSE,
@@ -619,7 +620,9 @@ def run_release(
     """One job that changes production, all or nothing, while holding the release lock: no
     other job can stage, build, swap or roll back production until it is done."""
     check_release_target(engine)
+    refuse_if_staged(artifacts_dir, job.name)
     with release_lock(engine, job.name) as lock:
+        refuse_if_staged(artifacts_dir, job.name)  # prepared while this job waited for the lock
         return _run_release(engine, artifacts_dir, summary, job, start_over, lock)
 
 
@@ -937,6 +940,7 @@ def rollback(engine: Engine, state_dir: Path, to: str | None = None) -> str:
     engine.require(Capability.STAGED_RELEASES, "rollback")
     check_release_target(engine)
     with release_lock(engine, "rollback"):
+        refuse_if_staged(state_dir, "rollback")
         repaired = repair_state(engine, state_dir)
         if repaired and to is None:
             # a job (a rollback, perhaps) stopped after its swap: what is live is not what the

@@ -97,6 +97,13 @@ class Staging(ABC):
     def discard(self) -> None:  # noqa: B027 - nothing staged, nothing to discard
         """Drop whatever a release that did not go live left staged."""
 
+    def hold(self, record_dir: Path) -> None:  # noqa: B027 - most stagings hold nothing more
+        """A release staged between steps (release/steps.py): mark what is staged with the
+        record's place, so that no job with another state directory stages over it."""
+
+    def release_hold(self) -> None:  # noqa: B027
+        """The staged release is swapped in or dropped: remove the mark."""
+
     @contextmanager
     def lock(self, job: str) -> Iterator[Any]:
         """The lock every job that changes production holds (release/lock.py); yields what
@@ -180,6 +187,12 @@ class StagedFile(Staging):
 
     def discard(self) -> None:
         self.release.discard()
+
+    def hold(self, record_dir: Path) -> None:
+        self.release.hold(record_dir)
+
+    def release_hold(self) -> None:
+        self.release.release_hold()
 
     @contextmanager
     def lock(self, job: str) -> Iterator[Any]:
