@@ -18,10 +18,12 @@ from mediapulse.cli.options import (
     artifacts_option,
     option,
     pass_engine,
+    pass_project,
     summary_option,
     target_option,
 )
 from mediapulse.core.errors import MediaPulseError
+from mediapulse.core.project import Project
 from mediapulse.engines.base import PROD_ROLE, Engine, default_target
 
 STATE_HELP = "production's state directory (the --artifacts of the nightly)"
@@ -96,7 +98,8 @@ def discard_command(engine: Engine, artifacts: str) -> int:
 @release_group.command("status", cls=Command)
 @artifacts_option(STATE_HELP)
 @option("--json", "as_json", is_flag=True, help="the staged release's record as JSON")
-def status_command(artifacts: str, as_json: bool) -> int:
+@pass_project
+def status_command(project: Project, artifacts: str, as_json: bool) -> int:
     """the staged release, its builds and what failed"""
     from mediapulse.release.steps import status
 
@@ -130,7 +133,6 @@ def dbt_main(argv: list[str] | None = None) -> int:
 
 
 def _dbt_in_release(args: list[str]) -> int:
-    from mediapulse.core.project import Project
     from mediapulse.engines.targets import resolve
     from mediapulse.release import record
     from mediapulse.release.in_release import ARTIFACTS_ENV, option_value, run_in_release

@@ -18,6 +18,7 @@ from mediapulse.dbt import artifacts, runner
 from mediapulse.engines.base import Engine
 from mediapulse.jobs import prepare
 from mediapulse.monitoring import history
+from mediapulse.monitoring import views as monitoring
 from mediapulse.monitoring.schema_changes import SchemaChangeError
 from mediapulse.release import record as records
 from mediapulse.release.execute import (
@@ -32,15 +33,19 @@ from mediapulse.release.execute import (
     Step,
     _checks,
     _nothing_to_do,
+    _render,
     _Run,
     _skip,
     check_release_target,
     code_fingerprint,
     new_release_id,
     plan_refresh,
+    publish_ci_parse,
+    publish_state,
     raw_marks,
     release_lock,
 )
+from mediapulse.release.in_release import run_in_release
 from mediapulse.release.record import STAGED, StagedRelease
 from mediapulse.release.staging import Staging, staging_for
 
@@ -222,8 +227,6 @@ def _finish(run: _Run, staged: StagedRelease, clock: history.Job) -> tuple[bool,
         if ok and job.monitoring:
             run.notes.append(run_monitoring(run))
         if ok and run.staging.holds_live and run.refresh is None:
-            from mediapulse.release.execute import publish_ci_parse
-
             run.notes.append(publish_ci_parse(engine.project, dbt, state_dir))
         run._carry_over()
         dbt.close()
@@ -232,14 +235,10 @@ def _finish(run: _Run, staged: StagedRelease, clock: history.Job) -> tuple[bool,
 
 
 def run_monitoring(run: _Run) -> str:
-    from mediapulse.monitoring import views as monitoring
-
     return monitoring.build(run.engine, run.env)[1]
 
 
 def _swap(run: _Run, staged: StagedRelease, clock: history.Job, ok: bool) -> tuple[bool, str]:
-    from mediapulse.release.execute import _render, publish_state
-
     release_id, job, state_dir = staged.release_id, run.job, run.state_dir
     if ok:
         ok = run.publish(release_id, staged.data["code"], staged.data["marks"])
@@ -310,8 +309,6 @@ def build_in_release(engine: Engine, artifacts_dir: Path, dbt_args: list[str]) -
     """`dbt <dbt_args>` (default: the job's own build) inside the staged release, from the
     project's directory (dbt/in_release.py runs it; mediapulse-dbt is the same from any
     directory, for schedulers that call dbt themselves)."""
-    from mediapulse.release.in_release import run_in_release
-
     staged = records.require_staged(artifacts_dir, engine, "release build")
     args = dbt_args or ["build"]
     return run_in_release(engine, artifacts_dir, staged, args, cwd=engine.project.root)

@@ -169,6 +169,15 @@ SURFACE: dict[str, dict[str, str | None]] = {
     "refresh": {"--target": "prod", "--artifacts": "s", "--summary": "r.md"},
     "rollback": {"--target": "prod", "--artifacts": "s", "--to": ""},
     "releases": {"--target": "prod"},
+    # a release in steps, for schedulers (a group: `mediapulse release prepare ...`)
+    "release prepare": {
+        "--target": "prod", "--artifacts": "s", "--job": "nightly", "--start-over": None,
+        "--skip-code": "99",
+    },
+    "release build": {"--target": "prod", "--artifacts": "s"},
+    "release publish": {"--target": "prod", "--artifacts": "s", "--summary": "p.md"},
+    "release discard": {"--target": "prod", "--artifacts": "s"},
+    "release status": {"--artifacts": "s", "--json": None},
     "unseal-raw": {"--target": "prod"},
     "seal-raw": {"--target": "prod"},
     "mask-raw": {"--target": "prod", "--out": "masked.duckdb"},
@@ -201,6 +210,8 @@ SURFACE: dict[str, dict[str, str | None]] = {
     "query": {"--target": "dev", "--max-rows": "5"},
     "lint-sql": {"--fix": None},
 }  # fmt: skip
+# the top-level commands: a group's subcommands are listed under it
+TOP = sorted({command.split()[0] for command in SURFACE})
 POSITIONALS = {"query": ["select 1"], "summarize": ["a.md", "b.md"], "lint-sql": ["models"]}
 # Pairs of options a command takes one of, not both.
 EXCLUSIVE = {"codegen": ("--check", "--dry-run"), "alert": ("--job", "--run-id")}
@@ -208,7 +219,7 @@ EXCLUSIVE = {"codegen": ("--check", "--dry-run"), "alert": ("--job", "--run-id")
 GROUPS = {
     "Develop": ["generate", "build", "query", "codegen", "lint-sql"],
     "CI": ["slim-ci", "diff", "evaluate", "summarize", "drop-ci-schemas"],
-    "Release": ["nightly", "deploy", "refresh", "rollback", "releases"],
+    "Release": ["nightly", "deploy", "refresh", "rollback", "releases", "release"],
     "Operate": [
         "load-raw", "unseal-raw", "seal-raw", "mask-raw", "record", "report", "alert", "notify",
         "access-sql",
@@ -224,7 +235,8 @@ TARGETS = {
     **dict.fromkeys(("slim-ci", "diff", "drop-ci-schemas"), "ci"),
     **dict.fromkeys(
         ("access-sql", "nightly", "deploy", "refresh", "rollback", "releases", "unseal-raw",
-         "seal-raw", "mask-raw", "record", "report", "alert"), "prod"),
+         "seal-raw", "mask-raw", "record", "report", "alert", "release prepare",
+         "release build", "release publish", "release discard"), "prod"),
 }  # fmt: skip
 
 
@@ -253,12 +265,12 @@ def _with_values(options: dict[str, str | None]) -> list[str]:
 
 
 def test_the_surface_is_every_command_and_only_those(capsys: pytest.CaptureFixture[str]) -> None:
-    assert {c for commands in GROUPS.values() for c in commands} == set(SURFACE)
+    assert {c for commands in GROUPS.values() for c in commands} == set(TOP)
     assert set(TARGETS) == {c for c, options in SURFACE.items() if "--target" in options}
     code, out, _ = call(capsys, "--help")
     assert code == 0
     listed = re.findall(r"^ {2,4}([a-z][a-z-]+)\s\s", out, flags=re.MULTILINE)
-    assert sorted(listed) == sorted(SURFACE), out
+    assert sorted(listed) == TOP, out
 
 
 @pytest.mark.parametrize("command", sorted(SURFACE))
@@ -266,7 +278,7 @@ def test_every_command_has_help_naming_every_option(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for help_flag in ("--help", "-h"):
-        code, out, err = call(capsys, command, help_flag)
+        code, out, err = call(capsys, *command.split(), help_flag)
         assert code == 0, err
         assert f"mediapulse {command}" in out
         for flag in ("-h", "--help", *SURFACE[command]):
@@ -288,11 +300,12 @@ def test_every_option_is_accepted(
         calls.append({k: v for k, v in options.items() if k != first})
     nowhere = tmp_path / "nowhere"
     for chosen in calls:
-        argv = ["--project-dir", str(nowhere), "--warehouse-dir", str(tmp_path), command]
+        argv = ["--project-dir", str(nowhere), "--warehouse-dir", str(tmp_path), *command.split()]
         argv += [*_with_values(chosen), *POSITIONALS.get(command, [])]
         code, _, err = call(capsys, *argv)
         assert code == 2, err
-        assert err == f"mediapulse {command}: error: no dbt_project.yml in {nowhere}: pass " \
+        top = command.split()[0]
+        assert err == f"mediapulse {top}: error: no dbt_project.yml in {nowhere}: pass " \
             "--project-dir pointing at a MediaPulse checkout\n", argv  # fmt: skip
 
 
@@ -401,7 +414,7 @@ def test_the_docs_sites_cli_reference_finds_every_command(
     assert spec and spec.loader
     docs_site = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(docs_site)
-    assert sorted(docs_site.commands(call(capsys, "--help")[1])) == sorted(SURFACE)
+    assert sorted(docs_site.commands(call(capsys, "--help")[1])) == TOP
 
 
 def test_shell_completion_offers_commands_and_choices() -> None:
@@ -427,7 +440,7 @@ def test_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     for env in TARGET_DEFAULTS.values():
         monkeypatch.delenv(env, raising=False)
     for command, default in TARGETS.items():
-        argv = [command, *_with_values({k: v for k, v in SURFACE[command].items()
+        argv = [*command.split(), *_with_values({k: v for k, v in SURFACE[command].items()
                                          if k in ("--artifacts", "--out", "--job")})]  # fmt: skip
         assert parse([*argv, *POSITIONALS.get(command, [])]).params["target"] == default
         monkeypatch.setenv(TARGET_DEFAULTS[default], "staging")
