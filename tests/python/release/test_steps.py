@@ -62,66 +62,49 @@ def production(after_nightly: Project, tmp_path: Path) -> Project:
     return clone_built(after_nightly, tmp_path / "project")
 
 
-def test_a_release_built_model_by_model_publishes_what_the_nightly_built(
+def test_a_failed_model_keeps_production_and_rebuilding_it_resumes_the_release(
     production: Project, capsys
 ) -> None:
-    prod = production.warehouse_dir / "prod.duckdb"
-    before_id, before = warehouse_release_id(prod), _tables(prod)
-    state = str(production.root / "state")
-    assert _cli(production, "release", "prepare", "--job", "nightly", "--artifacts", state) == 0
-    # a scheduler's calls: the seeds and snapshots, then the models in two halves
-    for args in (["build", "--select", "resource_type:seed resource_type:snapshot"],
-                 ["build", "--select", "path:models/staging path:models/intermediate"],
-                 ["build", "--exclude", "path:models/staging path:models/intermediate "
-                  "resource_type:seed resource_type:snapshot"]):  # fmt: skip
-        done = _dbt(production, *args)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert _digest(prod) == _digest(prod)  # production is read only so far
-    assert warehouse_release_id(prod) == before_id
-    assert _cli(production, "release", "publish", "--artifacts", state) == 0
-    report = capsys.readouterr().out
-    assert "passed, release" in report
-    after_id = warehouse_release_id(prod)
-    assert after_id != before_id
-    assert json.loads((production.root / "state" / "release.json").read_text())[
-        "release_id"] == after_id  # fmt: skip
-    assert _tables(prod) == before  # the same marts as the nightly's, table by table
-    # and the record says so: a build against it now is refused
-    again = _dbt(production, "build", "--select", "fct_daily_engagement")
-    assert again.returncode == 2 and "already published" in again.stderr
-
-
-def test_a_failed_model_keeps_production_and_a_rebuild_of_it_resumes_the_release(
-    production: Project, capsys
-) -> None:
+    """A scheduler's calls: the seeds and snapshots, then everything else, with one mart
+    broken; publish refuses and production stays byte for byte; the mart fixed and built again
+    (with what it skipped), the release publishes the marts the nightly built."""
     prod = production.warehouse_dir / "prod.duckdb"
     state = str(production.root / "state")
-    digest = _digest(prod)
+    before_id, before, digest = warehouse_release_id(prod), _tables(prod), _digest(prod)
     assert _cli(production, "release", "prepare", "--job", "nightly", "--artifacts", state) == 0
     mart = production.root / MART
     good = mart.read_text()
     mart.write_text(good.replace("select", "select no_such_column,", 1))
-    failed = _dbt(production, "build")
+    seeds = _dbt(production, "build", "--select", "resource_type:seed resource_type:snapshot")
+    assert seeds.returncode == 0, seeds.stdout[-3000:] + seeds.stderr[-2000:]
+    failed = _dbt(production, "build", "--exclude", "resource_type:seed resource_type:snapshot")
     assert failed.returncode == 1
     capsys.readouterr()
     # publish refuses, with one line naming the model; production is byte for byte as it was
     assert _cli(production, "release", "publish", "--artifacts", state) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "fct_daily_engagement" in err[0] and "cannot be published" in err[0]
-    assert _digest(prod) == digest
+    assert _digest(prod) == digest and warehouse_release_id(prod) == before_id
     # a nightly meanwhile would stage over the held release: refused, one line
     assert _cli(production, "nightly", "--artifacts", state) == 2
     assert "is staged and not yet published" in capsys.readouterr().err
-    # fixed, the failed model alone (and what it skipped) is built again, then published
+    # fixed, the failed model and what it skipped are built again, nothing else
     mart.write_text(good)
     retried = _dbt(production, "build", "--select", "fct_daily_engagement+")
     assert retried.returncode == 0, retried.stdout[-3000:]
     record = json.loads((production.root / "state.staged" / "staged-release.json").read_text())
     assert record["nodes"][MART_ID]["status"] == "success"
-    assert len(record["builds"]) == 2
+    assert [b["success"] for b in record["builds"]] == [True, False, True]
     assert _cli(production, "release", "publish", "--artifacts", state) == 0
     assert "passed, release" in capsys.readouterr().out
-    assert _digest(prod) != digest
+    after_id = warehouse_release_id(prod)
+    assert after_id != before_id
+    published = json.loads((production.root / "state" / "release.json").read_text())
+    assert published["release_id"] == after_id
+    assert _tables(prod) == before  # the same marts as the nightly's, table by table
+    # the record says so: a build against it now is refused
+    again = _dbt(production, "build", "--select", "fct_daily_engagement")
+    assert again.returncode == 2 and "already published" in again.stderr
 
 
 def test_the_steps_refuse_bad_input_in_one_line_and_touch_nothing(
