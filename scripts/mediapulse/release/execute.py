@@ -677,9 +677,35 @@ def _run_release(
     start_over: bool,
     lock: Any,
 ) -> int:
-    target = engine.target
-    clock = history.Job(job.name, target)  # the run history's record of this job
+    clock = history.Job(job.name, engine.target)  # the run history's record of this job
     staging = staging_for(engine)
+    before = before_staging(engine, staging, artifacts_dir, job, start_over, clock)
+    if before.skipped:
+        return _skip(engine, clock, before.skipped, summary, before.notes)
+    staging.stage(before.notes)
+    before.env.update(staging.env)
+    run = _Run(engine, artifacts_dir, job, staging, before.refresh, before.env, before.notes, lock)
+    return run.execute(clock, summary)
+
+
+@dataclass
+class BeforeStaging:
+    """What a release knows before it stages anything: its notes, what a refresh adds, the
+    environment of its builds, or why it has nothing to do."""
+
+    notes: list[str]
+    refresh: RefreshPlan | None
+    env: dict[str, str]
+    skipped: str | None
+
+
+def before_staging(
+    engine: Engine, staging: Staging, artifacts_dir: Path, job: Job, start_over: bool,
+    clock: history.Job,
+) -> BeforeStaging:  # fmt: skip
+    """The checks and plan of every release, in one process (`nightly`) or in steps
+    (`release prepare`): the state repaired, the refusals, the packages and raw data, the
+    schema check, and for a refresh the new rows."""
     notes: list[str] = _checks(engine, staging, artifacts_dir, job, start_over)
     try:
         prepare.prepare(engine)
@@ -690,10 +716,8 @@ def _run_release(
     staging.check_after_prepare(artifacts_dir, start_over)
     refresh = None if job.full_refresh else plan_refresh(engine, artifacts_dir)
     skipped = _nothing_to_do(engine, artifacts_dir, job, refresh, start_over)
-    if skipped:
-        return _skip(engine, clock, skipped, summary, notes)
     env: dict[str, str] = {}
-    if refresh:
+    if refresh and not skipped:
         added = ", ".join(f"{t} +{n:,}" for t, n in refresh.new_rows.items())
         notes.append(f"new raw rows since release {refresh.previous.get('release_id')}: {added}")
         if refresh.since:
@@ -702,10 +726,7 @@ def _run_release(
                 f"tests of the incremental models read the rows loaded after {refresh.since}; "
                 f"{len(refresh.excluded)} whole-history tests wait for the nightly"
             )
-    staging.stage(notes)
-    env.update(staging.env)
-    run = _Run(engine, artifacts_dir, job, staging, refresh, env, notes, lock)
-    return run.execute(clock, summary)
+    return BeforeStaging(notes, refresh, env, skipped)
 
 
 def _nothing_to_do(

@@ -53,7 +53,8 @@ def release_args(staged: StagedRelease, args: list[str], target: str) -> list[st
     if command in BUILDS and refresh is None and "--full-refresh" not in args:
         args.append("--full-refresh")  # a nightly or deploy rebuilds from scratch
     if refresh is not None and command in SELECTING:
-        args = _narrowed(args, list(refresh["selection"]))
+        if refresh.get("narrow", True):
+            args = _narrowed(args, list(refresh["selection"]))
         args += ["--exclude", *REFRESH_EXCLUDED, *refresh["excluded"]]
     return args
 

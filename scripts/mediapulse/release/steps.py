@@ -16,10 +16,8 @@ from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.markdown import write_summary
 from mediapulse.dbt import artifacts, runner
 from mediapulse.engines.base import Engine
-from mediapulse.jobs import prepare
 from mediapulse.monitoring import history
 from mediapulse.monitoring import views as monitoring
-from mediapulse.monitoring.schema_changes import SchemaChangeError
 from mediapulse.release import record as records
 from mediapulse.release.execute import (
     DEPLOY,
@@ -27,19 +25,17 @@ from mediapulse.release.execute import (
     MONITORING,
     NIGHTLY,
     REFRESH,
-    SINCE_ENV,
+    BeforeStaging,
     Job,
     RefreshPlan,
     Step,
-    _checks,
-    _nothing_to_do,
     _render,
     _Run,
     _skip,
+    before_staging,
     check_release_target,
     code_fingerprint,
     new_release_id,
-    plan_refresh,
     publish_ci_parse,
     publish_state,
     raw_marks,
@@ -70,19 +66,12 @@ def prepare_release(engine: Engine, artifacts_dir: Path, job_name: str,
         records.refuse_if_staged(artifacts_dir, f"release prepare --job {job.name}")
         clock = history.Job(job.name, engine.target)
         staging = staging_for(engine)
-        notes = _checks(engine, staging, artifacts_dir, job, start_over)
-        try:
-            prepare.prepare(engine)
-        except SchemaChangeError:
-            history.record_job(engine, clock, False, None)
-            raise
-        staging.check_after_prepare(artifacts_dir, start_over)
-        refresh = None if job.full_refresh else plan_refresh(engine, artifacts_dir)
-        skipped = _nothing_to_do(engine, artifacts_dir, job, refresh, start_over)
-        if skipped:
-            _skip(engine, clock, skipped, None, notes)
+        before = before_staging(engine, staging, artifacts_dir, job, start_over, clock)
+        if before.skipped:
+            _skip(engine, clock, before.skipped, None, before.notes)
             return skip_code
-        staged = _stage(engine, staging, artifacts_dir, job, refresh, notes, clock)
+        notes = before.notes
+        staged = _stage(engine, staging, artifacts_dir, job, before, clock)
     print("\n".join(notes))
     print(f"{staged.describe()} staged: build in it with `mediapulse release build` (or "
           f"mediapulse-dbt with MEDIAPULSE_ARTIFACTS={artifacts_dir}), then `mediapulse release "
@@ -91,15 +80,10 @@ def prepare_release(engine: Engine, artifacts_dir: Path, job_name: str,
 
 
 def _stage(
-    engine: Engine, staging: Staging, artifacts_dir: Path, job: Job,
-    refresh: RefreshPlan | None, notes: list[str], clock: history.Job,
+    engine: Engine, staging: Staging, artifacts_dir: Path, job: Job, before: BeforeStaging,
+    clock: history.Job,
 ) -> StagedRelease:  # fmt: skip
-    env: dict[str, str] = {}
-    if refresh:
-        added = ", ".join(f"{t} +{n:,}" for t, n in refresh.new_rows.items())
-        notes.append(f"new raw rows since release {refresh.previous.get('release_id')}: {added}")
-        if refresh.since:
-            env[SINCE_ENV] = refresh.since
+    refresh, notes, env = before.refresh, before.notes, before.env
     live = staging.live_release_id()
     staging.stage(notes)
     env.update(staging.env)
@@ -120,6 +104,9 @@ def _stage(
             "previous": refresh.previous, "since": refresh.since,
             "excluded": list(refresh.excluded), "new_rows": refresh.new_rows,
             "selection": list(refresh.selection),
+            # a staged copy of production rebuilds what the new rows reach; green schemas
+            # start empty and build everything
+            "narrow": staging.holds_live,
         },
         "nodes": {}, "builds": [],
     })  # fmt: skip

@@ -159,6 +159,10 @@ def test_a_refresh_narrows_every_selection_to_what_the_new_rows_reach() -> None:
     assert args[args.index("--select") + 1:args.index("--select") + 3] == [
         "m1,source:raw.events+", "m1,fqn:x+"]  # fmt: skip
     assert "--full-refresh" not in args and "fqn:t1" in args and "json" in args
+    # green schemas start empty: a refresh there builds everything it is asked to
+    green = release_args(_staged({**refresh, "narrow": False}), ["build", "--select", "m1"],
+                         "pg")  # fmt: skip
+    assert green[:3] == ["build", "--select", "m1"] and "m1,fqn:x+" not in green
 
 
 def test_only_transient_errors_are_retried() -> None:
