@@ -520,6 +520,11 @@ def bench_targets(m: dict[str, Measure], events: int) -> list[Target]:
                exec_ratio("job_nightly", "job_deploy_one_mart"), 10, "higher", "x"),
         Target("mediapulse slim-ci, one mart, wall clock", m["job_slim_ci_one_mart"].wall_median,
                6, "lower", "s"),
+        # the same nightly scheduled one task per model, whole commands (docs/orchestrators)
+        Target("Airflow + Cosmos nightly vs mediapulse nightly, wall clock",
+               wall_ratio("job_nightly_airflow", "job_nightly"), 1.5, "lower", "x"),
+        Target("Dagster nightly vs mediapulse nightly, wall clock",
+               wall_ratio("job_nightly_dagster", "job_nightly"), 1.5, "lower", "x"),
         Target("data diff of fct_watch_sessions against production",
                m["data_diff_watch_sessions"].wall_median, 5, "lower", "s"),
     ]  # fmt: skip

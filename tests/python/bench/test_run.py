@@ -23,9 +23,10 @@ MEASURES = {
     "full_build", "full_run", "incremental_run", "incremental_build", "slim_ci_one_mart",
     "slim_ci_event_staging", "floor", "parse_cold", "parse_partial", "evaluator",
     "job_nightly", "job_refresh", "job_deploy_one_mart", "job_slim_ci_one_mart",
-    "data_diff_watch_sessions",
+    "data_diff_watch_sessions", "job_nightly_airflow", "job_nightly_dagster",
 }  # fmt: skip
-JOBS = {name for name in MEASURES if name.startswith("job_")}
+ORCHESTRATED = {"job_nightly_airflow", "job_nightly_dagster"}  # not mediapulse commands
+JOBS = {name for name in MEASURES if name.startswith("job_")} - ORCHESTRATED
 
 
 @pytest.mark.dbt
@@ -44,13 +45,19 @@ def test_bench_runs_every_step_and_its_checks_hold(
     assert set(report["measures"]) == MEASURES
     for name, measure in report["measures"].items():
         assert measure["wall_s"]["median"] > 0, name
-        if name not in ("floor", "parse_cold", "parse_partial"):
+        if name not in ("floor", "parse_cold", "parse_partial", *ORCHESTRATED):
             assert measure["exec_s"]["median"] > 0, name
-        if name not in ("floor", "parse_cold", "parse_partial", "data_diff_watch_sessions", *JOBS):
+        if name not in ("floor", "parse_cold", "parse_partial", "data_diff_watch_sessions", *JOBS,
+                        *ORCHESTRATED):  # fmt: skip
             assert measure["peak_mb"]["max"] > 50, f"{name}: the dbt process's memory is measured"
     # the jobs are the commands users run, whole
     assert report["measures"]["job_refresh"]["command"].startswith("mediapulse refresh --target")
     assert "mediapulse slim-ci" in report["measures"]["job_slim_ci_one_mart"]["command"]
+    # and the same nightly from the orchestrators, whole commands, beside the CLI's
+    assert report["measures"]["job_nightly_airflow"]["command"].startswith(
+        "airflow dags test mediapulse_nightly")  # fmt: skip
+    assert report["measures"]["job_nightly_dagster"]["command"].startswith(
+        "dagster job execute")  # fmt: skip
     assert report["scale"]["events"] >= 15_000  # the scale asked for, near enough
     assert report["machine"]["cores"] and report["machine"]["dbt_core"].startswith("1.11")
     assert report["watch_event_path"]["events_per_second"] > 0
@@ -69,6 +76,12 @@ def test_bench_runs_every_step_and_its_checks_hold(
         "data diff of an unchanged fct_watch_sessions": report["checks"][
             "data diff of an unchanged fct_watch_sessions"
         ],
+        "Airflow + Cosmos nightly == mediapulse nightly": report["checks"][
+            "Airflow + Cosmos nightly == mediapulse nightly"
+        ],
+        "Dagster + dagster-dbt nightly == mediapulse nightly": report["checks"][
+            "Dagster + dagster-dbt nightly == mediapulse nightly"
+        ],
     }
     assert all(value.startswith("equal (") for value in report["checks"].values())
     # the incremental check compares every table the project builds, not a token few
@@ -82,6 +95,8 @@ def test_bench_runs_every_step_and_its_checks_hold(
         "mediapulse deploy of one mart vs full deploy (nightly's build), dbt time",
         "mediapulse slim-ci, one mart, wall clock",
         "data diff of fct_watch_sessions against production",
+        "Airflow + Cosmos nightly vs mediapulse nightly, wall clock",
+        "Dagster nightly vs mediapulse nightly, wall clock",
     }
     # the staged copy is its own line, and each job says how often dbt parsed
     for job in ("job_nightly", "job_refresh", "job_deploy_one_mart"):
