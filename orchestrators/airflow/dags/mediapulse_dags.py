@@ -11,10 +11,10 @@ from pathlib import Path
 try:
     from mediapulse.orchestrate.airflow_dags import make_dags
 except ModuleNotFoundError as missing:
+    package = (missing.name or "").split(".")[0]
     raise ImportError(
-        f"MediaPulse's Airflow DAGs need the Python package {missing.name!r}, missing in "
-        "Airflow's environment: pip install -e '.[airflow]' in the checkout, into that "
-        "environment"
+        f"MediaPulse's Airflow DAGs need the Python package {package!r}, missing in Airflow's "
+        "environment: pip install -e '.[airflow]' in the checkout, into that environment"
     ) from None
 
 globals().update(make_dags(os.environ, Path(__file__)))

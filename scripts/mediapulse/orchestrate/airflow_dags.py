@@ -26,15 +26,17 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import PROJECT_ENV, Project
+from mediapulse.dbt.pii import KEY_ENV as PII_KEY_ENV
 from mediapulse.engines.base import PROD_TARGET_ENV
 from mediapulse.engines.secrets import CONNECTION_SECRETS
 from mediapulse.engines.targets import resolve
@@ -132,7 +134,6 @@ class Settings:
     manifest: Path
     bin_dir: Path
     report_dir: Path
-    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], project: Path) -> Settings:
@@ -156,7 +157,6 @@ class Settings:
             ),
             bin_dir=bin_dir,
             report_dir=Path(environ.get(REPORT_ENV) or project / "report"),
-            environ=dict(environ),
         )
 
     def command(self, name: str) -> Path:
@@ -182,7 +182,7 @@ def _manifest(artifacts: Path, project: Path) -> Path:
     return published if published.is_file() else project / "target" / "manifest.json"
 
 
-def check(settings: Settings) -> None:
+def check(settings: Settings, environ: Mapping[str, str]) -> None:
     """Stop with one line when the DAGs cannot run: no project, no commands, an unknown
     target, a secret its engine needs unset, or no manifest to draw the task groups from."""
     if not (settings.project / "dbt_project.yml").is_file():
@@ -198,8 +198,8 @@ def check(settings: Settings) -> None:
     engine = resolve(Project.discover(settings.project), settings.target)
     needs = list(CONNECTION_SECRETS.get(engine.kind, ()))
     if not engine.checkout_key_allowed:
-        needs.append("MEDIAPULSE_PII_HASH_KEY")
-    unset = [name for name in needs if not settings.environ.get(name)]
+        needs.append(PII_KEY_ENV)
+    unset = [name for name in needs if not environ.get(name)]
     if unset:
         raise MediaPulseError(
             f"target '{settings.target}' ({engine.kind}, {PROD_TARGET_ENV}) needs the "
@@ -453,58 +453,56 @@ def _build_first(group: DbtTaskGroup, task_args: dict[str, Any]) -> None:
     build >> roots
 
 
-def release_step(settings: Settings, task_id: str, args: str, **kwargs: Any) -> BashOperator:
+def release_step(settings: Settings, task_id: str, *args: str | Path, **kwargs: Any) -> Any:
     """A `mediapulse` command of the release as a task, run from the checkout, never
     retried by Airflow."""
+    command = shlex.join([str(settings.command("mediapulse")), *map(str, args)])
     return BashOperator(
-        task_id=task_id,
-        bash_command=f"cd {settings.project} && {settings.command('mediapulse')} {args}",
+        task_id=task_id, bash_command=f"cd {shlex.quote(str(settings.project))} && {command}",
         env=settings.task_env(), append_env=True, retries=0, **kwargs,
     )  # fmt: skip
 
 
-def record_unpublished(settings: Settings, job: Job) -> str:
+def record_unpublished(project: str, artifacts: str, target: str, job: str) -> str:
     """The `record` task: a release left staged (a model failed; kept for the rebuild that
     resumes it) goes into the run history as a failed run of its job, from what its builds
     recorded, so that the alert sees it. A published or discarded release recorded itself."""
-    staged = records.load(settings.artifacts)
+    staged = records.load(Path(artifacts))
     if staged is None or staged.status != records.STAGED:
         return "no release left staged: publish (or prepare) recorded this run"
     if not (staged.folder / "run_results.json").is_file():
         return f"{staged.describe()} is staged and nothing was built in it: nothing to record"
-    engine = resolve(Project.discover(settings.project), settings.target)
-    line = history.record_artifacts(engine, job.name, staged.folder)
+    engine = resolve(Project.discover(project), target)
+    line = history.record_artifacts(engine, job, staged.folder)
     return f"{staged.describe()} is staged, unpublished: {line}"
 
 
 def make_dag(settings: Settings, job: Job) -> DAG:
     """The DAG of one release job: prepare, the build, publish; then, whatever happened,
     record, report and alert."""
-    target, artifacts = f"--target {settings.target}", f"--artifacts {settings.artifacts}"
+    on = ("--target", settings.target, "--artifacts", settings.artifacts)
     with DAG(
         dag_id=job.dag_id, schedule=job.schedule, start_date=datetime(2026, 1, 1),
         catchup=False, max_active_runs=1, dagrun_timeout=timedelta(minutes=job.timeout_min),
         tags=["mediapulse", "release"], doc_md=__doc__,
     ) as dag:  # fmt: skip
-        prepare = release_step(
-            settings, "prepare",
-            f"release prepare --job {job.name} {target} {artifacts} --skip-code {SKIP_CODE}",
-            skip_on_exit_code=SKIP_CODE,
-        )  # fmt: skip
+        prepare = release_step(settings, "prepare", "release", "prepare", "--job", job.name, *on,
+                               "--skip-code", str(SKIP_CODE),
+                               skip_on_exit_code=SKIP_CODE)  # fmt: skip
         group = dbt_group(settings, dag)
-        publish = release_step(settings, "publish", f"release publish {target} {artifacts}")
+        publish = release_step(settings, "publish", "release", "publish", *on)
         # the run's outcome: passes when the release is live, so a run whose release failed is
         # a failed run, though record, report and alert run after it whatever happened
         released = EmptyOperator(task_id="released")
         record = PythonOperator(
-            task_id="record", python_callable=record_unpublished, op_args=[settings, job],
-            trigger_rule="all_done", retries=0,
+            task_id="record", python_callable=record_unpublished, trigger_rule="all_done",
+            op_args=[str(settings.project), str(settings.artifacts), settings.target, job.name],
+            retries=0,
         )  # fmt: skip
-        report = release_step(settings, "report",
-                              f"report {target} {artifacts} --out {settings.report_dir}",
+        report = release_step(settings, "report", "report", *on, "--out", settings.report_dir,
                               trigger_rule="all_done")  # fmt: skip
-        alert = release_step(settings, "alert",
-                             f"alert {target} --job {job.name} --within {job.timeout_min}",
+        alert = release_step(settings, "alert", "alert", "--target", settings.target, "--job",
+                             job.name, "--within", str(job.timeout_min),
                              trigger_rule="all_done")  # fmt: skip
         prepare >> group >> publish >> [released, record]
         record >> report >> alert
@@ -516,5 +514,5 @@ def make_dags(environ: Mapping[str, str], dag_file: Path) -> dict[str, DAG]:
     packages, the commands or the target's variables are missing."""
     configure_cosmos()
     settings = Settings.from_env(environ, dag_file.resolve().parents[3])
-    check(settings)
+    check(settings, environ)
     return {job.dag_id: make_dag(settings, job) for job in JOBS}
