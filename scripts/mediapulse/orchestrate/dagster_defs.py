@@ -11,17 +11,23 @@ stays for the retry. Re-executed from the failure, the dbt step builds only what
 has not built and passed yet (its record says), then publish runs.
 """
 
+import importlib.metadata
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliInvocation, DbtCliResource, dbt_assets
 from dagster_dbt.errors import DagsterDbtCliRuntimeError
+from packaging import version
 
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
@@ -43,6 +49,7 @@ GROUP = "release"
 JOB_TAG = "mediapulse/job"  # which release a run prepares: nightly or refresh
 # Where `python -m mediapulse.orchestrate.dagster_defs` writes the manifest the definitions read
 MANIFEST = Path("target") / "dagster" / "manifest.json"
+MANIFEST_ENV = "MEDIAPULSE_DAGSTER_MANIFEST"  # another manifest to read
 # What a plain `dbt build` builds (selectors.yml, the default selector `mediapulse`), written
 # as select and exclude: a release narrows a selection, which dbt ignores beside --selector
 DBT_SELECT = "fqn:*"
@@ -69,12 +76,19 @@ def sibling(name: str) -> Path:
 
 
 class ReleaseDbt(DbtCliResource):
-    """dagster-dbt's dbt resource, less the dbt adapter it loads in Dagster's own process
-    before each call, for metadata it fetches on request only (row counts, columns): dbt runs
-    in `mediapulse-dbt`, and Dagster's process holds no dbt state (about 2 s a call)."""
+    """dagster-dbt's dbt resource, less what it does in Dagster's own process before each
+    call: load a dbt adapter, for metadata it fetches on request only (row counts, columns),
+    and ask the executable its version. dbt runs in `mediapulse-dbt`, and Dagster's process
+    holds no dbt state (about 2 s a call)."""
 
     def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> Any:
         return None
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        """The dbt `mediapulse-dbt` runs: this environment's dbt-core (dagster-dbt would start
+        `mediapulse-dbt --version` to ask, a second a call)."""
+        return version.parse(importlib.metadata.version("dbt-core"))
 
 
 class Release(dg.ConfigurableResource):
@@ -288,13 +302,46 @@ def report_not_built(
             )
 
 
+class _Raised(NamedTuple):
+    error: BaseException
+
+
+def read_ahead(invocation: DbtCliInvocation) -> Iterator[Any]:
+    """dbt's events as a thread of their own reads them: dbt writes its log to a pipe, and
+    when Dagster is slow to store an event (a commit each) a full pipe stops dbt itself. An
+    interrupted step stops dbt as dagster-dbt does (SIGINT, then a wait)."""
+    events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    end = object()
+
+    def pump() -> None:
+        try:
+            for event in invocation.stream_raw_events():
+                events.put(event)
+        except BaseException as error:  # dbt failed: raised where the step runs
+            events.put(_Raised(error))
+        events.put(end)
+
+    reader = threading.Thread(target=pump, name="dbt-events", daemon=True)
+    reader.start()
+    try:
+        while (item := events.get()) is not end:
+            if isinstance(item, _Raised):
+                raise item.error
+            yield item
+    finally:
+        if invocation.process.poll() is None:
+            invocation.process.send_signal(signal.SIGINT)
+            invocation.process.wait(timeout=invocation.termination_timeout_seconds)
+        reader.join()
+
+
 def streamed(invocation: DbtCliInvocation, context: dg.AssetExecutionContext) -> Iterator[Any]:
     """dagster-dbt's events for each node as dbt reports it, but for a node the manifest the
     definitions were loaded from does not know (code newer than it: the release builds it,
     Dagster cannot name it): a warning instead of dagster-dbt's KeyError."""
     known = invocation.manifest["nodes"]
     unknown: list[str] = []
-    for event in invocation.stream_raw_events():
+    for event in read_ahead(invocation):
         unique_id = event.raw_event["data"].get("node_info", {}).get("unique_id")
         if event.is_result_event and unique_id not in known:
             unknown.append(unique_id)
@@ -451,15 +498,22 @@ def release_schedule(
     return _tick
 
 
-def required_manifest(project: Project) -> Path:
-    path = project.root / MANIFEST
-    if not path.is_file():
-        raise MediaPulseError(
-            f"no dbt manifest at {path}: write it with `python -m "
-            "mediapulse.orchestrate.dagster_defs` (the dbt packages and a parse, no warehouse) "
-            "after each change of the project's code"
-        )
-    return path
+def manifest_path(project: Project, state: Path) -> Path:
+    """The manifest the definitions are drawn from: $MEDIAPULSE_DAGSTER_MANIFEST; else the
+    one `python -m mediapulse.orchestrate.dagster_defs` writes; else the checkout's last dbt
+    manifest (a run's build leaves production's there); else production's published one."""
+    named = os.environ.get(MANIFEST_ENV)
+    candidates = [Path(named)] if named else [
+        project.root / MANIFEST, project.target_dir / "manifest.json", state / "manifest.json"
+    ]  # fmt: skip
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise MediaPulseError(
+        f"no dbt manifest at {candidates[0]}: write it with `python -m "
+        "mediapulse.orchestrate.dagster_defs` (the dbt packages and a parse, no warehouse) "
+        "after each change of the project's code"
+    )
 
 
 def load(project_dir: Path | None = None) -> dg.Definitions:
@@ -474,7 +528,7 @@ def load(project_dir: Path | None = None) -> dg.Definitions:
         )
     target = project.check_target(default_target(PROD_ROLE))
     state = Path(artifacts).resolve()
-    dbt = dbt_assets_of(required_manifest(project))
+    dbt = dbt_assets_of(manifest_path(project, state))
     assets = [staged_release, dbt, live_release_of(dbt)]
     nightly, refresh = release_job("nightly", assets), release_job("refresh", assets)
     return dg.Definitions(

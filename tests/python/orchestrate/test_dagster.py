@@ -10,12 +10,13 @@ by `mediapulse nightly`:
   and dbt's usage events off);
 - a model made to fail fails the run and leaves production byte for byte as it was, the
   release staged; fixed, the run re-executed from its failure builds only what failed and
-  what it skipped, then publishes;
+  what it skipped (and a model newer than the manifest, with a warning), then publishes;
 - a refresh without new raw rows skips its build and publish; one with a new day publishes it.
 """
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -45,6 +46,7 @@ BIN = Path(sys.executable).parent
 DEFINITIONS = Path("orchestrators") / "dagster" / "definitions.py"
 INSTANCE_YAML = Path("orchestrators") / "dagster" / "dagster.yaml"
 BROKEN = Path("models") / "marts" / "engagement" / "fct_watch_sessions.sql"
+ADDED = Path("models") / "staging" / "stg_added_after_the_manifest.sql"
 GOOD_LINE = "content.duration_seconds as content_duration_seconds"
 BAD_LINE = "content.no_such_column as content_duration_seconds"
 # what the run after the fix must build: the model that failed and the one it skipped
@@ -335,9 +337,17 @@ def test_what_is_missing_is_named_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = copy_project(tmp_path / "project")
-    env = _user_env(DAGSTER_DISABLE_TELEMETRY="1")
-    # through the `dagster` CLI: its own one-line error, no stack
-    _one_line(_dagster_execute(project, env), "Error: mediapulse: $MEDIAPULSE_ARTIFACTS is not set")
+    # through the `dagster` CLI: its own one-line error, no stack. The instance here is
+    # Dagster's default (no dagster.yaml, telemetry on): the control of the clean run's test,
+    # which finds no usage events where Dagster writes them
+    default_home = tmp_path / "dagster-home"
+    default_home.mkdir()
+    done = _dagster_execute(project, _user_env(DAGSTER_HOME=str(default_home)))
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr[-4000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: mediapulse: $MEDIAPULSE_ARTIFACTS is not set"), last
+    # (after Dagster's own banner for an instance without a dagster.yaml, and its usage events)
+    assert "execute_execute_command_started" in (default_home / "logs/event.log").read_text()
 
     for name in [n for n in os.environ if n.startswith("MEDIAPULSE_")]:
         monkeypatch.delenv(name)
@@ -350,7 +360,7 @@ def test_what_is_missing_is_named_in_one_line(
         dagster_defs.load(project.root)
 
     # the manifest needs the dbt packages: without the hub or a mirror, one line, nothing done
-    offline = {**env, "DBT_PACKAGES_MIRROR": "/nonexistent/mirror",
+    offline = {**_user_env(), "DBT_PACKAGES_MIRROR": "/nonexistent/mirror",
                "DBT_PACKAGE_HUB_URL": "http://127.0.0.1:9/"}  # fmt: skip
     made = subprocess.run(
         [sys.executable, "-m", "mediapulse.orchestrate.dagster_defs", str(project.root)],
@@ -449,6 +459,8 @@ def test_a_failed_model_leaves_production_and_the_reexecution_resumes_then_publi
     assert isinstance(tick, dg.SkipReason) and staged.release_id in str(tick.skip_message)
 
     _fix(production)
+    # and a model the definitions' manifest does not know: built in the release, not an asset
+    (production.root / ADDED).write_text("select 1 as id\n")
     resumed = _execute(production, "mediapulse_nightly", parent=failed)
 
     status, logs = _run(resumed)
@@ -462,6 +474,9 @@ def test_a_failed_model_leaves_production_and_the_reexecution_resumes_then_publi
     assert "marts/dim_content" in kept and len(kept) > 25
     published = records.load(production.root / "state")
     assert published is not None and published.status == records.PUBLISHED
+    assert published.nodes[f"model.mediapulse.{ADDED.stem}"]["status"] == "success"
+    warnings = [e.user_message for e in logs if e.level == logging.WARNING]
+    assert any(ADDED.stem in w and "write the manifest again" in w for w in warnings), warnings
     last = published.data["builds"][-1]
     assert last["success"] and "--exclude" in last["args"] and last["nodes"] < 60, last
     assert _live(production) == staged.release_id != live
