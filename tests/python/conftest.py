@@ -53,6 +53,7 @@ def packages_problem() -> str | None:
 # from running alone at the end. The rest keep their order.
 LONGEST_FIRST = (
     "workflows/test_rehearsals.py", "release/test_postgres.py", "monitoring/test_views.py",
+    "orchestrate/test_airflow.py", "orchestrate/test_dagster.py", "release/test_steps.py",
     "engines/test_spark.py", "release/test_faults.py", "data/test_faults.py",
     "security/test_pg_access.py", "data/test_rawload.py",
     "release/test_refresh.py", "ci/test_slim_ci.py", "release/test_deploy.py",

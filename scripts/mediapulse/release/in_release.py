@@ -95,24 +95,25 @@ def results_file(args: list[str], cwd: Path) -> Path:
     return (path if path.is_absolute() else project_dir / path) / "run_results.json"
 
 
-def _invoke(args: list[str]) -> tuple[bool, list[tuple[str, str, str]], str | None]:
+def _invoke(args: list[str]) -> tuple[bool, list[tuple[str, str, str, str]], str | None]:
     """dbt in this process: (success, each node's (unique id, status, message), the error)."""
     from dbt.cli.main import dbtRunner
 
     outcome = dbtRunner().invoke(args)
-    results: list[tuple[str, str, str]] = []
+    results: list[tuple[str, str, str, str]] = []
     for result in getattr(outcome.result, "results", None) or []:
         node = getattr(result, "node", None)
         status = getattr(result, "status", None)
         if node is None or status is None or not hasattr(node, "unique_id"):
             continue
+        checksum = getattr(getattr(node, "checksum", None), "checksum", "") or ""
         results.append((node.unique_id, str(getattr(status, "value", status)),
-                        str(getattr(result, "message", "") or "")))  # fmt: skip
+                        str(getattr(result, "message", "") or ""), checksum))  # fmt: skip
     error = str(outcome.exception) if outcome.exception else None
     return bool(outcome.success), results, error
 
 
-def transient(results: list[tuple[str, str, str]], error: str | None) -> str | None:
+def transient(results: list[tuple[str, str, str, str]], error: str | None) -> str | None:
     """The transient error a failed call died of, or None (pure; the release's rule)."""
     failed = [r for r in results if r[1] in records.FAILED]
     if not failed:

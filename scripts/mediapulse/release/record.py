@@ -165,13 +165,14 @@ def now() -> str:
 
 
 def record_results(artifacts_dir: Path, args: list[str], ok: bool, seconds: float,
-                   results: list[tuple[str, str, str]], attempts: int) -> None:  # fmt: skip
-    """Add one dbt invocation and its nodes' results (unique id, status, message) to the
-    staged release: a node's last result is the one that counts."""
+                   results: list[tuple[str, str, str, str]], attempts: int) -> None:  # fmt: skip
+    """Add one dbt invocation and its nodes' results (unique id, status, message, the
+    checksum of the code it ran) to the staged release: a node's last result counts."""
     with updating(artifacts_dir) as staged:
         nodes = staged.nodes
-        for unique_id, status, message in results:
-            nodes[unique_id] = {"status": status, "message": message[:500], "at": now()}
+        for unique_id, status, message, checksum in results:
+            nodes[unique_id] = {"status": status, "message": message[:500], "at": now(),
+                                "checksum": checksum}  # fmt: skip
         staged.data["nodes"] = nodes
         staged.data.setdefault("builds", []).append({
             "args": args, "success": ok, "seconds": round(seconds, 2), "at": now(),
@@ -182,22 +183,35 @@ def record_results(artifacts_dir: Path, args: list[str], ok: bool, seconds: floa
 def publish_problems(
     staged: StagedRelease, manifest: dict[str, Any] | None, full: bool
 ) -> list[str]:
-    """Why the staged release cannot be published (pure): nodes whose last result failed,
-    and, for a job that rebuilds everything, what the project builds but no build built."""
-    failed = sorted(uid for uid, r in staged.nodes.items() if r["status"] in FAILED)
-    problems = [f"{len(failed)} failed ({', '.join(_short(u) for u in failed[:5])}"
-                f"{', ...' if len(failed) > 5 else ''})"] if failed else []  # fmt: skip
+    """Why the staged release cannot be published (pure): nodes whose last result failed;
+    with the manifest of the code publish runs, nodes built from code changed since, and for
+    a job that rebuilds everything, what the project builds but no build built."""
+    nodes = staged.nodes
+    failed = sorted(uid for uid, r in nodes.items() if r["status"] in FAILED)
+    problems = [_listed("failed", failed)] if failed else []
     if not staged.data.get("builds"):
         return [*problems, "nothing was built in it"]
-    if full and manifest is not None:
-        built = {uid for uid, r in staged.nodes.items() if r["status"] not in FAILED}
+    if manifest is None:
+        return problems
+    current = {uid: node["checksum"]["checksum"] for uid, node in manifest["nodes"].items()}
+    stale = sorted(
+        uid for uid, r in nodes.items()
+        if r.get("checksum") and uid in current and current[uid] != r["checksum"]
+        and uid not in failed
+    )  # fmt: skip
+    if stale:
+        problems.append(_listed("built from code changed since", stale))
+    if full:
+        built = {uid for uid, r in nodes.items() if r["status"] not in FAILED}
         missing = sorted(set(expected_nodes(manifest)) - built - set(failed))
         if missing:
-            problems.append(
-                f"{len(missing)} never built ({', '.join(_short(u) for u in missing[:5])}"
-                f"{', ...' if len(missing) > 5 else ''})"
-            )
+            problems.append(_listed("never built", missing))
     return problems
+
+
+def _listed(what: str, unique_ids: list[str]) -> str:
+    names = ", ".join(_short(u) for u in unique_ids[:5])
+    return f"{len(unique_ids)} {what} ({names}{', ...' if len(unique_ids) > 5 else ''})"
 
 
 def expected_nodes(manifest: dict[str, Any]) -> list[str]:

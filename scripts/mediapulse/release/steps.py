@@ -228,7 +228,10 @@ def run_monitoring(run: _Run) -> str:
 def _swap(run: _Run, staged: StagedRelease, clock: history.Job, ok: bool) -> tuple[bool, str]:
     release_id, job, state_dir = staged.release_id, run.job, run.state_dir
     if ok:
-        ok = run.publish(release_id, staged.data["code"], staged.data["marks"])
+        # the code of the checkout publish runs in: every model built in the release was
+        # built from it (publish refused any built from other code), fixes made after prepare
+        # included
+        ok = run.publish(release_id, code_fingerprint(run.project), staged.data["marks"])
     report = _render(job.title, run.target, run.steps, ok, release_id,
                      staged=run.staging.beside, notes=run.notes)  # fmt: skip
     (state_dir / f"{job.name}.md").write_text(report)

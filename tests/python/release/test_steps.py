@@ -17,6 +17,7 @@ import pytest
 from mediapulse.cli.main import main
 from mediapulse.core.project import Project
 from mediapulse.release.duckdb import warehouse_release_id
+from mediapulse.release.execute import code_fingerprint
 from mediapulse.release.in_release import release_args, transient
 from mediapulse.release.record import StagedRelease, expected_nodes, publish_problems
 
@@ -71,10 +72,10 @@ def test_a_failed_model_keeps_production_and_rebuilding_it_resumes_the_release(
     prod = production.warehouse_dir / "prod.duckdb"
     state = str(production.root / "state")
     before_id, before, digest = warehouse_release_id(prod), _tables(prod), _digest(prod)
-    assert _cli(production, "release", "prepare", "--job", "nightly", "--artifacts", state) == 0
     mart = production.root / MART
     good = mart.read_text()
-    mart.write_text(good.replace("select", "select no_such_column,", 1))
+    mart.write_text(good.replace("select", "select no_such_column,", 1))  # merged broken
+    assert _cli(production, "release", "prepare", "--job", "nightly", "--artifacts", state) == 0
     seeds = _dbt(production, "build", "--select", "resource_type:seed resource_type:snapshot")
     assert seeds.returncode == 0, seeds.stdout[-3000:] + seeds.stderr[-2000:]
     failed = _dbt(production, "build", "--exclude", "resource_type:seed resource_type:snapshot")
@@ -101,6 +102,8 @@ def test_a_failed_model_keeps_production_and_rebuilding_it_resumes_the_release(
     assert after_id != before_id
     published = json.loads((production.root / "state" / "release.json").read_text())
     assert published["release_id"] == after_id
+    # it records the code it holds, the fixed checkout's: the next refresh runs on it
+    assert published["code"] == code_fingerprint(production)
     assert _tables(prod) == before  # the same marts as the nightly's, table by table
     # the record says so: a build against it now is refused
     again = _dbt(production, "build", "--select", "fct_daily_engagement")
@@ -174,15 +177,20 @@ def test_only_transient_errors_are_retried() -> None:
 
 def test_publish_names_failed_and_never_built_models() -> None:
     manifest = {"metadata": {"project_name": "p"}, "nodes": {
-        "model.p.a": {"resource_type": "model", "package_name": "p", "config": {},
-                      "original_file_path": "models/a.sql"},
-        "model.p.b": {"resource_type": "model", "package_name": "p", "config": {},
-                      "original_file_path": "models/b.sql"},
-        "model.p.m": {"resource_type": "model", "package_name": "p", "config": {},
-                      "original_file_path": "models/monitoring/m.sql"},
+        f"model.p.{name}": {"resource_type": "model", "package_name": "p", "config": {},
+                            "original_file_path": path, "checksum": {"checksum": "x"}}
+        for name, path in (("a", "models/a.sql"), ("b", "models/b.sql"),
+                           ("m", "models/monitoring/m.sql"))
     }}  # fmt: skip
     assert expected_nodes(manifest) == ["model.p.a", "model.p.b"]
     staged = _staged(nodes={"model.p.a": {"status": "error"}})
     problems = publish_problems(staged, manifest, full=True)
     assert problems == ["1 failed (a)", "1 never built (b)"]
     assert publish_problems(staged, manifest, full=False) == ["1 failed (a)"]
+    # a model built, then its code changed: the release would not be the code it records
+    for node in manifest["nodes"].values():
+        node["checksum"] = {"checksum": "new"}
+    built_before = _staged(nodes={"model.p.a": {"status": "success", "checksum": "old"},
+                                  "model.p.b": {"status": "success", "checksum": "new"}})
+    assert publish_problems(built_before, manifest, full=True) == [
+        "1 built from code changed since (a)"]  # fmt: skip
