@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from mediapulse.release.execute import (
 from mediapulse.release.record import StagedRelease
 
 ARTIFACTS_ENV = "MEDIAPULSE_ARTIFACTS"
+PARSE = "partial_parse.msgpack"  # dbt's saved parse, in its target path
 BUILDS = ("build", "run", "seed", "snapshot")  # the commands a full refresh applies to
 SELECTING = ("build", "run", "test", "seed", "snapshot")
 SELECT_FLAGS = ("--select", "-s", "--models", "-m")
@@ -133,6 +135,8 @@ def run_in_release(engine: Engine, artifacts_dir: Path, staged: StagedRelease,
     if "--project-dir" not in args and not (cwd / "dbt_project.yml").is_file():
         args += ["--project-dir", str(engine.project.root)]
     os.chdir(cwd)
+    saved_parse = results_file(args, cwd).with_name(PARSE)
+    share_parse(staged.folder / PARSE, saved_parse)
     started = time.perf_counter()
     retries, delay = _int_env(RETRIES_ENV, 2), _int_env(RETRY_DELAY_ENV, 10)
     ok, results, error = _invoke(args)
@@ -147,11 +151,26 @@ def run_in_release(engine: Engine, artifacts_dir: Path, staged: StagedRelease,
         ok, again, error = _invoke(args)
         results = list({r[0]: r for r in [*results, *again]}.values())
         attempts += 1
+    share_parse(saved_parse, staged.folder / PARSE)  # for the next call, and for publish
     if args and args[0] in SELECTING:
         _merge_into_release(staged, results_file(args, cwd))
         records.record_results(artifacts_dir, args, ok, time.perf_counter() - started,
                                results, attempts)  # fmt: skip
     return 0 if ok else 1
+
+
+def share_parse(source: Path, destination: Path) -> None:
+    """dbt's saved parse from one place to another (atomic): the release's builds share the
+    parse of its code for its target and environment, so each call but the first parses
+    only what changed (a scheduler's fresh directory would parse the whole project each
+    time). dbt checks a saved parse against the profile, vars and files, and parses what
+    differs."""
+    if not source.is_file():
+        return
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + f".{os.getpid()}")
+    shutil.copy2(source, partial)
+    os.replace(partial, destination)
 
 
 def _merge_into_release(staged: StagedRelease, produced: Path) -> None:

@@ -41,11 +41,14 @@ from mediapulse.release.execute import (
     raw_marks,
     release_lock,
 )
-from mediapulse.release.in_release import run_in_release
+from mediapulse.release.in_release import PARSE, run_in_release, share_parse
 from mediapulse.release.record import STAGED, StagedRelease
 from mediapulse.release.staging import Staging, staging_for
 
 JOBS = {job.name: job for job in (NIGHTLY, REFRESH, DEPLOY)}
+# dbt's saved parse of the release's code for its target and environment, published with the
+# state (a release in steps starts its builds from the last one's)
+RELEASE_PARSE = "partial_parse.release.msgpack"
 # what a refresh never builds: the evaluator, the monitoring models, unit tests (the release of
 # this code proved it)
 REFRESH_EXCLUDED = ("package:dbt_project_evaluator", MONITORING, "resource_type:unit_test")
@@ -94,6 +97,8 @@ def _stage(
     folder = records.staged_dir(artifacts_dir)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    # the last release's saved parse: the first build parses only what changed since
+    share_parse(artifacts_dir / RELEASE_PARSE, folder / PARSE)
     staged = StagedRelease(folder, {
         "release_id": new_release_id(), "job": job.name, "target": engine.target,
         "status": STAGED, "prepared_at": records.now(), "started": clock.started.isoformat(),
@@ -196,6 +201,8 @@ def _finish(run: _Run, staged: StagedRelease, clock: history.Job) -> tuple[bool,
         finishing.append(("freshness", ["source", "freshness", "--select", "source:*",
                                         "--exclude", "source:monitoring"]))  # fmt: skip
     finishing.append(DOCS_STEP if job.docs else ("parse", ["parse"]))
+    # the builds' saved parse: publish parses only what changed since them
+    share_parse(staged.folder / PARSE, engine.project.target_dir / PARSE)
     with runner.session(engine, run.env) as dbt:
         built_steps = list(run.steps)
         run.steps = []
@@ -210,6 +217,7 @@ def _finish(run: _Run, staged: StagedRelease, clock: history.Job) -> tuple[bool,
                 "`mediapulse release discard`; production untouched"
             )
         _gather_results(staged, state_dir)
+        share_parse(staged.folder / PARSE, state_dir / RELEASE_PARSE)  # for the next release
         run.steps += finished
         if ok and job.monitoring:
             run.notes.append(run_monitoring(run))
