@@ -82,6 +82,8 @@ def dagster_home(production: Project, monkeypatch: pytest.MonkeyPatch) -> Iterat
         prefix="mediapulse-dagster-", dir=shm if shm.is_dir() else None
     ) as home:
         shutil.copy(production.root / INSTANCE_YAML, home)
+        for name in ("MEDIAPULSE_PROJECT_DIR", "MEDIAPULSE_WAREHOUSE_DIR"):  # the copy's own
+            monkeypatch.delenv(name, raising=False)
         monkeypatch.setenv("DAGSTER_HOME", home)
         monkeypatch.setenv("DAGSTER_DISABLE_TELEMETRY", "1")
         monkeypatch.setenv("MEDIAPULSE_ARTIFACTS", str(production.root / "state"))
