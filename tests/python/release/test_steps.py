@@ -190,7 +190,11 @@ def test_publish_names_failed_and_never_built_models() -> None:
     # a model built, then its code changed: the release would not be the code it records
     for node in manifest["nodes"].values():
         node["checksum"] = {"checksum": "new"}
-    built_before = _staged(nodes={"model.p.a": {"status": "success", "checksum": "old"},
-                                  "model.p.b": {"status": "success", "checksum": "new"}})
+    built_before = _staged(
+        nodes={
+            "model.p.a": {"status": "success", "checksum": "old"},
+            "model.p.b": {"status": "success", "checksum": "new"},
+        }
+    )
     assert publish_problems(built_before, manifest, full=True) == [
         "1 built from code changed since (a)"]  # fmt: skip
