@@ -11,6 +11,7 @@ stays for the retry. Re-executed from the failure, the dbt step builds only what
 has not built and passed yet (its record says), then publish runs.
 """
 
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -19,7 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -192,12 +193,20 @@ def _descendants(manifest: Mapping[str, Any], roots: set[str]) -> set[str]:
     return seen
 
 
-def kept_nodes(manifest: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]]) -> set[str]:
+def kept_nodes(
+    manifest: Mapping[str, Any],
+    results: Mapping[str, Mapping[str, Any]],
+    changed: Set[str] = frozenset(),
+) -> set[str]:
     """What a staged release already built and passed that building it again need not redo
-    (pure; ``results`` is its record: unique id to last result). A model, seed or snapshot is
-    built again when it did not pass, when a test of it failed, or when anything it is built
-    from is built again; a test runs again when it did not pass or reads what is built again."""
-    passed = {uid for uid, result in results.items() if result["status"] in PASSED}
+    (pure; ``results`` is its record: unique id to last result; ``changed``, the nodes whose
+    code changed since). A model, seed or snapshot is built again when it did not pass, when
+    its code changed, when a test of it failed, or when anything it is built from is built
+    again; a test runs again when it did not pass, changed, or reads what is built again."""
+    passed = {
+        uid for uid, result in results.items()
+        if result["status"] in PASSED and uid not in changed
+    }  # fmt: skip
     tests = _tested(manifest)
     again = {uid for uid in results if uid.split(".", 1)[0] in BUILT and uid not in passed}
     for test, parents in tests.items():
@@ -207,6 +216,24 @@ def kept_nodes(manifest: Mapping[str, Any], results: Mapping[str, Mapping[str, A
     return {
         uid for uid in passed if uid not in again and not (uid in tests and set(tests[uid]) & again)
     }
+
+
+def changed_since_built(
+    root: Path, manifest: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]]
+) -> set[str]:
+    """The recorded nodes whose SQL or CSV file is not the code the release built them from:
+    dbt's checksum of a file is the SHA-256 of its text, stripped (publish refuses a node built
+    from other code than the checkout's, so the retry must build it again)."""
+    changed = set()
+    for uid, result in results.items():
+        node = manifest["nodes"].get(uid)
+        path = root / node["original_file_path"] if node else None
+        if not result.get("checksum") or path is None or path.suffix not in (".sql", ".csv"):
+            continue
+        text = path.read_text() if path.is_file() else ""
+        if hashlib.sha256(text.strip().encode()).hexdigest() != result["checksum"]:
+            changed.add(uid)
+    return changed
 
 
 def exclude_args(manifest: Mapping[str, Any], kept: set[str]) -> list[str]:
@@ -368,7 +395,8 @@ def build_in_release(
 ) -> Iterator[Any]:
     """One `dbt build` of the selection in the staged release, less what it already passed."""
     staged = release.staged()
-    kept = kept_nodes(manifest, staged.nodes) if _whole(context) else set()
+    changed = changed_since_built(Path(dbt.project_dir), manifest, staged.nodes)
+    kept = kept_nodes(manifest, staged.nodes, changed) if _whole(context) else set()
     if kept:
         context.log.info(
             f"resuming release {staged.release_id}: {len(kept)} nodes built and "

@@ -9,8 +9,9 @@ by `mediapulse nightly`:
   way out, publishes the marts `mediapulse nightly` does and sends nothing (Dagster's telemetry
   and dbt's usage events off);
 - a model made to fail fails the run and leaves production byte for byte as it was, the
-  release staged; fixed, the run re-executed from its failure builds only what failed and
-  what it skipped (and a model newer than the manifest, with a warning), then publishes;
+  release staged; fixed, the run re-executed from its failure builds only what failed, what
+  it skipped and what was edited since (and a model newer than the manifest, with a warning),
+  then publishes;
 - a refresh without new raw rows skips its build and publish; one with a new day publishes it.
 """
 
@@ -49,8 +50,10 @@ BROKEN = Path("models") / "marts" / "engagement" / "fct_watch_sessions.sql"
 ADDED = Path("models") / "staging" / "stg_added_after_the_manifest.sql"
 GOOD_LINE = "content.duration_seconds as content_duration_seconds"
 BAD_LINE = "content.no_such_column as content_duration_seconds"
-# what the run after the fix must build: the model that failed and the one it skipped
-REBUILT = {"marts/fct_watch_sessions", "marts/fct_daily_engagement"}
+EDITED = Path("models") / "marts" / "core" / "dim_content.sql"
+# what the run after the fix must build: the model that failed, the one it skipped, and the
+# one edited since it was built (none of these three is built from another)
+REBUILT = {"marts/fct_watch_sessions", "marts/fct_daily_engagement", "marts/dim_content"}
 # Variables a user may have set that would switch telemetry or tracking on or off: the tests
 # choose
 TRACKING_ENV = ("DO_NOT_TRACK", "DBT_SEND_ANONYMOUS_USAGE_STATS", "DAGSTER_DISABLE_TELEMETRY")
@@ -222,6 +225,8 @@ def test_a_resumed_build_keeps_what_passed_and_rebuilds_what_failed_and_what_it_
         "model.p.a", "test.p.a_ok", "seed.p.s", "test.p.s_ok"
     }  # fmt: skip
     assert dagster_defs.kept_nodes(manifest, {}) == set()
+    # a's code changed since it was built: a, all built from it, and their tests, again
+    assert dagster_defs.kept_nodes(manifest, results, {"model.p.a"}) == {"seed.p.s", "test.p.s_ok"}
     args = dagster_defs.exclude_args(manifest, {"model.p.a", "test.p.a_ok"})
     assert args == ["--indirect-selection", "empty", "--exclude", "fqn:p.a fqn:p.a_ok"]
     assert dagster_defs.exclude_args(manifest, set()) == []
@@ -461,6 +466,9 @@ def test_a_failed_model_leaves_production_and_the_reexecution_resumes_then_publi
     assert isinstance(tick, dg.SkipReason) and staged.release_id in str(tick.skip_message)
 
     _fix(production)
+    # a model that had passed, edited since (publish refuses what was built from other code)
+    edited = production.root / EDITED
+    edited.write_text("-- edited after the failed run\n" + edited.read_text())
     # and a model the definitions' manifest does not know: built in the release, not an asset
     (production.root / ADDED).write_text("select 1 as id\n")
     resumed = _execute(production, "mediapulse_nightly", parent=failed)
@@ -473,7 +481,7 @@ def test_a_failed_model_leaves_production_and_the_reexecution_resumes_then_publi
     # dbt built the model that failed and the one it skipped; the rest stayed as built
     assert _rebuilt(logs) == REBUILT
     kept = [k for k, m in materialized.items() if "mediapulse/not rebuilt" in m]
-    assert "marts/dim_content" in kept and len(kept) > 25
+    assert "staging/stg_catalog__content" in kept and len(kept) > 25
     published = records.load(production.root / "state")
     assert published is not None and published.status == records.PUBLISHED
     assert published.nodes[f"model.mediapulse.{ADDED.stem}"]["status"] == "success"
