@@ -305,7 +305,9 @@ def not_built_here(
         if uid.split(".", 1)[0] in BUILT
     }
     refresh = staged.data.get("refresh")
-    if refresh is not None:
+    # a refresh narrows the build where the staged copy holds production (DuckDB); green
+    # schemas (PostgreSQL) start empty and build everything
+    if refresh is not None and refresh.get("narrow", True):
         reach = reached(manifest, list(refresh["selection"]))
         for uid in manifest["nodes"]:
             if uid.split(".", 1)[0] in BUILT and uid not in reach:

@@ -248,6 +248,12 @@ def test_a_refresh_reaches_what_its_selectors_name_and_what_is_built_from_it() -
     }  # fmt: skip
     with pytest.raises(MediaPulseError, match="neither source: nor fqn:"):
         dagster_defs.reached(manifest, ["tag:hourly"])
+    # what the build leaves as it is live: the rest, where the refresh narrows (DuckDB's staged
+    # copy holds production); nothing where it builds everything (PostgreSQL's green schemas)
+    for narrow, left in ((True, {"model.p.dim"}), (False, set())):
+        refresh = {"selection": selectors, "narrow": narrow}
+        staged = records.StagedRelease(Path("."), {"release_id": "r1", "refresh": refresh})
+        assert set(dagster_defs.not_built_here(manifest, staged, set())) == left
 
 
 # -- loading --------------------------------------------------------------------------------
