@@ -37,7 +37,7 @@ from typing import Any
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import PROJECT_ENV, Project
 from mediapulse.dbt.pii import KEY_ENV as PII_KEY_ENV
-from mediapulse.engines.base import PROD_TARGET_ENV
+from mediapulse.engines.base import DEFAULT_TARGETS, PROD_ROLE, PROD_TARGET_ENV
 from mediapulse.engines.secrets import CONNECTION_SECRETS
 from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import history
@@ -151,7 +151,8 @@ class Settings:
         return cls(
             project=project,
             artifacts=Path(artifacts).resolve(),
-            target=environ.get(PROD_TARGET_ENV) or "prod",
+            # the Airflow environment's production target, else the role's default
+            target=environ.get(PROD_TARGET_ENV) or DEFAULT_TARGETS[PROD_ROLE][1],
             manifest=Path(
                 environ.get(MANIFEST_ENV) or _manifest(Path(artifacts).resolve(), project)
             ),
