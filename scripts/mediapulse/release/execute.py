@@ -816,7 +816,7 @@ class _Run:
     ) -> tuple[bool, str]:
         """The dbt steps in one dbt process that parses the project once, then the swap and
         the state. Returns (released, the report)."""
-        project, target, job, state_dir = self.project, self.target, self.job, self.state_dir
+        project, job, state_dir = self.project, self.job, self.state_dir
         with runner.session(self.engine, self.env) as dbt:
             plan, marks = self.plan()
             ok = self.build(plan, state_dir)
@@ -829,9 +829,18 @@ class _Run:
             self._carry_over()
             dbt.close()  # the files are free before they are swapped
             self.notes.append(dbt.describe())
+        return self.swap_and_record(release_id, code, marks, clock, ok)
+
+    def swap_and_record(
+        self, release_id: str, code: str, marks: dict[str, list[Any]], clock: history.Job,
+        ok: bool,
+    ) -> tuple[bool, str]:  # fmt: skip
+        """After the builds (``ok``: all passed): the swap, the report, the published state
+        and the run history, in one process or as `release publish`."""
+        job, state_dir = self.job, self.state_dir
         if ok:
             ok = self.publish(release_id, code, marks)
-        report = _render(job.title, target, self.steps, ok, release_id,
+        report = _render(job.title, self.target, self.steps, ok, release_id,
                          staged=self.staging.beside, notes=self.notes)  # fmt: skip
         (state_dir / f"{job.name}.md").write_text(report)
         if ok:

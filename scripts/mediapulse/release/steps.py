@@ -29,7 +29,6 @@ from mediapulse.release.execute import (
     Job,
     RefreshPlan,
     Step,
-    _render,
     _Run,
     _skip,
     before_staging,
@@ -37,7 +36,6 @@ from mediapulse.release.execute import (
     code_fingerprint,
     new_release_id,
     publish_ci_parse,
-    publish_state,
     raw_marks,
     release_lock,
 )
@@ -234,21 +232,10 @@ def run_monitoring(run: _Run) -> str:
 
 
 def _swap(run: _Run, staged: StagedRelease, clock: history.Job, ok: bool) -> tuple[bool, str]:
-    release_id, job, state_dir = staged.release_id, run.job, run.state_dir
-    if ok:
-        # the code of the checkout publish runs in: every model built in the release was
-        # built from it (publish refused any built from other code), fixes made after prepare
-        # included
-        ok = run.publish(release_id, code_fingerprint(run.project), staged.data["marks"])
-    report = _render(job.title, run.target, run.steps, ok, release_id,
-                     staged=run.staging.beside, notes=run.notes)  # fmt: skip
-    (state_dir / f"{job.name}.md").write_text(report)
-    if ok:
-        publish_state(state_dir, run.artifacts_dir)
-    report += "\n" + history.record_job(
-        run.engine, clock, ok, run.artifacts_dir if ok else state_dir,
-        release_id if ok else None, database=run.staging.history_database,
-    )  # fmt: skip
+    # the code of the checkout publish runs in: every model built in the release was built
+    # from it (publish refused any built from other code), fixes made after prepare included
+    code = code_fingerprint(run.project)
+    ok, report = run.swap_and_record(staged.release_id, code, staged.data["marks"], clock, ok)
     _close(run.staging, staged, records.PUBLISHED if ok else records.DISCARDED)
     return ok, report
 
