@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from mediapulse.core.project import PROFILE_NAME
 from mediapulse.dbt.env import dbt_env
 from mediapulse.dbt.runner import PRIVATE_ENV
 from mediapulse.engines.base import Engine
@@ -49,6 +50,7 @@ def release_args(staged: StagedRelease, args: list[str], target: str) -> list[st
     if not args or args[0].startswith("-"):
         return args
     command = args[0]
+    args = _without_own_profile(args)
     if "--target" not in args and "-t" not in args:
         args += ["--target", target]
     refresh = staged.data.get("refresh")
@@ -58,6 +60,16 @@ def release_args(staged: StagedRelease, args: list[str], target: str) -> list[st
         if refresh.get("narrow", True):
             args = _narrowed(args, list(refresh["selection"]))
         args += ["--exclude", *REFRESH_EXCLUDED, *refresh["excluded"]]
+    return args
+
+
+def _without_own_profile(args: list[str]) -> list[str]:
+    """Without `--profile mediapulse` (Cosmos and dagster-dbt name it): dbt uses that profile
+    anyway, but a saved parse is only reused by a call given the same flag's text, and
+    publish's calls give none (it cost the Airflow nightly a 6-s parse in full)."""
+    if option_value(args, "--profile") == PROFILE_NAME:
+        at = args.index("--profile")
+        args = args[:at] + args[at + 2 :]
     return args
 
 

@@ -89,15 +89,20 @@ def test_a_failed_model_keeps_production_and_rebuilding_it_resumes_the_release(
     # a nightly meanwhile would stage over the held release: refused, one line
     assert _cli(production, "nightly", "--artifacts", state) == 2
     assert "is staged and not yet published" in capsys.readouterr().err
-    # fixed, the failed model and what it skipped are built again, nothing else
+    # fixed, the failed model and what it skipped are built again, nothing else (naming the
+    # profile and target as Cosmos does)
     mart.write_text(good)
-    retried = _dbt(production, "build", "--select", "fct_daily_engagement+")
+    retried = _dbt(production, "build", "--select", "fct_daily_engagement+",
+                   "--profile", "mediapulse", "--target", "prod")  # fmt: skip
     assert retried.returncode == 0, retried.stdout[-3000:]
     record = json.loads((production.root / "state.staged" / "staged-release.json").read_text())
     assert record["nodes"][MART_ID]["status"] == "success"
     assert [b["success"] for b in record["builds"]] == [True, False, True]
     assert _cli(production, "release", "publish", "--artifacts", state) == 0
-    assert "passed, release" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "passed, release" in out
+    # publish starts from the builds' saved parse, whatever flags named the same profile
+    assert "the project parsed once" in out and "partially" in out, out[-1500:]
     after_id = warehouse_release_id(prod)
     assert after_id != before_id
     published = json.loads((production.root / "state" / "release.json").read_text())
@@ -153,6 +158,10 @@ def test_a_nightly_release_rebuilds_from_scratch_on_its_target() -> None:
     args = release_args(_staged(), ["build", "--select", "a"], "prod")
     assert args == ["build", "--select", "a", "--target", "prod", "--full-refresh"]
     assert release_args(_staged(), ["ls"], "prod") == ["ls", "--target", "prod"]
+    # the project's own profile named (Cosmos does) is dropped; another profile is kept
+    assert release_args(_staged(), ["ls", "--profile", "mediapulse"], "prod") == [
+        "ls", "--target", "prod"]  # fmt: skip
+    assert "other" in release_args(_staged(), ["ls", "--profile", "other"], "prod")
 
 
 def test_a_refresh_narrows_every_selection_to_what_the_new_rows_reach() -> None:
