@@ -18,7 +18,7 @@ from mediapulse.data.rawload import check_raw_tables
 from mediapulse.dbt import deps, pii
 from mediapulse.engines.base import Capability, Engine
 from mediapulse.engines.duckdb import duckdb_file, open_duckdb, production_file
-from mediapulse.monitoring import history, schema_changes
+from mediapulse.monitoring import history, schema_changes, tuning
 from mediapulse.security.pg_access import check_roles
 
 # The data set `make build` creates on a fresh clone: big enough to be interesting
@@ -86,6 +86,7 @@ def prepare(engine: Engine) -> Engine:
     elif engine.can(Capability.LOADER_SCHEMAS):
         check_raw_tables(engine)  # a missing table stops here, on any source
     engine.check_raw_data()
+    tuning.check(project)  # a wrong anomaly setting in a model's meta: one line, no run
     if engine.can(Capability.SCHEMA_CHECK):
         schema_changes.check_and_report(engine)
     else:

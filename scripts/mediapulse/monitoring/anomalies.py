@@ -13,6 +13,20 @@ standard deviation. Two rules the well-known implementations get wrong (Elementa
 
 Values are judged in the order the runs happened, so the verdicts are the same whether the
 history is recorded run by run or loaded at once.
+
+On top of that (``judge_point``, what the run history uses), the calendar and the size of an
+effect, each settable per model or source (``Settings``, from its YAML `meta`, module tuning):
+
+- **seasonality**: a count is compared with the same weekday's earlier values (weekly, the
+  default), and a model whose grain is a month (``monthly``) has its first days of a month
+  compared only with the same days of earlier months (not judged before two of them);
+- **minimum effect**: a value must also differ from the normal by ``min_rows`` rows or
+  ``min_seconds`` seconds (a 1-s model taking 3 s on a shared runner is not an incident);
+- **level shifts**: a value off the normal in the same direction and at the same level as the
+  anomaly before it is the same incident (``persisting``, not a new alert); the
+  ``accept_shift_after``-th such run in a row is the new normal (``accepted``): the earlier
+  values are re-scaled to the new level. A drop to zero, or a change beyond half or double,
+  is never accepted; ``accept_shift_after: 0`` never accepts one.
 """
 
 from __future__ import annotations
@@ -20,11 +34,18 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
-WINDOW = 14  # earlier values a baseline holds at most
+WINDOW = 14  # earlier values a baseline holds at most (no seasonality)
+SEASONAL_WINDOW = 35  # weekly: five weeks, so each weekday has up to five values
+MONTHLY_LOOKBACK_DAYS = 200  # monthly: the month starts of about six months
+MONTH_START_DAYS = 3  # monthly: days 1-3 of a month are judged against the same days before
+MIN_MONTH_STARTS = 2  # monthly: earlier month starts needed to judge one
+MIN_WEEK = 7  # weekly: a full week of earlier values before judging
+SHIFT_LIMIT = 2.0  # a level shift is accepted only within half to double the old level
 MIN_BASELINE = 5  # fewer earlier values: not judged (a new series has no normal yet)
-THRESHOLD = 3.5  # robust z-score beyond which a value is anomalous
+THRESHOLD = 3.5  # robust z-score beyond which a value is anomalous (``sensitivity``)
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 
 
@@ -44,7 +65,8 @@ class Metric:
 
 ROWS_ADDED = Metric(
     "rows_added",
-    relative_floor=0.10,
+    # 5 %, not 10 %: with the weekday in the baseline a launch's +30 % must clear 3.5 spreads
+    relative_floor=0.05,
     absolute_floor=1.0,
     directions=("up", "down"),
     counting=True,
@@ -57,6 +79,27 @@ EXECUTION_TIME = Metric(
 METRICS = {m.name: m for m in (ROWS_ADDED, EXECUTION_TIME)}
 
 
+SEASONALITIES = ("weekly", "monthly", "none")
+STATUSES = ("normal", "anomaly", "persisting", "accepted", "too_short")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one model's or source's series are judged (its YAML `meta`, module tuning)."""
+
+    sensitivity: float = THRESHOLD  # robust z-score beyond which a value is anomalous
+    min_rows: float = 0.0  # rows added: the smallest difference worth an alert
+    min_seconds: float = 30.0  # execution time: the smallest slow-down worth an alert
+    seasonality: str = "weekly"  # rows added: weekly, monthly or none
+    accept_shift_after: int = 3  # runs of a level shift before it is the new normal; 0: never
+
+    def min_effect(self, metric: Metric) -> float:
+        return self.min_rows if metric.counting else self.min_seconds
+
+
+DEFAULT = Settings()
+
+
 @dataclass(frozen=True)
 class Verdict:
     value: float
@@ -65,6 +108,8 @@ class Verdict:
     mad: float | None
     score: float | None  # robust z-score; None when not judged
     is_anomaly: bool
+    status: str = "normal"  # one of STATUSES
+    reason: str | None = None  # why a value was not judged, or was judged as it was
 
     @property
     def direction(self) -> str | None:
@@ -73,24 +118,46 @@ class Verdict:
         return "up" if self.score > 0 else "down"
 
 
-def judge(value: float, baseline: Sequence[float], metric: Metric) -> Verdict:
-    """``value`` against ``baseline`` (the earlier, non-anomalous values, newest last)."""
-    window = list(baseline)[-WINDOW:]
-    if len(window) < MIN_BASELINE:
-        return Verdict(value, len(window), None, None, None, False)
-    median = statistics.median(window)
-    mad = statistics.median(abs(v - median) for v in window)
-    spread = max(
+def _spread(median: float, mad: float, metric: Metric) -> float:
+    return max(
         MAD_TO_SIGMA * mad,
         metric.relative_floor * abs(median),
         metric.absolute_floor,
         math.sqrt(abs(median)) if metric.counting else 0.0,
     )
-    score = (value - median) / spread
-    trouble = ("up" in metric.directions and score > THRESHOLD) or (
-        "down" in metric.directions and score < -THRESHOLD
+
+
+def _verdict(
+    value: float, n: int, median: float, mad: float, metric: Metric, settings: Settings
+) -> Verdict:
+    score = (value - median) / _spread(median, mad, metric)
+    big_enough = abs(value - median) >= settings.min_effect(metric)
+    trouble = big_enough and (
+        ("up" in metric.directions and score > settings.sensitivity)
+        or ("down" in metric.directions and score < -settings.sensitivity)
     )
-    return Verdict(value, len(window), median, mad, round(score, 3), trouble)
+    reason = None
+    if not big_enough and abs(score) > settings.sensitivity:
+        reason = f"below the minimum effect ({settings.min_effect(metric):g})"
+    return Verdict(value, n, median, mad, round(score, 3), trouble,
+                   "anomaly" if trouble else "normal", reason)  # fmt: skip
+
+
+def judge(
+    value: float, baseline: Sequence[float], metric: Metric, settings: Settings = DEFAULT
+) -> Verdict:
+    """``value`` against ``baseline`` (the earlier, non-anomalous values, newest last), with
+    no calendar."""
+    window = list(baseline)[-WINDOW:]
+    if len(window) < MIN_BASELINE:
+        return _too_short(value, len(window), f"{len(window)} earlier values of {MIN_BASELINE}")
+    median = statistics.median(window)
+    mad = statistics.median(abs(v - median) for v in window)
+    return _verdict(value, len(window), median, mad, metric, settings)
+
+
+def _too_short(value: float, n: int, why: str) -> Verdict:
+    return Verdict(value, n, None, None, None, False, "too_short", f"history too short: {why}")
 
 
 @dataclass(frozen=True)
@@ -100,23 +167,154 @@ class Point:
     run_id: str
     value: float
     is_anomaly: bool = False
+    at: datetime | None = None  # when its run started
+    status: str | None = None
+    score: float | None = None
 
 
 def judge_latest(history: Iterable[Point], value: float, metric: Metric) -> Verdict:
     """``value`` (the newest run's) against the series' earlier points, in run order, leaving
-    out the points flagged before."""
+    out the points flagged before (no calendar)."""
     baseline = [p.value for p in history if not p.is_anomaly]
     return judge(value, baseline, metric)
 
 
-def judge_series(values: Sequence[tuple[str, float]], metric: Metric) -> list[Verdict]:
-    """Every value of a series in run order, each against the non-anomalous values before it
-    (what recording run by run gives)."""
+def judge_series(
+    values: Sequence[tuple[str, float]], metric: Metric, settings: Settings | None = None
+) -> list[Verdict]:
+    """Every value of a series in run order, each against the points before it (what
+    recording run by run gives). Without times: no calendar; ``settings`` None: the
+    original rules (no level shifts either)."""
     verdicts: list[Verdict] = []
-    baseline: list[float] = []
-    for _run_id, value in values:
-        verdict = judge(value, baseline, metric)
+    points: list[Point] = []
+    for run_id, value in values:
+        if settings is None:
+            verdict = judge(value, [p.value for p in points if not p.is_anomaly], metric)
+        else:
+            verdict = judge_point(
+                value, None, points, metric, replace(settings, seasonality="none")
+            )
         verdicts.append(verdict)
-        if not verdict.is_anomaly:
-            baseline.append(value)
+        points.append(Point(run_id, value, verdict.is_anomaly, None, verdict.status, verdict.score))
     return verdicts
+
+
+# -- the calendar and level shifts ------------------------------------------------------------
+
+
+def _rescaled(history: Sequence[Point]) -> list[Point]:
+    """The normal points, in order, with every level shift accepted so far applied: the points
+    before it scaled to the new level, the shift's own run of points taken as normal."""
+    normal: list[Point] = []
+    pending: list[Point] = []  # the run of anomalies in one direction before this point
+    for point in history:
+        if point.status == "accepted":
+            block = [*pending, point]
+            before = [p.value for p in normal[-WINDOW:]]
+            old = statistics.median(before) if before else 0.0
+            ratio = statistics.median(p.value for p in block) / old if old else 1.0
+            normal = [replace(p, value=p.value * ratio) for p in normal]
+            normal += [replace(p, is_anomaly=False) for p in block]
+            pending = []
+        elif point.is_anomaly:
+            same_way = pending and (pending[-1].score or 0) * (point.score or 0) > 0
+            pending = [*pending, point] if same_way else [point]
+        else:
+            normal.append(point)
+            pending = []
+    return normal
+
+
+def _open_run(history: Sequence[Point]) -> list[Point]:
+    """The anomalies in one direction the series ends with (an incident still going on)."""
+    run: list[Point] = []
+    for point in reversed(history):
+        if not point.is_anomaly or (run and (run[-1].score or 0) * (point.score or 0) <= 0):
+            break
+        run.append(point)
+    return list(reversed(run))
+
+
+def _monthly_day(at: datetime | None, settings: Settings) -> int | None:
+    if settings.seasonality != "monthly" or at is None or at.day > MONTH_START_DAYS:
+        return None
+    return at.day
+
+
+def _seasonal_baseline(
+    at: datetime | None, normal: list[Point], metric: Metric, settings: Settings
+) -> tuple[list[float], list[float], str | None]:
+    """(values to take the median of, residuals to take the spread of, or a reason it is too
+    short) for a value at ``at``."""
+    seasonality = settings.seasonality if metric.counting and at is not None else "none"
+    day = _monthly_day(at, settings)
+    if day is not None:
+        same = [p.value for p in normal if p.at and p.at.day == day
+                and (at - p.at).days <= MONTHLY_LOOKBACK_DAYS]  # fmt: skip
+        if len(same) < MIN_MONTH_STARTS:
+            return [], [], f"day {day} of a month: {len(same)} earlier of {MIN_MONTH_STARTS}"
+        median = statistics.median(same)
+        return same, [v - median for v in same], None
+    if seasonality == "monthly":
+        normal = [p for p in normal if p.at is None or p.at.day > MONTH_START_DAYS]
+    if seasonality == "none":
+        window = [p.value for p in normal[-WINDOW:]]
+        if len(window) < MIN_BASELINE:
+            return [], [], f"{len(window)} earlier values of {MIN_BASELINE}"
+        median = statistics.median(window)
+        return window, [v - median for v in window], None
+    window_points = normal[-SEASONAL_WINDOW:]
+    if len(window_points) < MIN_WEEK:
+        return [], [], f"{len(window_points)} earlier runs of a week ({MIN_WEEK})"
+    by_day: dict[int, list[float]] = {}
+    for p in window_points:
+        by_day.setdefault(p.at.weekday() if p.at else -1, []).append(p.value)
+    same = by_day.get(at.weekday(), []) if at else []
+    values = same or [p.value for p in window_points]
+    residuals = [v - statistics.median(vs) for vs in by_day.values() if len(vs) > 1 for v in vs]
+    if len(residuals) < MIN_BASELINE:
+        median = statistics.median(p.value for p in window_points)
+        residuals = [p.value - median for p in window_points]
+    return values, residuals, None
+
+
+def judge_point(
+    value: float,
+    at: datetime | None,
+    history: Sequence[Point],
+    metric: Metric,
+    settings: Settings = DEFAULT,
+    marked: bool = False,
+) -> Verdict:
+    """``value``, measured by a run that started ``at``, against the series' earlier points
+    (in run order, with their verdicts): the calendar, the minimum effect, level shifts.
+    ``marked``: someone marked the series' current anomaly an incident (never accepted)."""
+    normal = _rescaled(history)
+    values, residuals, short = _seasonal_baseline(at, normal, metric, settings)
+    if short is not None:
+        return _too_short(value, len(values), short)
+    median = statistics.median(values)
+    mad = statistics.median(abs(r) for r in residuals)
+    verdict = _verdict(value, len(values), median, mad, metric, settings)
+    if not verdict.is_anomaly:
+        return verdict
+    return _continued(verdict, _open_run(history), settings, marked)
+
+
+def _continued(verdict: Verdict, run: list[Point], settings: Settings, marked: bool) -> Verdict:
+    """An anomaly after others in the same direction and at the same level: the same incident
+    (``persisting``), or the new normal once it has lasted ``accept_shift_after`` runs."""
+    if not run or (run[-1].score or 0) * (verdict.score or 0) <= 0:
+        return verdict
+    level = statistics.median(p.value for p in run)
+    if level <= 0 or abs(math.log(max(verdict.value, 1e-9) / level)) > math.log(1.25):
+        return verdict  # another level: another incident
+    old = verdict.median or 0.0
+    acceptable = (
+        settings.accept_shift_after > 0 and not marked and old > 0 and verdict.value > 0
+        and abs(math.log(verdict.value / old)) <= math.log(SHIFT_LIMIT)
+    )  # fmt: skip
+    if acceptable and len(run) + 1 >= settings.accept_shift_after:
+        return replace(verdict, is_anomaly=False, status="accepted",
+                       reason=f"level shift of {len(run) + 1} runs: the new normal")  # fmt: skip
+    return replace(verdict, status="persisting", reason="the anomaly before, still going on")

@@ -45,7 +45,7 @@ from mediapulse.dbt import artifacts
 from mediapulse.engines.base import Capability, Engine
 from mediapulse.engines.duckdb import duckdb_file, open_duckdb
 from mediapulse.engines.targets import resolve
-from mediapulse.monitoring import anomalies, schema_changes
+from mediapulse.monitoring import anomalies, schema_changes, tuning
 
 SCHEMA = "monitoring"
 INSERT_BATCH = 500  # rows per insert statement on PostgreSQL
@@ -113,6 +113,20 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
         ("baseline_mad", "double precision"),
         ("score", "double precision"),
         ("is_anomaly", "boolean"),
+        # added by issue 30 (ADDED_COLUMNS): normal, anomaly (a new alert), persisting (the
+        # anomaly before, still going on), accepted (a level shift become the new normal),
+        # too_short (not judged); and why
+        ("status", "varchar"),
+        ("reason", "varchar"),
+    ),
+    # series someone marked an incident from a run on: a level shift there is never accepted
+    # as the new normal (mark_incident)
+    "anomaly_marks": (
+        ("unique_id", "varchar"),
+        ("metric", "varchar"),
+        ("from_run_id", "varchar"),
+        ("note", "varchar"),
+        ("marked_at", "timestamp"),
     ),
     # what the check before the build found (module schema_changes)
     "schema_changes": (
@@ -129,6 +143,10 @@ TABLES: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+# columns added to a table after its first release: a history created before gets them
+ADDED_COLUMNS = {"anomalies": ("status", "reason")}
+
+
 @dataclass
 class RunRecord:
     """One job's rows, ready to store (pure data)."""
@@ -140,6 +158,8 @@ class RunRecord:
     schema_changes: list[dict[str, Any]] = field(default_factory=list)
     anomalies: list[dict[str, Any]] = field(default_factory=list)  # computed when stored
     measured: bool = True  # the sizes were measured right after the job (not loaded later)
+    # unique id -> how its series are judged (models' and sources' meta, module tuning)
+    settings: dict[str, anomalies.Settings] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:
@@ -322,6 +342,7 @@ class Job:
             {"run_id": run_id, **change.as_row()}
             for change in schema_changes.found(resolve(project, self.target))
         ]
+        record.settings = tuning.from_manifest(manifest)
         relations = measured_relations(manifest)
         record.relation_sizes = [
             dict(run_id=run_id, unique_id=uid, relation=relations[uid], row_count=count,
@@ -375,6 +396,12 @@ def _create(cursor: Any) -> None:
     cursor.execute(f"create schema if not exists {SCHEMA}")
     for table, columns in TABLES.items():
         cursor.execute(_ddl(table, columns))
+    for table, added in ADDED_COLUMNS.items():
+        kinds = dict(TABLES[table])
+        for name in added:
+            cursor.execute(
+                f"alter table {SCHEMA}.{table} add column if not exists {name} {kinds[name]}"
+            )
 
 
 @contextmanager
@@ -454,7 +481,7 @@ def store(engine: Engine, record: RunRecord, keep_run: bool = False) -> None:
                 _insert_duckdb(cursor, table, rows)
             else:
                 _insert_postgres(cursor, table, rows)
-        record.anomalies = _judge_run(cursor, marker, record.run_id)
+        record.anomalies = _judge_run(cursor, marker, record.run_id, record.settings)
         cursor.execute(f"delete from {SCHEMA}.anomalies where run_id = {marker}", [record.run_id])
         if marker == "?":
             _insert_duckdb(cursor, "anomalies", record.anomalies)
@@ -463,10 +490,13 @@ def store(engine: Engine, record: RunRecord, keep_run: bool = False) -> None:
         con.commit()
 
 
-def _judge_run(cursor: Any, marker: str, run_id: str) -> list[dict[str, Any]]:
+def _judge_run(
+    cursor: Any, marker: str, run_id: str, settings: dict[str, anomalies.Settings] | None = None
+) -> list[dict[str, Any]]:
     """The run's rows added (per relation, since the same job's previous measurement) and
     model execution times, each judged against the same job's earlier runs (module anomalies:
     the value itself and earlier anomalies are never part of a baseline)."""
+    settings = settings or {}
     cursor.execute(f"select job, started_at from {SCHEMA}.runs where run_id = {marker}", [run_id])
     job, started = cursor.fetchone()
     values: dict[tuple[str, str], float] = {}
@@ -498,36 +528,81 @@ def _judge_run(cursor: Any, marker: str, run_id: str) -> list[dict[str, Any]]:
             values[(anomalies.ROWS_ADDED.name, uid)] = float(count - previous)
     if not values:
         return []
+    baselines = _series(cursor, marker, job, started, run_id)
+    marked = _marked(cursor, marker)
+    rows = []
+    for (metric, uid), value in sorted(values.items()):
+        points = baselines.get((metric, uid), [])
+        verdict = anomalies.judge_point(
+            value, started, points, anomalies.METRICS[metric],
+            settings.get(uid, anomalies.DEFAULT),
+            marked=(metric, uid) in marked,
+        )  # fmt: skip
+        rows.append({
+            "run_id": run_id, "job": job, "unique_id": uid, "metric": metric, "value": value,
+            "baseline_n": verdict.baseline_n, "baseline_median": verdict.median,
+            "baseline_mad": verdict.mad, "score": verdict.score, "is_anomaly": verdict.is_anomaly,
+            "status": verdict.status, "reason": verdict.reason,
+        })  # fmt: skip
+    return rows
+
+
+SERIES_DEPTH = 240  # earlier points per series read to judge a value (about eight months)
+
+
+def _series(
+    cursor: Any, marker: str, job: str, started: Any, run_id: str
+) -> dict[tuple[str, str], list[anomalies.Point]]:
+    """Every series' earlier points of the same job, oldest first, with their verdicts."""
     cursor.execute(
         f"""
-        select metric, unique_id, value
+        select metric, unique_id, run_id, value, is_anomaly, started_at, status, score
         from (
-            select judged.metric, judged.unique_id, judged.value, row_number() over (
+            select judged.*, earlier.started_at, row_number() over (
                 partition by judged.metric, judged.unique_id order by earlier.started_at desc
             ) as recency
             from {SCHEMA}.anomalies as judged
             inner join {SCHEMA}.runs as earlier on earlier.run_id = judged.run_id
             where judged.job = {marker} and earlier.started_at < {marker}
-                and judged.run_id <> {marker} and not judged.is_anomaly
+                and judged.run_id <> {marker}
         ) as baseline
-        where recency <= {anomalies.WINDOW}
+        where recency <= {SERIES_DEPTH}
         order by metric, unique_id, recency desc
         """,
         [job, started, run_id],
     )
-    baselines: dict[tuple[str, str], list[float]] = {}
-    for metric, uid, value in cursor.fetchall():
-        baselines.setdefault((metric, uid), []).append(float(value))
-    rows = []
-    for (metric, uid), value in sorted(values.items()):
-        baseline = baselines.get((metric, uid), [])
-        verdict = anomalies.judge(value, baseline, anomalies.METRICS[metric])
-        rows.append({
-            "run_id": run_id, "job": job, "unique_id": uid, "metric": metric, "value": value,
-            "baseline_n": verdict.baseline_n, "baseline_median": verdict.median,
-            "baseline_mad": verdict.mad, "score": verdict.score, "is_anomaly": verdict.is_anomaly,
-        })  # fmt: skip
-    return rows
+    series: dict[tuple[str, str], list[anomalies.Point]] = {}
+    for metric, uid, run, value, flagged, at, status, score in cursor.fetchall():
+        series.setdefault((metric, uid), []).append(
+            anomalies.Point(run, float(value), bool(flagged), at, status, score)
+        )
+    return series
+
+
+def _marked(cursor: Any, marker: str) -> set[tuple[str, str]]:
+    cursor.execute(f"select metric, unique_id from {SCHEMA}.anomaly_marks")
+    return {(metric, uid) for metric, uid in cursor.fetchall()}
+
+
+def mark_incident(
+    engine: Engine, unique_id: str, metric: str = "rows_added", note: str = ""
+) -> str:
+    """Mark a series' current anomaly an incident: its level is never accepted as the new
+    normal (until the mark is removed from `monitoring.anomaly_marks`)."""
+    if metric not in anomalies.METRICS:
+        raise MediaPulseError(
+            f"metric {metric!r}: use one of {', '.join(sorted(anomalies.METRICS))}"
+        )
+    with _connect(engine, write=True) as (con, marker):
+        cursor = con if marker == "?" else con.cursor()
+        _create(cursor)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        cursor.execute(
+            f"insert into {SCHEMA}.anomaly_marks values ({', '.join([marker] * 5)})",
+            [unique_id, metric, None, note, now],
+        )
+        con.commit()
+    return f"{unique_id} ({metric}) marked an incident: its level shift stays an anomaly"
 
 
 def _insert_duckdb(con: Any, table: str, rows: list[dict[str, Any]]) -> None:

@@ -145,7 +145,11 @@ def test_a_model_whose_time_triples_is_flagged(built: Project, tmp_path: Path) -
     original = model.read_text()
 
     def build_taking(ms: int) -> str:
-        model.write_text(f'{{{{ config(pre_hook="select sleep_ms({ms})") }}}}\n' + original)
+        # a model whose owners care about seconds (the default minimum is 30 s: issue 30)
+        meta = '{"mediapulse": {"anomalies": {"min_seconds": 1}}}'
+        model.write_text(
+            f'{{{{ config(pre_hook="select sleep_ms({ms})", meta={meta}) }}}}\n' + original
+        )
         where = ["--project-dir", str(project.root)]
         assert main([*where, "build", "--select", "fct_campaign_delivery"]) == 0
         [(run_id,)] = history.read(
