@@ -65,8 +65,7 @@ class Metric:
 
 ROWS_ADDED = Metric(
     "rows_added",
-    # 5 %, not 10 %: with the weekday in the baseline a launch's +30 % must clear 3.5 spreads
-    relative_floor=0.05,
+    relative_floor=0.10,
     absolute_floor=1.0,
     directions=("up", "down"),
     counting=True,
