@@ -86,15 +86,15 @@ def _days(values: list[float], start: datetime = MONDAY) -> list[Point]:
 
 
 def test_a_weekend_is_judged_against_weekends() -> None:
-    # three weeks of weekdays at 1000 and weekends at 1500: a Saturday of 1500 is normal,
+    # three weeks of weekdays at 1000 and weekends at 2000: a Saturday of 2000 is normal,
     # a Saturday of 1000 (a weekday's volume) is not
-    week = [1000.0] * 5 + [1500.0] * 2
+    week = [1000.0] * 5 + [2000.0] * 2
     history = _days(week * 3)
     saturday = MONDAY + timedelta(days=21 + 5)
-    assert not judge_point(1500.0, saturday, history, ROWS_ADDED).is_anomaly
+    assert not judge_point(2000.0, saturday, history, ROWS_ADDED).is_anomaly
     assert judge_point(1000.0, saturday, history, ROWS_ADDED).is_anomaly
     # with no calendar, the weekend is a spike (what the detector said before)
-    assert judge(1500.0, [p.value for p in history], ROWS_ADDED).is_anomaly
+    assert judge(2000.0, [p.value for p in history], ROWS_ADDED).is_anomaly
 
 
 def test_a_monthly_model_is_not_judged_on_a_month_start_until_it_has_two() -> None:
@@ -110,7 +110,7 @@ def test_a_monthly_model_is_not_judged_on_a_month_start_until_it_has_two() -> No
 
 def test_a_level_shift_alerts_once_then_becomes_the_new_normal() -> None:
     series = [(f"r{i}", 1000.0 + (i % 3) * 10) for i in range(10)] + [
-        (f"s{i}", 1300.0 + (i % 3) * 10) for i in range(6)
+        (f"s{i}", 1500.0 + (i % 3) * 10) for i in range(6)
     ]
     verdicts = judge_series(series, ROWS_ADDED, Settings())
     assert [v.status for v in verdicts[10:]] == [
