@@ -189,6 +189,49 @@ def alert_command(
     )  # fmt: skip
 
 
+@command("keep-diff")
+@target_option(PROD_ROLE)
+@option(
+    "--diff",
+    metavar="PATH",
+    help="the pull request's `mediapulse diff --json` file; missing: kept as no diff known",
+)
+@option("--pull-request", metavar="NUMBER", help="the merged pull request's number")
+@option(
+    "--commit-message-env",
+    metavar="NAME",
+    help="find the pull request in the merge commit's message held in this variable",
+)
+@option("--release-id", help="the release to keep it with (default: the latest deploy's)")
+@option(
+    "--print-pull-request",
+    is_flag=True,
+    help="only print `pull_request=<number>` (for $GITHUB_OUTPUT), keep nothing",
+)
+@pass_engine
+def keep_diff_command(
+    engine: Engine,
+    diff: str | None,
+    pull_request: str | None,
+    commit_message_env: str | None,
+    release_id: str | None,
+    print_pull_request: bool,
+) -> int:
+    """keep a merged pull request's data diff with the release that deployed it, for the
+    alerts that name the change behind an anomaly"""
+    import os
+
+    from mediapulse.monitoring import changes
+
+    if pull_request is None and commit_message_env:
+        pull_request = changes.merged_pull_request(os.environ.get(commit_message_env, ""))
+    if print_pull_request:
+        print(f"pull_request={pull_request or ''}")
+        return 0
+    print(changes.keep(engine, Path(diff) if diff else None, pull_request, release_id))
+    return 0
+
+
 @command("notify")
 @option(
     "--webhook-env",
@@ -230,6 +273,7 @@ COMMANDS = [
     record_command,
     report_command,
     alert_command,
+    keep_diff_command,
     notify_command,
     access_sql_command,
 ]

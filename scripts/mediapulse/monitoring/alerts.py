@@ -28,7 +28,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from mediapulse.core.markdown import write_summary
 from mediapulse.core.project import Project
 from mediapulse.core.sources import declared_sources
 from mediapulse.engines.base import Engine
-from mediapulse.monitoring import notify
+from mediapulse.monitoring import changes, incidents, notify
 from mediapulse.monitoring import views as monitoring
 
 PAGE, TICKET = "page", "ticket"
@@ -76,6 +76,7 @@ KINDS: dict[str, tuple[str, str]] = {
 # the jobs that release production: their failure pages
 RELEASE_JOBS = frozenset({"nightly", "deploy", "refresh"})
 PLATFORM_GROUP = "core"  # whose owner gets what belongs to no group
+ROWS, TIMES = "rows_added", "execution_time_s"  # module anomalies' names of the metrics
 
 # tiers -> the environment variables (secrets) of their webhooks, tried in order: a page must
 # reach someone, so with no page webhook it goes to the ticket channel; a ticket never pages.
@@ -320,17 +321,34 @@ def _schema_change_item(row: Mapping[str, Any]) -> Item:
     return Item(SCHEMA_CHANGE, tier, table, _schema_change(row))
 
 
+def row_tier(row: Mapping[str, Any], directory: Directory) -> str:
+    """A row-count anomaly pages on a critical model or source (wrong data passes tests),
+    unless the release before it predicted it (module changes): expected, a ticket."""
+    if row.get("expected"):
+        return TICKET
+    critical = bool(row.get("is_critical")) or row.get("unique_id") in directory.critical_sources
+    return PAGE if critical else TICKET
+
+
+def _incident_text(row: Mapping[str, Any], detail: str) -> str:
+    """An anomaly's detail with its incident (module incidents) and the change behind it."""
+    event, incident = row.get("incident_event"), row.get("incident_id")
+    if event == "worsened":
+        detail = f"worsened since first alerted, {detail}"
+    if incident:
+        detail += f"; incident {incident}"
+    return detail + (f"; {row['change']}" if row.get("change") else "")
+
+
 def _row_anomaly(row: Mapping[str, Any], directory: Directory) -> Item:
-    """A row-count anomaly: pages on a critical model or source (wrong data passes tests)."""
-    uid = row.get("unique_id")
-    critical = bool(row.get("is_critical")) or uid in directory.critical_sources
     detail = (
         f"{_number(row.get('rows_added'), '+,.0f')} rows added, usually "
         f"{_number(row.get('baseline_median_rows_added'), '+,.0f')} "
         f"(score {_number(row.get('anomaly_score'), '.1f')})"
     )
-    tier = PAGE if critical else TICKET
-    return Item(ROW_ANOMALY, tier, _short(uid), detail, row.get("owner"))
+    uid = row.get("unique_id")
+    tier = row_tier(row, directory)
+    return Item(ROW_ANOMALY, tier, _short(uid), _incident_text(row, detail), row.get("owner"))
 
 
 def _slow_model(row: Mapping[str, Any]) -> Item:
@@ -338,7 +356,8 @@ def _slow_model(row: Mapping[str, Any]) -> Item:
         f"{_number(row.get('execution_time_s'), '.1f')} s, usually "
         f"{_number(row.get('baseline_median_s'), '.1f')} s"
     )
-    return Item(SLOW_MODEL, TICKET, str(row.get("model_name")), detail, row.get("owner"))
+    return Item(SLOW_MODEL, TICKET, str(row.get("model_name")), _incident_text(row, detail),
+                row.get("owner"))  # fmt: skip
 
 
 def _stale_source(row: Mapping[str, Any]) -> Item:
@@ -541,6 +560,61 @@ def _md_code(text: str) -> str:
     return "`" + text.replace("`", "'") + "`"
 
 
+# -- resolved incidents (pure) ---------------------------------------------------------------
+
+METRIC_WORDS = {ROWS: "row-count anomaly", TIMES: "slow model"}
+
+
+def _by_tier(events: list[incidents.Event]) -> list[tuple[str, list[incidents.Event]]]:
+    """Resolved incidents by the tier they were alerted as: a page's end goes where it paged."""
+    tiers = sorted({e.incident.tier or TICKET for e in events}, key=_RANK.__getitem__)
+    return [(t, [e for e in events if (e.incident.tier or TICKET) == t]) for t in tiers]
+
+
+def _resolved_line(event: incidents.Event) -> str:
+    incident, judged = event.incident, event.judged
+    what = METRIC_WORDS.get(incident.metric, incident.metric)
+    unit = " rows added" if incident.metric == ROWS else " s"
+    value = _number(judged.value, "+,.0f" if incident.metric == ROWS else ".1f")
+    opened = f"{incident.opened_at:%Y-%m-%d %H:%M}" if incident.opened_at else "?"
+    return (
+        f"{what} {_short(incident.unique_id)} back in its band: {value}{unit} "
+        f"(score {_number(judged.score, '.1f')}); incident {incident.incident_id}, opened "
+        f"{opened} UTC by {incident.job}, peak score {_number(incident.peak_score, '.1f')}"
+    )
+
+
+def resolved_payload(
+    run: Mapping[str, Any], events: list[incidents.Event], run_url: str | None
+) -> dict[str, Any]:
+    """The "resolved" message of the incidents a run closed (Slack's limits kept)."""
+    count = f"{len(events)} incident{'s' if len(events) != 1 else ''}"
+    text = _escape(
+        f"MediaPulse resolved: {count} on {run.get('target')} back in band after "
+        f"{run.get('job')} run {run.get('run_id')}", MAX_TEXT - 200,
+    )  # fmt: skip
+    header = f":white_check_mark: Resolved: {count} on {run.get('target')}"
+    lines = [f"✅ {_escape(_resolved_line(e))}" for e in events[:MAX_ITEMS_SHOWN]]
+    if len(events) > MAX_ITEMS_SHOWN:
+        lines.append(f"… and {len(events) - MAX_ITEMS_SHOWN} more (see the job summary)")
+    where = f"<{run_url}|the CI run> · " if run_url else ""
+    blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": header[:MAX_HEADER],
+                                    "emoji": True}},
+        _section(_cut("\n".join(lines), MAX_SECTION)),
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": (
+            f"{where}from `mediapulse alert`: an incident is alerted once, updated when it "
+            "worsens, resolved when back in its band")}]},
+    ]  # fmt: skip
+    return {"text": text, "blocks": blocks}
+
+
+def resolved_markdown(run: Mapping[str, Any], events: list[incidents.Event]) -> str:
+    lines = [f"## Resolved after {run.get('job')} on `{run.get('target')}`", ""]
+    lines += [f"- {_resolved_line(e)}" for e in events[:MAX_ITEMS_SUMMARY]]
+    return "\n".join(lines)
+
+
 # -- routing (pure) ---------------------------------------------------------------------------
 
 
@@ -597,11 +671,34 @@ def find_run(reader: Any, target: str, job: str | None = None) -> dict[str, Any]
     return rows[0] if rows else None
 
 
+@dataclass
+class Outcome:
+    """What `mediapulse alert` found for a run: its alert (None: nothing new to send), what
+    the run did to the incidents, and whether that is new (to keep in the history)."""
+
+    alert: Alert | None
+    run: dict[str, Any] | None = None
+    events: list[incidents.Event] = field(default_factory=list)
+    advanced: bool = False  # the events are this call's, not recorded before
+    healthy: str = ""
+
+    def of(self, kind: str) -> list[incidents.Event]:
+        return [e for e in self.events if e.kind == kind]
+
+
 def collect(
     reader: Any, run_id: str, directory: Directory, job_failed: bool = False
 ) -> Alert | None:
     """The alert for run ``run_id`` from the monitoring views (``monitoring.reader``), or None
     for a healthy run. Critical marts are judged as of now."""
+    return collect_run(reader, run_id, directory, job_failed).alert
+
+
+def collect_run(
+    reader: Any, run_id: str, directory: Directory, job_failed: bool = False
+) -> Outcome:
+    """The run's alert and incident events: an anomaly is alerted when it opens an incident or
+    worsens one, never again while it goes on (module incidents)."""
     m = reader.marker
     runs = reader.rows(f"select * from {{views}}.sli_runs where run_id = {m}", [run_id])
     if not runs:
@@ -612,11 +709,30 @@ def collect(
         f" and started_at <= {m} order by started_at desc limit 1",
         [run["target"], run["started_at"]],
     )  # fmt: skip
+    findings = _findings(reader, run_id)
+    events = incidents.recorded_events(reader, run_id)
+    advanced = events is None
+    if events is None:
+        releases = changes.releases_between(reader, run["target"], run)
 
+        def cause(judged: incidents.Judged) -> tuple[bool, str, str | None]:
+            found = changes.judge(judged.unique_id, judged.metric, judged.deviation, releases,
+                                  run["job"])  # fmt: skip
+            return found.expected, found.text, found.release and found.release.release_id
+
+        opened = incidents.open_incidents(reader, run["target"])
+        events = incidents.advance(opened, incidents.judged_in(reader, run_id), run, cause)
+    findings = _with_incidents(findings, events, directory)
+    events = [_tiered(e, directory, findings) for e in events]
+    alert = assess(run, findings, directory, live[0]["release_id"] if live else None, job_failed)
+    return Outcome(alert, run, events, advanced)
+
+
+def _findings(reader: Any, run_id: str) -> Findings:
     def of_run(sql: str) -> list[dict[str, Any]]:
-        return reader.rows(sql.replace("{run}", m), [run_id])
+        return reader.rows(sql.replace("{run}", reader.marker), [run_id])
 
-    findings = Findings(
+    return Findings(
         failing_tests=of_run(
             "select * from {views}.sli_failing_tests where run_id = {run} order by test_name"),
         failed_nodes=of_run(
@@ -645,7 +761,43 @@ def collect(
             "select * from {views}.sli_source_freshness where run_id = {run} "
             "and freshness_status <> 'pass' order by source_name, table_name"),
     )  # fmt: skip
-    return assess(run, findings, directory, live[0]["release_id"] if live else None, job_failed)
+
+
+def _with_incidents(
+    findings: Findings, events: list[incidents.Event], directory: Directory
+) -> Findings:
+    """The anomalies to alert: those that opened or worsened an incident, with its id and the
+    change behind it; an ongoing incident's anomaly is left out (it was alerted)."""
+    news = (incidents.OPENED, incidents.WORSENED)
+    alerted = {e.incident.key: e for e in events if e.kind in news}
+
+    def keep(rows: Sequence[Mapping[str, Any]], metric: str) -> list[dict[str, Any]]:
+        kept = []
+        for row in rows:
+            event = alerted.get((str(row.get("unique_id")), metric))
+            if event is not None:
+                kept.append({**row, "incident_event": event.kind,
+                             "incident_id": event.incident.incident_id,
+                             "change": event.incident.cause,
+                             "expected": event.incident.expected})  # fmt: skip
+        return kept
+
+    return replace(
+        findings, row_anomalies=keep(findings.row_anomalies, ROWS),
+        slow_models=keep(findings.slow_models, TIMES),
+    )  # fmt: skip
+
+
+def _tiered(event: incidents.Event, directory: Directory, findings: Findings) -> incidents.Event:
+    """An incident opened by this run gets the tier of its alert (its resolution goes there)."""
+    if event.kind != incidents.OPENED:
+        return event
+    tier = TICKET
+    if event.incident.metric == ROWS:
+        row = next((r for r in findings.row_anomalies
+                    if r.get("unique_id") == event.incident.unique_id), None)  # fmt: skip
+        tier = row_tier(row, directory) if row is not None else TICKET
+    return replace(event, incident=replace(event.incident, tier=tier))
 
 
 def _now() -> datetime:
@@ -675,7 +827,7 @@ def _history_error(exc: Exception) -> str | None:
 def _find_alert(
     engine: Engine, job: str | None, run_id: str | None,
     within_min: float | None, job_failed: bool,
-) -> tuple[Alert | None, str]:  # fmt: skip
+) -> Outcome:  # fmt: skip
     """The alert to send and what the run was, from the target's monitoring views (built
     first when missing: a target where no nightly or deploy built them yet)."""
     project, target = engine.project, engine.target
@@ -696,16 +848,19 @@ def _find_alert(
                 if within_min is None:
                     raise MediaPulseError(f"no run of {job or 'any job'} on '{target}' recorded")
                 owners = directory(project)
-                return not_recorded(job or "any job", target, job_failed, within_min, owners), ""
+                return Outcome(not_recorded(job or "any job", target, job_failed, within_min,
+                                            owners))  # fmt: skip
             run_id = str(run["run_id"])
-        alert = collect(reader, run_id, directory(project), job_failed)
-        if alert is not None:
-            return alert, ""
-        run = reader.rows(
-            f"select job, run_status from {{views}}.sli_runs where run_id = {reader.marker}",
-            [run_id],
-        )[0]
-        return None, f"run {run_id} ({run['job']} on '{target}', {run['run_status']})"
+        outcome = collect_run(reader, run_id, directory(project), job_failed)
+    if outcome.alert is None:
+        run = outcome.run or {}
+        ongoing = len(outcome.of(incidents.ONGOING))
+        state = "is healthy" if not ongoing else (
+            f"has nothing new: {ongoing} ongoing incident{'s' if ongoing != 1 else ''}, "
+            "alerted when opened")  # fmt: skip
+        what = f"{run.get('job')} on '{target}', {run.get('run_status')}"
+        outcome.healthy = f"run {run_id} ({what}) {state}"
+    return outcome
 
 
 def run_alert(
@@ -718,14 +873,14 @@ def run_alert(
     within_min: float | None = None,
     job_failed: bool = False,
 ) -> int:
-    """`mediapulse alert`: the run's alert to its tier's webhook. Exits 0 whatever the
-    webhook does: the job's result is the job's, a failure to alert is reported (the output
-    and the job summary) and changes nothing."""
+    """`mediapulse alert`: the run's alert to its tier's webhook, and a "resolved" message for
+    each incident it closed. Exits 0 whatever the webhook does: the job's result is the job's,
+    a failure to alert is reported (the output and the job summary) and changes nothing."""
     project, target = engine.project, engine.target
     project.check_target(target)
     wait = timeout_s(timeout)
     try:
-        alert, healthy = _find_alert(engine, job, run_id, within_min, job_failed)
+        outcome = _find_alert(engine, job, run_id, within_min, job_failed)
     except Exception as exc:
         reason = _history_error(exc)
         if reason is None:
@@ -737,31 +892,45 @@ def run_alert(
             owners = directory(project)
         except MediaPulseError:
             owners = Directory({})
-        alert = not_recorded(job or "the job", target, True, within_min, owners, reason)
-        healthy = ""
-    if alert is None:
-        return _report(f"no alert: {healthy} is healthy", summary)
-    lines = [alert.headline()]
-    payload = slack_payload(alert, notify.run_url())
-    env, where = webhook_for(alert.tier, os.environ)
+        outcome = Outcome(not_recorded(job or "the job", target, True, within_min, owners, reason))
+    if outcome.advanced and outcome.run is not None and not dry_run:
+        incidents.save(engine, str(outcome.run["run_id"]), outcome.events, _now())
+    resolved = outcome.of(incidents.RESOLVED)
+    if outcome.alert is None and not resolved:
+        return _report(f"no alert: {outcome.healthy}", summary)
+    lines: list[str] = []
+    markdown: list[str] = []
+    if outcome.alert is not None:
+        alert = outcome.alert
+        payload = slack_payload(alert, notify.run_url())
+        lines += [alert.headline(), _deliver(alert.tier, payload, dry_run, wait)]
+        markdown += [summary_markdown(alert), "", lines[-1], ""]
+    for tier, events in _by_tier(resolved):
+        assert outcome.run is not None
+        payload = resolved_payload(outcome.run, events, notify.run_url())
+        lines += [payload["text"], _deliver(tier, payload, dry_run, wait)]
+        markdown += [resolved_markdown(outcome.run, events), "", lines[-1], ""]
+    print("\n".join(lines))
+    write_summary("\n".join(markdown), summary)
+    return 0
+
+
+def _deliver(tier: str, payload: dict[str, Any], dry_run: bool, wait: float) -> str:
+    """Post ``payload`` to ``tier``'s webhook; the line that says what happened."""
+    env, where = webhook_for(tier, os.environ)
     if dry_run:
         print(json.dumps(payload, indent=2))
-        lines.append(f"dry run: nothing sent (would go to {where if env else 'no webhook'})")
-    elif env is None:
-        lines.append(f"alert not sent: no webhook set for {alert.tier}s ({where})")
-    else:
-        started = time.perf_counter()
-        try:
-            url = notify.webhook_url(env)
-            assert url is not None  # webhook_for checked it is set
-            notify.post_json(url, payload, wait, where)
-            lines.append(f"alert delivered to {where} in {time.perf_counter() - started:.1f} s")
-        except notify.DeliveryError as exc:
-            lines.append(f"alert not delivered: {exc}")
-    markdown = summary_markdown(alert) + "\n\n" + lines[-1] + "\n"
-    print("\n".join(lines))
-    write_summary(markdown, summary)
-    return 0
+        return f"dry run: nothing sent (would go to {where if env else 'no webhook'})"
+    if env is None:
+        return f"alert not sent: no webhook set for {tier}s ({where})"
+    started = time.perf_counter()
+    try:
+        url = notify.webhook_url(env)
+        assert url is not None  # webhook_for checked it is set
+        notify.post_json(url, payload, wait, where)
+    except notify.DeliveryError as exc:
+        return f"alert not delivered: {exc}"
+    return f"alert delivered to {where} in {time.perf_counter() - started:.1f} s"
 
 
 def _report(line: str, summary: Path | None) -> int:

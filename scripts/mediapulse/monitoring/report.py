@@ -15,7 +15,7 @@ report as `docs.html`).
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -25,6 +25,9 @@ import jinja2
 
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.engines.base import Engine
+from mediapulse.monitoring import anomalies as verdicts
+from mediapulse.monitoring import incidents as incident_log
+from mediapulse.monitoring import ledger
 from mediapulse.monitoring import views as monitoring
 
 DOCS_FILE = "docs.html"  # dbt's static docs site, beside the report
@@ -51,13 +54,17 @@ class ReportData:
     row_trends: dict[str, list[dict[str, Any]]]
     anomalies: list[dict[str, Any]]
     schema_changes: list[dict[str, Any]]
+    # open incidents and those resolved in the last day, each with its series' points
+    incidents: list[dict[str, Any]] = field(default_factory=list)
 
 
 def read(reader: monitoring.Reader, target: str) -> ReportData:
     model_times, time_trends = _model_times(reader)
+    now = datetime.now(UTC).replace(tzinfo=None)
     return ReportData(
         target=target,
-        generated_at=datetime.now(UTC).replace(tzinfo=None),
+        generated_at=now,
+        incidents=_incidents(reader, target, now),
         runs=reader.rows(
             f"select * from {{views}}.sli_runs order by started_at desc limit {RECENT_RUNS}"
         ),
@@ -88,6 +95,25 @@ def read(reader: monitoring.Reader, target: str) -> ReportData:
             "select * from {views}.sli_schema_changes order by run_started_at desc limit 50"
         ),
     )
+
+
+def _incidents(reader: monitoring.Reader, target: str, now: datetime) -> list[dict[str, Any]]:
+    """The incidents of the last day (module incidents), each with the last RECENT_RUNS values
+    of its series in its job's runs, oldest first."""
+    found = []
+    for incident in incident_log.recent(reader, target, now):
+        points = ledger.rows(
+            reader,
+            "select runs.run_id, runs.started_at as run_started_at, judged.value, "
+            "judged.baseline_median, judged.score, judged.is_anomaly "
+            "from {history}.anomalies as judged inner join {history}.runs as runs "
+            f"on runs.run_id = judged.run_id where judged.unique_id = {reader.marker} "
+            f"and judged.metric = {reader.marker} and judged.job = {reader.marker} "
+            f"order by runs.started_at desc limit {RECENT_RUNS}",
+            [incident.unique_id, incident.metric, incident.job],
+        )[::-1]
+        found.append({**incident.__dict__, "points": points})
+    return found
 
 
 def _failing_tests(reader: monitoring.Reader) -> list[dict[str, Any]]:
@@ -254,6 +280,79 @@ def _chart(points: list[dict[str, Any]], unit: str) -> Chart | None:
     return Chart(line, dots, _num(top, digits))
 
 
+@dataclass(frozen=True)
+class IncidentChart:
+    """An incident's series: its values, the band its baseline allowed (median ± threshold *
+    spread, per run) and the incident's runs marked."""
+
+    line: str
+    band: str  # the band's polygon: upper edge left to right, lower edge back
+    dots: list[Dot]  # anomaly: the run is in the incident
+    span: tuple[str, str]  # x from, x to: the incident's runs
+    top: str
+    bottom: str
+    width: int = CHART_WIDTH
+    height: int = CHART_HEIGHT
+    pad: int = CHART_PAD
+
+
+def _band(point: dict[str, Any], metric: str) -> tuple[float, float] | None:
+    """(low, high) the value had to stay within: the spread is the one its score was measured
+    in ((value - median) / score); a value on its median gets the metric's floor."""
+    median, score, value = point.get("baseline_median"), point.get("score"), point.get("value")
+    if median is None or score is None or value is None:
+        return None
+    median, score, value = float(median), float(score), float(value)
+    threshold = float(getattr(verdicts, "THRESHOLD", 3.5))
+    if score:
+        spread = abs((value - median) / score)
+    else:
+        rule = getattr(verdicts, "METRICS", {}).get(metric)
+        spread = max(rule.relative_floor * abs(median), rule.absolute_floor) if rule else 0.0
+    return median - threshold * spread, median + threshold * spread
+
+
+def _incident_chart(incident: dict[str, Any]) -> IncidentChart | None:
+    points = incident["points"]
+    if not points:
+        return None
+    unit = "rows" if incident["metric"] == "rows_added" else "s"
+    bands = [_band(p, incident["metric"]) for p in points]
+    values = [float(p["value"]) for p in points]
+    edges = [e for b in bands if b for e in b]
+    top, bottom = max(values + edges), min(values + edges)
+    span = (top - bottom) or 1.0
+    step = (CHART_WIDTH - 2 * CHART_PAD) / max(len(points) - 1, 1)
+
+    def x(i: int) -> float:
+        return CHART_PAD + i * step
+
+    def y(v: float) -> float:
+        return CHART_HEIGHT - CHART_PAD - (v - bottom) / span * (CHART_HEIGHT - 2 * CHART_PAD)
+
+    until = incident.get("resolved_at") or incident["last_at"]
+    inside = [incident["opened_at"] <= p["run_started_at"] <= until for p in points]
+    digits = 0 if unit == "rows" else 2
+    dots = [
+        Dot(f"{x(i):.1f}", f"{y(v):.1f}", inside[i],
+            f"{_when(p['run_started_at'])}: {_num(v, digits)} {unit}"
+            + (f", score {_num(p['score'], 1)}" if p.get("score") is not None else ""))
+        for i, (v, p) in enumerate(zip(values, points, strict=True))
+    ]  # fmt: skip
+    upper = [f"{x(i):.1f},{y(b[1]):.1f}" for i, b in enumerate(bands) if b]
+    lower = [f"{x(i):.1f},{y(b[0]):.1f}" for i, b in enumerate(bands) if b][::-1]
+    marked = [i for i, flag in enumerate(inside) if flag] or [len(points) - 1]
+    half = step / 2 if len(points) > 1 else 6.0
+    return IncidentChart(
+        " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values)),
+        " ".join(upper + lower),
+        dots,
+        (f"{x(marked[0]) - half:.1f}", f"{x(marked[-1]) - x(marked[0]) + 2 * half:.1f}"),
+        f"{_num(top, digits)} {unit}",
+        f"{_num(bottom, digits)} {unit}",
+    )
+
+
 def _failing(data: ReportData) -> list[dict[str, Any]]:
     """The latest runs' tests that failed (the rest of failing_tests warned)."""
     return [t for t in data.failing_tests if t["node_status"] != "warn"]
@@ -264,11 +363,13 @@ def _cards(data: ReportData) -> list[dict[str, str]]:
     stale = [m for m in data.marts if not m["meets_slo"]]
     failing = len(_failing(data))
     warned = len(data.failing_tests) - failing
+    opened = [i for i in data.incidents if i["status"] == incident_log.OPEN]
     cards = [
         ("runs", "runs in history (shown)", len(data.runs), ""),
         ("stale-marts", "stale critical marts", len(stale), "bad" if stale else "ok"),
         ("failing-tests", "failing tests (latest runs)", failing, "bad" if failing else "ok"),
         ("warnings", "warnings (latest runs)", warned, "warn" if warned else "ok"),
+        ("incidents", "open incidents", len(opened), "bad" if opened else "ok"),
         ("anomalies", "anomalies (recent)", len(data.anomalies),
          "warn" if data.anomalies else "ok"),
         ("schema-changes", "schema changes (recent)", len(data.schema_changes),
@@ -292,6 +393,7 @@ def render(data: ReportData, docs: str | None = DOCS_FILE) -> str:
             cards=_cards(data),
             time_charts=[(name, _chart(p, "s")) for name, p in data.time_trends.items()],
             row_charts=[(uid, _chart(p, "rows")) for uid, p in data.row_trends.items()],
+            incident_charts=[(i, _incident_chart(i)) for i in data.incidents],
         )
     )
 
@@ -307,6 +409,9 @@ def summary_markdown(data: ReportData) -> str:
         + (f" ({', '.join(stale)})" if stale else ""),
         f"- failing tests in the latest runs: {len(failing)}, warnings: "
         f"{len(data.failing_tests) - len(failing)}",
+        f"- incidents open: {sum(i['status'] == incident_log.OPEN for i in data.incidents)}, "
+        f"resolved in the last day: "
+        f"{sum(i['status'] == incident_log.CLOSED for i in data.incidents)}",
         f"- anomalies flagged (recent): {len(data.anomalies)}",
         f"- schema changes found (recent): {len(data.schema_changes)}",
     ]
