@@ -17,7 +17,6 @@ from mediapulse.core.markdown import write_summary
 from mediapulse.dbt import artifacts, runner
 from mediapulse.engines.base import Engine
 from mediapulse.monitoring import history
-from mediapulse.monitoring import views as monitoring
 from mediapulse.release import record as records
 from mediapulse.release.execute import (
     DEPLOY,
@@ -35,7 +34,6 @@ from mediapulse.release.execute import (
     check_release_target,
     code_fingerprint,
     new_release_id,
-    publish_ci_parse,
     raw_marks,
     release_lock,
 )
@@ -218,17 +216,11 @@ def _finish(run: _Run, staged: StagedRelease, clock: history.Job) -> tuple[bool,
         share_parse(staged.folder / PARSE, state_dir / RELEASE_PARSE)  # for the next release
         run.steps += finished
         if ok and job.monitoring:
-            run.notes.append(run_monitoring(run))
-        if ok and run.staging.holds_live and run.refresh is None:
-            run.notes.append(publish_ci_parse(engine.project, dbt, state_dir))
+            run.notes.append(run.monitoring_views())
         run._carry_over()
         dbt.close()
         run.notes.append(dbt.describe())
     return _swap(run, staged, clock, ok)
-
-
-def run_monitoring(run: _Run) -> str:
-    return monitoring.build(run.engine, run.env)[1]
 
 
 def _swap(run: _Run, staged: StagedRelease, clock: history.Job, ok: bool) -> tuple[bool, str]:

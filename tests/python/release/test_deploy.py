@@ -6,6 +6,7 @@ of the new code, table for table; without a usable state it builds everything an
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import duckdb
@@ -72,6 +73,19 @@ def test_a_one_mart_change_rebuilds_that_mart_whole_and_nothing_upstream(
     assert "days_to_recompute" not in mart["compiled_code"], "rebuilt whole, not incrementally"
     release = json.loads((production.root / "state" / "release.json").read_text())
     assert release["job"] == "deploy"
+    # nothing that can come after the swap delays it: production serves the change before the
+    # parse for slim CI is made (it is published with the state, after the swap)
+    live = float(re.search(r"production live (\d+\.\d) s after the job started", out)[1])
+    state = float(re.search(r"state published (\d+\.\d) s after the job started", out)[1])
+    ci_parse = float(re.search(r"parse for slim CI on target `ci` published \((\d+\.\d) s\)",
+                               out)[1])  # fmt: skip
+    assert state - live >= ci_parse - 0.1, out
+    # the monitoring views did not change: kept as they are, and they still answer
+    assert "monitoring models unchanged since release" in out, out
+    with duckdb.connect() as con:
+        con.execute(f"attach '{production.warehouse_dir / 'monitoring_prod.duckdb'}' "
+                    "as monitoring (read_only)")  # fmt: skip
+        assert con.execute("select count(*) from monitoring.monitoring.sli_runs").fetchone()[0]
 
     # the release equals a from-scratch build of the new code, table for table
     full = clone_built(production, tmp_path / "full")
