@@ -37,6 +37,9 @@ PARSED = re.compile(
 RECORDED = re.compile(
     r"run history: run \S+ recorded \(\d+ nodes, \d+ relation sizes\) in [\d.]+ s"
 )
+# what a release prints the moment production serves it, and its report's line on the state
+LIVE = re.compile(r"^release \S+: production live ([\d.]+) s after the job started", re.M)
+STATE_PUBLISHED = re.compile(r"state published ([\d.]+) s after the job started")
 
 
 def _elapsed(run_results: Path) -> float | None:
@@ -45,33 +48,65 @@ def _elapsed(run_results: Path) -> float | None:
     return float(artifacts.load_json(run_results, "run results").get("elapsed_time") or 0.0)
 
 
+def _streamed(argv: list[str], env: dict[str, str]) -> tuple[int, str, float, float | None]:
+    """Run ``argv``; (exit code, its output, wall seconds, seconds until it printed that
+    production is live, if it did), timed from here as a user waiting on it would."""
+    started = time.perf_counter()
+    live_at = None
+    lines = []
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if live_at is None and LIVE.match(line):
+                live_at = time.perf_counter() - started
+            lines.append(line)
+    return proc.returncode, "".join(lines), time.perf_counter() - started, live_at
+
+
 def run_job(
-    bench: Bench, name: str, argv: list[str], results: Path, before: Callable[[], None]
-) -> Measure:
+    bench: Bench, name: str, argv: list[str], results: Path, before: Callable[[], None],
+    live_as: str | None = None,
+) -> Measure:  # fmt: skip
     """``mediapulse <argv>`` ``bench.runs`` times, each after ``before``; exec is the dbt time
-    recorded in ``results`` (the run_results.json the job leaves)."""
+    recorded in ``results`` (the run_results.json the job leaves). ``live_as``: also measure,
+    under that name, the wait until production served the release, and ``<live_as>_state``
+    until its state was published."""
     shown = " ".join(argv).replace(str(bench.work), "<work-dir>")
     measure = Measure(name, f"mediapulse {shown}")
+    live = Measure(str(live_as), f"mediapulse {shown}: until production serves the release")
+    state = Measure(f"{live_as}_state", f"mediapulse {shown}: until its state is published")
     env = {**os.environ, **bench.env}
     for _ in range(bench.runs):
         before()
         results.unlink(missing_ok=True)
-        started = time.perf_counter()
-        proc = subprocess.run(
+        code, out, wall, live_at = _streamed(
             [sys.executable, "-m", "mediapulse", "--project-dir", str(bench.project.root), *argv],
-            env=env, capture_output=True, text=True, check=False,
+            env,
         )  # fmt: skip
-        wall = time.perf_counter() - started
-        if proc.returncode != 0:
-            tail = " | ".join((proc.stdout + proc.stderr).strip().splitlines()[-4:])
+        if code != 0:
+            tail = " | ".join(out.strip().splitlines()[-4:])
             raise MediaPulseError(f"benchmark step `mediapulse {shown}` failed: {tail}")
         measure.samples.append(Sample(wall, _elapsed(results), 0.0))
-        found = (pattern.search(proc.stdout) for pattern in (STAGED, PARSED, RECORDED))
+        if live_as:
+            inside, published = LIVE.search(out), STATE_PUBLISHED.search(out)
+            if live_at is None or inside is None or published is None:
+                raise MediaPulseError(
+                    f"benchmark step `mediapulse {shown}` said no moment production went live "
+                    "or its state was published"
+                )
+            live.samples.append(Sample(live_at, None, 0.0))
+            after_live = float(published[1]) - float(inside[1])  # the job's own clock
+            state.samples.append(Sample(live_at + after_live, None, 0.0))
+        found = (pattern.search(out) for pattern in (STAGED, PARSED, RECORDED))
         notes = [m.group(0) for m in found if m]
         bench.job_notes[name] = notes
         print(f"  {name}: {wall:.1f} s wall, dbt {measure.samples[-1].exec_s or 0:.1f} s; "
               + "; ".join(notes))  # fmt: skip
     bench.measures[name] = measure
+    if live_as:
+        bench.measures[live_as] = live
+        bench.measures[state.name] = state
     return measure
 
 
@@ -141,7 +176,7 @@ def measure_refresh_job(bench: Bench, state: Path, live: Path) -> list[str]:
     project's tables."""
     refresh = ["refresh", "--target", PRODUCTION, "--artifacts", str(state)]
     run_job(bench, "job_refresh", refresh, state / "run_results.json",
-            _live_release(bench, state, live, "raw_after"))  # fmt: skip
+            _live_release(bench, state, live, "raw_after"), live_as="load_to_live")  # fmt: skip
     tables = bench.built_tables()
     bench.compare("mediapulse refresh == full refresh",
                   [(f"refreshed.{t}", f"rebuilt.{t}") for t in tables],
@@ -155,7 +190,8 @@ def measure_deploy_job(bench: Bench, state: Path, live: Path, tables: list[str])
     holds what the one it replaced held (the edit changes no result)."""
     deploy = ["deploy", "--target", PRODUCTION, "--artifacts", str(state)]
     run_job(bench, "job_deploy_one_mart", deploy, state / "run_results.json",
-            _live_release(bench, state, live, "raw_before"))  # fmt: skip
+            _live_release(bench, state, live, "raw_before"),
+            live_as="merge_to_live_one_mart")  # fmt: skip
     bench.compare("deploy of one mart == the release it replaced",
                   [(f"deployed.{t}", f"live.{t}") for t in tables],
                   {"deployed": bench.file("prod.duckdb"), "live": live / "prod.duckdb",

@@ -51,6 +51,7 @@ from mediapulse.jobs import prepare
 from mediapulse.monitoring import history
 from mediapulse.monitoring import views as monitoring
 from mediapulse.monitoring.schema_changes import SchemaChangeError
+from mediapulse.release import docs as release_docs
 from mediapulse.release.checks import NO_STATE, published_state
 from mediapulse.release.duckdb import TARGET as DUCKDB_PROD
 from mediapulse.release.plan import make_plan, node_name
@@ -457,6 +458,8 @@ def _deploy_plan(
     state = ["--state", str(state_dir), "--exclude", "package:dbt_project_evaluator", MONITORING]
     if plan.needs_build:
         steps.append(("build", ["build", "--select", *plan.selection, "--full-refresh", *state]))
+        if release_docs.can_narrow(state_dir):  # the rest of the catalog is the live one's
+            docs = (DOCS_STEP[0], [*DOCS_STEP[1], "--select", *plan.selection, *state])
     if plan.standalone_unit_tests:
         steps.append(("unit tests", ["test", "--select", *plan.standalone_selection, *state]))
     return [*steps, docs]
@@ -859,8 +862,11 @@ class _Run:
         if ok:
             ok = self.publish(release_id, code, marks)
         if ok:
-            self.notes.append(f"production live {time.perf_counter() - clock.clock:.1f} s after "
-                              "the job started")  # fmt: skip
+            live = (
+                f"production live {time.perf_counter() - clock.clock:.1f} s after the job started"
+            )
+            print(f"release {release_id}: {live}", flush=True)  # as it happens, for the log
+            self.notes.append(live)
             # after the swap: nothing production needs waits for it, and a failure is a notice
             if self.staging.holds_live and self.refresh is None:
                 self.notes.append(publish_ci_parse(self.project, self.env, self.artifacts_dir,
@@ -934,6 +940,10 @@ class _Run:
             result = run_with_retries(self.engine, args, self.env, self.notes)
             step = Step(name, result.command, result.success, result.elapsed_s)
             _collect(project.target_dir, name, result, state_dir, step)
+            if name == DOCS_STEP[0] and step.ok and "--select" in args:
+                merged = release_docs.write_narrowed(project.target_dir, self.artifacts_dir,
+                                                     state_dir)  # fmt: skip
+                self.notes.append(merged)
             if not step.ok and not step.problems and result.error:
                 step.problems = [result.error]
             self.steps.append(step)

@@ -94,6 +94,23 @@ def test_a_one_mart_change_rebuilds_that_mart_whole_and_nothing_upstream(
     assert deployed.keys() == rebuilt.keys()
     different = [uid for uid in rebuilt if deployed[uid] != rebuilt[uid]]
     assert not different, f"differ from a full build: {different}"
+    # the docs: a catalog of what was rebuilt, over the live one, equals a full build's, and
+    # the docs page published with the state holds it
+    assert "| docs | ok |" in out and "catalog of 1 rebuilt relation" in out, out
+    assert _catalog(production) == _catalog(full)
+    page = (production.root / "state" / "static_index.html").read_text()
+    assert (production.root / "state" / "catalog.json").read_text() in page
+
+
+def _catalog(project: Project) -> dict[str, dict]:
+    """The published catalog's relations: each one's columns and kind."""
+    catalog = json.loads((project.root / "state" / "catalog.json").read_text())
+    return {
+        uid: {"type": entry["metadata"]["type"], "columns": {
+            name: (column["type"], column["index"]) for name, column in entry["columns"].items()
+        }}
+        for part in ("nodes", "sources") for uid, entry in catalog[part].items()
+    }  # fmt: skip
 
 
 def test_no_change_rebuilds_nothing_and_publishes_the_new_state(
