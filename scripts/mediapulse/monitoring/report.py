@@ -330,8 +330,13 @@ def _incident_chart(incident: dict[str, Any]) -> IncidentChart | None:
     def y(v: float) -> float:
         return CHART_HEIGHT - CHART_PAD - (v - bottom) / span * (CHART_HEIGHT - 2 * CHART_PAD)
 
-    until = incident.get("resolved_at") or incident["last_at"]
-    inside = [incident["opened_at"] <= p["run_started_at"] <= until for p in points]
+    # the anomalous runs: from the one that opened it to the last before the one that resolved it
+    resolved, opened = incident.get("resolved_at"), incident["opened_at"]
+    inside = [
+        opened <= p["run_started_at"] < resolved if resolved
+        else opened <= p["run_started_at"] <= incident["last_at"]
+        for p in points
+    ]  # fmt: skip
     digits = 0 if unit == "rows" else 2
     dots = [
         Dot(f"{x(i):.1f}", f"{y(v):.1f}", inside[i],
