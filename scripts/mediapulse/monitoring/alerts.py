@@ -577,8 +577,10 @@ def _resolved_line(event: incidents.Event) -> str:
     unit = " rows added" if incident.metric == ROWS else " s"
     value = _number(judged.value, "+,.0f" if incident.metric == ROWS else ".1f")
     opened = f"{incident.opened_at:%Y-%m-%d %H:%M}" if incident.opened_at else "?"
+    how = "back in its band" if event.kind == incidents.RESOLVED else (
+        "accepted as the new normal (a level shift that lasted)")  # fmt: skip
     return (
-        f"{what} {_short(incident.unique_id)} back in its band: {value}{unit} "
+        f"{what} {_short(incident.unique_id)} {how}: {value}{unit} "
         f"(score {_number(judged.score, '.1f')}); incident {incident.incident_id}, opened "
         f"{opened} UTC by {incident.job}, peak score {_number(incident.peak_score, '.1f')}"
     )
@@ -587,10 +589,16 @@ def _resolved_line(event: incidents.Event) -> str:
 def resolved_payload(
     run: Mapping[str, Any], events: list[incidents.Event], run_url: str | None
 ) -> dict[str, Any]:
-    """The "resolved" message of the incidents a run closed (Slack's limits kept)."""
+    """The "resolved" message of the incidents a run closed (Slack's limits kept): a new
+    message naming each incident's id (an incoming webhook cannot edit the one that opened it).
+    """
     count = f"{len(events)} incident{'s' if len(events) != 1 else ''}"
+    kinds = {e.kind for e in events}
+    how = {frozenset({incidents.RESOLVED}): "back in band",
+           frozenset({incidents.ACCEPTED}): "accepted as the new normal"}.get(
+        frozenset(kinds), "closed")  # fmt: skip
     text = _escape(
-        f"MediaPulse resolved: {count} on {run.get('target')} back in band after "
+        f"MediaPulse resolved: {count} on {run.get('target')} {how} after "
         f"{run.get('job')} run {run.get('run_id')}", MAX_TEXT - 200,
     )  # fmt: skip
     header = f":white_check_mark: Resolved: {count} on {run.get('target')}"
@@ -604,7 +612,7 @@ def resolved_payload(
         _section(_cut("\n".join(lines), MAX_SECTION)),
         {"type": "context", "elements": [{"type": "mrkdwn", "text": (
             f"{where}from `mediapulse alert`: an incident is alerted once, updated when it "
-            "worsens, resolved when back in its band")}]},
+            "worsens, resolved when back in its band or its new level is accepted")}]},
     ]  # fmt: skip
     return {"text": text, "blocks": blocks}
 
@@ -895,7 +903,7 @@ def run_alert(
         outcome = Outcome(not_recorded(job or "the job", target, True, within_min, owners, reason))
     if outcome.advanced and outcome.run is not None and not dry_run:
         incidents.save(engine, str(outcome.run["run_id"]), outcome.events, _now())
-    resolved = outcome.of(incidents.RESOLVED)
+    resolved = [e for e in outcome.events if e.kind in incidents.CLOSING]
     if outcome.alert is None and not resolved:
         return _report(f"no alert: {outcome.healthy}", summary)
     lines: list[str] = []

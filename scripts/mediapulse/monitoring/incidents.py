@@ -2,14 +2,19 @@
 
 An hourly refresh that finds the same lost load as the hour before must not page again. Each
 anomaly (module anomalies' verdicts, table `monitoring.anomalies`) belongs to the incident of
-its series, keyed by (target, relation's unique id, metric):
+its series, keyed by (target, relation's unique id, metric). What a run does to it follows the
+verdict's `status` (module anomalies): only a new anomaly (`anomaly`) alerts; a level shift's
+follow-up values (`persisting`) keep `is_anomaly` true but are the incident going on:
 
-- **opened**: the series is anomalous and has no open incident; alerted once (page or ticket);
-- **worsened**: anomalous again with a score at least WORSEN times the one last alerted (same
-  direction); alerted again, as an update;
-- **ongoing**: anomalous again, not worse; nothing is sent;
-- **resolved**: the series is judged back in its band; a "resolved" message goes to the
-  channel the incident was sent to.
+- **opened**: a new anomaly and no open incident; alerted once (page or ticket);
+- **worsened**: a new anomaly (another level than the one before) with a score at least WORSEN
+  times the one last alerted (same direction); alerted again, as an update;
+- **ongoing**: a new anomaly not worse, or the shift before still going on; nothing is sent;
+- **resolved**: the series is judged back in its band (`normal`); a "resolved" message goes to
+  the channel the incident was sent to;
+- **accepted**: the level shift lasted long enough to be the new normal (`accepted`; never for
+  a series someone marked an incident, `history.mark_incident`): the incident is closed with
+  a message saying so, in the same channel.
 
 A run that does not judge a series (the model was not rebuilt, a skipped refresh) leaves its
 incident as it is. Incidents and what each run did to them (table `monitoring.incident_events`)
@@ -32,6 +37,10 @@ from mediapulse.engines.base import Engine
 from mediapulse.monitoring import ledger
 
 OPENED, WORSENED, ONGOING, RESOLVED = "opened", "worsened", "ongoing", "resolved"
+ACCEPTED = "accepted"  # closed: the level shift is the new normal
+CLOSING = (RESOLVED, ACCEPTED)
+# module anomalies' verdict statuses (monitoring.anomalies.status)
+NEW, PERSISTING, NORMAL, NEW_NORMAL = "anomaly", "persisting", "normal", "accepted"
 OPEN, CLOSED = "open", "resolved"
 WORSEN = 1.5  # a score this many times the last alerted one (same sign) is worth an update
 RECENT = timedelta(days=1)  # resolved incidents the morning report lists
@@ -59,6 +68,7 @@ TABLES: dict[str, ledger.Columns] = {
         ("alerted_score", "double precision"),
         ("resolved_run_id", "varchar"),
         ("resolved_at", "timestamp"),
+        ("resolution", "varchar"),  # RESOLVED or ACCEPTED, once closed
     ),
     EVENTS: (
         ("run_id", "varchar"),
@@ -81,6 +91,12 @@ class Judged:
     median: float | None
     score: float | None  # None: not judged (too short a baseline)
     is_anomaly: bool
+    status: str | None = None  # module anomalies' status; None: a history from before it
+
+    @property
+    def verdict(self) -> str:
+        """The status, or what `is_anomaly` alone said before there was one."""
+        return self.status or (NEW if self.is_anomaly else NORMAL)
 
     @property
     def deviation(self) -> float | None:
@@ -108,6 +124,7 @@ class Incident:
     release_id: str | None = None
     resolved_run_id: str | None = None
     resolved_at: datetime | None = None
+    resolution: str | None = None  # RESOLVED or ACCEPTED
 
     @property
     def key(self) -> tuple[str, str]:
@@ -116,7 +133,7 @@ class Incident:
 
 @dataclass(frozen=True)
 class Event:
-    kind: str  # OPENED, WORSENED, ONGOING, RESOLVED
+    kind: str  # OPENED, WORSENED, ONGOING, RESOLVED, ACCEPTED
     incident: Incident  # as the event leaves it
     judged: Judged
 
@@ -140,10 +157,11 @@ def advance(
     for verdict in sorted(judged, key=lambda j: (j.unique_id, j.metric)):
         key = (verdict.unique_id, verdict.metric)
         known = open_incidents.get(key)
+        status = verdict.verdict
         if verdict.score is None:
-            continue
+            continue  # not judged: the incident stays as it is
         if known is None:
-            if verdict.is_anomaly:
+            if status == NEW:  # a shift's follow-up without an open incident opens nothing
                 expected, text, release = cause(verdict)
                 opened = Incident(
                     incident_id(str(run["target"]), key, run_id), str(run["target"]), key[0],
@@ -152,10 +170,11 @@ def advance(
                 )  # fmt: skip
                 events.append(Event(OPENED, opened, verdict))
             continue
-        if not verdict.is_anomaly:
+        if status in (NORMAL, NEW_NORMAL):
+            kind = ACCEPTED if status == NEW_NORMAL else RESOLVED
             closed = replace(known, status=CLOSED, resolved_run_id=run_id, resolved_at=at,
-                             last_run_id=run_id, last_at=at)  # fmt: skip
-            events.append(Event(RESOLVED, closed, verdict))
+                             last_run_id=run_id, last_at=at, resolution=kind)  # fmt: skip
+            events.append(Event(kind, closed, verdict))
             continue
         worse = abs(verdict.score) > abs(known.peak_score)
         later = replace(
@@ -163,8 +182,10 @@ def advance(
             peak_score=verdict.score if worse else known.peak_score,
             peak_value=verdict.value if worse else known.peak_value,
         )  # fmt: skip
-        if verdict.score * known.alerted_score > 0 and abs(verdict.score) >= WORSEN * abs(
-            known.alerted_score
+        if (
+            status == NEW
+            and verdict.score * known.alerted_score > 0
+            and abs(verdict.score) >= WORSEN * abs(known.alerted_score)
         ):
             events.append(Event(WORSENED, replace(later, alerted_score=verdict.score), verdict))
         else:
@@ -184,13 +205,13 @@ def judged_in(reader: Any, run_id: str) -> list[Judged]:
     """The run's verdicts (module anomalies), from the history."""
     found = ledger.rows(
         reader,
-        "select unique_id, metric, value, baseline_median, score, is_anomaly "
+        "select unique_id, metric, value, baseline_median, score, is_anomaly, status "
         f"from {{history}}.anomalies where run_id = {reader.marker}",
         [run_id],
     )
     return [
         Judged(r["unique_id"], r["metric"], float(r["value"]), r["baseline_median"], r["score"],
-               bool(r["is_anomaly"]))
+               bool(r["is_anomaly"]), r["status"])
         for r in found
     ]  # fmt: skip
 
@@ -226,7 +247,7 @@ def recorded_events(reader: Any, run_id: str) -> list[Event] | None:
     return [
         Event(r["event"], _incident(r),
               Judged(r["unique_id"], r["metric"], float(r["value"]), None, r["score"],
-                     r["event"] != RESOLVED))
+                     r["event"] not in CLOSING))
         for r in found if r["event"] is not None
     ]  # fmt: skip
 

@@ -105,7 +105,7 @@ def _incidents(reader: monitoring.Reader, target: str, now: datetime) -> list[di
         points = ledger.rows(
             reader,
             "select runs.run_id, runs.started_at as run_started_at, judged.value, "
-            "judged.baseline_median, judged.score, judged.is_anomaly "
+            "judged.baseline_median, judged.score, judged.is_anomaly, judged.status "
             "from {history}.anomalies as judged inner join {history}.runs as runs "
             f"on runs.run_id = judged.run_id where judged.unique_id = {reader.marker} "
             f"and judged.metric = {reader.marker} and judged.job = {reader.marker} "
@@ -341,7 +341,8 @@ def _incident_chart(incident: dict[str, Any]) -> IncidentChart | None:
     dots = [
         Dot(f"{x(i):.1f}", f"{y(v):.1f}", inside[i],
             f"{_when(p['run_started_at'])}: {_num(v, digits)} {unit}"
-            + (f", score {_num(p['score'], 1)}" if p.get("score") is not None else ""))
+            + (f", score {_num(p['score'], 1)}" if p.get("score") is not None else "")
+            + (f" ({p['status']})" if p.get("status") not in (None, "normal") else ""))
         for i, (v, p) in enumerate(zip(values, points, strict=True))
     ]  # fmt: skip
     upper = [f"{x(i):.1f},{y(b[1]):.1f}" for i, b in enumerate(bands) if b]

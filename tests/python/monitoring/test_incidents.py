@@ -31,7 +31,7 @@ from mediapulse.cli.main import main
 from mediapulse.core.project import Project
 from mediapulse.dbt import artifacts
 from mediapulse.engines.targets import resolve
-from mediapulse.monitoring import changes, history, incidents
+from mediapulse.monitoring import alerts, changes, history, incidents
 from mediapulse.monitoring.alerts import PAGE, TICKET
 
 from ..conftest import clone_built
@@ -52,8 +52,10 @@ FILTER = ("    from days_counted\n",
 # -- the rules (pure) ------------------------------------------------------------------------
 
 
-def _judged(score: float | None, value: float = -100.0, anomaly: bool = True) -> incidents.Judged:
-    return incidents.Judged(MART, "rows_added", value, 0.0, score, anomaly)
+def _judged(
+    score: float | None, value: float = -100.0, anomaly: bool = True, status: str | None = None
+) -> incidents.Judged:
+    return incidents.Judged(MART, "rows_added", value, 0.0, score, anomaly, status)
 
 
 def _run(n: int) -> dict[str, Any]:
@@ -79,6 +81,44 @@ def test_consecutive_anomalies_are_one_incident_alerted_on_open_worse_and_resolv
     [back] = incidents.advance(state, [_judged(0.5, 1.0, False)], _run(5), _no_release)
     assert back.kind == incidents.RESOLVED and back.incident.resolved_run_id == "r5"
     assert back.incident.incident_id == opened.incident.incident_id
+
+
+def test_only_a_new_anomaly_alerts_and_a_shift_accepted_as_the_new_normal_closes_it() -> None:
+    """The detector's statuses (module anomalies): a level shift's follow-up values stay
+    anomalous (`persisting`) but are the incident going on, however high their score; the
+    shift accepted after its runs closes the incident with a message saying so."""
+    first = _judged(10.0, 300.0, status="anomaly")
+    [opened] = incidents.advance({}, [first], _run(1), _no_release)
+    assert opened.kind == incidents.OPENED
+    state = {opened.incident.key: opened.incident}
+    # twice the score it was alerted with, but the same shift: no update
+    [again] = incidents.advance(state, [_judged(20.0, 310.0, status="persisting")], _run(2),
+                                _no_release)  # fmt: skip
+    assert again.kind == incidents.ONGOING and again.incident.peak_score == 20.0
+    state = {again.incident.key: again.incident}
+    [accepted] = incidents.advance(state, [_judged(9.0, 305.0, False, "accepted")], _run(3),
+                                   _no_release)  # fmt: skip
+    assert accepted.kind == incidents.ACCEPTED and accepted.incident.status == incidents.CLOSED
+    assert accepted.incident.resolution == incidents.ACCEPTED
+    payload = alerts.resolved_payload(_run(3), [accepted], None)
+    check_slack(payload)
+    text = payload["blocks"][1]["text"]["text"]  # the incidents' lines
+    assert "accepted as the new normal" in text and "back in its band" not in text, text
+    assert opened.incident.incident_id in text  # a new message naming the incident
+    # a shift's follow-up with no incident open (opened before incidents were kept) opens none
+    assert incidents.advance({}, [_judged(20.0, 310.0, status="persisting")], _run(4),
+                             _no_release) == []  # fmt: skip
+    # a series marked an incident is never accepted: the detector keeps it `persisting`
+    [marked] = incidents.advance(state, [_judged(9.0, 305.0, status="persisting")], _run(3),
+                                 _no_release)  # fmt: skip
+    assert marked.kind == incidents.ONGOING and marked.incident.status == incidents.OPEN
+    # back in its band: resolved, said so
+    [back] = incidents.advance(state, [_judged(0.2, 1.0, False, "normal")], _run(5), _no_release)
+    assert back.kind == incidents.RESOLVED and back.incident.resolution == incidents.RESOLVED
+    assert (
+        "back in its band"
+        in alerts.resolved_payload(_run(5), [back], None)["blocks"][1]["text"]["text"]
+    )
 
 
 def _release(diff: changes.ModelDiff | None, known: bool = True) -> changes.Release:
