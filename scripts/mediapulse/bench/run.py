@@ -26,6 +26,7 @@ from typing import Any
 
 import duckdb
 
+from mediapulse.bench.detector import detector_targets, measure_detector
 from mediapulse.bench.jobs import measure_jobs
 from mediapulse.bench.measures import Measure, Sample, Target
 from mediapulse.ci import datadiff
@@ -341,6 +342,8 @@ def run_bench(
     bench.floor()  # the same SQL without dbt
     measure_parsing(bench)
     measure_jobs(bench, ONE_MART)  # the jobs as users run them, whole commands
+    # the anomaly detector on a labelled history at this scale's daily volume (issue 30)
+    detector_section = measure_detector(bench, events_loaded, days)
 
     m = bench.measures
     targets = bench_targets(m, events)
@@ -348,6 +351,7 @@ def run_bench(
     flat = flatness_target(scaling)
     if flat is not None:
         targets.append(flat)
+    targets += detector_targets(detector_section)
     report = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": info,
@@ -372,6 +376,7 @@ def run_bench(
         "checks": bench.checks,
         "job_notes": bench.job_notes,
         "scaling": scaling,
+        "detector": detector_section,
         "total_seconds": time.perf_counter() - started,
     }
     out_json.parent.mkdir(parents=True, exist_ok=True)
@@ -654,6 +659,12 @@ def render(report: dict[str, Any]) -> str:
         if staged:
             lines += ["", "Staged copy of production (blue-green), per release: "
                       + "; ".join(staged) + "."]  # fmt: skip
+    detector = report.get("detector")
+    if detector:
+        plan = detector["plan"]
+        lines += ["", f"### Anomaly detector: labelled history ({plan['days']} daily refreshes, "
+                  f"{plan['users']:,} accounts, seed {plan['seed']})", "",
+                  detector["markdown"]]  # fmt: skip
     if any(not t["met"] for t in report["targets"]):
         lines += ["", "Missed targets: the measured reasons and what was tried are in the "
                   "docs/performance.md."]  # fmt: skip

@@ -471,9 +471,9 @@ def renamed_column_check(project: Project, warehouse: Warehouse) -> list[dict[st
 
 def _synced(plan: Plan, day: int) -> dict[str, datetime]:
     """A stale source: its sync stopped two days before the refresh it lands in (past the
-    36-hour SLO there), and resumes the day after."""
+    36-hour SLO there, within it the refresh before: ``ONSET``), and resumes the day after."""
     stale = plan.day_of("stale_source")
-    if stale is not None and stale - 1 <= day <= stale:
+    if stale is not None and stale - ONSET["stale_source"] <= day <= stale:
         return {".".join(STALE_SOURCE): plan.cut(stale - 2)}
     return {}
 
@@ -564,6 +564,16 @@ def simulate(
 # -- the score ----------------------------------------------------------------------------------
 
 AFTERMATH = {"stale_source": 1, "renamed_column": 1}  # runs after: the catch-up, not normal
+# runs before the one an incident lands in that it already changes: a source whose sync
+# stopped is past its SLO on the second refresh, but the first already lacks a day of it
+# (the models built from it add fewer rows: a true alert, not a false one)
+ONSET = {"stale_source": 1}
+
+
+def incident_span(plan: Plan, kind: str, day: int) -> range:
+    """The refreshes an incident changes: its onset, the one it lands in, the catch-up."""
+    last = plan.days if kind == "level_shift" else day + AFTERMATH.get(kind, 0)
+    return range(day - ONSET.get(kind, 0), last + 1)
 
 
 @dataclass
@@ -618,9 +628,9 @@ def score(simulation: Simulation) -> Score:
     affected: set[int] = set()
     kinds = []
     for day, kind in plan.incidents:
-        last = plan.days if kind == "level_shift" else day + AFTERMATH.get(kind, 0)
-        affected |= set(range(day, last + 1))
-        kinds.append(_kind_score(kind, day, last, alerts, stale, renamed, simulation))
+        span = incident_span(plan, kind, day)
+        affected |= set(span)
+        kinds.append(_kind_score(kind, day, span, alerts, stale, renamed, simulation))
     false_alarms = sorted(
         [(d, m, f"{u} (score {s})") for d, m, u, s in alerts if d not in affected and d > 0]
         + [(d, "freshness", "a source past its SLO") for d in stale if d not in affected]
@@ -633,7 +643,7 @@ def score(simulation: Simulation) -> Score:
 def _kind_score(
     kind: str,
     day: int,
-    last: int,
+    span: range,
     alerts: list,
     stale: set[int],
     renamed: set[int],
@@ -650,7 +660,7 @@ def _kind_score(
         "stale_source": lambda d: d in stale,
         "renamed_column": lambda d: d in renamed,
     }  # fmt: skip
-    count = sum(1 for d, *_ in alerts if day <= d <= last)
+    count = sum(1 for d, *_ in alerts if d in span)
     result = KindScore(kind, day, signals[kind](day), count)
     if kind == "level_shift":
         result.accepted_after = _accepted_after(simulation, day)

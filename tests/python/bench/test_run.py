@@ -16,6 +16,7 @@ import pytest
 from mediapulse.bench import run as bench
 from mediapulse.cli.main import main
 from mediapulse.core.errors import MediaPulseError
+from mediapulse.monitoring import labelled
 
 from ..conftest import REPO
 
@@ -24,6 +25,7 @@ MEASURES = {
     "slim_ci_event_staging", "floor", "parse_cold", "parse_partial", "evaluator",
     "job_nightly", "job_refresh", "job_deploy_one_mart", "job_slim_ci_one_mart",
     "data_diff_watch_sessions", "job_nightly_airflow", "job_nightly_dagster",
+    "detector_labelled_history",
 }  # fmt: skip
 ORCHESTRATED = {"job_nightly_airflow", "job_nightly_dagster"}  # not mediapulse commands
 JOBS = {name for name in MEASURES if name.startswith("job_")} - ORCHESTRATED
@@ -48,7 +50,7 @@ def test_bench_runs_every_step_and_its_checks_hold(
         if name not in ("floor", "parse_cold", "parse_partial", *ORCHESTRATED):
             assert measure["exec_s"]["median"] > 0, name
         if name not in ("floor", "parse_cold", "parse_partial", "data_diff_watch_sessions", *JOBS,
-                        *ORCHESTRATED):  # fmt: skip
+                        *ORCHESTRATED, "detector_labelled_history"):  # fmt: skip
             assert measure["peak_mb"]["max"] > 50, f"{name}: the dbt process's memory is measured"
     # the jobs are the commands users run, whole
     assert report["measures"]["job_refresh"]["command"].startswith("mediapulse refresh --target")
@@ -118,6 +120,15 @@ def test_bench_runs_every_step_and_its_checks_hold(
     assert "--state <work-dir>/state" in report["measures"]["slim_ci_one_mart"]["command"]
     assert "| parse_cold | — | — |" in markdown
     assert "### Scaling" in markdown
+    # the anomaly detector's labelled history at this scale: scored per incident kind
+    detector = report["detector"]
+    assert detector["plan"]["days"] >= 60
+    assert {k["kind"] for k in detector["kinds"]} == set(labelled.KINDS)
+    assert "### Anomaly detector: labelled history" in markdown and "| level_shift |" in markdown
+    assert {
+        "detector: incidents found on the run they land in",
+        "detector: false alarms on ordinary refreshes",
+    } <= {t["name"] for t in report["targets"]}
     assert "Staged copy of production (blue-green), per release: job_nightly: " in markdown
     assert "Machine:" in printed and "check incremental == full refresh: equal" in printed
     # the edited models were put back in the work copy, and the checkout was never touched

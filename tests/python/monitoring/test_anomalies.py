@@ -126,3 +126,19 @@ def test_a_repeated_tenfold_day_or_a_dead_source_is_never_the_new_normal() -> No
     assert all(v.is_anomaly for v in judge_series(tenfold, ROWS_ADDED, Settings())[10:])
     dead = [(f"r{i}", 1000.0) for i in range(10)] + [(f"t{i}", 0.0) for i in range(5)]
     assert all(v.is_anomaly for v in judge_series(dead, ROWS_ADDED, Settings())[10:])
+
+
+def test_a_shift_day_just_under_the_threshold_does_not_end_it_nor_make_a_second_alert() -> None:
+    # the labelled history's +30 % launch: its third day scored 3.4 (a quiet weekday), which
+    # ended the run, and the fourth was a second alert
+    normal = [(f"r{i}", 1000.0 + (i % 3) * 10) for i in range(10)]
+    shift = [("s0", 1300.0), ("s1", 1290.0), ("s2", 1185.0), ("s3", 1300.0), ("s4", 1295.0)]
+    verdicts = judge_series(normal + shift, ROWS_ADDED, Settings())
+    assert verdicts[12].score is not None and verdicts[12].score < 3.5  # under, on its own
+    assert [v.status for v in verdicts[10:]] == [
+        "anomaly", "persisting", "accepted", "normal", "normal",
+    ]  # fmt: skip
+    # a day back at the old level ends it: normal, and no shift is accepted
+    back = judge_series([*normal, ("s0", 1300.0), ("b", 1010.0), ("s2", 1300.0)], ROWS_ADDED,
+                        Settings())  # fmt: skip
+    assert [v.status for v in back[10:]] == ["anomaly", "normal", "anomaly"]
