@@ -33,6 +33,7 @@ from typing import Any
 import duckdb
 import yaml
 
+from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.data import generate, synthetic
 from mediapulse.data.faults import FAULTS, FaultContext
@@ -270,89 +271,95 @@ class Warehouse:
 
 
 VIEWING_KEY = ("user_id", "content_id", "device_type")
-# the models that read every watch event loaded so far, and the column saying when a row's
-# newest event was loaded: rebuilt each day, they would make the history quadratic in its days
+STAGED_EVENTS = "model.mediapulse.stg_streaming__watch_events"
+SESSIONIZED = "model.mediapulse.int_watch_events_sessionized"
+SESSIONS = "model.mediapulse.int_watch_sessions_aggregated"
+# the models that read every event loaded so far, and the column saying when a row's newest
+# event was loaded: rebuilt each day, they would make the history quadratic in its days
 EVENT_MODELS = {
-    "model.mediapulse.stg_streaming__watch_events": "loaded_at",
-    "model.mediapulse.int_watch_events_sessionized": "loaded_at",
-    "model.mediapulse.int_watch_sessions_aggregated": "last_loaded_at",
+    STAGED_EVENTS: "loaded_at",
+    "model.mediapulse.stg_ads__ad_impressions": "loaded_at",
+    SESSIONIZED: "loaded_at",
+    SESSIONS: "last_loaded_at",
 }
-FULL = "labelled_full"  # the schema of their build over the whole period
+FULL = "__labelled_full"  # their build over the whole period: the relation's name, this added
 
 
 class EventPath:
-    """The watch events' models as a full refresh on day d gives them, from one build over
-    the whole period (the project's SQL, once) and, each day, the same SQL over only the
-    viewing keys the next loads still change.
+    """The event models as a full refresh on day d gives them, from one build over the whole
+    period (the project's SQL, once) and, each day, the same SQL over only the viewing keys
+    the next loads still change.
 
-    Exact, because: staging keeps an event's first loaded copy (ordered by `loaded_at` first),
-    so staging as of d is the full staging's rows loaded by d; sessions and their sums are
-    computed per viewing key (user, title, device); and an event loaded after d can change a
-    key's rows as of d only if it falls within the session gap of them, i.e. if its
-    `event_at` is before d's cut-off plus the gap (events are loaded after they happen, which
-    ``prepare`` checks). Those keys (``recent``) are recomputed with the project's SQL over
-    their events loaded by d; every other key's rows are the full build's, loaded by d.
-    ``check`` compares the result with a direct build."""
+    Exact, because: the staging models keep an event's first loaded copy (ordered by
+    `loaded_at` first), so staging as of d is the full staging's rows loaded by d; sessions and
+    their sums are computed per viewing key (user, title, device); and an event loaded after d
+    can change a key's rows as of d only if it falls within the session gap of them, i.e. if
+    its `event_at` is before d's cut-off plus the gap (events are loaded after they happen,
+    which ``prepare`` checks). Those keys are recomputed with the project's SQL over their
+    events loaded by d; every other key's rows are the full build's, loaded by d. ``check``
+    compares the result with a direct build."""
 
     def __init__(self, models: list[Model], gap_minutes: int) -> None:
         self.models = {m.unique_id: m for m in models if m.unique_id in EVENT_MODELS}
         self.gap = timedelta(minutes=gap_minutes + 1)
         self.cut: datetime | None = None
 
-    def _name(self, model: Model) -> str:
-        return f"{FULL}.{model.relation.rsplit('.', 1)[1]}"
+    def _full(self, uid: str) -> str:
+        return self.models[uid].relation + FULL
 
     def prepare(self, warehouse: Warehouse, until: datetime) -> None:
-        """The path's full build: the raw data as loaded by ``until``, the project's SQL."""
+        """The full build: the raw data as loaded by ``until``, the project's SQL."""
         con = warehouse.con
         warehouse.load(until, {})
-        con.execute(f"create schema if not exists {FULL}")
         for model in self.models.values():
             con.execute(f"drop {model.kind} if exists {model.relation} cascade")
             con.execute(f"create table {model.relation} as {model.sql}")
         for model in self.models.values():
-            con.execute(f"create or replace table {self._name(model)} as "
-                        f"select * from {model.relation}")  # fmt: skip
-        for model in reversed(self.models.values()):
-            con.execute(f"drop table {model.relation} cascade")
-        staging = self._name(next(iter(self.models.values())))
-        early = con.execute(f"select count(*) from {staging} where event_at > loaded_at")
-        if early.fetchone()[0]:
-            raise ValueError(f"{staging}: events loaded before they happened; the shortcut "
-                             "assumes none (build every day instead: EventPath off)")  # fmt: skip
+            name = model.relation.rsplit(".", 1)[1]
+            con.execute(f"alter table {model.relation} rename to {name}{FULL}")
+        early = con.execute(f"select count(*) from {self._full(STAGED_EVENTS)} "
+                            "where event_at > loaded_at").fetchone()[0]  # fmt: skip
+        if early:
+            raise MediaPulseError(
+                f"{self._full(STAGED_EVENTS)}: {early} events loaded before they happened; the "
+                "labelled history's shortcut assumes none: simulate with Plan(shortcut=False)"
+            )
+
+    def _loaded(self, uid: str, keys: str = "") -> str:
+        column = EVENT_MODELS[uid]
+        return f"select * from {self._full(uid)} where {column} <= '{self.cut}' {keys}"
 
     def build(self, warehouse: Warehouse) -> None:
-        """The path's relations as of the warehouse's cut-off (``cut``), as views."""
+        """The event models' relations as of ``cut``, as views."""
         con, cut = warehouse.con, self.cut
         assert cut is not None
-        stg, sessionized, aggregated = self.models.values()
         key = ", ".join(VIEWING_KEY)
         con.execute(
             f"create or replace temp table labelled_recent as select distinct {key} from "
-            f"{self._name(stg)} where loaded_at > timestamp '{cut}' "
-            f"and event_at <= timestamp '{cut + self.gap}'"
+            f"{self._full(STAGED_EVENTS)} where loaded_at > '{cut}' "
+            f"and event_at <= '{cut + self.gap}'"
         )
-        recent = f"({key}) in (select ({key}) from labelled_recent)"
-
-        def loaded(model: Model, only_recent: bool) -> str:
-            which = recent if only_recent else f"not {recent}"
-            column = EVENT_MODELS[model.unique_id]
-            return f"select * from {self._name(model)} where {column} <= '{cut}' and {which}"
-
+        recent = f"and ({key}) in (select ({key}) from labelled_recent)"
+        staged, sessionized, sessions = (self.models[u] for u in (STAGED_EVENTS, SESSIONIZED,
+                                                                  SESSIONS))  # fmt: skip
         # the recent keys through the project's SQL, each model reading the one before
-        con.execute(f"create view {stg.relation} as {loaded(stg, True)}")
+        con.execute(f"create view {staged.relation} as {self._loaded(STAGED_EVENTS, recent)}")
         con.execute(f"create or replace temp table labelled_sessionized as {sessionized.sql}")
         con.execute(f"create view {sessionized.relation} as select * from labelled_sessionized")
-        con.execute(f"create or replace temp table labelled_aggregated as {aggregated.sql}")
+        con.execute(f"create or replace temp table labelled_sessions as {sessions.sql}")
         con.execute(f"drop view {sessionized.relation}")
-        con.execute(f"drop view {stg.relation}")
+        con.execute(f"drop view {staged.relation}")
         # then every key
-        con.execute(f"create view {stg.relation} as select * from {self._name(stg)} "
-                    f"where loaded_at <= timestamp '{cut}'")  # fmt: skip
-        con.execute(f"create view {sessionized.relation} as {loaded(sessionized, False)} "
-                    "union all select * from labelled_sessionized")  # fmt: skip
-        con.execute(f"create view {aggregated.relation} as {loaded(aggregated, False)} "
-                    "union all select * from labelled_aggregated")  # fmt: skip
+        for uid, model in self.models.items():
+            if uid == SESSIONIZED:
+                sql = (f"{self._loaded(uid, 'and not ' + recent[4:])} "
+                       "union all select * from labelled_sessionized")  # fmt: skip
+            elif uid == SESSIONS:
+                sql = (f"{self._loaded(uid, 'and not ' + recent[4:])} "
+                       "union all select * from labelled_sessions")  # fmt: skip
+            else:
+                sql = self._loaded(uid)
+            con.execute(f"create view {model.relation} as {sql}")
 
     def check(self, warehouse: Warehouse) -> dict[str, int]:
         """Rows that differ between the shortcut's relations and the project's SQL run over
@@ -421,12 +428,22 @@ def freshness_rows(
     return rows
 
 
+RUNNER_LOAD = (0.15, 1.3)  # a run's load: lognormal sigma, and at most this factor either way
+JITTER = (0.10, 1.2)  # a model's own: the same
+
+
+def _bounded(rng: random.Random, sigma: float, limit: float) -> float:
+    return min(limit, max(1 / limit, rng.lognormvariate(0.0, sigma)))
+
+
 def runner_seconds(base_s: float, day: int, rng: random.Random, run_factor: float) -> float:
     """A model's time on a shared CI runner: its production time growing with the data
     (0.3 % a day), the runner's load that day (``run_factor``, the same for every model of
-    the run), its own jitter (10 %), and now and then a stall of 1-2.5 s (another job's I/O,
-    a cold cache: what takes a 1 s model to 3 s)."""
-    seconds = base_s * (1 + 0.003 * day) * run_factor * rng.lognormvariate(0.0, 0.10)
+    the run, at most +30 %), its own jitter (10 %, at most +20 %), and now and then a stall of
+    1-2.5 s (another job's I/O, a cold cache: what takes a 1 s model to 3 s). Bounded: a 40-s
+    model on the busiest runner takes at most 25 s longer, under the 30-s minimum effect;
+    unbounded, one draw in a few thousand was a false alarm."""
+    seconds = base_s * (1 + 0.003 * day) * run_factor * _bounded(rng, *JITTER)
     if rng.random() < 0.05:
         seconds += rng.uniform(1.0, 2.5)
     return round(seconds, 3)
@@ -438,11 +455,16 @@ SLOWEST_S = 40.0  # the reference build's slowest model takes this long in produ
 def node_rows(
     models: list[Model], plan: Plan, day: int, run_id: str, rng: random.Random
 ) -> list[dict[str, Any]]:
+    """Each model's time: its share of the reference build's slowest, which takes
+    ``SLOWEST_S``; the slow model (sessionising, the project's most expensive) takes that
+    whatever a small reference build measured, so that three times slower is +80 s."""
     slowest = max((m.reference_s for m in models), default=1.0) or 1.0
-    run_factor = rng.lognormvariate(0.0, 0.15)
+    run_factor = _bounded(rng, *RUNNER_LOAD)
     rows = []
     for model in models:
         base = max(0.2, model.reference_s / slowest * SLOWEST_S)
+        if model.unique_id == SLOW_MODEL:
+            base = SLOWEST_S
         seconds = runner_seconds(base, day, rng, run_factor)
         if plan.kind_on(day) == "slow_model" and model.unique_id == SLOW_MODEL:
             seconds = round(seconds * SLOWER, 3)
