@@ -372,22 +372,23 @@ def test_a_critical_test_error_pages_the_models_group_owner(prod: Project, webho
 
 @pytest.mark.dbt
 def test_warnings_and_anomalies_only_are_one_ticket(prod: Project, webhooks: list) -> None:
-    # six ordinary refreshes, then one whose model is slow and whose snapshot gained far more
-    # rows than usual, with a warning: degraded, not broken
+    # eight ordinary refreshes (a week of judged row counts: module anomalies' MIN_WEEK), then
+    # one whose model is slow (by more than the 30-s minimum effect) and whose snapshot gained
+    # far more rows than usual, with a warning: degraded, not broken
     model = "model.mediapulse.fct_daily_engagement"
     snapshot = "snapshot.mediapulse.subscriptions_snapshot"
-    start = _now() - timedelta(hours=7)
-    for hour in range(6):
+    start = _now() - timedelta(hours=9)
+    for hour in range(8):
         usual = _node("model", "fct_daily_engagement", "success", unique_id=model,
                       execution_time_s=1.0, is_critical=True, owner="engagement")  # fmt: skip
         started = start + timedelta(hours=hour)
         _store(prod, "refresh", nodes=[usual], sizes={snapshot: 1000 + 100 * hour}, started=started)
     _store(prod, "refresh", nodes=[
-        _node("model", "fct_daily_engagement", "success", unique_id=model, execution_time_s=30.0,
+        _node("model", "fct_daily_engagement", "success", unique_id=model, execution_time_s=90.0,
               is_critical=True, owner="engagement"),
         _node("test", "dbt_utils_recency_dim_users_v1", "warn", failures=1,
               tested_node="model.mediapulse.dim_users.v1", message="Got 1 result"),
-    ], sizes={snapshot: 1500 + 20_000})  # fmt: skip
+    ], sizes={snapshot: 1700 + 20_000})  # fmt: skip
     assert _alert(prod, "--job", "refresh") == 0
     [(tier, payload)] = webhooks
     assert tier == "ticket"

@@ -2,9 +2,10 @@
 views over it tell what happened, anomalies injected through the generator are flagged (and
 a normal day is not), and the morning report shows it in a real browser.
 
-One production (module fixture): a deploy, then one hourly refresh per appended day, seven
-normal days, a day whose watch events the loader delivered ten times, a day whose events were
-lost, and a normal day again. The data set ends days in the past, so that every appended day
+One production (module fixture): a deploy, then one hourly refresh per appended day, eight
+normal days (after the first, a week of values to judge by: module anomalies' MIN_WEEK), a
+day whose watch events the loader delivered ten times, a day whose events were lost, and a
+normal day again. The data set ends days in the past, so that every appended day
 is still a load of the past (the `not_in_future` tests allow two days ahead).
 """
 
@@ -33,9 +34,8 @@ from ..support.browser import open_page
 pytestmark = pytest.mark.dbt
 
 # watch events delivered per appended day: 1 normal, 10 duplicated by the loader, 0 lost
-DAYS = [1, 1, 1, 1, 1, 1, 1, 10, 0, 1]
-NORMAL = list(range(7))
-TENFOLD, EMPTY, AFTER = 7, 8, 9
+DAYS = [1, 1, 1, 1, 1, 1, 1, 1, 10, 0, 1]
+TENFOLD, EMPTY, AFTER = 8, 9, 10
 WATCH_EVENTS = "source.mediapulse.streaming.watch_events"
 SESSIONS = "model.mediapulse.fct_watch_sessions"
 
@@ -91,9 +91,10 @@ def test_the_loaders_tenfold_and_lost_days_are_flagged_and_normal_days_are_not(
     production: Production,
 ) -> None:
     judged = _judged(production, WATCH_EVENTS)
-    # the first refresh has no earlier refresh to count from; the next five build the baseline
+    # the first refresh has no earlier refresh to count from; the next seven build the baseline
+    # (not judged before a week of values: baseline 0)
     assert judged[0] is None
-    assert [j[1] for j in judged[1:TENFOLD]] == [0, 1, 2, 3, 4, 5]
+    assert [j[1] for j in judged[1:TENFOLD]] == [0] * 7
     assert not any(j[3] for j in judged[1:TENFOLD]), "a normal day is never flagged"
     normal = [j[0] for j in judged[1:TENFOLD]]
     value, baseline_n, median, flagged = judged[TENFOLD]
@@ -101,9 +102,9 @@ def test_the_loaders_tenfold_and_lost_days_are_flagged_and_normal_days_are_not(
     value, baseline_n, median, flagged = judged[EMPTY]
     assert flagged and value == 0, "a day without events: a drop to zero"
     # neither anomaly entered a later baseline: the normal day after them is judged against
-    # the six normal days only, and is not flagged
+    # the seven normal days only, and is not flagged
     value, baseline_n, median, flagged = judged[AFTER]
-    assert not flagged and baseline_n == 6
+    assert not flagged and baseline_n == 7
     assert median == statistics.median(normal)
 
 
