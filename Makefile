@@ -113,7 +113,7 @@ ci-pr: venv ## rehearse the PR workflow: lint, unit tests, slim CI, data diff, e
 	$(MAKE) lint
 	$(MAKE) unit-test
 	$(MP) slim-ci --target $(CI_TARGET) --state $(STATE) --summary $(OUT)/slim-ci.md
-	$(MP) diff --target $(CI_TARGET) --summary $(OUT)/data-diff.md
+	$(MP) diff --target $(CI_TARGET) --summary $(OUT)/data-diff.md --json $(OUT)/data-diff.json
 	$(MP) evaluate --target $(CI_TARGET) --baseline $(STATE)/evaluator.json --json $(OUT)/evaluator.json --markdown $(OUT)/evaluator.md
 	$(MP) codegen --target $(CI_TARGET) --check --markdown $(OUT)/codegen.md
 	$(MP) summarize --title "MediaPulse PR checks" --out $(OUT)/pr-comment.md $(OUT)/slim-ci.md $(OUT)/data-diff.md $(OUT)/evaluator.md $(OUT)/codegen.md
@@ -125,6 +125,8 @@ ci-validate: venv ## rehearse PR validation: build and test tag:critical+ before
 
 ci-deploy: venv ## rehearse the deploy workflow: build prod from this checkout, swap, publish state
 	$(MP) deploy --target $(PROD_TARGET) --artifacts $(STATE) --summary $(OUT)/deploy.md
+	$(MP) keep-diff --target $(PROD_TARGET) --print-pull-request --commit-message-env COMMIT_MESSAGE
+	$(MP) keep-diff --target $(PROD_TARGET) --diff $(OUT)/merged-pr/data-diff.json --commit-message-env COMMIT_MESSAGE
 	$(MP) evaluate --target $(CI_TARGET) --json $(STATE)/evaluator.json --markdown $(OUT)/evaluator.md
 	$(MP) drop-ci-schemas --target $(CI_TARGET)
 

@@ -206,7 +206,8 @@ def alert_command(
 @option(
     "--print-pull-request",
     is_flag=True,
-    help="only print `pull_request=<number>` (for $GITHUB_OUTPUT), keep nothing",
+    help="only print `pull_request=<number>`, also appended to the file $GITHUB_OUTPUT names "
+    "(a step's output on GitHub Actions); keep nothing",
 )
 @pass_engine
 def keep_diff_command(
@@ -226,7 +227,12 @@ def keep_diff_command(
     if pull_request is None and commit_message_env:
         pull_request = changes.merged_pull_request(os.environ.get(commit_message_env, ""))
     if print_pull_request:
-        print(f"pull_request={pull_request or ''}")
+        line = f"pull_request={pull_request or ''}"
+        print(line)
+        output = os.environ.get("GITHUB_OUTPUT")
+        if output:  # the step's output, for the next steps (no shell redirection in a step)
+            with open(output, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
         return 0
     print(changes.keep(engine, Path(diff) if diff else None, pull_request, release_id))
     return 0

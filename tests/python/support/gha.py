@@ -256,6 +256,7 @@ class StepResult:
     stdout: str = ""
     stderr: str = ""
     seconds: float = 0.0
+    outputs: dict[str, str] = field(default_factory=dict)  # what it wrote to $GITHUB_OUTPUT
 
 
 @dataclass
@@ -318,6 +319,9 @@ class Runner:
     # deployment environments by name; a job naming one that is not here gets an empty one
     # with no protection (GitHub creates it on first use)
     environments: Mapping[str, Environment] = field(default_factory=dict)
+    # pull request number -> the artifacts its latest PR workflow run uploaded (what a
+    # download step with `pr:` finds)
+    pull_requests: Mapping[str, Mapping[str, Path]] = field(default_factory=dict)
 
     def run(
         self,
@@ -411,7 +415,8 @@ class Runner:
             outcome.seconds = time.perf_counter() - started
             result.steps.append(outcome)
             if step.get("id"):
-                context["steps"][step["id"]] = {"outcome": outcome.outcome}
+                context["steps"][step["id"]] = {"outcome": outcome.outcome,
+                                                "outputs": outcome.outputs}  # fmt: skip
         result.uploaded = uploads
         if on_main:
             stores = [self.store.completed()] + ([self.store] if result.success else [])
@@ -437,12 +442,18 @@ class Runner:
     ) -> StepResult:
         if "run" in step:
             command = render(step["run"], context, status)
+            output = workspace.parent / f"{workspace.name}.output-{len(result.steps)}"
+            output.write_text("")
             proc = subprocess.run(
                 ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", command],
-                cwd=workspace, env=env, capture_output=True, text=True, timeout=STEP_TIMEOUT_S,
+                cwd=workspace, env={**env, "GITHUB_OUTPUT": str(output)}, capture_output=True,
+                text=True, timeout=STEP_TIMEOUT_S,
             )  # fmt: skip
             outcome = "success" if proc.returncode == 0 else "failure"
-            return StepResult(name, outcome, command, proc.stdout, proc.stderr)
+            outputs = dict(
+                line.split("=", 1) for line in output.read_text().splitlines() if "=" in line
+            )  # name=value lines (the multi-line form is not used by our workflows)
+            return StepResult(name, outcome, command, proc.stdout, proc.stderr, outputs=outputs)
         uses = step["uses"].split("@")[0]
         if uses == "actions/cache":
             return StepResult(name, "success")  # a fresh runner: always a cache miss
@@ -459,6 +470,18 @@ class Runner:
                 (venv / name).symlink_to(VENV / name, target_is_directory=name != "pyvenv.cfg")
             for part in ("", "-dev", "-postgres", "-spark", "-docs"):  # base, extras (Makefile)
                 (venv / f".installed{part}").touch()  # newer than the checkout's lock files
+            return StepResult(name, "success")
+        if uses == "dawidd6/action-download-artifact" and options.get("pr"):
+            # a pull request's artifact: what its latest PR workflow run uploaded
+            if options.get("branch") or options.get("workflow") != "pr-slim-ci.yml":
+                raise UnsupportedWorkflow(f"{name}: only pr-slim-ci.yml's runs of a PR modelled")
+            artifact = options["name"]
+            found = self.pull_requests.get(options["pr"], {}).get(artifact)
+            if found is None:
+                if options.get("if_no_artifact_found") == "warn":
+                    return StepResult(name, "success", stderr=f"warning: no artifact {artifact}")
+                return StepResult(name, "failure", stderr=f"no artifact {artifact}")
+            shutil.copytree(found, workspace / options["path"], dirs_exist_ok=True)
             return StepResult(name, "success")
         if uses == "dawidd6/action-download-artifact":
             conclusion = options.get("workflow_conclusion")

@@ -68,10 +68,13 @@ class Scenario:
     def workflow(self, name: str) -> Path:
         return self.repository / ".github" / "workflows" / name
 
-    def runner(self, store: gha.Store) -> gha.Runner:
+    def runner(
+        self, store: gha.Store, pull_requests: dict[str, dict[str, Path]] | None = None
+    ) -> gha.Runner:
         return gha.Runner(
-            self.repository, store, self.work, environments={"production": PRODUCTION}
-        )
+            self.repository, store, self.work, environments={"production": PRODUCTION},
+            pull_requests=pull_requests or {},
+        )  # fmt: skip
 
     def branch(self, name: str, edit: Callable[[Path], None], base: str = "main") -> str:
         """A pull request's head: `edit` applied to `base` and committed; returns the commit."""
@@ -107,7 +110,8 @@ class Scenario:
         return checks, comment
 
     def on_main(self, store: gha.Store, workflow: str, job: str, **kwargs) -> gha.JobResult:
-        return self.runner(store).run(self.workflow(workflow), job, commit="main",
+        runner = self.runner(store, kwargs.pop("pull_requests", None))
+        return runner.run(self.workflow(workflow), job, commit="main",
                                       event=kwargs.pop("event", "schedule"), on_main=True,
                                       **kwargs)  # fmt: skip
 
@@ -218,15 +222,34 @@ def merged_change(scenario: Scenario) -> str:
 
 
 @pytest.fixture(scope="module")
+def change_checked(
+    scenario: Scenario, published: gha.Store, merged_change: str
+) -> tuple[gha.JobResult, gha.JobResult, dict[str, str]]:
+    """Pull request #1 (the merged change) through the PR workflow: its two jobs, and the
+    store's digest before them."""
+    before = _digest(published.root)
+    # Unit tests: the same `pytest -m "not dbt"` that make test runs on this very tree
+    checks, comment = scenario.pull_request(published, merged_change, skip=("Unit tests",))
+    return checks, comment, before
+
+
+@pytest.fixture(scope="module")
 def deployed(
     scenario: Scenario,
     published: gha.Store,
     merged_change: str,
+    change_checked: tuple[gha.JobResult, gha.JobResult, dict[str, str]],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[gha.JobResult, gha.Store]:
+    """Pull request #1 merged (GitHub's merge message) and deployed; GitHub gives the
+    deploy the artifacts of the PR's checks run."""
     store = published.copy(tmp_path_factory.mktemp("store-deploy") / "store")
     scenario.merge(merged_change)
-    return scenario.on_main(store, "deploy.yml", "deploy", event="push"), store
+    merge = {"head_commit": {"message": "Merge pull request #1 from mediapulse/upper-titles\n\n"
+                                        "Titles in upper case"}}  # fmt: skip
+    job = scenario.on_main(store, "deploy.yml", "deploy", event="push", event_payload=merge,
+                           pull_requests={"1": change_checked[0].uploaded})  # fmt: skip
+    return job, store
 
 
 def test_a_pull_request_before_any_nightly_builds_everything_with_a_notice(
@@ -276,11 +299,9 @@ def test_the_first_nightly_on_an_empty_store_publishes_production(
 
 
 def test_a_pull_request_is_built_against_production(
-    scenario: Scenario, published: gha.Store, merged_change: str
+    published: gha.Store, change_checked: tuple[gha.JobResult, gha.JobResult, dict[str, str]]
 ) -> None:
-    before = _digest(published.root)
-    # Unit tests: the same `pytest -m "not dbt"` that make test runs on this very tree
-    checks, comment = scenario.pull_request(published, merged_change, skip=("Unit tests",))
+    checks, comment, before = change_checked
     _ok(checks)
     assert checks.step("Lint").outcome == "success"
     # the raw data it built from is the masked copy, and it held no production secret
@@ -304,6 +325,9 @@ def test_a_pull_request_is_built_against_production(
     assert mixed > 0 and diff.count(f"- changed columns: title {mixed} (") == 2, diff
     assert "- breaking: stg_catalog__content" in diff
     assert "- exposures whose data changes: content_performance" in diff
+    # and as JSON, an artifact the deploy of the merged change keeps with its release
+    kept = json.loads((checks.uploaded["data-diff"] / "data-diff.json").read_text())
+    assert "model.mediapulse.stg_catalog__content" in {d["unique_id"] for d in kept}
     _ok(comment)
     assert comment.comment is not None and comment.comment.startswith(MARKER)
     for section in ("## Slim CI plan", "## Data diff against production", "dbt-project-evaluator",
@@ -410,6 +434,28 @@ def test_a_deploy_of_the_merged_change_swaps_production_and_keeps_the_previous(
     assert (
         "upper(title)" not in previous["nodes"]["model.mediapulse.stg_catalog__content"]["raw_code"]
     ), "the state of the replaced release is kept with it, for a rollback"
+
+
+def test_the_deploy_keeps_the_merged_pull_requests_data_diff_with_its_release(
+    deployed: tuple[gha.JobResult, gha.Store],
+) -> None:
+    """The PR is found in the merge message, its checks' `data-diff` artifact downloaded the
+    way GitHub gives it to the job, and kept with the release in the published run history
+    (what the alerts read to call an anomaly expected)."""
+    job, store = deployed
+    _ok(job)
+    assert job.step("Find the merged pull request").outputs == {"pull_request": "1"}
+    assert job.step("Download the merged pull request's data diff").outcome == "success"
+    kept = job.step("Keep the data diff with the release").stdout
+    assert re.search(r"release \S+ \(deploy, PR #1\): data diff of \d+ models kept", kept), kept
+    release = json.loads((store.path(STATE) / "release.json").read_text())["release_id"]
+    history = store.path(HISTORY) / "monitoring_prod.duckdb"
+    with duckdb.connect(str(history), read_only=True) as con:
+        rows = con.execute(
+            "select release_id, pull_request, diff_known from monitoring.release_changes "
+            "where unique_id = 'model.mediapulse.stg_catalog__content'"
+        ).fetchall()
+    assert rows == [(release, "1", True)], rows
 
 
 def test_a_deploy_whose_test_fails_publishes_nothing(

@@ -168,7 +168,7 @@ def test_secrets_reach_only_env_and_targets_come_from_variables() -> None:
 
 
 PROD_COMMANDS = {
-    "nightly", "refresh", "deploy", "rollback", "report", "alert", *RUNNER_ONLY,
+    "nightly", "refresh", "deploy", "rollback", "report", "alert", "keep-diff", *RUNNER_ONLY,
 }  # fmt: skip
 PR_WORKFLOWS = ("pr-slim-ci.yml", "pr-validation.yml")
 # What a pull request's job may receive: the CI role's password; never production's password
