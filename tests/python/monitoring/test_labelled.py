@@ -7,6 +7,7 @@ ordinary refresh, the level shift alerted once and then accepted as the new norm
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,25 @@ def test_the_level_shift_alerts_once_then_is_the_new_normal(
     after = DEFAULT.accept_shift_after
     assert shift[:after] == ["anomaly"] + ["persisting"] * (after - 2) + ["accepted"], shift
     assert "anomaly" not in shift[1:], shift  # one alert, not one a run
+
+
+def test_a_stale_source_counts_from_the_refresh_its_sync_stopped_before() -> None:
+    # refresh 42 lacked a day of billing's subscriptions (inside the 36-hour SLO) and the
+    # allocation added 1 row against 224: the incident's onset, scored as a false alarm before
+    plan = labelled.Plan()
+    day = plan.day_of("stale_source")
+    assert day is not None
+    assert list(labelled.incident_span(plan, "stale_source", day)) == [day - 1, day, day + 1]
+    assert labelled._synced(plan, day - 1) and not labelled._synced(plan, day - 2)
+    assert list(labelled.incident_span(plan, "tenfold_day", 20)) == [20]
+
+
+def test_a_shared_runners_noise_stays_under_the_minimum_effect() -> None:
+    # a 40-s model (the slowest) on a busy runner: never 30 s (the default min_seconds) slower
+    # than on a quiet one; unbounded, one draw in a few thousand was
+    rng = random.Random(1)
+    worst = max(
+        labelled.runner_seconds(labelled.SLOWEST_S, 0, rng, labelled._bounded(rng, 0.15, 1.3))
+        for _ in range(20_000)
+    )
+    assert worst - labelled.SLOWEST_S < DEFAULT.min_seconds
