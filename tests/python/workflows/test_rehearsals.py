@@ -68,13 +68,10 @@ class Scenario:
     def workflow(self, name: str) -> Path:
         return self.repository / ".github" / "workflows" / name
 
-    def runner(
-        self, store: gha.Store, pull_requests: dict[str, dict[str, Path]] | None = None
-    ) -> gha.Runner:
+    def runner(self, store: gha.Store) -> gha.Runner:
         return gha.Runner(
-            self.repository, store, self.work, environments={"production": PRODUCTION},
-            pull_requests=pull_requests or {},
-        )  # fmt: skip
+            self.repository, store, self.work, environments={"production": PRODUCTION}
+        )
 
     def branch(self, name: str, edit: Callable[[Path], None], base: str = "main") -> str:
         """A pull request's head: `edit` applied to `base` and committed; returns the commit."""
@@ -110,7 +107,8 @@ class Scenario:
         return checks, comment
 
     def on_main(self, store: gha.Store, workflow: str, job: str, **kwargs) -> gha.JobResult:
-        runner = self.runner(store, kwargs.pop("pull_requests", None))
+        runner = self.runner(store)
+        runner.pull_requests = kwargs.pop("pull_requests", {})  # what GitHub has of each PR
         return runner.run(self.workflow(workflow), job, commit="main",
                                       event=kwargs.pop("event", "schedule"), on_main=True,
                                       **kwargs)  # fmt: skip
