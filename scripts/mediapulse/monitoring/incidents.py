@@ -12,6 +12,8 @@ follow-up values (`persisting`) keep `is_anomaly` true but are the incident goin
 - **ongoing**: a new anomaly not worse, or the shift before still going on; nothing is sent;
 - **resolved**: the series is judged back in its band (`normal`); a "resolved" message goes to
   the channel the incident was sent to;
+- **superseded**: a new anomaly the other way (a lost day after a doubled one) is another
+  incident: it is opened and alerted, the one before closed without a message of its own;
 - **accepted**: the level shift lasted long enough to be the new normal (`accepted`; never for
   a series someone marked an incident, `history.mark_incident`): the incident is closed with
   a message saying so, in the same channel.
@@ -38,6 +40,7 @@ from mediapulse.monitoring import ledger
 
 OPENED, WORSENED, ONGOING, RESOLVED = "opened", "worsened", "ongoing", "resolved"
 ACCEPTED = "accepted"  # closed: the level shift is the new normal
+SUPERSEDED = "superseded"  # closed: a new anomaly the other way opened another incident
 CLOSING = (RESOLVED, ACCEPTED)
 # module anomalies' verdict statuses (monitoring.anomalies.status)
 NEW, PERSISTING, NORMAL, NEW_NORMAL = "anomaly", "persisting", "normal", "accepted"
@@ -68,7 +71,7 @@ TABLES: dict[str, ledger.Columns] = {
         ("alerted_score", "double precision"),
         ("resolved_run_id", "varchar"),
         ("resolved_at", "timestamp"),
-        ("resolution", "varchar"),  # RESOLVED or ACCEPTED, once closed
+        ("resolution", "varchar"),  # RESOLVED, ACCEPTED or SUPERSEDED, once closed
     ),
     EVENTS: (
         ("run_id", "varchar"),
@@ -124,7 +127,7 @@ class Incident:
     release_id: str | None = None
     resolved_run_id: str | None = None
     resolved_at: datetime | None = None
-    resolution: str | None = None  # RESOLVED or ACCEPTED
+    resolution: str | None = None  # RESOLVED, ACCEPTED or SUPERSEDED
 
     @property
     def key(self) -> tuple[str, str]:
@@ -146,6 +149,18 @@ def incident_id(target: str, key: tuple[str, str], run_id: str) -> str:
     return f"inc-{digest[:10]}"
 
 
+def _opened(verdict: Judged, run: Mapping[str, Any], cause: Cause) -> Incident:
+    """The incident ``verdict`` opens in ``run``, with the change behind it."""
+    expected, text, release = cause(verdict)
+    run_id, at, target = str(run["run_id"]), run["started_at"], str(run["target"])
+    key = (verdict.unique_id, verdict.metric)
+    return Incident(
+        incident_id(target, key, run_id), target, key[0], key[1], str(run["job"]), OPEN, run_id,
+        at, run_id, at, verdict.score or 0.0, verdict.value, verdict.score or 0.0, None,
+        expected, text, release,
+    )  # fmt: skip
+
+
 def advance(
     open_incidents: Mapping[tuple[str, str], Incident], judged: list[Judged],
     run: Mapping[str, Any], cause: Cause,
@@ -162,19 +177,19 @@ def advance(
             continue  # not judged: the incident stays as it is
         if known is None:
             if status == NEW:  # a shift's follow-up without an open incident opens nothing
-                expected, text, release = cause(verdict)
-                opened = Incident(
-                    incident_id(str(run["target"]), key, run_id), str(run["target"]), key[0],
-                    key[1], str(run["job"]), OPEN, run_id, at, run_id, at, verdict.score,
-                    verdict.value, verdict.score, None, expected, text, release,
-                )  # fmt: skip
-                events.append(Event(OPENED, opened, verdict))
+                events.append(Event(OPENED, _opened(verdict, run, cause), verdict))
             continue
         if status in (NORMAL, NEW_NORMAL):
             kind = ACCEPTED if status == NEW_NORMAL else RESOLVED
             closed = replace(known, status=CLOSED, resolved_run_id=run_id, resolved_at=at,
                              last_run_id=run_id, last_at=at, resolution=kind)  # fmt: skip
             events.append(Event(kind, closed, verdict))
+            continue
+        if status == NEW and verdict.score * known.alerted_score < 0:
+            ended = replace(known, status=CLOSED, resolved_run_id=run_id, resolved_at=at,
+                            last_run_id=run_id, last_at=at, resolution=SUPERSEDED)  # fmt: skip
+            events.append(Event(SUPERSEDED, ended, verdict))
+            events.append(Event(OPENED, _opened(verdict, run, cause), verdict))
             continue
         worse = abs(verdict.score) > abs(known.peak_score)
         later = replace(

@@ -121,6 +121,22 @@ def test_only_a_new_anomaly_alerts_and_a_shift_accepted_as_the_new_normal_closes
     )
 
 
+def test_a_new_anomaly_the_other_way_is_another_incident_alerted() -> None:
+    """A lost day after a doubled one is news: a new incident (alerted), not the spike's
+    incident going on."""
+    [spike] = incidents.advance({}, [_judged(40.0, 3000.0, status="anomaly")], _run(1),
+                                _no_release)  # fmt: skip
+    state = {spike.incident.key: spike.incident}
+    events = incidents.advance(state, [_judged(-8.0, 0.0, status="anomaly")], _run(2),
+                               _no_release)  # fmt: skip
+    assert [e.kind for e in events] == [incidents.SUPERSEDED, incidents.OPENED]
+    ended, lost = events
+    assert ended.incident.incident_id == spike.incident.incident_id
+    assert ended.incident.status == incidents.CLOSED
+    assert lost.incident.incident_id != spike.incident.incident_id
+    assert lost.incident.status == incidents.OPEN and lost.incident.alerted_score == -8.0
+
+
 def _release(diff: changes.ModelDiff | None, known: bool = True) -> changes.Release:
     return changes.Release("R2", "deploy", "abcdef1234", None, "42", known,
                            {MART: diff} if diff else {})  # fmt: skip
