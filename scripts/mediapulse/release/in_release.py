@@ -40,7 +40,7 @@ PARSE = "partial_parse.msgpack"  # dbt's saved parse, in its target path
 BUILDS = ("build", "run", "seed", "snapshot")  # the commands a full refresh applies to
 SELECTING = ("build", "run", "test", "seed", "snapshot")
 SELECT_FLAGS = ("--select", "-s", "--models", "-m")
-REFRESH_EXCLUDED = ("package:dbt_project_evaluator", "path:models/monitoring",
+REFRESH_EXCLUDED = ("package:dbt_project_evaluator", "fqn:mediapulse.monitoring",
                     "resource_type:unit_test")  # fmt: skip
 
 

@@ -289,12 +289,16 @@ print(json.dumps({
 
 
 @pytest.mark.dbt
-def test_the_definitions_load_from_the_manifest_without_running_dbt(with_manifest: Project) -> None:
+def test_the_definitions_load_from_the_manifest_without_running_dbt(
+    with_manifest: Project, tmp_path: Path
+) -> None:
     project = with_manifest
     env = _user_env(MEDIAPULSE_ARTIFACTS=str(project.root / "state"), DAGSTER_DISABLE_TELEMETRY="1")
+    # from a scheduler's own working directory, not the checkout (dbt's `path:` selectors glob
+    # the working directory: the monitoring models came back as assets)
     done = subprocess.run(
         [sys.executable, "-c", LOADER, str(project.root / DEFINITIONS)],
-        cwd=project.root, env=env, capture_output=True, text=True, check=False, timeout=300,
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
