@@ -552,7 +552,7 @@ def run_with_retries(
                   elapsed_s=elapsed, messages=result.messages)  # fmt: skip
 
 
-def publish_ci_parse(project: Project, env: dict[str, str], live_state: Path,
+def publish_ci_parse(project: Project, dbt: runner.DbtSession, live_state: Path,
                      staging: Path) -> str:  # fmt: skip
     """dbt's parse of this release's code for the CI target, published with the state: slim CI
     on a fresh runner starts from it (dbt then parses only the files a pull request changed)
@@ -560,8 +560,8 @@ def publish_ci_parse(project: Project, env: dict[str, str], live_state: Path,
     Parsing reads no data; dbt checks the saved parse against the profile, vars and dbt
     version it was made with, and parses everything when they differ. It starts from the live
     release's (``live_state``): only the files this release changed are parsed again. Made
-    after the swap, in a dbt process of its own (the job's has released the warehouse). DuckDB
-    only: a CI run on a server has schemas of its own, a profile no other run shares. Returns
+    after the swap, in the job's dbt process (``dbt``: it holds no file between invocations).
+    DuckDB only: a CI run on a server has schemas of its own, a profile no other run shares. Returns
     the report's line; a failure costs slim CI time, not the release."""
     ci = default_target(CI_ROLE)
     if ci not in project.outputs or not resolve(project, ci).embedded:
@@ -572,8 +572,7 @@ def publish_ci_parse(project: Project, env: dict[str, str], live_state: Path,
         saved = Path(tmp) / "partial_parse.msgpack"
         if (live_state / name).is_file():
             shutil.copy2(live_state / name, saved)
-        run = run_dbt(resolve(project, ci), ["parse", "--target", ci, "--target-path", tmp],
-                      extra_env=env, quiet=True)  # fmt: skip
+        run = dbt.run(["parse", "--target", ci, "--target-path", tmp], quiet=True, count=False)
         if not run.success or not saved.is_file():
             return (
                 f"notice: dbt could not parse the project for slim CI on target `{ci}` "
@@ -833,9 +832,8 @@ class _Run:
             if ok and job.monitoring:
                 self.notes.append(self.monitoring_views())
             self._carry_over()
-            dbt.close()  # the files are free before they are swapped
-            self.notes.append(dbt.describe())
-        return self.swap_and_record(release_id, code, marks, clock, ok)
+            # dbt's process holds no file between invocations: it stays for the CI parse
+            return self.swap_and_record(release_id, code, marks, clock, ok, dbt)
 
     def monitoring_views(self) -> str:
         """The views over the run history, in the history's own store (no release swaps it):
@@ -854,10 +852,11 @@ class _Run:
 
     def swap_and_record(
         self, release_id: str, code: str, marks: dict[str, list[Any]], clock: history.Job,
-        ok: bool,
+        ok: bool, dbt: runner.DbtSession,
     ) -> tuple[bool, str]:  # fmt: skip
-        """After the builds (``ok``: all passed): the swap, the report, the published state
-        and the run history, in one process or as `release publish`."""
+        """After the builds (``ok``: all passed): the swap, the parse for slim CI in the job's
+        dbt process (``dbt``, closed here), the report, the published state and the run
+        history, in one process or as `release publish`."""
         job, state_dir = self.job, self.state_dir
         if ok:
             ok = self.publish(release_id, code, marks)
@@ -869,8 +868,10 @@ class _Run:
             self.notes.append(live)
             # after the swap: nothing production needs waits for it, and a failure is a notice
             if self.staging.holds_live and self.refresh is None:
-                self.notes.append(publish_ci_parse(self.project, self.env, self.artifacts_dir,
+                self.notes.append(publish_ci_parse(self.project, dbt, self.artifacts_dir,
                                                    state_dir))  # fmt: skip
+        dbt.close()
+        self.notes.append(dbt.describe())
         report = _render(job.title, self.target, self.steps, ok, release_id,
                          staged=self.staging.beside, notes=self.notes)  # fmt: skip
         (state_dir / f"{job.name}.md").write_text(report)

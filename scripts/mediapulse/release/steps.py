@@ -218,16 +218,17 @@ def _finish(run: _Run, staged: StagedRelease, clock: history.Job) -> tuple[bool,
         if ok and job.monitoring:
             run.notes.append(run.monitoring_views())
         run._carry_over()
-        dbt.close()
-        run.notes.append(dbt.describe())
-    return _swap(run, staged, clock, ok)
+        return _swap(run, staged, clock, ok, dbt)
 
 
-def _swap(run: _Run, staged: StagedRelease, clock: history.Job, ok: bool) -> tuple[bool, str]:
+def _swap(
+    run: _Run, staged: StagedRelease, clock: history.Job, ok: bool, dbt: runner.DbtSession
+) -> tuple[bool, str]:
     # the code of the checkout publish runs in: every model built in the release was built
     # from it (publish refused any built from other code), fixes made after prepare included
     code = code_fingerprint(run.project)
-    ok, report = run.swap_and_record(staged.release_id, code, staged.data["marks"], clock, ok)
+    ok, report = run.swap_and_record(staged.release_id, code, staged.data["marks"], clock, ok,
+                                     dbt)  # fmt: skip
     _close(run.staging, staged, records.PUBLISHED if ok else records.DISCARDED)
     return ok, report
 
