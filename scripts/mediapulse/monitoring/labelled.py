@@ -690,12 +690,13 @@ def _kind_score(
 
 
 def _accepted_after(simulation: Simulation, day: int) -> int | None:
-    """Runs after the shift until the watch events' rows added are judged normal again."""
-    flagged = dict(history.read(resolve(simulation.project, "prod"), "select run_id, "
-                   f"is_anomaly from monitoring.anomalies where unique_id = '{WATCH_EVENTS}' "
-                   "and metric = 'rows_added'"))  # fmt: skip
+    """Runs after the shift until the watch events' rows added are accepted as the new
+    normal (None: never; a shift that merely falls under the threshold is not accepted)."""
+    status = dict(history.read(resolve(simulation.project, "prod"), "select run_id, status "
+                  f"from monitoring.anomalies where unique_id = '{WATCH_EVENTS}' "
+                  "and metric = 'rows_added'"))  # fmt: skip
     for later in range(day + 1, simulation.plan.days + 1):
-        if flagged.get(simulation.runs[later]) is False:
+        if status.get(simulation.runs[later]) == "accepted":
             return later - day
     return None
 
