@@ -194,6 +194,11 @@ SURFACE: dict[str, dict[str, str | None]] = {
         "--target": "prod", "--job": "nightly", "--run-id": "abc", "--within": "90",
         "--job-failed": None, "--timeout": "2.5", "--dry-run": None, "--summary": "a.md",
     },
+    "keep-diff": {
+        "--target": "prod", "--diff": "d.json", "--pull-request": "42",
+        "--commit-message-env": "COMMIT_MESSAGE", "--release-id": "r1",
+        "--print-pull-request": None,
+    },
     "summarize": {"--title": "PR", "--out": "all.md"},
     "slim-ci": {
         "--target": "ci", "--state": "s", "--select": "tag:critical+",
@@ -221,8 +226,8 @@ GROUPS = {
     "CI": ["slim-ci", "diff", "evaluate", "summarize", "drop-ci-schemas"],
     "Release": ["nightly", "deploy", "refresh", "rollback", "releases", "release"],
     "Operate": [
-        "load-raw", "unseal-raw", "seal-raw", "mask-raw", "record", "report", "alert", "notify",
-        "access-sql",
+        "load-raw", "unseal-raw", "seal-raw", "mask-raw", "record", "report", "alert",
+        "keep-diff", "notify", "access-sql",
     ],
     "Tooling": ["deps", "bench"],
 }  # fmt: skip
@@ -235,7 +240,7 @@ TARGETS = {
     **dict.fromkeys(("slim-ci", "diff", "drop-ci-schemas"), "ci"),
     **dict.fromkeys(
         ("access-sql", "nightly", "deploy", "refresh", "rollback", "releases", "unseal-raw",
-         "seal-raw", "mask-raw", "record", "report", "alert", "release prepare",
+         "seal-raw", "mask-raw", "record", "report", "alert", "keep-diff", "release prepare",
          "release build", "release publish", "release discard"), "prod"),
 }  # fmt: skip
 
