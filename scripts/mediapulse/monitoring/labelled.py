@@ -38,6 +38,7 @@ from mediapulse.core.project import Project
 from mediapulse.data import generate, synthetic
 from mediapulse.data.faults import FAULTS, FaultContext
 from mediapulse.dbt import artifacts
+from mediapulse.engines.duckdb import PRODUCTION  # the labelled history is a DuckDB production
 from mediapulse.engines.targets import resolve
 from mediapulse.monitoring import history, schema_changes, tuning
 
@@ -483,7 +484,7 @@ def renamed_column_check(project: Project, warehouse: Warehouse) -> list[dict[st
     try:
         with duckdb.connect(str(project.raw_path)) as con:
             FAULTS["renamed_column"].apply(FaultContext(con, 0, None, datetime.now()))
-        found = schema_changes.check(resolve(project, "prod")).changes
+        found = schema_changes.check(resolve(project, PRODUCTION)).changes
     finally:
         with duckdb.connect(str(project.raw_path)) as con:
             con.execute('alter table accounts.users rename column "userId" to user_id')
@@ -521,7 +522,7 @@ def run_day(ctx: Context, day: int) -> history.RunRecord:
     at = plan.cut(day) + timedelta(hours=RUN_HOUR)
     ctx.warehouse.load(plan.cut(day), _synced(plan, day))
     record = history.RunRecord(run=dict(
-        run_id=run_id, job="refresh", target="prod", started_at=at, status="success",
+        run_id=run_id, job="refresh", target=PRODUCTION, started_at=at, status="success",
         duration_s=0.0, nodes=0, recorded_at=at,
     ))  # fmt: skip
     record.source_freshness = freshness_rows(ctx.warehouse, ctx.manifest, run_id, at)
@@ -544,7 +545,7 @@ def run_day(ctx: Context, day: int) -> history.RunRecord:
     record.settings = ctx.settings
     if ctx.decorate:
         ctx.decorate(record)
-    history.store(resolve(ctx.project, "prod"), record)
+    history.store(resolve(ctx.project, PRODUCTION), record)
     return record
 
 
@@ -559,7 +560,7 @@ def simulate(
     built once by dbt (its manifest, run results and ``reference_db``, the database it built),
     whose raw data this replaces."""
     started = datetime.now()
-    history.duckdb_path(resolve(project, "prod")).unlink(missing_ok=True)
+    history.duckdb_path(resolve(project, PRODUCTION)).unlink(missing_ok=True)
     generate_raw(project, plan)
     manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
     warehouse = Warehouse(project, reference_db, project.root / "labelled")
@@ -630,7 +631,7 @@ class Score:
 
 def _alerts(project: Project) -> list[tuple[str, str, str, float]]:
     """(run_id, metric, unique_id, score) of every new alert the history holds."""
-    engine = resolve(project, "prod")
+    engine = resolve(project, PRODUCTION)
     columns = {r[0] for r in history.read(engine, "select column_name from "
                "information_schema.columns where table_name = 'anomalies'")}  # fmt: skip
     new = "and coalesce(status, 'anomaly') = 'anomaly'" if "status" in columns else ""
@@ -640,7 +641,7 @@ def _alerts(project: Project) -> list[tuple[str, str, str, float]]:
 
 def score(simulation: Simulation) -> Score:
     """Recall and false alarms per incident kind, from what the run history holds."""
-    plan, engine = simulation.plan, resolve(simulation.project, "prod")
+    plan, engine = simulation.plan, resolve(simulation.project, PRODUCTION)
     day_of_run = {run: day for day, run in simulation.runs.items()}
     alerts = [(day_of_run[r], m, u, s) for r, m, u, s in _alerts(simulation.project)]
     stale = {day_of_run[r] for (r,) in history.read(engine, "select run_id from "
@@ -692,7 +693,7 @@ def _kind_score(
 def _accepted_after(simulation: Simulation, day: int) -> int | None:
     """Runs after the shift until the watch events' rows added are accepted as the new
     normal (None: never; a shift that merely falls under the threshold is not accepted)."""
-    status = dict(history.read(resolve(simulation.project, "prod"), "select run_id, status "
+    status = dict(history.read(resolve(simulation.project, PRODUCTION), "select run_id, status "
                   f"from monitoring.anomalies where unique_id = '{WATCH_EVENTS}' "
                   "and metric = 'rows_added'"))  # fmt: skip
     for later in range(day + 1, simulation.plan.days + 1):
