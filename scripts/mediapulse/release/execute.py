@@ -71,9 +71,8 @@ STATE_FILES = ("manifest.json", "run_results.json", "sources.json", "catalog.jso
 # refresh's catalog (same code, same columns), freshness from the nightly, and the evaluator
 # report the nightly and deploy workflows add after their release (pull requests' baseline).
 CARRIED_OVER = ("catalog.json", "sources.json", "evaluator.json", "static_index.html")
-# dbt's docs site as one file (catalog and manifest inlined): opens from a file, no server;
-# published with the state, and beside the morning report as docs.html
-STATIC_DOCS = "static_index.html"
+# dbt's docs site as one file (catalog and manifest inlined), release_docs.STATIC_DOCS: opens
+# from a file, no server; published with the state, and beside the morning report as docs.html
 DOCS_STEP = ("docs", ["docs", "generate", "--static"])
 # dbt's saved parse of this release's code for the CI target (slim CI starts from it), as
 # `partial_parse.<target>.msgpack`; a refresh keeps it (same code)
@@ -1014,7 +1013,7 @@ def _collect(target_dir: Path, name: str, result: DbtRun, state_dir: Path, step:
         step.problems = errors + warnings
         shutil.copy2(target_dir / "sources.json", state_dir / "sources.json")
     elif name == "docs" and result.success:
-        for produced in ("catalog.json", STATIC_DOCS):
+        for produced in (release_docs.CATALOG, release_docs.STATIC_DOCS):
             shutil.copy2(target_dir / produced, state_dir / produced)
 
 

@@ -249,6 +249,15 @@ def _alert(project: Project) -> int:
     return _cli(project, "alert", "--target", "prod", "--job", "refresh")
 
 
+def _refresh_and_alert(project: Project, webhooks: list) -> tuple[str, dict[str, Any]]:
+    """A refresh and its alert: the one message it sent (tier, Slack payload), checked."""
+    _refresh(project)
+    assert _alert(project) == 0
+    [(tier, payload)] = webhooks
+    check_slack(payload)
+    return tier, payload
+
+
 def _release_id(project: Project) -> str:
     return json.loads((project.root / "state" / "release.json").read_text())["release_id"]
 
@@ -282,10 +291,7 @@ def test_a_merged_filter_is_an_expected_ticket_then_resolved(
     monkeypatch.delenv("COMMIT_MESSAGE")
     # the next hourly refresh sees the mart smaller: expected, a ticket
     _new_title(production)
-    _refresh(production)
-    assert _alert(production) == 0
-    [(tier, payload)] = webhooks
-    check_slack(payload)
+    tier, payload = _refresh_and_alert(production, webhooks)
     text = _text(payload)
     assert tier == TICKET, text
     for needle in ("fct_subscription_revenue", f"expected: changed by release {deployed}",
@@ -295,10 +301,7 @@ def test_a_merged_filter_is_an_expected_ticket_then_resolved(
     # an hour later the mart grows as usual again: the incident is resolved, in the same channel
     webhooks.clear()
     _new_title(production)
-    _refresh(production)
-    assert _alert(production) == 0
-    [(tier, payload)] = webhooks
-    check_slack(payload)
+    tier, payload = _refresh_and_alert(production, webhooks)
     assert tier == TICKET and payload["text"].startswith("MediaPulse resolved: ")
     assert "fct_subscription_revenue back in its band" in _text(payload)
 
@@ -308,10 +311,7 @@ def test_the_same_drop_from_the_loader_pages_once_then_resolves(
     production: Project, webhooks: list, tmp_path: Path
 ) -> None:
     _raw(production, "delete from billing.subscriptions where plan_code = 'ad_supported'")
-    _refresh(production)
-    assert _alert(production) == 0
-    [(tier, payload)] = webhooks
-    check_slack(payload)
+    tier, payload = _refresh_and_alert(production, webhooks)
     text = _text(payload)
     assert tier == PAGE, text
     assert "fct_subscription_revenue" in text
