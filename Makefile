@@ -47,7 +47,7 @@ ENGINES = $(shell PYTHONPATH=scripts $(PYTHON) -c 'import sys; \
 DEV_STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv provision deps data build test lint lint-sql format clean lock unit-test bench \
+.PHONY: help venv provision deps data build test lint lint-pr lint-sql format clean lock unit-test bench \
 	ci-nightly ci-refresh ci-pr ci-validate ci-deploy ci-rollback
 
 help: ## list the targets
@@ -86,6 +86,15 @@ lint: $(DEV_STAMP) deps ## ruff lint and format check, the package's layers (imp
 	$(MP) lint-sql
 	$(MAKE) docs
 
+# make lint-pr: the commit the pull request is compared with (GitHub's merge commit: its base)
+BASE ?= HEAD^1
+lint-pr: $(DEV_STAMP) deps ## a pull request's lint: ruff and the layers on everything (seconds), the SQL and the docs site only where the PR changed them (BASE, default HEAD^1)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	PYTHONPATH=scripts $(BIN)/lint-imports --no-cache
+	$(MP) lint-sql --changed-from $(BASE)
+	PYTHONPATH=scripts $(BIN)/python tools/docs_site.py --mediapulse $(MP) --changed-from $(BASE)
+
 lint-sql: $(DEV_STAMP) deps ## sqlfluff on the SQL as dbt renders it (rules in .sqlfluff), and line lengths
 	$(MP) lint-sql
 
@@ -109,8 +118,8 @@ ci-refresh: venv ## rehearse the hourly refresh: new raw rows into production, s
 	$(MP) refresh --target $(PROD_TARGET) --artifacts $(STATE) --summary $(OUT)/refresh.md
 	$(MP) report --target $(PROD_TARGET) --artifacts $(STATE) --out $(OUT)/report --summary $(OUT)/report.md
 
-ci-pr: venv ## rehearse the PR workflow: lint, unit tests, slim CI, data diff, evaluator, codegen check
-	$(MAKE) lint
+ci-pr: venv ## rehearse the PR workflow: lint (what changed since BASE), unit tests, slim CI, data diff, evaluator, codegen check
+	$(MAKE) lint-pr
 	$(MAKE) unit-test
 	$(MP) slim-ci --target $(CI_TARGET) --state $(STATE) --summary $(OUT)/slim-ci.md
 	$(MP) diff --target $(CI_TARGET) --summary $(OUT)/data-diff.md --json $(OUT)/data-diff.json

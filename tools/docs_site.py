@@ -10,7 +10,11 @@
 3. Build with Zensical in strict mode into site/: a link to a missing page or anchor is a
    warning there, and strict mode turns every warning into a failed build.
 
-Usage: python tools/docs_site.py [--mediapulse PATH] [--config mkdocs.yml]
+With `--changed-from COMMIT` (a pull request's lint, `make lint-pr`), nothing is built when
+no file the site is made of changed since that commit: its pages, this configuration, this
+script, and the CLI whose help the reference prints. When git cannot tell, it builds.
+
+Usage: python tools/docs_site.py [--mediapulse PATH] [--config mkdocs.yml] [--changed-from C]
 Exit code 0 when the site was built, 1 when a check or the build failed, 2 for bad usage.
 """
 
@@ -35,6 +39,9 @@ HELP_ENV = {"COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
 COMMAND_SECTIONS = re.compile(r"^(positional arguments|commands|subcommands)\s*:\s*$", re.I)
 COMMAND_LINE = re.compile(r"^( +)([a-z][a-z0-9_-]*)(?: {2,}\S|\s*$)")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# what the site is made of, besides docs_dir and the configuration (--changed-from)
+SITE_INPUTS = ("tools/docs_site.py", "scripts/mediapulse/cli/", "pyproject.toml",
+               "requirements.lock")  # fmt: skip
 
 INTRO = """\
 # CLI reference
@@ -155,6 +162,20 @@ def build(root: Path, config_file: Path) -> int:
     return 0
 
 
+def _unchanged(root: Path, config_file: Path, docs: Path, base: str) -> str | None:
+    """Why the site need not be built (none of its files changed since ``base``), or None."""
+    from mediapulse.ci.changed import UnknownBase, changed_files
+
+    try:
+        changed = changed_files(root, base)
+    except UnknownBase:
+        return None
+    inputs = (f"{docs.relative_to(root)}/", config_file.name, *SITE_INPUTS)
+    if any(name.startswith(inputs) for name in changed):
+        return None
+    return f"none of the site's files changed since {base}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -163,12 +184,22 @@ def main(argv: list[str] | None = None) -> int:
         help="the installed CLI to document (default: beside this Python)",
     )
     parser.add_argument("--config", default="mkdocs.yml", help="the site's configuration")
+    parser.add_argument(
+        "--changed-from",
+        metavar="COMMIT",
+        help="build only if the site's files changed since this git commit",
+    )
     args = parser.parse_args(argv)
     config_file = Path(args.config).resolve()
     root = config_file.parent
     try:
         config = yaml.safe_load(config_file.read_text())
         docs = root / config.get("docs_dir", "docs")
+        if args.changed_from is not None:
+            unchanged = _unchanged(root, config_file, docs, args.changed_from)
+            if unchanged:
+                print(f"docs: {unchanged}: not built")
+                return 0
         check_nav(config, docs)
         reference = docs / REFERENCE
         reference.parent.mkdir(parents=True, exist_ok=True)

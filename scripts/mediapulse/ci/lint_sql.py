@@ -39,6 +39,7 @@ from pathlib import Path
 
 import duckdb
 
+from mediapulse.ci.changed import sql_to_lint
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import WAREHOUSE_ENV, Project
 from mediapulse.data import generate
@@ -339,12 +340,13 @@ def _count(number: int, thing: str, things: str | None = None) -> str:
 
 
 def _summary(
-    full: Rendering | None, incremental: Rendering | None, measured: int, limit: int
-) -> str:
+    full: Rendering | None, incremental: Rendering | None, measured: int, limit: int,
+    scope: str = "",
+) -> str:  # fmt: skip
     parts = []
     if full:
         parts.append(
-            f"sqlfluff on {_count(len(full.files), 'file')} as a full refresh renders them "
+            f"sqlfluff on {_count(len(full.files), 'file')}{scope} as a full refresh renders them "
             f"({full.seconds:.0f} s)"
         )
     if incremental:
@@ -377,14 +379,28 @@ def _fix(project: Project, lintable: list[str], default: bool) -> int:
     return code
 
 
-def lint_sql(project: Project, paths: list[str], fix: bool = False) -> int:
-    """Lint (or with ``fix``, rewrite) ``paths`` (default: the whole project's SQL).
+def lint_sql(
+    project: Project, paths: list[str], fix: bool = False, changed_from: str | None = None
+) -> int:
+    """Lint (or with ``fix``, rewrite) ``paths`` (default: the whole project's SQL), or with
+    ``changed_from`` (a git commit) the SQL files changed since it (changed.sql_to_lint).
 
     Returns 0 when nothing was found, 1 when something was (each printed with file, line
     and rule).
     """
     started = time.perf_counter()
     _check_config(project)
+    scope = ""
+    if changed_from is not None:
+        changed, why = sql_to_lint(project.root, changed_from)
+        if changed == []:
+            print(f"No findings: {why}: sqlfluff not run")
+            return 0
+        if changed is None:
+            print(f"Linting every SQL file: {why}")
+        else:
+            paths = [str(project.root / name) for name in changed]
+            scope = f" changed since {changed_from}"
     report = deps.install(project, force=False)  # the dbt templater compiles with them
     if not report.already_installed:
         print(report.summary())
@@ -412,7 +428,7 @@ def lint_sql(project: Project, paths: list[str], fix: bool = False) -> int:
     findings = _merge(full, incremental) + [(f, "") for f in long_lines(project, every, limit)]
     findings.sort(key=lambda item: item[0].key)
     _print_report(findings)
-    summary = _summary(full, incremental, len(every), limit)
+    summary = _summary(full, incremental, len(every), limit, scope)
     elapsed = time.perf_counter() - started
     if findings:
         files = len({f.path for f, _ in findings})

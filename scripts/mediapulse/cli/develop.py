@@ -171,13 +171,23 @@ def codegen_command(engine: Engine, check: bool, dry_run: bool, markdown: str | 
     help="files or directories (default: models, tests, snapshots, macros, analyses)",
 )
 @option("--fix", is_flag=True, help="rewrite the files to the rules")
+@option(
+    "--changed-from",
+    metavar="COMMIT",
+    help="only the SQL files changed since this git commit (a pull request's base); every "
+    "file when a macro or the project's configuration changed, or git cannot tell",
+)
 @pass_project
-def lint_sql_command(project: Project, paths: tuple[str, ...], fix: bool) -> int:
+def lint_sql_command(
+    project: Project, paths: tuple[str, ...], fix: bool, changed_from: str | None
+) -> int:
     """sqlfluff on the SQL as dbt renders it, a full refresh and an incremental run (the
     rules: .sqlfluff), and line lengths as written"""
     from mediapulse.ci.lint_sql import lint_sql
 
-    return lint_sql(project, list(paths), fix=fix)
+    if changed_from is not None and paths:
+        raise MediaPulseError("lint-sql: give files or --changed-from, not both")
+    return lint_sql(project, list(paths), fix=fix, changed_from=changed_from)
 
 
 COMMANDS = [generate_command, build_command, query_command, codegen_command, lint_sql_command]

@@ -297,3 +297,71 @@ def test_pre_commit_hooks_stop_a_commit_with_departing_sql_or_python(
     _git(root, "add", PROBE, str(module.relative_to(root)))
     accepted = commit()
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+
+
+def _commit_all(root: Path, message: str) -> None:
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "--no-verify", "-m", message)
+
+
+@pytest.mark.dbt
+def test_make_lint_pr_lints_only_the_sql_the_pull_request_changed(project_copy: Project) -> None:
+    """The PR workflow's Lint step (`make lint-pr`, on GitHub's merge commit whose first parent
+    is the base): sqlfluff on the SQL files the pull request changed, not every file; none when
+    it changed no SQL; every file when it changed what renders them all (a macro)."""
+    root = project_copy.root
+    _git(root, "init", "-q")
+    (root / ".git" / "info" / "exclude").write_text(".venv\n")
+    _commit_all(root, "main")
+
+    # a pull request adding a model that departs from the house shape: named, and alone linted
+    (root / PROBE).write_text(DEPARTING)
+    _commit_all(root, "a pull request with one model")
+    departing = _make(root, "lint-pr")
+    output = departing.stdout + departing.stderr
+    assert departing.returncode != 0, output
+    assert f"== [{PROBE}] FAIL" in departing.stdout, output
+    assert "sqlfluff on 1 file changed since HEAD^1 as a full refresh renders them" in output
+
+    # the same model in the house shape, and a change to Python only: sqlfluff is not started
+    _git(root, "reset", "-q", "--hard", "HEAD^1")
+    (root / PROBE).write_text(HOUSE_SHAPE)
+    _commit_all(root, "main, with the model")
+    note = root / "scripts" / "mediapulse" / "__init__.py"
+    note.write_text(note.read_text() + "# a pull request changing Python only\n")
+    _commit_all(root, "a pull request changing Python")
+    python_only = _make(root, "lint-pr")
+    output = python_only.stdout + python_only.stderr
+    assert python_only.returncode == 0, output
+    assert "no SQL changed since HEAD^1: sqlfluff not run" in output, output
+    assert "sqlfluff on" not in output, output
+
+
+def test_lint_sql_changed_from_lints_everything_when_a_change_renders_every_file(
+    project_copy: Project,
+) -> None:
+    """Which files `lint-sql --changed-from` lints: a macro or the project's configuration
+    renders every model differently, so all are linted; without git's answer, all too."""
+    from mediapulse.ci.changed import sql_to_lint
+
+    root = project_copy.root
+    _git(root, "init", "-q")
+    _commit_all(root, "main")
+    base = "HEAD"
+    assert sql_to_lint(root, base) == ([], "no SQL changed since HEAD")
+    (root / PROBE).write_text(HOUSE_SHAPE)
+    readme = root / "README.md"
+    readme.write_text(readme.read_text() + "\nA line.\n")
+    assert sql_to_lint(root, base) == ([PROBE], "1 file changed since HEAD")
+    macro = root / "macros" / "lint_probe.sql"
+    macro.write_text("{% macro lint_probe() %}\n    select 1\n{% endmacro %}\n")
+    assert sql_to_lint(root, base) == (
+        None, "macros/lint_probe.sql changed since HEAD: it can change how every model renders"
+    )  # fmt: skip
+    macro.unlink()
+    project_file = root / "dbt_project.yml"
+    project_file.write_text(project_file.read_text() + "\n")
+    assert sql_to_lint(root, base)[0] is None
+    # a base git does not have (a shallow clone without it): every file, saying why
+    files, why = sql_to_lint(root, "0" * 40)
+    assert files is None and why.startswith(f"cannot tell what changed since {'0' * 40}")

@@ -213,7 +213,7 @@ SURFACE: dict[str, dict[str, str | None]] = {
         "--markdown": "b.md",
     },
     "query": {"--target": "dev", "--max-rows": "5"},
-    "lint-sql": {"--fix": None},
+    "lint-sql": {"--fix": None, "--changed-from": "HEAD^1"},
 }  # fmt: skip
 # the top-level commands: a group's subcommands are listed under it
 TOP = sorted({command.split()[0] for command in SURFACE})
@@ -474,7 +474,7 @@ def test_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse(["summarize", "--out", "o", "a", "b"]).params == {
         "title": "MediaPulse CI", "out": "o", "inputs": ("a", "b"),
     }  # fmt: skip
-    assert parse(["lint-sql"]).params == {"paths": (), "fix": False}
+    assert parse(["lint-sql"]).params == {"paths": (), "fix": False, "changed_from": None}
     assert parse(["--project-dir", "p", "releases"]).command == "releases"
 
 
