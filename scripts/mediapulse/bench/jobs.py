@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from mediapulse.bench.measures import Measure, Sample
 from mediapulse.bench.orchestrators import CLI_NIGHTLY, measure_orchestrated_nightlies
+from mediapulse.bench.review import measure_review
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.dbt import artifacts
 from mediapulse.engines.duckdb import PRODUCTION
@@ -110,8 +111,9 @@ def run_job(
     return measure
 
 
-def measure_jobs(bench: Bench, one_mart: str) -> None:
-    """nightly, refresh of the appended day, deploy of a one-mart change, slim CI of it."""
+def measure_jobs(bench: Bench, one_mart: str, event_staging: str) -> None:
+    """nightly, refresh of the appended day, deploy of a one-mart change, slim CI of it; the
+    PR workflow's checks (time to review) of that change and of one to ``event_staging``."""
     state = bench.work / "jobs-state"
     clean_production = measure_nightly_job(bench, state)
     # the same nightly from Airflow and Dagster, then production back as the CLI left it
@@ -136,6 +138,11 @@ def measure_jobs(bench: Bench, one_mart: str) -> None:
         undo()
     bench.measures["job_deploy_one_mart"].command += f" (after editing {one_mart})"
     bench.measures["job_slim_ci_one_mart"].command += f" (after editing {one_mart})"
+    restore = _live_release(bench, state, live, "raw_before")
+    for name, model in (("review_one_mart", one_mart), ("review_event_staging", event_staging)):
+        bench.review[name] = measure_review(bench, name, lambda m=model: bench.edit(m), state,
+                                            restore)  # fmt: skip
+        bench.measures[name].command += f" (after editing {model})"
 
 
 def measure_nightly_job(bench: Bench, state: Path) -> Callable[[], None]:

@@ -138,6 +138,7 @@ class Bench:
         self.measures: dict[str, Measure] = {}
         self.checks: dict[str, str] = {}
         self.job_notes: dict[str, list[str]] = {}  # a job's report lines (staged copy, parses)
+        self.review: dict[str, dict[str, float]] = {}  # time to review: each PR step's median
         # dbt's threads: the profile's default unless the caller sets one (it is reported)
         self.env = {"MEDIAPULSE_THREADS": os.environ.get("MEDIAPULSE_THREADS", "4")}
 
@@ -341,13 +342,15 @@ def run_bench(
     measure_slim_ci(bench)
     bench.floor()  # the same SQL without dbt
     measure_parsing(bench)
-    measure_jobs(bench, ONE_MART)  # the jobs as users run them, whole commands
+    measure_jobs(bench, ONE_MART, EVENT_STAGING)  # the jobs as users run them, whole commands
     # the anomaly detector on a labelled history at this scale's daily volume (issue 30)
     detector_section = measure_detector(bench, events_loaded, days)
 
     m = bench.measures
     targets = bench_targets(m, events)
-    scaling = _scaling(out_json, events_loaded, m)
+    scaling = _scaling(
+        out_json, events_loaded, m, host_name(info), datetime.now(UTC).date().isoformat()
+    )
     flat = flatness_target(scaling)
     if flat is not None:
         targets.append(flat)
@@ -375,6 +378,7 @@ def run_bench(
         "targets": [{**asdict(t), "met": t.met} for t in targets],
         "checks": bench.checks,
         "job_notes": bench.job_notes,
+        "review": bench.review,
         "scaling": scaling,
         "detector": detector_section,
         "total_seconds": time.perf_counter() - started,
@@ -525,6 +529,14 @@ def bench_targets(m: dict[str, Measure], events: int) -> list[Target]:
                exec_ratio("job_nightly", "job_deploy_one_mart"), 10, "higher", "x"),
         Target("mediapulse slim-ci, one mart, wall clock", m["job_slim_ci_one_mart"].wall_median,
                6, "lower", "s"),
+        # what people wait for (docs/performance.md): a reviewer, a merger, the nightly's users
+        Target("time to review a one-mart change (the PR workflow's checks, lint to report)",
+               m["review_one_mart"].wall_median, 60, "lower", "s"),
+        Target("merge to live of a one-mart change (deploy's start to the swap)",
+               m["merge_to_live_one_mart"].wall_median, 10, "lower", "s"),
+        Target("mediapulse nightly's wall clock over its dbt time",
+               m["job_nightly"].wall_median / max(m["job_nightly"].exec_median, 1e-9), 1.3,
+               "lower", "x"),
         # the same nightly scheduled one task per model, whole commands (docs/orchestrators)
         Target("Airflow + Cosmos nightly vs mediapulse nightly, wall clock",
                wall_ratio("job_nightly_airflow", "job_nightly"), 1.5, "lower", "x"),
@@ -561,14 +573,20 @@ def measure_data_diff(bench: Bench, manifest: dict[str, Any], env: dict[str, str
     )
 
 
-def flatness_target(scaling: dict[str, dict[str, float]]) -> Target | None:
+def flatness_target(scaling: dict[str, dict[str, Any]]) -> Target | None:
     """The refresh stays flat as history grows: the refresh at the largest scale measured
     against the largest scale at least 4x smaller (50 M against 10 M when 1 M, 10 M and 50 M
-    were measured), at most 2x."""
+    were measured), at most 2x. Only rows measured on the same host on the same day are
+    compared: a ratio between two machines says nothing about scaling."""
     if not scaling:
         return None
     large = max(scaling, key=int)
-    smaller = [events for events in scaling if 4 * int(events) <= int(large)]
+    where = (scaling[large].get("host"), scaling[large].get("day"))
+    smaller = [
+        events for events, row in scaling.items()
+        if 4 * int(events) <= int(large) and (row.get("host"), row.get("day")) == where
+        and None not in where
+    ]  # fmt: skip
     if not smaller:
         return None
     small = max(smaller, key=int)
@@ -576,15 +594,26 @@ def flatness_target(scaling: dict[str, dict[str, float]]) -> Target | None:
     return Target(f"refresh at {int(large):,} vs at {int(small):,} events", ratio, 2, "lower", "x")
 
 
-def _scaling(out_json: Path, events: int, m: dict[str, Measure]) -> dict[str, dict[str, float]]:
-    """This run's row of the scaling table, with the other scales' rows of the last report."""
-    rows: dict[str, dict[str, float]] = {}
+def host_name(info: dict[str, Any]) -> str:
+    """The machine a scaling row was measured on, in a few words."""
+    return (f"{platform.node() or 'unnamed'}: {info.get('cpu')}, {info.get('cores')} cores, "
+            f"{info.get('memory_gib')} GiB")  # fmt: skip
+
+
+def _scaling(
+    out_json: Path, events: int, m: dict[str, Measure], host: str, day: str
+) -> dict[str, dict[str, Any]]:
+    """This run's row of the scaling table (with the host and day it was measured on), with
+    the other scales' rows of the last report."""
+    rows: dict[str, dict[str, Any]] = {}
     if out_json.exists():
         try:
             rows = dict(json.loads(out_json.read_text()).get("scaling") or {})
         except (OSError, ValueError):
             rows = {}
     rows[str(events)] = {
+        "host": host,
+        "day": day,
         "full_build_s": m["full_build"].exec_median,
         "nightly_wall_s": m["job_nightly"].wall_median,
         "refresh_s": m["job_refresh"].exec_median,
@@ -659,6 +688,14 @@ def render(report: dict[str, Any]) -> str:
         if staged:
             lines += ["", "Staged copy of production (blue-green), per release: "
                       + "; ".join(staged) + "."]  # fmt: skip
+    review = report.get("review") or {}
+    if review:
+        changes = list(review)
+        steps = list(dict.fromkeys(step for change in review.values() for step in change))
+        table = [(step, *(_fmt(review[c].get(step), 1) for c in changes)) for step in steps]
+        table.append(("**whole wait**", *(_fmt(sum(review[c].values()), 1) for c in changes)))
+        lines += ["", "### Time to review: the PR workflow's checks job, step by step (medians)",
+                  "", markdown_table(("step", *changes), table)]  # fmt: skip
     detector = report.get("detector")
     if detector:
         plan = detector["plan"]
@@ -670,18 +707,28 @@ def render(report: dict[str, Any]) -> str:
                   "docs/performance.md."]  # fmt: skip
     scaling = report.get("scaling") or {}
     if scaling:
-        table = [
-            (f"{int(events):,}", _fmt(r["full_build_s"], 1), _fmt(r["nightly_wall_s"], 1),
-             _fmt(r["refresh_s"], 1), _fmt(r["refresh_wall_s"], 1),
-             _fmt(r["deploy_one_mart_s"], 1), _fmt(r["deploy_one_mart_wall_s"], 1),
-             _fmt(r["slim_ci_wall_s"], 1), _fmt(r["peak_gib"], 2))
-            for events, r in sorted(scaling.items(), key=lambda row: int(row[0]))
-        ]  # fmt: skip
-        lines += ["", "### Scaling (each row from the run at that scale; dbt time, and wall)", "",
-                  markdown_table(("events", "full build", "nightly wall", "refresh",
-                                  "refresh wall", "deploy 1 mart", "deploy wall",
-                                  "slim CI wall", "peak GiB"), table)]  # fmt: skip
+        lines += ["", render_scaling(scaling)]
     return "\n".join(lines) + "\n"
+
+
+def render_scaling(scaling: dict[str, dict[str, Any]]) -> str:
+    """The scaling table: a row per scale, each naming the host and day it was measured on."""
+    table = [
+        (f"{int(events):,}", _fmt(r["full_build_s"], 1), _fmt(r["nightly_wall_s"], 1),
+         _fmt(r["refresh_s"], 1), _fmt(r["refresh_wall_s"], 1),
+         _fmt(r["deploy_one_mart_s"], 1), _fmt(r["deploy_one_mart_wall_s"], 1),
+         _fmt(r["slim_ci_wall_s"], 1), _fmt(r["peak_gib"], 2),
+         r.get("day", "—"), r.get("host", "unknown host"))
+        for events, r in sorted(scaling.items(), key=lambda row: int(row[0]))
+    ]  # fmt: skip
+    return "\n".join([
+        "### Scaling (each row from the run at that scale; dbt time, and wall)", "",
+        "A ratio between two scales (the refresh's flatness target) compares rows measured on "
+        "the same host on the same day only.", "",
+        markdown_table(("events", "full build", "nightly wall", "refresh", "refresh wall",
+                        "deploy 1 mart", "deploy wall", "slim CI wall", "peak GiB", "day",
+                        "host"), table),
+    ])  # fmt: skip
 
 
 def check_scale(text: str) -> int:

@@ -23,12 +23,14 @@ from ..conftest import REPO
 # what a merger and a loader wait for: until production serves the release, until its state
 WAITS = {"merge_to_live_one_mart", "merge_to_live_one_mart_state", "load_to_live",
          "load_to_live_state"}  # fmt: skip
+# what a pull request's author and reviewer wait for: the PR workflow's checks job, step by step
+REVIEWS = {"review_one_mart", "review_event_staging"}
 MEASURES = {
     "full_build", "full_run", "incremental_run", "incremental_build", "slim_ci_one_mart",
     "slim_ci_event_staging", "floor", "parse_cold", "parse_partial", "evaluator",
     "job_nightly", "job_refresh", "job_deploy_one_mart", "job_slim_ci_one_mart",
     "data_diff_watch_sessions", "job_nightly_airflow", "job_nightly_dagster",
-    "detector_labelled_history", *WAITS,
+    "detector_labelled_history", *WAITS, *REVIEWS,
 }  # fmt: skip
 ORCHESTRATED = {"job_nightly_airflow", "job_nightly_dagster"}  # not mediapulse commands
 JOBS = {name for name in MEASURES if name.startswith("job_")} - ORCHESTRATED
@@ -50,10 +52,11 @@ def test_bench_runs_every_step_and_its_checks_hold(
     assert set(report["measures"]) == MEASURES
     for name, measure in report["measures"].items():
         assert measure["wall_s"]["median"] > 0, name
-        if name not in ("floor", "parse_cold", "parse_partial", *ORCHESTRATED, *WAITS):
+        if name not in ("floor", "parse_cold", "parse_partial", *ORCHESTRATED, *WAITS, *REVIEWS):
             assert measure["exec_s"]["median"] > 0, name
         if name not in ("floor", "parse_cold", "parse_partial", "data_diff_watch_sessions", *JOBS,
-                        *ORCHESTRATED, "detector_labelled_history", *WAITS):  # fmt: skip
+                        *ORCHESTRATED, "detector_labelled_history", *WAITS,
+                        *REVIEWS):  # fmt: skip
             assert measure["peak_mb"]["max"] > 50, f"{name}: the dbt process's memory is measured"
     # production serves a merged change before the deploy has published its state and ended
     wall = {name: report["measures"][name]["wall_s"]["median"] for name in MEASURES}
@@ -69,6 +72,14 @@ def test_bench_runs_every_step_and_its_checks_hold(
         "airflow dags test mediapulse_nightly")  # fmt: skip
     assert report["measures"]["job_nightly_dagster"]["command"].startswith(
         "dagster job execute")  # fmt: skip
+    # time to review: every run step of the PR workflow's checks job, lint to the report, timed
+    # on a fresh runner for each change; their sum is the whole wait
+    for name in REVIEWS:
+        steps = report["review"][name]
+        assert list(steps)[:2] == ["Lint", "Unit tests"] and "Slim CI" in steps, steps
+        assert "Combine the reports" in steps and all(v > 0 for v in steps.values()), steps
+        assert sum(steps.values()) == pytest.approx(wall[name], rel=0.01)
+    assert "after editing models/marts/" in report["measures"]["review_one_mart"]["command"]
     assert report["scale"]["events"] >= 15_000  # the scale asked for, near enough
     assert report["machine"]["cores"] and report["machine"]["dbt_core"].startswith("1.11")
     assert report["watch_event_path"]["events_per_second"] > 0
@@ -108,6 +119,9 @@ def test_bench_runs_every_step_and_its_checks_hold(
         "data diff of fct_watch_sessions against production",
         "Airflow + Cosmos nightly vs mediapulse nightly, wall clock",
         "Dagster nightly vs mediapulse nightly, wall clock",
+        "time to review a one-mart change (the PR workflow's checks, lint to report)",
+        "merge to live of a one-mart change (deploy's start to the swap)",
+        "mediapulse nightly's wall clock over its dbt time",
     }
     # the staged copy is its own line, and each job says how often dbt parsed
     for job in ("job_nightly", "job_refresh", "job_deploy_one_mart"):
@@ -129,6 +143,7 @@ def test_bench_runs_every_step_and_its_checks_hold(
     assert "--state <work-dir>/state" in report["measures"]["slim_ci_one_mart"]["command"]
     assert "| parse_cold | — | — |" in markdown
     assert "### Scaling" in markdown
+    assert "### Time to review" in markdown and "| **whole wait** |" in markdown
     # the anomaly detector's labelled history at this scale: scored per incident kind
     detector = report["detector"]
     assert detector["plan"]["days"] >= 60
@@ -258,9 +273,10 @@ def test_bench_uses_a_new_or_empty_directory_and_reuses_its_own(tmp_path: Path) 
 def test_the_refresh_is_checked_flat_against_the_next_smaller_scale() -> None:
     """With 1 M, 10 M and 50 M measured, the target is 50 M against 10 M (as stated), not
     against 1 M, whose refresh is nearly all fixed cost."""
+    here = {"host": "bench-1: AMD EPYC, 2 cores, 23.5 GiB", "day": "2026-12-06"}
     rows = {
-        "50000000": {"refresh_s": 38.0}, "1000000": {"refresh_s": 17.0},
-        "10000000": {"refresh_s": 20.0},
+        "50000000": {"refresh_s": 38.0, **here}, "1000000": {"refresh_s": 17.0, **here},
+        "10000000": {"refresh_s": 20.0, **here},
     }  # fmt: skip
     target = bench.flatness_target(rows)
     assert target is not None
@@ -268,5 +284,28 @@ def test_the_refresh_is_checked_flat_against_the_next_smaller_scale() -> None:
     assert target.measured == 38.0 / 20.0 and target.met
     assert bench.flatness_target({"10000000": rows["10000000"]}) is None
     # 12.5 M is less than 4x below 50 M: 10 M is still the scale compared
-    near = bench.flatness_target({**rows, "12500001": {"refresh_s": 30.0}})
+    near = bench.flatness_target({**rows, "12500001": {"refresh_s": 30.0, **here}})
     assert near is not None and "vs at 10,000,000" in near.name
+
+
+def test_scales_are_compared_only_on_the_same_host_and_day() -> None:
+    """A ratio between two machines, or two days' loads, says nothing about scaling: a row
+    from another host or day, or one that does not say where it ran, is not compared."""
+    here = {"host": "bench-1: AMD EPYC, 2 cores, 23.5 GiB", "day": "2026-12-06"}
+    large = {"50000000": {"refresh_s": 38.0, **here}}
+    elsewhere = {"refresh_s": 9.0, "host": "laptop: Apple M3, 8 cores, 16 GiB", "day": here["day"]}
+    assert bench.flatness_target({**large, "10000000": elsewhere}) is None
+    earlier = {"refresh_s": 9.0, "host": here["host"], "day": "2026-11-30"}
+    assert bench.flatness_target({**large, "10000000": earlier}) is None
+    assert bench.flatness_target({**large, "10000000": {"refresh_s": 9.0}}) is None
+    # a smaller scale rerun beside the larger one is compared, the others are not
+    mixed = {**large, "10000000": elsewhere, "1000000": {"refresh_s": 17.0, **here}}
+    target = bench.flatness_target(mixed)
+    assert target is not None and target.name == "refresh at 50,000,000 vs at 1,000,000 events"
+    # the report names the host and day of every row
+    report_rows = {"50000000": {**large["50000000"], "full_build_s": 1.0, "nightly_wall_s": 1.0,
+                                "refresh_wall_s": 1.0, "deploy_one_mart_s": 1.0,
+                                "deploy_one_mart_wall_s": 1.0, "slim_ci_wall_s": 1.0,
+                                "peak_gib": 1.0}}  # fmt: skip
+    table = bench.render_scaling(report_rows)
+    assert "| 2026-12-06 | bench-1: AMD EPYC, 2 cores, 23.5 GiB |" in table

@@ -1,0 +1,132 @@
+"""Time to review: what a pull request's author and reviewer wait for, the PR workflow's
+checks job (`.github/workflows/pr-slim-ci.yml`) run step by step as GitHub runs it.
+
+A fresh runner: the checkout (a git repository whose last commit is the pull request's change
+on top of the base), the caches the workflow keeps (the installed packages and the dbt
+packages: `make venv` finds them), the production state and warehouse it downloads, and
+nothing else (no dbt target directory, no CI warehouse, no built site). Every `run:` step of the
+job is timed as a whole command, from the lint to the combined report the comment job posts;
+`make venv` is the cache's restore, not timed. Download steps copy what the nightly published.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from mediapulse.bench.measures import Measure, Sample
+from mediapulse.core.errors import MediaPulseError
+
+if TYPE_CHECKING:
+    from mediapulse.bench.run import Bench
+
+WORKFLOW = Path(".github/workflows/pr-slim-ci.yml")
+JOB = "checks"
+INSTALL = "make venv"  # restored from the runner's cache: not part of the wait measured
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "mediapulse bench", "GIT_AUTHOR_EMAIL": "bench@mediapulse.invalid",
+    "GIT_COMMITTER_NAME": "mediapulse bench", "GIT_COMMITTER_EMAIL": "bench@mediapulse.invalid",
+}  # fmt: skip
+# what a runner has that is not in the checkout: not linted, not committed
+RUNNER_ONLY = (".venv/", "dbt_packages/", "warehouse/", "ci-artifacts/", "target/", "logs/",
+               "site/", "ci-output/")  # fmt: skip
+
+
+def workflow_steps(root: Path) -> list[tuple[str, str]]:
+    """(name, command) of the checks job's `run:` steps, in order, the install left out."""
+    job = yaml.safe_load((root / WORKFLOW).read_text())["jobs"][JOB]
+    steps = [(str(s.get("name") or s["run"]), str(s["run"]).strip())
+             for s in job["steps"] if "run" in s]  # fmt: skip
+    return [(name, command) for name, command in steps if command != INSTALL]
+
+
+def _git(root: Path, *args: str) -> None:
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                          env={**os.environ, **GIT_IDENTITY})  # fmt: skip
+    if done.returncode != 0:
+        raise MediaPulseError(f"benchmark: git {' '.join(args)} failed: {done.stderr.strip()}")
+
+
+def _runner_venv(root: Path) -> None:
+    """The runner's `.venv`, restored from its cache: this interpreter's virtualenv, with the
+    Makefile's stamps newer than the lock files (so `make` installs nothing)."""
+    venv = root / ".venv"
+    if venv.exists():
+        return
+    venv.mkdir()
+    prefix = Path(sys.prefix)
+    for name in ("bin", "lib", "pyvenv.cfg"):
+        (venv / name).symlink_to(prefix / name, target_is_directory=name != "pyvenv.cfg")
+    for part in ("", "-dev", "-postgres", "-spark", "-docs"):
+        (venv / f".installed{part}").touch()
+
+
+def checkout(bench: Bench) -> None:
+    """Make the benchmark's project copy a git repository: its files as the base commit."""
+    root = bench.project.root
+    if (root / ".git").exists():
+        return
+    _git(root, "init", "-q")
+    (root / ".git" / "info" / "exclude").write_text("\n".join(RUNNER_ONLY) + "\n")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "main")
+    _runner_venv(root)
+
+
+def fresh_runner(bench: Bench, state: Path) -> None:
+    """What a new runner has besides the checkout and its caches: the production state and
+    warehouse it downloads (production itself is the caller's to restore)."""
+    root = bench.project.root
+    for name in ("target", "logs", "site", "ci-output", "ci-artifacts"):
+        shutil.rmtree(root / name, ignore_errors=True)
+    bench.file("ci.duckdb").unlink(missing_ok=True)
+    shutil.copytree(state, root / "ci-artifacts" / "production-state")
+
+
+def measure_review(
+    bench: Bench, name: str, edit: Callable[[], Callable[[], None]], state: Path,
+    restore_production: Callable[[], None],
+) -> dict[str, Any]:  # fmt: skip
+    """The checks job for the change ``edit`` makes (committed as the pull request's head),
+    ``bench.runs`` times; returns each step's median seconds, and records ``name`` (the
+    whole wait) in the bench's measures."""
+    root = bench.project.root
+    checkout(bench)
+    undo = edit()
+    _git(root, "commit", "-q", "-am", f"pull request: {name}")
+    steps = workflow_steps(root)
+    env = {**os.environ, **bench.env, "MEDIAPULSE_CI_TARGET": "ci", "DO_NOT_TRACK": "1"}
+    env.pop("MEDIAPULSE_ARTIFACTS", None)
+    measure = Measure(name, f"{WORKFLOW} `{JOB}`: {len(steps)} steps, lint to the comment")
+    seconds: dict[str, list[float]] = {step: [] for step, _ in steps}
+    try:
+        for _ in range(bench.runs):
+            restore_production()
+            fresh_runner(bench, state)
+            total = 0.0
+            for step, command in steps:
+                started = time.perf_counter()
+                done = subprocess.run(["bash", "-eo", "pipefail", "-c", command], cwd=root,
+                                      env=env, capture_output=True, text=True)  # fmt: skip
+                wall = time.perf_counter() - started
+                if done.returncode != 0:
+                    tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-4:])
+                    raise MediaPulseError(f"benchmark: PR step `{command}` failed: {tail}")
+                seconds[step].append(wall)
+                total += wall
+            measure.samples.append(Sample(total, None, 0.0))
+            print(f"  {name}: {total:.1f} s ("
+                  + ", ".join(f"{s} {v[-1]:.1f}" for s, v in seconds.items()) + ")")  # fmt: skip
+    finally:
+        undo()
+        _git(root, "reset", "-q", "--hard", "HEAD^1")
+    bench.measures[name] = measure
+    return {step: sorted(values)[len(values) // 2] for step, values in seconds.items()}
