@@ -102,7 +102,7 @@ test: provision $(DEV_STAMP) lint ## every test: lint, the Python tests, and dbt
 	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 unit-test: $(DEV_STAMP) ## the Python tests that need no dbt run (seconds)
-	$(BIN)/pytest -m "not dbt" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile -m "not dbt" $(PYTEST_ARGS)
 
 bench: venv ## performance report at SCALE (default 10M events, 90 days): bench/results.{json,md}
 	$(MP) bench --scale $(SCALE) --days $(DAYS) --runs $(RUNS)

@@ -36,6 +36,8 @@ GIT_IDENTITY = {
     "GIT_COMMITTER_NAME": "mediapulse bench", "GIT_COMMITTER_EMAIL": "bench@mediapulse.invalid",
 }  # fmt: skip
 # what a runner has that is not in the checkout: not linted, not committed
+# one run per change, whatever --runs says: the whole job takes minutes, and each step is shown
+RUNS = 1
 RUNNER_ONLY = (".venv/", "dbt_packages/", "warehouse/", "ci-artifacts/", "target/", "logs/",
                "site/", "ci-output/")  # fmt: skip
 
@@ -96,8 +98,8 @@ def measure_review(
     restore_production: Callable[[], None],
 ) -> dict[str, Any]:  # fmt: skip
     """The checks job for the change ``edit`` makes (committed as the pull request's head),
-    ``bench.runs`` times; returns each step's median seconds, and records ``name`` (the
-    whole wait) in the bench's measures."""
+    RUNS times; returns each step's median seconds, and records ``name`` (the whole wait) in
+    the bench's measures."""
     root = bench.project.root
     checkout(bench)
     undo = edit()
@@ -108,7 +110,7 @@ def measure_review(
     measure = Measure(name, f"{WORKFLOW} `{JOB}`: {len(steps)} steps, lint to the comment")
     seconds: dict[str, list[float]] = {step: [] for step, _ in steps}
     try:
-        for _ in range(bench.runs):
+        for _ in range(RUNS):
             restore_production()
             fresh_runner(bench, state)
             total = 0.0

@@ -52,10 +52,25 @@ EVENT_STAGING = "models/staging/streaming/stg_streaming__watch_events.sql"
 # directory (a fresh project copy and warehouse every time), so it only ever empties one that
 # carries this file: `--work-dir ~` must not delete a home directory.
 WORK_DIR_MARKER = ".mediapulse-bench"
-COPY_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", "dbt_packages*", "target", "logs", "warehouse", "bench", "ci-artifacts",
+_IGNORED_EVERYWHERE = shutil.ignore_patterns(
+    ".git", ".venv", "dbt_packages*", "target", "logs", "warehouse", "ci-artifacts",
     "ci-output", "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info",
 )  # fmt: skip
+IGNORED_AT_THE_TOP = {"site"}  # the checkout's built docs site
+
+
+def copy_ignore(root: Path, work: Path) -> Callable[[str, list[str]], set[str]]:
+    """What the project copy leaves out of the checkout ``root`` (shutil.copytree's ignore):
+    build products, and the benchmark's work directory ``work`` when it is inside the checkout
+    (`bench/work` by default). The reports in bench/ are copied: the docs name them."""
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        ignored = set(_IGNORED_EVERYWHERE(directory, names))
+        if Path(directory) == root:
+            ignored |= IGNORED_AT_THE_TOP & set(names)
+        return ignored | {name for name in names if Path(directory, name).resolve() == work}
+
+    return ignore
 
 
 def params_for(events: int, days: int, seed: int) -> generate.Params:
@@ -131,7 +146,8 @@ class Bench:
 
     def __init__(self, source: Project, work: Path, runs: int) -> None:
         claim_work_dir(work)
-        shutil.copytree(source.root, work / "project", ignore=COPY_IGNORE)
+        shutil.copytree(source.root, work / "project",
+                        ignore=copy_ignore(source.root, work.resolve()))  # fmt: skip
         self.project = Project.discover(work / "project", work / "project" / "warehouse")
         self.work = work
         self.runs = runs

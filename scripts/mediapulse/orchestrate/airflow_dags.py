@@ -32,6 +32,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -458,9 +459,10 @@ def run_release_command(project: str, env: Mapping[str, str], argv: list[str],
                         skip_code: int | None = None) -> None:  # fmt: skip
     """`mediapulse <argv>` in this task's process, from the checkout, with the task's
     variables: a nonzero exit fails the task (never retried), ``skip_code`` skips it and what
-    follows on it."""
-    from mediapulse.cli.main import main
-
+    follows on it. The command is the `mediapulse` console script's function, loaded from its
+    entry point as the script loads it (the CLI is a room beside this one, not below it)."""
+    (script,) = entry_points(group="console_scripts", name="mediapulse")
+    main = script.load()
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     os.environ.update(env)
     os.chdir(project)
