@@ -111,7 +111,7 @@ def run_job(
     return measure
 
 
-def measure_jobs(bench: Bench, one_mart: str, event_staging: str) -> None:
+def measure_jobs(bench: Bench, one_mart: str, event_staging: str | None) -> None:
     """nightly, refresh of the appended day, deploy of a one-mart change, slim CI of it; the
     PR workflow's checks (time to review) of that change and of one to ``event_staging``."""
     state = bench.work / "jobs-state"
@@ -139,7 +139,8 @@ def measure_jobs(bench: Bench, one_mart: str, event_staging: str) -> None:
     bench.measures["job_deploy_one_mart"].command += f" (after editing {one_mart})"
     bench.measures["job_slim_ci_one_mart"].command += f" (after editing {one_mart})"
     restore = _live_release(bench, state, live, "raw_before")
-    for name, model in (("review_one_mart", one_mart), ("review_event_staging", event_staging)):
+    changes = [("review_one_mart", one_mart), ("review_event_staging", event_staging)]
+    for name, model in [(name, model) for name, model in changes if model]:
         bench.review[name] = measure_review(bench, name, lambda m=model: bench.edit(m), state,
                                             restore)  # fmt: skip
         bench.measures[name].command += f" (after editing {model})"

@@ -36,6 +36,7 @@ GIT_IDENTITY = {
     "GIT_COMMITTER_NAME": "mediapulse bench", "GIT_COMMITTER_EMAIL": "bench@mediapulse.invalid",
 }  # fmt: skip
 # what a runner has that is not in the checkout: not linted, not committed
+RUNNER_LACKS = ("MEDIAPULSE_", "PYTEST_", "MAKE", "MFLAGS")
 # one run per change, whatever --runs says: the whole job takes minutes, and each step is shown
 RUNS = 1
 RUNNER_ONLY = (".venv/", "dbt_packages/", "warehouse/", "ci-artifacts/", "target/", "logs/",
@@ -105,8 +106,9 @@ def measure_review(
     undo = edit()
     _git(root, "commit", "-q", "-am", f"pull request: {name}")
     steps = workflow_steps(root)
-    env = {**os.environ, **bench.env, "MEDIAPULSE_CI_TARGET": "ci", "DO_NOT_TRACK": "1"}
-    env.pop("MEDIAPULSE_ARTIFACTS", None)
+    # a runner's environment: none of this process's MediaPulse, pytest or make variables
+    env = {k: v for k, v in os.environ.items() if not k.startswith(RUNNER_LACKS)}
+    env.update({**bench.env, "MEDIAPULSE_CI_TARGET": "ci", "DO_NOT_TRACK": "1"})
     measure = Measure(name, f"{WORKFLOW} `{JOB}`: {len(steps)} steps, lint to the comment")
     seconds: dict[str, list[float]] = {step: [] for step, _ in steps}
     try:

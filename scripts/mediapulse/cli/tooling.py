@@ -52,6 +52,13 @@ def deps_command(project: Project, source: str, if_needed: bool, lock: bool) -> 
 @option("--work-dir", default="bench/work", help="throwaway project copy and warehouse")
 @option("--out", default="bench/results.json", help="JSON report")
 @option("--markdown", help="Markdown report (default: beside --out, .md)")
+@option(
+    "--review",
+    type=click.Choice(["both", "one-mart"]),
+    default="both",
+    help="time to review (the PR workflow's checks, minutes each): for a one-mart change and "
+    "a staging change (default), or the one-mart change only",
+)
 @pass_project
 def bench_command(
     project: Project,
@@ -61,6 +68,7 @@ def bench_command(
     work_dir: str,
     out: str,
     markdown: str | None,
+    review: str,
 ) -> int:
     """measure full, incremental and slim-CI builds side by side; write a report"""
     from mediapulse.bench.run import check_scale, run_bench
@@ -74,6 +82,7 @@ def bench_command(
         work=Path(work_dir).resolve(),
         out_json=out_path,
         out_markdown=Path(markdown) if markdown else out_path.with_suffix(".md"),
+        review_staging=review == "both",
     )
 
 

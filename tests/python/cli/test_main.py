@@ -210,7 +210,7 @@ SURFACE: dict[str, dict[str, str | None]] = {
     },
     "bench": {
         "--scale": "1M", "--days": "3", "--runs": "1", "--work-dir": "w", "--out": "b.json",
-        "--markdown": "b.md",
+        "--markdown": "b.md", "--review": "one-mart",
     },
     "query": {"--target": "dev", "--max-rows": "5"},
     "lint-sql": {"--fix": None, "--changed-from": "HEAD^1"},
@@ -462,7 +462,7 @@ def test_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse(["deps"]).params == {"source": "auto", "if_needed": False, "lock": False}
     assert parse(["bench"]).params == {
         "scale": "10M", "days": 90, "runs": 3, "work_dir": "bench/work",
-        "out": "bench/results.json", "markdown": None,
+        "out": "bench/results.json", "markdown": None, "review": "both",
     }  # fmt: skip
     assert parse(["diff"]).params["max_chars"] == 40_000
     assert parse(["query", "select 1"]).params["max_rows"] == 50
