@@ -101,7 +101,7 @@ lint-sql: $(DEV_STAMP) deps ## sqlfluff on the SQL as dbt renders it (rules in .
 test: provision $(DEV_STAMP) lint ## every test: lint, the Python tests, and dbt builds on generated data (installs what they need first)
 	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
-unit-test: $(DEV_STAMP) ## the Python tests that need no dbt run (seconds)
+unit-test: $(DEV_STAMP) ## the Python tests that need no dbt run, their files side by side on every core (TEST_JOBS)
 	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile -m "not dbt" $(PYTEST_ARGS)
 
 bench: venv ## performance report at SCALE (default 10M events, 90 days): bench/results.{json,md}
