@@ -23,7 +23,6 @@ retries for the same: docs/orchestrators/airflow.md says why they are not used.)
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import os
@@ -32,7 +31,6 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +63,11 @@ if _missing_packages():
     )
 
 
+from airflow.providers.standard.operators.bash import BashOperator  # noqa: E402
 from airflow.providers.standard.operators.empty import EmptyOperator  # noqa: E402
 from airflow.providers.standard.operators.python import PythonOperator  # noqa: E402
 from airflow.sdk import DAG, TaskGroup  # noqa: E402
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException  # noqa: E402
+from airflow.sdk.exceptions import AirflowFailException  # noqa: E402
 from cosmos import (  # noqa: E402
     DbtTaskGroup,
     ExecutionConfig,
@@ -89,7 +88,7 @@ ARTIFACTS_ENV = "MEDIAPULSE_ARTIFACTS"  # production's published state (`--artif
 MANIFEST_ENV = "MEDIAPULSE_AIRFLOW_MANIFEST"  # the manifest the task groups are drawn from
 REPORT_ENV = "MEDIAPULSE_AIRFLOW_REPORT_DIR"  # where `mediapulse report` writes the page
 BIN_ENV = "MEDIAPULSE_BIN"  # where `mediapulse` and `mediapulse-dbt` are
-SKIP_CODE = 99  # `release prepare --skip-code`: the task skips what follows on it
+SKIP_CODE = 99  # `release prepare --skip-code`: BashOperator skips what follows on it
 # Nothing about the runs leaves the machine: Cosmos' usage statistics (Scarf) and Airflow's
 # usage data collection are off, and so is dbt's tracking (DO_NOT_TRACK, also set by mediapulse)
 QUIET_ENV = {
@@ -455,52 +454,14 @@ def _build_first(group: DbtTaskGroup, task_args: dict[str, Any]) -> None:
     build >> roots
 
 
-def run_release_command(project: str, env: Mapping[str, str], argv: list[str],
-                        skip_code: int | None = None) -> None:  # fmt: skip
-    """`mediapulse <argv>` in this task's process, from the checkout, with the task's
-    variables: a nonzero exit fails the task (never retried), ``skip_code`` skips it and what
-    follows on it. The command is the `mediapulse` console script's function, loaded from its
-    entry point as the script loads it (the CLI is a room beside this one, not below it)."""
-    (script,) = entry_points(group="console_scripts", name="mediapulse")
-    main = script.load()
-    saved_env, saved_cwd = dict(os.environ), os.getcwd()
-    os.environ.update(env)
-    os.chdir(project)
-    try:
-        try:
-            code = main(argv)
-        except SystemExit as exited:  # bad usage: click exits
-            code = exited.code if isinstance(exited.code, int) else 2
-    finally:
-        os.chdir(saved_cwd)
-        os.environ.clear()
-        os.environ.update(saved_env)
-    shown = shlex.join(["mediapulse", *argv])
-    if skip_code is not None and code == skip_code:
-        raise AirflowSkipException(f"`{shown}` found nothing to release")
-    if code != 0:
-        raise AirflowFailException(f"`{shown}` exited with {code}: its output above says why")
-
-
-class ReleaseStepOperator(PythonOperator):
-    """A `mediapulse` command of the release (prepare, publish, report, alert) as a task, run
-    in the task's own process (no second interpreter to start: what Cosmos' dbt-runner
-    invocation mode does for dbt), never retried by Airflow. ``command`` is its arguments."""
-
-    def __init__(self, *, settings: Settings, command: list[str], skip_code: int | None = None,
-                 **kwargs: Any) -> None:  # fmt: skip
-        self.command = command
-        super().__init__(
-            python_callable=functools.partial(run_release_command, str(settings.project),
-                                              settings.task_env(), command, skip_code),
-            retries=0, **kwargs,
-        )  # fmt: skip
-
-
 def release_step(settings: Settings, task_id: str, *args: str | Path, **kwargs: Any) -> Any:
-    """A `mediapulse` command of the release as a task (ReleaseStepOperator)."""
-    return ReleaseStepOperator(task_id=task_id, settings=settings, command=[*map(str, args)],
-                               **kwargs)  # fmt: skip
+    """A `mediapulse` command of the release as a task, run from the checkout, never
+    retried by Airflow."""
+    command = shlex.join([str(settings.command("mediapulse")), *map(str, args)])
+    return BashOperator(
+        task_id=task_id, bash_command=f"cd {shlex.quote(str(settings.project))} && {command}",
+        env=settings.task_env(), append_env=True, retries=0, **kwargs,
+    )  # fmt: skip
 
 
 def record_unpublished(project: str, artifacts: str, target: str, job: str) -> str:
@@ -527,7 +488,8 @@ def make_dag(settings: Settings, job: Job) -> DAG:
         tags=["mediapulse", "release"], doc_md=__doc__,
     ) as dag:  # fmt: skip
         prepare = release_step(settings, "prepare", "release", "prepare", "--job", job.name, *on,
-                               "--skip-code", str(SKIP_CODE), skip_code=SKIP_CODE)  # fmt: skip
+                               "--skip-code", str(SKIP_CODE),
+                               skip_on_exit_code=SKIP_CODE)  # fmt: skip
         group = dbt_group(settings, dag)
         publish = release_step(settings, "publish", "release", "publish", *on)
         # the run's outcome: passes when the release is live, so a run whose release failed is
