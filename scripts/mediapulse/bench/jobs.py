@@ -139,8 +139,9 @@ def measure_jobs(bench: Bench, one_mart: str, event_staging: str | None) -> None
     bench.measures["job_deploy_one_mart"].command += f" (after editing {one_mart})"
     bench.measures["job_slim_ci_one_mart"].command += f" (after editing {one_mart})"
     restore = _live_release(bench, state, live, "raw_before")
-    changes = [("review_one_mart", one_mart), ("review_event_staging", event_staging)]
-    for name, model in [(name, model) for name, model in changes if model]:
+    for name, model in (("review_one_mart", one_mart), ("review_event_staging", event_staging)):
+        if model is None:
+            continue
         bench.review[name] = measure_review(bench, name, lambda m=model: bench.edit(m), state,
                                             restore)  # fmt: skip
         bench.measures[name].command += f" (after editing {model})"

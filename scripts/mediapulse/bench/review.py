@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -133,4 +134,4 @@ def measure_review(
         undo()
         _git(root, "reset", "-q", "--hard", "HEAD^1")
     bench.measures[name] = measure
-    return {step: sorted(values)[len(values) // 2] for step, values in seconds.items()}
+    return {step: statistics.median(values) for step, values in seconds.items()}

@@ -13,8 +13,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-# Where the SQL that sqlfluff lints lives (lint_sql.DEFAULT_PATHS)
-SQL_DIRS = ("models/", "tests/", "snapshots/", "macros/", "analyses/")
+# Where the project's SQL lives (what `lint-sql` lints by default)
+SQL_DIRS = ("models", "tests", "snapshots", "macros", "analyses")
 # What renders every model: a change here lints them all
 RENDERS_EVERY_MODEL = (
     "macros/", "dbt_project.yml", "packages.yml", "package-lock.yml", "profiles/",
@@ -55,7 +55,8 @@ def sql_to_lint(root: Path, base: str) -> tuple[list[str] | None, str]:
     reaching = [n for n in changed if n.startswith(RENDERS_EVERY_MODEL)]
     if reaching:
         return None, f"{reaching[0]} changed since {base}: it can change how every model renders"
-    sql = [n for n in changed if n.endswith(".sql") and n.startswith(SQL_DIRS)]
+    folders = tuple(f"{folder}/" for folder in SQL_DIRS)
+    sql = [n for n in changed if n.endswith(".sql") and n.startswith(folders)]
     if not sql:
         return [], f"no SQL changed since {base}"
     return sql, f"{len(sql)} file{'' if len(sql) == 1 else 's'} changed since {base}"

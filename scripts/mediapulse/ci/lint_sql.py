@@ -39,7 +39,7 @@ from pathlib import Path
 
 import duckdb
 
-from mediapulse.ci.changed import sql_to_lint
+from mediapulse.ci.changed import SQL_DIRS, sql_to_lint
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import WAREHOUSE_ENV, Project
 from mediapulse.data import generate
@@ -52,7 +52,7 @@ from mediapulse.engines.targets import resolve
 CONFIG_FILES = (".sqlfluff", ".sqlfluffignore")
 # Where the project's SQL lives. sqlfluff skips what .sqlfluffignore lists (macros, generic
 # tests: the dbt templater cannot render a macro on its own); line lengths are checked in all.
-DEFAULT_PATHS = ("models", "tests", "snapshots", "macros", "analyses")
+DEFAULT_PATHS = SQL_DIRS
 # the target `.sqlfluff` names for the dbt templater
 LINT_TARGET = DEV_TARGET
 FULL_REFRESH = "full refresh"
