@@ -47,7 +47,7 @@ ENGINES = $(shell PYTHONPATH=scripts $(PYTHON) -c 'import sys; \
 DEV_STAMP := $(VENV)/.installed-dev
 
 .DEFAULT_GOAL := help
-.PHONY: help venv provision deps data build test lint lint-pr lint-sql format clean lock unit-test bench \
+.PHONY: help venv provision deps data build test lint lint-pr lint-sql format clean lock unit-test unit-test-pr bench \
 	ci-nightly ci-refresh ci-pr ci-validate ci-deploy ci-rollback
 
 help: ## list the targets
@@ -104,6 +104,9 @@ test: provision $(DEV_STAMP) lint ## every test: lint, the Python tests, and dbt
 unit-test: $(DEV_STAMP) ## the Python tests that need no dbt run, their files side by side on every core (TEST_JOBS)
 	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile -m "not dbt" $(PYTEST_ARGS)
 
+unit-test-pr: $(DEV_STAMP) ## a pull request's unit tests: those its change (since BASE) reaches; all of them when it changed Python
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile -m "not dbt" --changed-from=$(BASE) $(PYTEST_ARGS)
+
 bench: venv ## performance report at SCALE (default 10M events, 90 days): bench/results.{json,md}
 	$(MP) bench --scale $(SCALE) --days $(DAYS) --runs $(RUNS)
 
@@ -120,7 +123,7 @@ ci-refresh: venv ## rehearse the hourly refresh: new raw rows into production, s
 
 ci-pr: venv ## rehearse the PR workflow: lint (what changed since BASE), unit tests, slim CI, data diff, evaluator, codegen check
 	$(MAKE) lint-pr
-	$(MAKE) unit-test
+	$(MAKE) unit-test-pr
 	$(MP) slim-ci --target $(CI_TARGET) --state $(STATE) --summary $(OUT)/slim-ci.md
 	$(MP) diff --target $(CI_TARGET) --summary $(OUT)/data-diff.md --json $(OUT)/data-diff.json
 	$(MP) evaluate --target $(CI_TARGET) --baseline $(STATE)/evaluator.json --json $(OUT)/evaluator.json --markdown $(OUT)/evaluator.md

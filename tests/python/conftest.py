@@ -25,6 +25,13 @@ from mediapulse.dbt.runner import run_dbt
 from mediapulse.develop import build
 from mediapulse.engines.targets import resolve
 
+from .support import reach
+from .support.reach import (  # noqa: F401
+    pytest_runtest_makereport,
+    pytest_runtest_protocol,
+    pytest_runtest_teardown,
+)
+
 REPO = Path(__file__).resolve().parents[2]
 _IGNORED = shutil.ignore_patterns(
     ".git", ".venv", "dbt_packages", "dbt_packages.*", "target", "logs", "warehouse",
@@ -66,7 +73,16 @@ def _weight(item: pytest.Item) -> int:
     return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    reach.addoption(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    reach.configure(config)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reach.deselect(config, items)
     items.sort(key=_weight)  # stable: the order inside each file is kept
     problem = packages_problem()
     if problem is None:
@@ -78,6 +94,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    reach.summary(config, terminalreporter.write_line)
     problem = packages_problem()
     if problem is not None:
         terminalreporter.write_line(
@@ -105,6 +122,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     PostgreSQL tests when no server binaries exist and the Spark tests without Java, except
     under MEDIAPULSE_REQUIRE_ALL_TESTS=1 (CI sets it), where every test must run.
     """
+    if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and session.config.getoption(reach.OPTION):
+        session.exitstatus = pytest.ExitCode.OK  # the change reaches no test: nothing to run
+        return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None or exitstatus != 0:
         return

@@ -7,7 +7,11 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 
+import pytest
+
 from .conftest import REPO
+
+pytestmark = pytest.mark.reads("scripts")
 
 PACKAGE = REPO / "scripts" / "mediapulse"
 MAX_LINES = 80

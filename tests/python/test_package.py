@@ -7,7 +7,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from .conftest import REPO
+
+pytestmark = pytest.mark.reads("scripts")
 
 PACKAGE = REPO / "scripts" / "mediapulse"
 TESTS = REPO / "tests" / "python"

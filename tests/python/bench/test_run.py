@@ -20,6 +20,8 @@ from mediapulse.monitoring import labelled
 
 from ..conftest import REPO
 
+pytestmark = pytest.mark.reads()
+
 # what a merger and a loader wait for: until production serves the release, until its state
 WAITS = {"merge_to_live_one_mart", "merge_to_live_one_mart_state", "load_to_live",
          "load_to_live_state"}  # fmt: skip

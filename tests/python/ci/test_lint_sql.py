@@ -209,9 +209,9 @@ def test_lint_sql_names_source_lines_over_the_limit(project_copy: Project) -> No
     assert "101 characters" in _finding(found.stdout, 2, "MP01")
 
 
-def _make(root: Path, target: str) -> subprocess.CompletedProcess[str]:
-    """`make <target>` in a project copy, with this session's virtualenv as its .venv (as a
-    CI runner with a warm cache has one, tests/python/support/gha.py)."""
+def _make(root: Path, target: str, *variables: str) -> subprocess.CompletedProcess[str]:
+    """`make <target> [NAME=value...]` in a project copy, with this session's virtualenv as its
+    .venv (as a CI runner with a warm cache has one, tests/python/support/gha.py)."""
     venv = root / ".venv"
     if not venv.exists():
         venv.mkdir()
@@ -220,7 +220,7 @@ def _make(root: Path, target: str) -> subprocess.CompletedProcess[str]:
             (venv / f".installed{part}").touch()  # newer than the copied lock files: no install
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIAPULSE_", "MAKE"))}
     return subprocess.run(
-        ["make", target], cwd=root, env=env, capture_output=True, text=True, timeout=900
+        ["make", target, *variables], cwd=root, env=env, capture_output=True, text=True, timeout=900
     )
 
 

@@ -22,6 +22,8 @@ from mediapulse.data.faults import FAULTS
 
 from ..conftest import REPO
 
+pytestmark = pytest.mark.reads()
+
 COMMANDS = ("deps", "generate", "build", "query")
 
 

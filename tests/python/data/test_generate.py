@@ -14,6 +14,8 @@ from mediapulse.data import generate, synthetic
 
 from ..conftest import REPO
 
+pytestmark = pytest.mark.reads("docs/raw-data.md")
+
 START = date(2026, 3, 1)
 SMALL = generate.Params(seed=11, users=400, days=8, events_per_user_day=12.0, start_date=START)
 TABLES = (

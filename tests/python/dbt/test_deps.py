@@ -162,6 +162,7 @@ def test_mirror_install_writes_packages_lock_and_marker(
     assert again.already_installed
 
 
+@pytest.mark.reads()
 def test_a_job_checks_installed_packages_without_loading_dbt(
     tmp_path: Path, fake_mirror: Path, offline: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

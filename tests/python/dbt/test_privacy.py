@@ -28,6 +28,8 @@ from mediapulse.core.project import Project
 from ..conftest import REPO, clone_built
 from ..support import netsandbox
 
+pytestmark = pytest.mark.reads(".github/workflows")
+
 BIN = Path(sys.executable).parent
 COLLECTOR = "fishtownanalytics.sinter-collect.com"
 # Variables a user may have set that switch dbt's tracking on or off: the tests choose.

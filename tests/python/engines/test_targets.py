@@ -24,6 +24,8 @@ from mediapulse.engines.targets import resolve
 
 from ..conftest import REPO, copy_project
 
+pytestmark = pytest.mark.reads("*")
+
 PACKAGE = REPO / "scripts" / "mediapulse"
 # What deciding by engine or target name looks like: the profile's type compared with a
 # literal, the type read from Project, a target named in Python.

@@ -194,6 +194,7 @@ def test_different_types_stay_different(declared: str, actual: str) -> None:
     assert normalise_type(declared) != normalise_type(actual)
 
 
+@pytest.mark.reads("docs/test-severity.md")
 def test_severity_follows_the_written_policy() -> None:
     policy = load_source_change_policy(REPO / "docs" / "test-severity.md")
     assert set(policy) == set(CHANGES)
@@ -222,6 +223,7 @@ def test_errors_stop_with_every_error_line_and_warnings_are_printed(
 # -- the declared sources ----------------------------------------------------------------------
 
 
+@pytest.mark.reads("models")
 def test_every_source_column_declares_its_type() -> None:
     tables = declared_sources(Project.discover(REPO))
     assert {f"{t.schema}.{t.identifier}" for t in tables} == {
@@ -250,6 +252,7 @@ def raw_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     return project
 
 
+@pytest.mark.reads("*")
 def test_the_declared_types_are_the_demo_data_on_duckdb(raw_project: Project) -> None:
     result = check(resolve(raw_project, "dev"))
     assert result.changes == [], [c.line() for c in result.changes]
@@ -281,6 +284,7 @@ def postgres() -> Iterator[pgserver.PgServer]:
 
 
 @pytest.mark.postgres
+@pytest.mark.reads("*")
 def test_the_declared_types_are_the_demo_data_on_postgres(
     raw_project: Project, postgres: pgserver.PgServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -47,6 +47,7 @@ def test_a_wrong_setting_is_one_line_naming_model_key_and_allowed_values(
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.reads("*")
 def test_the_projects_yaml_is_checked(tmp_path: Path) -> None:
     project: Project = copy_project(tmp_path / "project")
     settings = tuning.check(project)

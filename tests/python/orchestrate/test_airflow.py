@@ -368,6 +368,7 @@ def test_a_clean_run_publishes_the_nightlys_marts_and_sends_nothing_off_the_mach
     assert warehouse_release_id(project.warehouse_dir / "prod.duckdb") == live
 
 
+@pytest.mark.reads("orchestrators")
 def test_the_sandbox_sees_cosmos_telemetry_and_the_dag_files_switch_stops_it(
     tmp_path: Path,
 ) -> None:

@@ -350,6 +350,7 @@ def _dagster_execute(project: Project, env: dict[str, str]) -> subprocess.Comple
     )  # fmt: skip
 
 
+@pytest.mark.reads("*")
 def test_what_is_missing_is_named_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,6 +32,8 @@ from mediapulse.engines.targets import resolve
 from ..cli.test_main import _one_line_error, run_cli
 from ..conftest import REPO, manifest_models, relation_of
 
+pytestmark = pytest.mark.reads("models")
+
 SOURCES = REPO / "models" / "staging" / "accounts" / "_accounts__sources.yml"
 HASHES = frozenset({"email_hash"})
 

@@ -43,6 +43,8 @@ from mediapulse.release.state import Stamp
 from ..support.releases import fake_release as _release
 from ..support.releases import two_releases
 
+pytestmark = pytest.mark.reads()
+
 
 def _digest(root: Path) -> dict[str, str]:
     return {

@@ -17,6 +17,8 @@ from mediapulse.security import personal
 from ..cli.test_main import _one_line_error, run_cli
 from ..conftest import REPO, copy_project
 
+pytestmark = pytest.mark.reads("*")
+
 
 def test_the_sources_yaml_decides_what_is_personal() -> None:
     tables = {t.name: t for t in personal.personal_tables(Project.discover(REPO))}

@@ -21,6 +21,8 @@ from mediapulse.security import guard, sealing
 from ..cli.test_main import _one_line_error, run_cli
 from ..conftest import REPO
 
+pytestmark = pytest.mark.reads(".github/workflows")
+
 KEY = "c0ffee" * 10 + "beef"
 SMALL = generate.Params(seed=3, users=40, days=2, events_per_user_day=2.0)
 

@@ -5,8 +5,9 @@ somewhere in a real browser (tests/python/support/browser.py), served over HTTP 
 as a static host would serve it. And the README stays short: it names the two commands and points
 into the site.
 
-The site is built in a throwaway copy of the checkout with the build script `make docs` runs
-(tools/docs_site.py), so the test writes nothing into the working tree.
+The site is built in a throwaway copy of what it is made of (the pages, the configuration, the
+build script `make docs` runs: tools/docs_site.py), so the test writes nothing into the working
+tree, and a pull request that changes none of them does not run it.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ from urllib.parse import unquote, urldefrag, urlparse
 import pathspec
 import pytest
 
-from ..conftest import REPO, copy_project
+from ..conftest import REPO
 from ..support.browser import open_page
+
+# what the site is made of (tools/docs_site.py's SITE_INPUTS besides: code, reaching every test)
+pytestmark = pytest.mark.reads("docs", "mkdocs.yml")
 
 BUILD = Path("tools") / "docs_site.py"
 MEDIAPULSE = Path(sys.executable).parent / "mediapulse"
@@ -47,7 +51,7 @@ def _build(root: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = copy_project(tmp_path_factory.mktemp("docs") / "project").root
+    root = _docs_only(tmp_path_factory.mktemp("docs"))
     result = _build(root)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (root / "site" / "index.html").is_file(), "the site lands in site/"
@@ -268,6 +272,7 @@ def test_a_page_missing_from_the_nav_fails_the_build(tmp_path: Path) -> None:
     assert "stray.md" in result.stdout + result.stderr
 
 
+@pytest.mark.reads("Makefile", ".gitignore")
 def test_make_docs_and_make_lint_run_the_strict_build() -> None:
     makefile = (REPO / "Makefile").read_text()
     recipe = re.search(r"^docs:.*\n((?:\t.*\n)+)", makefile, flags=re.MULTILINE)
@@ -278,6 +283,7 @@ def test_make_docs_and_make_lint_run_the_strict_build() -> None:
     assert re.search(r"^site/$", (REPO / ".gitignore").read_text(), flags=re.MULTILINE)
 
 
+@pytest.mark.reads("*")  # every file the README links to
 def test_the_readme_is_short_names_the_two_commands_and_links_into_the_site() -> None:
     """.ci/run and CI run the test command the README names: `make test`."""
     readme = (REPO / "README.md").read_text()
@@ -300,6 +306,7 @@ REPOSITORY_PATH = re.compile(
 )
 
 
+@pytest.mark.reads("*")  # every path the pages name
 def test_every_repository_path_the_docs_name_exists() -> None:
     """When a module or test file moves, the pages that name it must follow."""
     pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]

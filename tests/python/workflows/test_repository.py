@@ -12,8 +12,11 @@ import subprocess
 from pathlib import Path
 
 import pathspec
+import pytest
 
 from ..conftest import REPO
+
+pytestmark = pytest.mark.reads("*")
 
 # Anything larger is a build product, a data set or a download, not source: it belongs in a
 # package index, an artifact store or a generator, and every clone would pay for it forever.

@@ -20,6 +20,8 @@ from mediapulse.cli.main import parse
 
 from ..conftest import REPO
 
+pytestmark = pytest.mark.reads(".github", "Makefile")
+
 WORKFLOWS = REPO / ".github" / "workflows"
 BIN = Path(sys.executable).parent
 REHEARSAL = {
