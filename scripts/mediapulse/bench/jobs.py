@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mediapulse.bench.measures import Measure, Sample
-from mediapulse.bench.orchestrators import CLI_NIGHTLY, measure_orchestrated_nightlies
+from mediapulse.bench.orchestrators import CLI_NIGHTLY, orchestrated_nightlies, run_orchestrated
 from mediapulse.bench.review import measure_review
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.dbt import artifacts
@@ -67,18 +67,23 @@ def _streamed(argv: list[str], env: dict[str, str]) -> tuple[int, str, float, fl
 
 def run_job(
     bench: Bench, name: str, argv: list[str], results: Path, before: Callable[[], None],
-    live_as: str | None = None,
+    live_as: str | None = None, runs: int | None = None,
 ) -> Measure:  # fmt: skip
-    """``mediapulse <argv>`` ``bench.runs`` times, each after ``before``; exec is the dbt time
-    recorded in ``results`` (the run_results.json the job leaves). ``live_as``: also measure,
-    under that name, the wait until production served the release, and ``<live_as>_state``
-    until its state was published."""
+    """``mediapulse <argv>`` ``runs`` times (default ``bench.runs``), each after ``before``,
+    adding to the measure ``name`` if it has samples; exec is the dbt time recorded in
+    ``results`` (the run_results.json the job leaves). ``live_as``: also measure, under that
+    name, the wait until production served the release, and ``<live_as>_state`` until its state
+    was published."""
     shown = " ".join(argv).replace(str(bench.work), "<work-dir>")
-    measure = Measure(name, f"mediapulse {shown}")
-    live = Measure(str(live_as), f"mediapulse {shown}: until production serves the release")
-    state = Measure(f"{live_as}_state", f"mediapulse {shown}: until its state is published")
+    measure = bench.measures.get(name) or Measure(name, f"mediapulse {shown}")
+    live = bench.measures.get(str(live_as)) or Measure(
+        str(live_as), f"mediapulse {shown}: until production serves the release"
+    )
+    state = bench.measures.get(f"{live_as}_state") or Measure(
+        f"{live_as}_state", f"mediapulse {shown}: until its state is published"
+    )
     env = {**os.environ, **bench.env}
-    for _ in range(bench.runs):
+    for _ in range(bench.runs if runs is None else runs):
         before()
         results.unlink(missing_ok=True)
         code, out, wall, live_at = _streamed(
@@ -115,15 +120,7 @@ def measure_jobs(bench: Bench, one_mart: str, event_staging: str | None) -> None
     """nightly, refresh of the appended day, deploy of a one-mart change, slim CI of it; the
     PR workflow's checks (time to review) of that change and of one to ``event_staging``."""
     state = bench.work / "jobs-state"
-    clean_production = measure_nightly_job(bench, state)
-    # the same nightly from Airflow and Dagster, then production back as the CLI left it
-    saved = bench.work / CLI_NIGHTLY
-    bench.save(CLI_NIGHTLY, "prod.duckdb")
-    shutil.copytree(state, saved / "state")
-    measure_orchestrated_nightlies(bench, state, clean_production, bench.built_tables())
-    shutil.copy2(saved / "prod.duckdb", bench.file("prod.duckdb"))
-    shutil.rmtree(state)
-    shutil.copytree(saved / "state", state)
+    measure_nightlies(bench, state)
     live = bench.work / "jobs-live"  # production as the nightly left it: each job starts there
     shutil.rmtree(live, ignore_errors=True)
     live.mkdir()
@@ -147,9 +144,10 @@ def measure_jobs(bench: Bench, one_mart: str, event_staging: str | None) -> None
         bench.measures[name].command += f" (after editing {model})"
 
 
-def measure_nightly_job(bench: Bench, state: Path) -> Callable[[], None]:
-    """The nightly on an empty production, from the data as generated (`raw_before`); returns
-    what empties production again."""
+def measure_nightlies(bench: Bench, state: Path) -> None:
+    """The nightly on an empty production, from the data as generated (`raw_before`): the
+    CLI's, and the same from Airflow and Dagster, taking turns sample by sample; production
+    and its state are left as the CLI's last nightly published them."""
 
     def clean_production() -> None:
         bench.restore("raw_before")()
@@ -161,8 +159,21 @@ def measure_nightly_job(bench: Bench, state: Path) -> Callable[[], None]:
         history.duckdb_path(resolve(bench.project, PRODUCTION)).unlink(missing_ok=True)
 
     nightly = ["nightly", "--target", PRODUCTION, "--artifacts", str(state)]
-    run_job(bench, "job_nightly", nightly, state / "run_results.json", clean_production)
-    return clean_production
+    saved = bench.work / CLI_NIGHTLY
+    for turn in range(bench.runs):
+        run_job(bench, "job_nightly", nightly, state / "run_results.json", clean_production,
+                runs=1)  # fmt: skip
+        if turn == 0:  # set up after the CLI's first sample, which keeps the report's order
+            orchestrated = orchestrated_nightlies(bench, state)
+        bench.save(CLI_NIGHTLY, "prod.duckdb")  # the CLI's production, and its state
+        shutil.rmtree(saved / "state", ignore_errors=True)
+        shutil.copytree(state, saved / "state")
+        tables = bench.built_tables() if turn == bench.runs - 1 else None
+        for job in orchestrated:
+            run_orchestrated(bench, job, state, clean_production, tables)
+    shutil.copy2(saved / "prod.duckdb", bench.file("prod.duckdb"))
+    shutil.rmtree(state)
+    shutil.copytree(saved / "state", state)
 
 
 def _live_release(bench: Bench, state: Path, live: Path, raw: str) -> Callable[[], None]:

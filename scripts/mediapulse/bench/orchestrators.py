@@ -1,7 +1,9 @@
 """The nightly as the orchestrators run it, beside `mediapulse nightly`: the Airflow DAG
 (`airflow dags test`, Cosmos's task group) and the Dagster job (`dagster job execute`), whole
 commands from a fresh process, each from the same empty production the CLI's nightly started
-from, and each checked to publish the marts the CLI's nightly published.
+from, and each checked to publish the marts the CLI's nightly published. Their samples take
+turns with the CLI's (bench/jobs.py), so that a machine growing slower or faster during the
+benchmark favours none of the three.
 
 Not timed: each orchestrator's one-off set-up (Airflow's metadata database, `airflow db
 migrate`), which a real deployment does once.
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,29 +88,52 @@ def _run(argv: list[str], env: dict[str, str], what: str) -> float:
     return wall
 
 
-def measure_orchestrated_nightlies(
-    bench: Bench, state: Path, clean_production: Callable[[], None], tables: list[str]
-) -> None:
-    """Each orchestrator's nightly, ``bench.runs`` times from an empty production; checked:
-    a release went live and holds the CLI nightly's marts."""
+@dataclass
+class Orchestrated:
+    """An orchestrator's nightly, ready to run: its command, environment and measure."""
+
+    argv: list[str]
+    env: dict[str, str]
+    label: str
+    measure: Measure
+
+    @property
+    def shown(self) -> str:
+        return " ".join(Path(self.argv[0]).name if i == 0 else a for i, a in enumerate(self.argv))
+
+
+def orchestrated_nightlies(bench: Bench, state: Path) -> list[Orchestrated]:
+    """The Airflow and the Dagster nightly, set up (not timed) and measured under
+    ``job_nightly_airflow`` and ``job_nightly_dagster``."""
+    found = []
     for name, make, label in (
         ("job_nightly_airflow", airflow_command, "Airflow + Cosmos"),
         ("job_nightly_dagster", dagster_command, "Dagster + dagster-dbt"),
     ):
         argv, env = make(bench, state)
-        shown = " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv))
-        measure = Measure(name, f"{shown} ({label})".replace(str(bench.work), "<work-dir>"))
-        for _ in range(bench.runs):
-            clean_production()
-            wall = _run(argv, env, shown)
-            release = state / "release.json"
-            if not release.is_file():
-                raise MediaPulseError(f"benchmark step `{shown}` published no release")
-            measure.samples.append(Sample(wall, None, 0.0))
-            print(f"  {name}: {wall:.1f} s wall, release "
-                  f"{json.loads(release.read_text())['release_id']}")  # fmt: skip
-        bench.measures[name] = measure
-        bench.compare(f"{label} nightly == mediapulse nightly",
+        job = Orchestrated(argv, env, label, Measure(name, ""))
+        job.measure.command = f"{job.shown} ({label})".replace(str(bench.work), "<work-dir>")
+        bench.measures[name] = job.measure
+        found.append(job)
+    return found
+
+
+def run_orchestrated(
+    bench: Bench, job: Orchestrated, state: Path, clean_production: Callable[[], None],
+    tables: list[str] | None = None,
+) -> None:  # fmt: skip
+    """One sample of ``job`` from an empty production; checked: a release went live, and when
+    ``tables`` are given, production holds the CLI nightly's (saved in CLI_NIGHTLY) rows."""
+    clean_production()
+    wall = _run(job.argv, job.env, job.shown)
+    release = state / "release.json"
+    if not release.is_file():
+        raise MediaPulseError(f"benchmark step `{job.shown}` published no release")
+    job.measure.samples.append(Sample(wall, None, 0.0))
+    print(f"  {job.measure.name}: {wall:.1f} s wall, release "
+          f"{json.loads(release.read_text())['release_id']}")  # fmt: skip
+    if tables:
+        bench.compare(f"{job.label} nightly == mediapulse nightly",
                       [(f"orchestrated.{t}", f"cli.{t}") for t in tables],
                       {"orchestrated": bench.file("prod.duckdb"),
                        "cli": bench.work / CLI_NIGHTLY / "prod.duckdb"})  # fmt: skip

@@ -312,3 +312,54 @@ def test_scales_are_compared_only_on_the_same_host_and_day() -> None:
                                 "peak_gib": 1.0}}  # fmt: skip
     table = bench.render_scaling(report_rows)
     assert "| 2026-12-06 | bench-1: AMD EPYC, 2 cores, 23.5 GiB |" in table
+
+
+def test_the_nightlies_take_turns_so_a_drifting_machine_favours_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI's, Airflow's and Dagster's nightlies are measured one sample each in turn (CLI,
+    Airflow, Dagster, CLI, ...), not each three times in a row: the machine's speed drifts
+    over a benchmark (three Airflow samples in a row rose 54.7 / 60.4 / 63.6 s one night), and
+    the one measured first would gain. Their marts are compared on the last turn, and
+    production is left as the CLI's last nightly published it."""
+    from mediapulse.bench import jobs, orchestrators
+
+    calls: list[str] = []
+    state = tmp_path / "state"
+
+    def cli(bench_: object, name: str, *args: object, **kwargs: object) -> None:
+        calls.append("cli")
+        state.mkdir(exist_ok=True)
+        (state / "release.json").write_text(json.dumps({"release_id": f"cli-{len(calls)}"}))
+        (tmp_path / "prod.duckdb").write_text(f"cli {len(calls)}")
+
+    def orchestrated(bench_: object, job: orchestrators.Orchestrated, state_: Path,
+                     clean: object, tables: list[str] | None = None) -> None:  # fmt: skip
+        calls.append(f"{job.label}{' compared' if tables else ''}")
+        (tmp_path / "prod.duckdb").write_text(job.label)
+
+    class Bench:
+        runs, work, measures = 3, tmp_path / "work", {}
+
+        def file(self, name: str) -> Path:
+            return tmp_path / name
+
+        def save(self, name: str, *files: str) -> None:
+            (self.work / name).mkdir(parents=True, exist_ok=True)
+            for file in files:
+                (self.work / name / file).write_text(self.file(file).read_text())
+
+        def built_tables(self) -> list[str]:
+            return ["marts.fct"]
+
+    monkeypatch.setattr(jobs, "run_job", cli)
+    monkeypatch.setattr(jobs, "run_orchestrated", orchestrated)
+    monkeypatch.setattr(jobs, "orchestrated_nightlies", lambda bench_, state_: [
+        orchestrators.Orchestrated([], {}, label, orchestrators.Measure(label, ""))
+        for label in ("airflow", "dagster")])  # fmt: skip
+    jobs.measure_nightlies(Bench(), state)  # type: ignore[arg-type]
+
+    assert calls == ["cli", "airflow", "dagster"] * 2 + [
+        "cli", "airflow compared", "dagster compared"]  # fmt: skip
+    assert (tmp_path / "prod.duckdb").read_text() == "cli 7"  # the CLI's last nightly's
+    assert json.loads((state / "release.json").read_text())["release_id"] == "cli-7"
