@@ -1,6 +1,6 @@
 """Which tests a change reaches, and a check that every test says what it reads.
 
-`pytest --changed-from BASE` (the pull request's `make unit-test-pr`) runs only the tests a
+`pytest --changed-from=BASE` (the pull request's `make unit-test-pr`) runs only the tests a
 change since BASE can reach: all of them when Python code, or what installs it, changed;
 otherwise those that read a changed file, as their ``reads`` marker declares
 (``@pytest.mark.reads("models", "docs/index.md")``: files or folders of the checkout; ``"*"``
