@@ -155,8 +155,9 @@ def deselect(config: pytest.Config, items: list[pytest.Item]) -> None:
         changed = changed_files(REPO, base, deleted=True)
     except UnknownBase:
         return  # every test: never fewer than the change reaches
-    kept = [i for i in items if reaching(changed, declared(i) or ()) is not None]
-    gone = [i for i in items if reaching(changed, declared(i) or ()) is None]
+    reached = {id(i): reaching(changed, declared(i) or ()) is not None for i in items}
+    kept = [i for i in items if reached[id(i)]]
+    gone = [i for i in items if not reached[id(i)]]
     if gone:
         config.hook.pytest_deselected(items=gone)
         items[:] = kept
