@@ -47,6 +47,11 @@ MONTHLY_LOOKBACK_DAYS = 200  # monthly: the month starts of about six months
 MONTH_START_DAYS = 7
 MIN_MONTH_STARTS = 2  # monthly: earlier month starts needed to judge one
 MIN_WEEK = 7  # weekly: a full week of earlier values before judging
+# an open anomaly goes on with a value on its side within a quarter of its level (a lift of
+# 1.19 against 1.39) that still scores half the threshold: a shift's quiet day is not its end
+SAME_LEVEL = 1.25
+HOLD = 0.5
+GAP = 1  # quiet runs (a spread or more on its side) an open anomaly survives inside it
 SHIFT_LIMIT = 2.0  # a level shift is accepted only within half to double the old level
 MIN_BASELINE = 5  # fewer earlier values: not judged (a new series has no normal yet)
 THRESHOLD = 3.5  # robust z-score beyond which a value is anomalous (``sensitivity``)
@@ -178,6 +183,7 @@ class Point:
     at: datetime | None = None  # when its run started
     status: str | None = None
     score: float | None = None
+    median: float | None = None  # the normal it was judged against (its weekday's, if weekly)
 
 
 def judge_latest(history: Iterable[Point], value: float, metric: Metric) -> Verdict:
@@ -203,44 +209,74 @@ def judge_series(
                 value, None, points, metric, replace(settings, seasonality="none")
             )
         verdicts.append(verdict)
-        points.append(Point(run_id, value, verdict.is_anomaly, None, verdict.status, verdict.score))
+        points.append(Point(run_id, value, verdict.is_anomaly, None, verdict.status,
+                            verdict.score, verdict.median))  # fmt: skip
     return verdicts
 
 
 # -- the calendar and level shifts ------------------------------------------------------------
 
 
-def _rescaled(history: Sequence[Point]) -> list[Point]:
-    """The normal points, in order, with every level shift accepted so far applied: the points
-    before it scaled to the new level, the shift's own run of points taken as normal."""
+def _rescaled(history: Sequence[Point]) -> tuple[list[Point], list[Point]]:
+    """(the normal points, in order, with every level shift accepted so far applied: the points
+    before it scaled to the new level, the shift's own run of points taken as normal; the
+    anomalies of the incident the series ends with, in one direction). An incident survives
+    ``GAP`` quiet runs on its side between two of its anomalies at its level (a +30 % launch
+    whose third day read 1.10 against its first two days' 1.33, on a noisy weekday's normal)."""
     normal: list[Point] = []
     pending: list[Point] = []  # the run of anomalies in one direction before this point
+    bridged: list[str] = []  # the quiet runs inside it: at its level already, not re-scaled
+    quiet = 0  # quiet runs since its last anomaly
     for point in history:
         if point.status == "accepted":
             block = [*pending, point]
-            before = [p.value for p in normal[-WINDOW:]]
-            old = statistics.median(before) if before else 0.0
-            ratio = statistics.median(p.value for p in block) / old if old else 1.0
-            normal = [replace(p, value=p.value * ratio) for p in normal]
+            ratio = _lift(block)
+            if ratio is None:
+                before = [p.value for p in normal[-WINDOW:]]
+                old = statistics.median(before) if before else 0.0
+                ratio = statistics.median(p.value for p in block) / old if old else 1.0
+            normal = [p if p.run_id in bridged else replace(p, value=p.value * ratio)
+                      for p in normal]  # fmt: skip
             normal += [replace(p, is_anomaly=False) for p in block]
-            pending = []
+            pending, bridged, quiet = [], [], 0
         elif point.is_anomaly:
             same_way = pending and (pending[-1].score or 0) * (point.score or 0) > 0
-            pending = [*pending, point] if same_way else [point]
+            ratio = _against_run(point.value, point.median, pending) if quiet else 1.0
+            if same_way and ratio is not None and abs(math.log(ratio)) <= math.log(SAME_LEVEL):
+                pending = [*pending, point]
+            else:
+                pending, bridged = [point], []
+            quiet = 0
         else:
             normal.append(point)
-            pending = []
-    return normal
+            # a spread or more off the normal on its side: not a day back at the old level
+            on_its_side = pending and (pending[-1].score or 0) * (point.score or 0) > 0
+            if on_its_side and abs(point.score or 0) >= 1.0 and quiet < GAP:
+                bridged.append(point.run_id)
+                quiet += 1
+            else:
+                pending, bridged, quiet = [], [], 0
+    return normal, pending
 
 
-def _open_run(history: Sequence[Point]) -> list[Point]:
-    """The anomalies in one direction the series ends with (an incident still going on)."""
-    run: list[Point] = []
-    for point in reversed(history):
-        if not point.is_anomaly or (run and (run[-1].score or 0) * (point.score or 0) <= 0):
-            break
-        run.append(point)
-    return list(reversed(run))
+def _lift(points: Sequence[Point]) -> float | None:
+    """The points' level as a share of their normal (the median of value / the median each
+    was judged against), or None where one was not judged: under a weekly calendar a shift's
+    Saturday and Monday differ by a quarter in rows, not in lift."""
+    if not points or any(not p.median or p.median <= 0 for p in points):
+        return None
+    return statistics.median(p.value / (p.median or 1.0) for p in points)
+
+
+def _against_run(value: float, median: float | None, run: list[Point]) -> float | None:
+    """``value`` (judged against ``median``) over the open run's level: both as lifts over
+    their own normal where the run has them, else both in rows; None for a zero."""
+    lift = _lift(run)
+    if lift is not None and median:
+        value, level = value / median, lift
+    else:
+        level = statistics.median(p.value for p in run) if run else 0.0
+    return value / level if value > 0 and level > 0 else None
 
 
 def _monthly_day(at: datetime | None, settings: Settings) -> int | None:
@@ -304,28 +340,32 @@ def judge_point(
     """``value``, measured by a run that started ``at``, against the series' earlier points
     (in run order, with their verdicts): the calendar, the minimum effect, level shifts.
     ``marked``: someone marked the series' current anomaly an incident (never accepted)."""
-    normal = _rescaled(history)
+    normal, run = _rescaled(history)
     values, residuals, short = _seasonal_baseline(at, normal, metric, settings)
     if short is not None:
         return _too_short(value, len(values), short)
     median = statistics.median(values)
     mad = statistics.median(abs(r) for r in residuals)
     verdict = _verdict(value, len(values), median, mad, metric, settings)
-    run = _open_run(history)
-    if not verdict.is_anomaly and not _at_level(verdict, run):
+    if not verdict.is_anomaly and not _at_level(verdict, run, settings):
         return verdict
     return _continued(verdict, run, settings, marked)
 
 
-def _at_level(verdict: Verdict, run: list[Point]) -> bool:
-    """A value under the threshold that is still at an open anomaly's level, on its side of
-    the normal: the shift goes on (a +30 % shift on a quiet weekday scored 3.4, which ended
-    the run and made the next day a second alert)."""
-    if not run or verdict.median is None or verdict.value <= 0:
+def _at_level(verdict: Verdict, run: list[Point], settings: Settings) -> bool:
+    """A value under the threshold that still belongs to an open anomaly, on its side of the
+    normal: at the run's level, or within a quarter of it and still scoring ``HOLD`` of the
+    threshold (a +30 % shift on a quiet weekday scored 3.4, and on another calendar a day of it
+    2.75 at a lift of 1.19 against the run's 1.39: each ended the run, and the next day was a
+    second alert)."""
+    if not run or verdict.median is None:
         return False
-    level = statistics.median(p.value for p in run)
+    ratio = _against_run(verdict.value, verdict.median, run)
     same_side = (verdict.value - verdict.median) * (run[-1].score or 0) > 0
-    return level > 0 and same_side and abs(math.log(verdict.value / level)) <= math.log(1.1)
+    if ratio is None or not same_side:
+        return False
+    holds = abs(verdict.score or 0) >= HOLD * settings.sensitivity
+    return abs(math.log(ratio)) <= math.log(1.1 if not holds else SAME_LEVEL)
 
 
 def _continued(verdict: Verdict, run: list[Point], settings: Settings, marked: bool) -> Verdict:
@@ -333,8 +373,8 @@ def _continued(verdict: Verdict, run: list[Point], settings: Settings, marked: b
     (``persisting``), or the new normal once it has lasted ``accept_shift_after`` runs."""
     if not run or (run[-1].score or 0) * (verdict.score or 0) <= 0:
         return verdict
-    level = statistics.median(p.value for p in run)
-    if level <= 0 or abs(math.log(max(verdict.value, 1e-9) / level)) > math.log(1.25):
+    ratio = _against_run(verdict.value, verdict.median, run)
+    if ratio is None or abs(math.log(ratio)) > math.log(SAME_LEVEL):
         return verdict  # another level: another incident (or, under the threshold, normal)
     old = verdict.median or 0.0
     acceptable = (

@@ -556,7 +556,8 @@ def _series(
     """Every series' earlier points of the same job, oldest first, with their verdicts."""
     cursor.execute(
         f"""
-        select metric, unique_id, run_id, value, is_anomaly, started_at, status, score
+        select metric, unique_id, run_id, value, is_anomaly, started_at, status, score,
+            baseline_median
         from (
             select judged.*, earlier.started_at, row_number() over (
                 partition by judged.metric, judged.unique_id order by earlier.started_at desc
@@ -572,9 +573,9 @@ def _series(
         [job, started, run_id],
     )
     series: dict[tuple[str, str], list[anomalies.Point]] = {}
-    for metric, uid, run, value, flagged, at, status, score in cursor.fetchall():
+    for metric, uid, run, value, flagged, at, status, score, median in cursor.fetchall():
         series.setdefault((metric, uid), []).append(
-            anomalies.Point(run, float(value), bool(flagged), at, status, score)
+            anomalies.Point(run, float(value), bool(flagged), at, status, score, median)
         )
     return series
 

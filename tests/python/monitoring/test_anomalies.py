@@ -142,3 +142,59 @@ def test_a_shift_day_just_under_the_threshold_does_not_end_it_nor_make_a_second_
     back = judge_series([*normal, ("s0", 1300.0), ("b", 1010.0), ("s2", 1300.0)], ROWS_ADDED,
                         Settings())  # fmt: skip
     assert [v.status for v in back[10:]] == ["anomaly", "normal", "anomaly"]
+
+
+def test_a_shift_day_well_below_the_shifts_level_but_above_half_the_threshold_continues_it() -> (
+    None
+):
+    # the labelled history's launch on another calendar: lifts of 1.43 and 1.36, then a day at
+    # 1.19 that scored 2.75; it ended the run (normal) and the next day was a second alert
+    normal = [1000.0, 930.0, 1070.0, 960.0, 1040.0, 1000.0, 950.0, 1050.0, 990.0, 1010.0]
+    shift = [1430.0, 1360.0, 1190.0, 1300.0, 1350.0]
+    verdicts = judge_series([(f"r{i}", v) for i, v in enumerate(normal + shift)], ROWS_ADDED,
+                            Settings())  # fmt: skip
+    assert 1.75 < (verdicts[12].score or 0) < 3.5
+    assert [v.status for v in verdicts[10:]] == [
+        "anomaly", "persisting", "accepted", "normal", "normal",
+    ]  # fmt: skip
+    # a quiet day (1.10 against the run's 1.43) between two at its level: the same incident
+    dip = [1430.0, 1360.0, 1100.0, 1300.0, 1350.0, 1400.0]
+    verdicts = judge_series([(f"r{i}", v) for i, v in enumerate(normal + dip)], ROWS_ADDED,
+                            Settings())  # fmt: skip
+    assert [v.status for v in verdicts[10:]] == [
+        "anomaly", "persisting", "normal", "accepted", "normal", "normal",
+    ]  # fmt: skip
+    # but a day back at the old level, or two quiet days, end it: the next is a new alert
+    for quiet in ([1020.0], [1100.0, 1100.0]):
+        verdicts = judge_series([(f"r{i}", v) for i, v in enumerate([*normal, 1430.0, 1360.0,
+                                 *quiet, 1300.0])], ROWS_ADDED, Settings())  # fmt: skip
+        assert verdicts[-1].status == "anomaly", quiet
+
+
+# a week of a streaming service: viewers by weekday, Monday first (the labelled history's)
+WEEKDAY_SHARE = (0.74, 0.72, 0.74, 0.78, 0.88, 1.0, 0.96)
+
+
+def _record(values: list[float], start: datetime) -> list[Point]:
+    """Each value judged against the points before it, with its run's time, as the run
+    history records them night by night."""
+    points: list[Point] = []
+    for i, value in enumerate(values):
+        at = start + timedelta(days=i)
+        v = judge_point(value, at, points, ROWS_ADDED, Settings())
+        points.append(Point(f"r{i}", value, v.is_anomaly, at, v.status, v.score, v.median))
+    return points
+
+
+def test_a_level_shift_on_a_weekly_calendar_is_accepted_whatever_weekday_it_starts() -> None:
+    # a +30 % launch that starts on a Friday: its Monday, at 0.74 x 1.3 of a Saturday's level,
+    # is a quarter below the shift's first days, so it read as the end of the shift (normal),
+    # and Tuesday as a second alert; the level is the value against its weekday's normal
+    for first in range(7):
+        start = MONDAY - timedelta(days=35 + first)
+        share = [WEEKDAY_SHARE[(start + timedelta(days=i)).weekday()] for i in range(35 + 14)]
+        days = [30_000 * s * (1 + 0.01 * (i % 3 - 1)) for i, s in enumerate(share)]
+        days[35:] = [v * 1.3 for v in days[35:]]
+        statuses = [p.status for p in _record(days, start)[35:]]
+        assert statuses[:3] == ["anomaly", "persisting", "accepted"], (first, statuses)
+        assert set(statuses[3:]) == {"normal"}, (first, statuses)
