@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
 
+from mediapulse.ci.changed import covers
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.data import generate
@@ -144,21 +145,31 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
 
 
-def copy_project(destination: Path) -> Project:
-    """A throwaway copy of the checkout: tracked and new files, no build products or data."""
+def copy_project(destination: Path, only: Sequence[str] | None = None) -> Project:
+    """A throwaway copy of the checkout: tracked and new files, no build products or data;
+    ``only`` those files and folders (what the test's ``reads`` marker declares, so that a
+    change to anything else does not reach it)."""
     try:
         listed = subprocess.run(
             ["git", "ls-files", "-co", "--exclude-standard", "-z"],
             cwd=REPO, check=True, capture_output=True, text=True,
         ).stdout.split("\0")  # fmt: skip
         for name in filter(None, listed):
+            if only is not None and not covers(tuple(only), name):
+                continue
             source = REPO / name
             if source.is_file():
                 target = destination / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
     except (OSError, subprocess.CalledProcessError):
-        shutil.copytree(REPO, destination, ignore=_IGNORED, dirs_exist_ok=True)
+        for name in [""] if only is None else only:  # not a git checkout
+            source, target = REPO / name, destination / name
+            if source.is_dir():
+                shutil.copytree(source, target, ignore=_IGNORED, dirs_exist_ok=True)
+            elif source.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
     return Project.discover(destination, destination / "warehouse")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from mediapulse.ci.changed import RUNS_EVERY_TEST
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.engines.base import Capability
@@ -24,7 +25,9 @@ from mediapulse.engines.targets import resolve
 
 from ..conftest import REPO, copy_project
 
-pytestmark = pytest.mark.reads("*")
+# the profile and the project's configuration, in the checkout and in the copies (not the
+# models: a change to one does not reach these tests)
+pytestmark = pytest.mark.reads(*RUNS_EVERY_TEST)
 
 PACKAGE = REPO / "scripts" / "mediapulse"
 # What deciding by engine or target name looks like: the profile's type compared with a
@@ -40,6 +43,7 @@ DECIDING = [
 ]
 
 
+@pytest.mark.reads("scripts/mediapulse")
 def test_no_module_outside_engines_decides_by_engine_or_target_name() -> None:
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -103,7 +107,7 @@ def test_what_an_engine_cannot_do_is_one_line_naming_target_engine_and_what_to_u
 
 
 def test_an_unknown_target_or_engine_is_one_line(tmp_path: Path) -> None:
-    project = copy_project(tmp_path)
+    project = copy_project(tmp_path, only=RUNS_EVERY_TEST)
     with pytest.raises(MediaPulseError, match=r"^unknown target 'nope': .*--target$"):
         resolve(project, "nope")
     profiles = project.profiles_dir / "profiles.yml"
@@ -150,12 +154,13 @@ def run_without(modules: tuple[str, ...], *args: str, cwd: Path) -> subprocess.C
 
 
 def test_no_module_imports_an_optional_engine_when_imported(tmp_path: Path) -> None:
-    result = run_without(EVERY_EXTRA, "--import-all", cwd=copy_project(tmp_path).root)
+    root = copy_project(tmp_path, only=RUNS_EVERY_TEST).root
+    result = run_without(EVERY_EXTRA, "--import-all", cwd=root)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_duckdb_path_runs_without_either_optional_engine(tmp_path: Path) -> None:
-    root = copy_project(tmp_path).root
+    root = copy_project(tmp_path, only=RUNS_EVERY_TEST).root
     helped = run_without(EVERY_EXTRA, "--help", cwd=root)
     assert helped.returncode == 0 and "Usage: mediapulse" in helped.stdout, helped.stderr
     # a command that resolves its target: DuckDB's needs neither extra
@@ -178,7 +183,7 @@ def test_the_duckdb_path_runs_without_either_optional_engine(tmp_path: Path) -> 
 def test_a_target_without_its_extra_stops_in_one_line_naming_the_install(
     tmp_path: Path, command: str, target: str, extra: str, engine: str
 ) -> None:
-    root = copy_project(tmp_path).root
+    root = copy_project(tmp_path, only=RUNS_EVERY_TEST).root
     result = run_without(EXTRA_MODULES[extra], command, "--target", target, cwd=root)
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
