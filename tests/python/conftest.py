@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from mediapulse.ci.changed import covers
+from mediapulse.ci.changed import RUNS_EVERY_TEST, covers
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.project import Project
 from mediapulse.data import generate
@@ -196,6 +196,13 @@ def _no_variables_left_behind() -> None:
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Project:
     return copy_project(tmp_path / "project")
+
+
+@pytest.fixture
+def config_copy(tmp_path: Path) -> Project:
+    """A copy of the project's configuration only (what reaches every test): for a test whose
+    command stops before reading a model, so that a change to one does not run it."""
+    return copy_project(tmp_path / "project", only=RUNS_EVERY_TEST)
 
 
 @pytest.fixture

@@ -75,61 +75,59 @@ def test_bad_values_are_named(args: tuple[str, ...], needle: str) -> None:
     _one_line_error(run_cli(*args), args[1], needle)
 
 
-def test_unknown_target_lists_the_known_ones(project_copy: Project) -> None:
+def test_unknown_target_lists_the_known_ones(config_copy: Project) -> None:
     line = _one_line_error(
-        run_cli("build", "--target", "staging", cwd=project_copy.root),
+        run_cli("build", "--target", "staging", cwd=config_copy.root),
         "unknown target 'staging'",
         "dev",
         "prod",
     )
     assert "--target" in line
-    assert not (project_copy.root / "warehouse").exists(), "nothing is done for a bad target"
+    assert not (config_copy.root / "warehouse").exists(), "nothing is done for a bad target"
 
 
-def test_build_without_hub_or_mirror_fails_with_the_package_error(project_copy: Project) -> None:
+def test_build_without_hub_or_mirror_fails_with_the_package_error(config_copy: Project) -> None:
     env = {
         "DBT_PACKAGES_MIRROR": "/nonexistent/mirror",
         "DBT_PACKAGE_HUB_URL": "http://127.0.0.1:9/",
     }
-    result = run_cli("build", cwd=project_copy.root, env=env)
+    result = run_cli("build", cwd=config_copy.root, env=env)
     _one_line_error(result, "cannot install dbt packages", "/nonexistent/mirror", "unreachable")
-    assert not (project_copy.root / "warehouse").exists(), "no data generated, nothing built"
-    assert not (project_copy.root / "dbt_packages").exists()
+    assert not (config_copy.root / "warehouse").exists(), "no data generated, nothing built"
+    assert not (config_copy.root / "dbt_packages").exists()
 
 
 def test_not_a_checkout_is_named(tmp_path: Path) -> None:
     _one_line_error(run_cli("query", "select 1", cwd=tmp_path), "not inside a MediaPulse checkout")
 
 
-def test_absent_corrupt_and_locked_warehouse_files(project_copy: Project) -> None:
-    warehouse = project_copy.root / "warehouse"
-    _one_line_error(
-        run_cli("query", "select 1", cwd=project_copy.root), "dev.duckdb does not exist"
-    )
+def test_absent_corrupt_and_locked_warehouse_files(config_copy: Project) -> None:
+    warehouse = config_copy.root / "warehouse"
+    _one_line_error(run_cli("query", "select 1", cwd=config_copy.root), "dev.duckdb does not exist")
 
     warehouse.mkdir()
     (warehouse / "dev.duckdb").write_bytes(b"\x00garbage" * 1000)
     _one_line_error(
-        run_cli("query", "select 1", cwd=project_copy.root), "not a readable DuckDB database"
+        run_cli("query", "select 1", cwd=config_copy.root), "not a readable DuckDB database"
     )
 
     (warehouse / "dev.duckdb").unlink()
     holder = duckdb.connect(str(warehouse / "dev.duckdb"))  # a writer holds the lock
     try:
         _one_line_error(
-            run_cli("query", "select 1", cwd=project_copy.root),
+            run_cli("query", "select 1", cwd=config_copy.root),
             "is locked by another process",
             f"process {os.getpid()}",
         )
     finally:
         holder.close()
-    ok = run_cli("query", "select 42 as answer", cwd=project_copy.root)
+    ok = run_cli("query", "select 42 as answer", cwd=config_copy.root)
     assert ok.returncode == 0 and "42" in ok.stdout
 
 
-def test_append_day_without_a_data_set(project_copy: Project) -> None:
+def test_append_day_without_a_data_set(config_copy: Project) -> None:
     _one_line_error(
-        run_cli("generate", "--append-day", cwd=project_copy.root), "raw.duckdb does not exist"
+        run_cli("generate", "--append-day", cwd=config_copy.root), "raw.duckdb does not exist"
     )
 
 

@@ -28,6 +28,7 @@ import pytest
 
 from mediapulse.ci.changed import (
     EVERYTHING,
+    RUNS_EVERY_TEST,
     UnknownBase,
     changed_files,
     covers,
@@ -39,6 +40,8 @@ REPO = Path(__file__).resolve().parents[3]
 OPTION = "--changed-from"
 # The fixtures that hand a test a copy of the whole checkout (conftest.py)
 COPIES_PROJECT = frozenset({"project_copy", "built", "parsed_manifest", "after_nightly"})
+# ...and of its configuration only (what reaches every test anyway)
+COPIES_CONFIG = frozenset({"config_copy"})
 LISTS = frozenset({"os.listdir", "os.scandir"})
 _ROOT = str(REPO) + os.sep
 
@@ -101,12 +104,16 @@ def _audit(event: str, args: tuple[object, ...]) -> None:
 
 def declared(item: pytest.Item) -> tuple[str, ...] | None:
     """The checkout paths ``item`` reads: its ``reads`` markers; all of it for a test that
-    runs dbt (dbt parses the whole project) or is given a copy of the project; None when it
-    declares nothing."""
+    runs dbt (dbt parses the whole project) or is given a copy of the project, and the
+    configuration for one given a copy of that; None when it declares nothing."""
     marks = list(item.iter_markers("reads"))
-    if item.get_closest_marker("dbt") or COPIES_PROJECT & set(getattr(item, "fixturenames", ())):
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if item.get_closest_marker("dbt") or COPIES_PROJECT & fixtures:
         return (EVERYTHING,)
-    return tuple(p for mark in marks for p in mark.args) if marks else None
+    config = RUNS_EVERY_TEST if COPIES_CONFIG & fixtures else ()
+    if not marks and not config:
+        return None
+    return (*config, *(p for mark in marks for p in mark.args))
 
 
 def undeclared(reads: tuple[str, ...] | None, files: Iterable[str], folders: Iterable[str],
