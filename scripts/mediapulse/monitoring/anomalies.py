@@ -24,9 +24,11 @@ effect, each settable per model or source (``Settings``, from its YAML `meta`, m
   ``min_seconds`` seconds (a 1-s model taking 3 s on a shared runner is not an incident);
 - **level shifts**: a value off the normal in the same direction and at the same level as the
   anomaly before it is the same incident (``persisting``, not a new alert); the
-  ``accept_shift_after``-th such run in a row is the new normal (``accepted``): the earlier
-  values are re-scaled to the new level. A drop to zero, or a change beyond half or double,
-  is never accepted; ``accept_shift_after: 0`` never accepts one.
+  ``accept_shift_after``-th such run is the new normal (``accepted``): the earlier values are
+  re-scaled to the new level. A level is a lift (value over the normal it was judged against),
+  so a weekly calendar's busy and quiet days of one shift are at one level; one quiet run inside
+  a shift does not end it (``GAP``). A drop to zero, or a change beyond half or double, is
+  never accepted; ``accept_shift_after: 0`` never accepts one.
 """
 
 from __future__ import annotations
