@@ -23,7 +23,7 @@ from mediapulse.engines.postgres import Postgres
 from mediapulse.engines.spark import Spark
 from mediapulse.engines.targets import resolve
 
-from ..conftest import REPO, copy_project
+from ..conftest import REPO
 
 # the profile and the project's configuration, in the checkout and in the copies (not the
 # models: a change to one does not reach these tests)
@@ -106,8 +106,8 @@ def test_what_an_engine_cannot_do_is_one_line_naming_target_engine_and_what_to_u
         resolve(project, "prod").require(Capability.ROLES, "access-sql")
 
 
-def test_an_unknown_target_or_engine_is_one_line(tmp_path: Path) -> None:
-    project = copy_project(tmp_path, only=RUNS_EVERY_TEST)
+def test_an_unknown_target_or_engine_is_one_line(config_copy: Project) -> None:
+    project = config_copy
     with pytest.raises(MediaPulseError, match=r"^unknown target 'nope': .*--target$"):
         resolve(project, "nope")
     profiles = project.profiles_dir / "profiles.yml"
@@ -153,14 +153,14 @@ def run_without(modules: tuple[str, ...], *args: str, cwd: Path) -> subprocess.C
     )  # fmt: skip
 
 
-def test_no_module_imports_an_optional_engine_when_imported(tmp_path: Path) -> None:
-    root = copy_project(tmp_path, only=RUNS_EVERY_TEST).root
+def test_no_module_imports_an_optional_engine_when_imported(config_copy: Project) -> None:
+    root = config_copy.root
     result = run_without(EVERY_EXTRA, "--import-all", cwd=root)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_duckdb_path_runs_without_either_optional_engine(tmp_path: Path) -> None:
-    root = copy_project(tmp_path, only=RUNS_EVERY_TEST).root
+def test_the_duckdb_path_runs_without_either_optional_engine(config_copy: Project) -> None:
+    root = config_copy.root
     helped = run_without(EVERY_EXTRA, "--help", cwd=root)
     assert helped.returncode == 0 and "Usage: mediapulse" in helped.stdout, helped.stderr
     # a command that resolves its target: DuckDB's needs neither extra
@@ -181,9 +181,9 @@ def test_the_duckdb_path_runs_without_either_optional_engine(tmp_path: Path) -> 
     ],
 )
 def test_a_target_without_its_extra_stops_in_one_line_naming_the_install(
-    tmp_path: Path, command: str, target: str, extra: str, engine: str
+    config_copy: Project, command: str, target: str, extra: str, engine: str
 ) -> None:
-    root = copy_project(tmp_path, only=RUNS_EVERY_TEST).root
+    root = config_copy.root
     result = run_without(EXTRA_MODULES[extra], command, "--target", target, cwd=root)
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
