@@ -22,7 +22,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from mediapulse.core.errors import MediaPulseError
 from mediapulse.core.sources import is_raw_source
-from mediapulse.dbt import artifacts
+from mediapulse.dbt import artifacts, runner
 from mediapulse.dbt.runner import run_dbt
 from mediapulse.engines.base import Engine
 from mediapulse.jobs import prepare
@@ -316,19 +316,23 @@ def run_codegen(engine: Engine, check: bool, dry_run: bool, markdown: Path | Non
     if engine.embedded:  # column types come from the built warehouse
         prepare.require_built(engine, f"read column types from target '{target}'")
     env = prepare.target_env(engine)
-    # From scratch: codegen trusts the manifest to say which models and columns have YAML, and
-    # dbt's partial parsing can keep the entry of a model whose YAML was deleted.
-    parsed = run_dbt(engine, ["parse", "--no-partial-parse"], extra_env=env,
-                     quiet=True)  # fmt: skip
-    if not parsed.success:
-        raise MediaPulseError(f"dbt parse failed: {parsed.error or 'see above'}")
-    database = raw_database(engine)
-    manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
-    # DuckDB attaches the raw data as a catalog of its own: every schema there is raw. A server
-    # database also holds production's, CI's and developers' schemas: only the raw schemas the
-    # sources declare are read there (a new raw schema needs its `sources:` entry first).
-    raw_schemas = None if engine.embedded else sorted(declared_source_schemas(manifest))
-    models, sources = read_inputs(engine, database, env, raw_schemas)
+    # one dbt process: dbt-codegen's macro runs on the manifest of the parse, not a second one
+    with runner.session(engine, env) as dbt:
+        # From scratch: codegen trusts the manifest to say which models and columns have
+        # YAML, and dbt's partial parsing can keep the entry of a model whose YAML was deleted.
+        parsed = run_dbt(engine, ["parse", "--no-partial-parse"], extra_env=env,
+                         quiet=True)  # fmt: skip
+        if not parsed.success:
+            raise MediaPulseError(f"dbt parse failed: {parsed.error or 'see above'}")
+        database = raw_database(engine)
+        manifest = artifacts.load_json(project.target_dir / "manifest.json", "manifest")
+        # DuckDB attaches the raw data as a catalog of its own: every schema there is raw. A
+        # server database also holds production's, CI's and developers' schemas: only the raw
+        # schemas the sources declare are read there (a new raw schema needs its `sources:`
+        # entry first).
+        raw_schemas = None if engine.embedded else sorted(declared_source_schemas(manifest))
+        models, sources = read_inputs(engine, database, env, raw_schemas)
+    print(dbt.describe())
     manifest["_project"] = project_name(manifest)
     plan = plan_models(project.root, manifest, models)
     plan = plan_sources(project.root, manifest, sources, plan)

@@ -70,6 +70,9 @@ def test_deleted_yaml_comes_back_and_nothing_else_changes(
     assert f"missing: model {removed_model}" in out
     assert f"missing: column {kept['name']}.{removed_column}" in out
     assert f"{removed_source_column}" in out
+    # one dbt process: the parse from scratch, then dbt-codegen's macro on that manifest
+    assert "dbt: 2 invocations in one process, the project parsed once" in out, out
+    assert "in full: asked for (--no-partial-parse)" in out, out
     assert (models_path.read_text(), sources_path.read_text()) == damaged, "--check writes nothing"
 
     assert run_codegen(resolve(project, "dev"), check=False, dry_run=True) == 0
