@@ -1,9 +1,9 @@
 """`mediapulse evaluate`: run dbt-project-evaluator and report what is structurally wrong.
 
 dbt decides everything: the evaluator's models compute the violations into its fct_ tables,
-and its tests (severity from DBT_PROJECT_EVALUATOR_SEVERITY, or per rule in dbt_project.yml)
-say which rules fail. We read both, group by category and rule, render Markdown and JSON, and
-compare with a baseline so that only new violations fail a pull request.
+and its tests (errors; warnings with DBT_PROJECT_EVALUATOR_SEVERITY=warn, or per rule in
+dbt_project.yml) say which rules fail. We read both, group by category and rule, render
+Markdown and JSON, and compare with a baseline so that only new violations fail a pull request.
 """
 
 from __future__ import annotations
@@ -190,9 +190,10 @@ def run_evaluate(
         # the evaluator reads dbt's graph, not the models' tables: a fresh runner's target
         # (no file yet) is fine, a corrupt or locked one is not
         prepare.check_duckdb_file(duckdb_file(project, target), f"evaluate target '{target}'")
-    severity = os.environ.get(SEVERITY_ENV, "error")
-    env = {SEVERITY_ENV: severity, **prepare.target_env(engine)}
-    with runner.session(engine, env):  # one parse for the build and the dump
+    # the severity is dbt_project.yml's default, or the caller's variable: set here, it would
+    # differ from slim CI's and make dbt parse the whole project again
+    env = prepare.target_env(engine)
+    with runner.session(engine, env) as dbt:  # one parse for the build and the dump
         result = run_dbt(engine, ["build", "--selector", "project_evaluator"], extra_env=env)
         results = artifacts.node_results(project.target_dir)
         broken = [r.describe() for r in results if r.status == "error" or (
@@ -209,6 +210,7 @@ def run_evaluate(
             capture_events=["PrintEvent"],
             quiet=True,
         )
+    print(dbt.describe())
     payload = next((m for m in dump.messages if m.startswith(ROWS_MARKER)), None)
     if not dump.success or payload is None:
         raise MediaPulseError(f"could not read the evaluator's tables: {dump.error}")
@@ -220,7 +222,7 @@ def run_evaluate(
     report = {
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "target": target,
-        "severity_default": severity,
+        "severity_default": os.environ.get(SEVERITY_ENV, "error"),
         "violations": [asdict(v) for v in violations],
         "new": [v.key for v in new],
         "fixed": fixed,

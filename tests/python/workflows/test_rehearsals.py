@@ -314,6 +314,14 @@ def test_a_pull_request_is_built_against_production(
     # the fresh runner started dbt from the parse the nightly published with the state
     assert (published.path("production-state") / "partial_parse.ci.msgpack").is_file()
     assert "the project parsed once (" in slim and "partially, from the saved parse" in slim, slim
+    # the evaluator starts from slim CI's parse too (its severity is dbt_project.yml's default,
+    # not a variable that would change the parse), and the codegen check parses once, in full
+    evaluator = checks.step("Project evaluator against main").stdout
+    assert "parsed once (" in evaluator and "partially, from the saved parse" in evaluator, (
+        evaluator
+    )
+    codegen = checks.step("Codegen check").stdout
+    assert "2 invocations in one process, the project parsed once" in codegen, codegen
     ci = checks.workspace / "warehouse" / "ci.duckdb"
     relation = _relation(checks.workspace / "target", "dim_content")
     assert _count(ci, f"select count(*) from {relation} where title <> upper(title)") == 0
