@@ -254,11 +254,10 @@ class DbtSession:
             )
         run = _run_from(full_args, json.loads(result_file.read_text()), elapsed)
         if count and (run.parse_s or (args and args[0] == "parse")):
-            asked = args[0] == "parse" and "--no-partial-parse" in args
+            asked = ["asked for (--no-partial-parse)"] if "--no-partial-parse" in args else []
             self.parses += 1
-            self.parse_s += run.parse_s or (run.elapsed_s if args[0] == "parse" else 0.0)
-            self.full_parse += run.full_parse or (["asked for (--no-partial-parse)"] if asked
-                                                  else [])  # fmt: skip
+            self.parse_s += run.parse_s or run.elapsed_s  # a `parse` command is all parse
+            self.full_parse += run.full_parse or asked
         return run
 
     def describe(self) -> str:
