@@ -1,3 +1,3 @@
 """The ground floor: errors users can act on, where the project and its targets are, the raw
-sources as declared, Markdown, fail points.
+sources as declared, Markdown, fail points, DuckDB's freed memory.
 """

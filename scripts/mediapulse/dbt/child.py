@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mediapulse.core.errors import MediaPulseError
+from mediapulse.core.freed_memory import CHECK_ENV, require_wiped
 from mediapulse.engines.spark import LOCAL_ENV, start_local_session
 
 # commands that read no manifest, or must parse for themselves
@@ -287,6 +288,8 @@ def _die_with_parent() -> None:
 
 def main(argv: list[str]) -> int:
     _die_with_parent()
+    if os.environ.get(CHECK_ENV):
+        require_wiped("run dbt on DuckDB")
     if argv and argv[0] == "--serve":
         code = serve(int(argv[1]))
         # every result is written and acknowledged, every database closed: skip tearing down

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mediapulse.core.errors import MediaPulseError
+from mediapulse.core.freed_memory import CHECK_ENV, wipe_freed_memory
 from mediapulse.dbt.env import dbt_env
 from mediapulse.engines.base import Engine
 from mediapulse.engines.spark import child_env
@@ -132,6 +133,9 @@ def _child_env(engine: Engine, extra_env: Mapping[str, str] | None) -> dict:
         p for p in (str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")) if p
     )
     env["MEDIAPULSE_DBT_PARENT"] = str(os.getpid())  # dbt_child dies with this job
+    wipe_freed_memory(env)  # whatever the caller's variables say (core/freed_memory.py)
+    if engine.embedded:  # its file, written by dbt's process, goes to other jobs
+        env[CHECK_ENV] = "1"
     return env
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 
 from mediapulse.core.errors import MediaPulseError
+from mediapulse.core.freed_memory import require_wiped
 from mediapulse.core.project import Project
 from mediapulse.engines.base import ENGINES, PRODUCTION_TARGETS, Capability, Engine, Session
 
@@ -69,6 +70,8 @@ class DuckDb(Engine):
 
     @contextmanager
     def connect(self, purpose: str, write: bool = False) -> Iterator[Session]:
+        if write:
+            require_wiped(purpose)
         con = open_duckdb(self.path, purpose, read_only=not write)
         try:
             yield Session(con, "?")

@@ -25,6 +25,7 @@ import duckdb
 
 from mediapulse.core import failpoints
 from mediapulse.core.errors import MediaPulseError
+from mediapulse.core.freed_memory import require_wiped
 from mediapulse.core.project import Project
 from mediapulse.engines.duckdb import PRODUCTION, duckdb_file, open_duckdb
 from mediapulse.release.state import Stamp, keep_count, pack, to_prune
@@ -108,6 +109,7 @@ class DuckDbRelease:
         if not self.staged.exists():
             raise MediaPulseError(f"nothing to publish: {self.staged} was not built")
         files = pack(state_dir)
+        require_wiped(f"stamp {self.staged}, the release to publish")
         with duckdb.connect(str(self.staged)) as con:
             con.execute(f"create schema if not exists {STAMP_SCHEMA}")
             con.execute(

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from mediapulse.core.freed_memory import require_wiped
 from mediapulse.core.project import PROFILE_NAME
 from mediapulse.dbt.env import dbt_env
 from mediapulse.dbt.runner import PRIVATE_ENV
@@ -142,6 +143,8 @@ def run_in_release(engine: Engine, artifacts_dir: Path, staged: StagedRelease,
     """Run dbt with ``args`` inside the staged release, retrying transient failures; record
     what it built. Returns dbt's exit code (0 ok, 1 failed)."""
     args = release_args(staged, args, engine.target)
+    if engine.embedded:  # dbt writes the staged release's file from this process
+        require_wiped(f"build into {staged.folder}")
     os.environ.update({**dbt_env(engine), **child_env(engine.project, engine.target),
                        **staged.env, **PRIVATE_ENV})  # fmt: skip
     if "--project-dir" not in args and not (cwd / "dbt_project.yml").is_file():

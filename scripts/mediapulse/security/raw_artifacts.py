@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 
 from mediapulse.core.errors import MediaPulseError
+from mediapulse.core.freed_memory import require_wiped
 from mediapulse.core.project import Project
 from mediapulse.engines.base import Engine
 from mediapulse.security import sealing
@@ -94,6 +95,7 @@ def write_masked_copy(raw: Path, out: Path, personal: dict[str, PersonalTable]) 
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     partial.unlink(missing_ok=True)
+    require_wiped(f"write {out}, the masked copy pull requests read")
     salt = "'" + secrets.token_hex(16) + "'"  # thrown away: nobody can recompute a value
     masked = []
     con = duckdb.connect(str(partial))

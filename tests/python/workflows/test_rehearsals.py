@@ -711,7 +711,6 @@ def test_a_rollback_restores_the_previous_release_and_its_state(
 DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
 EMAIL = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 LOCAL_PART = re.compile(rb"[A-Za-z0-9._%+-]+$")
-DOMAIN = re.compile(rb"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
 def _people(raw: Path) -> tuple[set[str], set[str]]:
@@ -731,14 +730,21 @@ def _found_in_bytes(data: bytes, emails: set[str], names: set[str]) -> set[str]:
     from their anchors (each `@`, each first name) with bytes.find: a regex scan of a large
     binary file takes minutes."""
     found = set()
+    locals_at: dict[bytes, set[bytes]] = {}  # domain -> the local parts of its addresses
+    for email in emails:
+        local_part, _, domain = email.encode().rpartition(b"@")
+        locals_at.setdefault(domain, set()).add(local_part)
     at = data.find(b"@")
     while at != -1:
-        local = LOCAL_PART.search(data, max(0, at - 64), at)
-        domain = DOMAIN.match(data, at + 1)
-        if local and domain:
-            found.add((local.group() + b"@" + domain.group()).decode())
+        run = LOCAL_PART.search(data, max(0, at - 64), at)
+        for domain, known in locals_at.items() if run else ():
+            if data.startswith(domain, at + 1):
+                # any tail of the run before `@`: addresses kept end to end run together
+                # ("user5@example.comuser6@mail.example")
+                local = run.group()
+                found |= {(local[-k:] + b"@" + domain).decode()
+                          for k in range(1, len(local) + 1) if local[-k:] in known}  # fmt: skip
         at = data.find(b"@", at + 1)
-    found &= emails
     forms: dict[bytes, list[tuple[bytes, str]]] = {}
     for name in names:
         for form in {name, json.dumps(name)[1:-1]}:
@@ -749,7 +755,10 @@ def _found_in_bytes(data: bytes, emails: set[str], names: set[str]) -> set[str]:
         while i != -1:
             for form, name in candidates:
                 end = i + len(form)
-                if data.startswith(form, i) and not data[end : end + 1].isalnum():
+                # a lower-case letter next makes it another word ("Smithson"); anything
+                # else ends it, the next value's capital too: DuckDB keeps a dictionary of
+                # strings end to end ("Rosa DuboisAna Jensen")
+                if data.startswith(form, i) and not data[end : end + 1].islower():
                     found.add(name)
             i = data.find(first, i + 1)
     return found
