@@ -52,11 +52,11 @@ def wipe_freed_memory(environ: MutableMapping[str, str]) -> None:
 def _mallctl() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
     """jemalloc's mallctl inside DuckDB's extension module, or None where DuckDB is built
     without jemalloc (macOS, Windows, 32-bit)."""
-    import _duckdb  # DuckDB's compiled module: the library jemalloc is linked into
-
     try:
+        import _duckdb  # DuckDB's compiled module: the library jemalloc is linked into
+
         function = ctypes.CDLL(_duckdb.__file__).duckdb_je_mallctl
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return None
     function.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
                          ctypes.c_void_p, ctypes.c_size_t]  # fmt: skip
