@@ -31,7 +31,7 @@ WRITE = """
 import sys
 path = sys.argv[1]
 con = duckdb.connect(path, config={"threads": 1})
-for i, n in enumerate(range(12000, 15000, 200)):
+for i, n in enumerate(range(12000, 15000, 100)):
     con.execute(f"create table t{i} as select md5(range::varchar) as s from range({n})")
     con.execute("create temp table people as select 'person' || range || '@mail.example' "
                 "as email from range(200000)")
@@ -55,8 +55,9 @@ def _write(tmp_path: Path, first: str, env: dict[str, str] | None = None) -> int
 
 def test_duckdb_alone_writes_freed_personal_data_into_its_file(tmp_path: Path) -> None:
     """Why the setting exists: plain DuckDB, as a script or a scheduler would load it, saves
-    addresses it had freed (DuckDB 1.5.6: thousands in each run of this test)."""
-    assert _write(tmp_path, "import duckdb\n") > 0
+    addresses it had freed (DuckDB 1.5.6: 647 to 5,877 in twenty runs of one interpreter;
+    with 15 tables instead of 30, one run in ten saved none, hence up to three)."""
+    assert any(_write(tmp_path, "import duckdb\n") > 0 for _ in range(3))
 
 
 def test_a_process_that_imports_mediapulse_first_writes_none(tmp_path: Path) -> None:
