@@ -4,7 +4,8 @@ checks job (`.github/workflows/pr-slim-ci.yml`) run step by step as GitHub runs 
 A fresh runner: the checkout (a git repository whose last commit is the pull request's change
 on top of the base), the caches the workflow keeps (the installed packages and the dbt
 packages: `make venv` finds them), the production state and warehouse it downloads, and
-nothing else (no dbt target directory, no CI warehouse, no built site). Every `run:` step of the
+nothing else (no dbt target directory, no CI warehouse, no built site, an empty temporary
+directory). Every `run:` step of the
 job is timed as a whole command, from the lint to the combined report the comment job posts;
 `make venv` is the cache's restore, not timed. Download steps copy what the nightly published.
 """
@@ -17,7 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,9 @@ RUNNER_LACKS = ("MEDIAPULSE_", "PYTEST_", "MAKE", "MFLAGS")
 RUNS = 1
 RUNNER_ONLY = (".venv/", "dbt_packages/", "warehouse/", "ci-artifacts/", "target/", "logs/",
                "site/", "ci-output/")  # fmt: skip
+# a runner's temporary directory (GitHub's /tmp, empty on a new runner), in the work directory:
+# the host's holds its earlier test sessions, the oldest of which a pytest step there deletes
+RUNNER_TMP = "runner-tmp"
 
 
 def workflow_steps(root: Path) -> list[tuple[str, str]]:
@@ -92,7 +96,18 @@ def fresh_runner(bench: Bench, state: Path) -> None:
     for name in ("target", "logs", "site", "ci-output", "ci-artifacts"):
         shutil.rmtree(root / name, ignore_errors=True)
     bench.file("ci.duckdb").unlink(missing_ok=True)
+    shutil.rmtree(bench.work / RUNNER_TMP, ignore_errors=True)
+    (bench.work / RUNNER_TMP).mkdir()
     shutil.copytree(state, root / "ci-artifacts" / "production-state")
+
+
+def runner_env(bench: Bench, environ: Mapping[str, str]) -> dict[str, str]:
+    """A runner's environment: none of this process's MediaPulse, pytest or make variables,
+    the job's own, and the runner's temporary directory (emptied by `fresh_runner`)."""
+    env = {k: v for k, v in environ.items() if not k.startswith(RUNNER_LACKS)}
+    env.update({**bench.env, "MEDIAPULSE_CI_TARGET": "ci", "DO_NOT_TRACK": "1",
+                "TMPDIR": str(bench.work / RUNNER_TMP)})  # fmt: skip
+    return env
 
 
 def measure_review(
@@ -107,9 +122,7 @@ def measure_review(
     undo = edit()
     _git(root, "commit", "-q", "-am", f"pull request: {name}")
     steps = workflow_steps(root)
-    # a runner's environment: none of this process's MediaPulse, pytest or make variables
-    env = {k: v for k, v in os.environ.items() if not k.startswith(RUNNER_LACKS)}
-    env.update({**bench.env, "MEDIAPULSE_CI_TARGET": "ci", "DO_NOT_TRACK": "1"})
+    env = runner_env(bench, os.environ)
     measure = Measure(name, f"{WORKFLOW} `{JOB}`: {len(steps)} steps, lint to the comment")
     seconds: dict[str, list[float]] = {step: [] for step, _ in steps}
     try:

@@ -83,6 +83,8 @@ def test_bench_runs_every_step_and_its_checks_hold(
         assert "Combine the reports" in steps and all(v > 0 for v in steps.values()), steps
         assert sum(steps.values()) == pytest.approx(wall[name], rel=0.01)
     assert "after editing models/marts/" in report["measures"]["review_one_mart"]["command"]
+    # ...with a runner's empty temporary directory: the unit tests' pytest kept its session there
+    assert list((tmp_path / "work" / "runner-tmp").glob("pytest-of-*/pytest-0")), "host's /tmp"
     assert report["scale"]["events"] >= 15_000  # the scale asked for, near enough
     assert report["machine"]["cores"] and report["machine"]["dbt_core"].startswith("1.11")
     assert report["watch_event_path"]["events_per_second"] > 0
