@@ -5,9 +5,9 @@ A fresh runner: the checkout (a git repository whose last commit is the pull req
 on top of the base), the caches the workflow keeps (the installed packages and the dbt
 packages: `make venv` finds them), the production state and warehouse it downloads, and
 nothing else (no dbt target directory, no CI warehouse, no built site, an empty temporary
-directory). Every `run:` step of the
-job is timed as a whole command, from the lint to the combined report the comment job posts;
-`make venv` is the cache's restore, not timed. Download steps copy what the nightly published.
+directory). Every `run:` step of the job is timed as a whole command, from the lint to the
+combined report the comment job posts; `make venv` is the cache's restore, not timed. Download
+steps copy what the nightly published.
 """
 
 from __future__ import annotations
