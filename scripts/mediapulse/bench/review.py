@@ -1,13 +1,15 @@
 """Time to review: what a pull request's author and reviewer wait for, the PR workflow's
-checks job (`.github/workflows/pr-slim-ci.yml`) run step by step as GitHub runs it.
+jobs (`.github/workflows/pr-slim-ci.yml`) run step by step as GitHub runs them.
 
-A fresh runner: the checkout (a git repository whose last commit is the pull request's change
-on top of the base), the caches the workflow keeps (the installed packages and the dbt
-packages: `make venv` finds them), the production state and warehouse it downloads, and
-nothing else (no dbt target directory, no CI warehouse, no built site, an empty temporary
-directory). Every `run:` step of the job is timed as a whole command, from the lint to the
-combined report the comment job posts; `make venv` is the cache's restore, not timed. Download
-steps copy what the nightly published.
+The jobs that start with the pull request (no `needs`), each on a fresh runner of its own: the
+checkout (a git repository whose last commit is the pull request's change on top of the base),
+the caches the workflow keeps (the installed packages and the dbt packages: `make venv` finds
+them), the production state and warehouse when the job downloads them, and nothing else (no
+dbt target directory, no CI warehouse, no built site, an empty temporary directory). Every
+`run:` step is timed as a whole command, from the lint to the combined report the comment job
+posts; `make venv` is the cache's restore, not timed. Download steps copy what the nightly
+published. GitHub runs the jobs side by side, so the wait is the longer job's; here they run
+one after the other, so neither takes the other's cores.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -31,7 +34,6 @@ if TYPE_CHECKING:
     from mediapulse.bench.run import Bench
 
 WORKFLOW = Path(".github/workflows/pr-slim-ci.yml")
-JOB = "checks"
 INSTALL = "make venv"  # restored from the runner's cache: not part of the wait measured
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "mediapulse bench", "GIT_AUTHOR_EMAIL": "bench@mediapulse.invalid",
@@ -48,12 +50,32 @@ RUNNER_ONLY = (".venv/", "dbt_packages/", "warehouse/", "ci-artifacts/", "target
 RUNNER_TMP = "runner-tmp"
 
 
-def workflow_steps(root: Path) -> list[tuple[str, str]]:
-    """(name, command) of the checks job's `run:` steps, in order, the install left out."""
-    job = yaml.safe_load((root / WORKFLOW).read_text())["jobs"][JOB]
-    steps = [(str(s.get("name") or s["run"]), str(s["run"]).strip())
-             for s in job["steps"] if "run" in s]  # fmt: skip
-    return [(name, command) for name, command in steps if command != INSTALL]
+@dataclass(frozen=True)
+class Job:
+    """One job the pull request starts: its `run:` steps (name, command) in order, the install
+    left out, and whether it downloads what production published."""
+
+    name: str
+    steps: list[tuple[str, str]]
+    downloads: bool
+
+
+def workflow_jobs(root: Path) -> list[Job]:
+    """The workflow's jobs that run our commands and wait for no other job, in order."""
+    jobs = []
+    for name, job in yaml.safe_load((root / WORKFLOW).read_text())["jobs"].items():
+        steps = [(str(s.get("name") or s["run"]), str(s["run"]).strip())
+                 for s in job["steps"] if "run" in s]  # fmt: skip
+        steps = [(step, command) for step, command in steps if command != INSTALL]
+        if steps and "needs" not in job:
+            downloads = any("download-artifact" in str(s.get("uses", "")) for s in job["steps"])
+            jobs.append(Job(str(name), steps, downloads))
+    return jobs
+
+
+def wait(seconds: Mapping[str, Mapping[str, float]]) -> float:
+    """The reviewer's wait from each job's step times: the longer job (they run side by side)."""
+    return max(sum(steps.values()) for steps in seconds.values())
 
 
 def _git(root: Path, *args: str) -> None:
@@ -89,62 +111,77 @@ def checkout(bench: Bench) -> None:
     _runner_venv(root)
 
 
-def fresh_runner(bench: Bench, state: Path) -> None:
-    """What a new runner has besides the checkout and its caches: the production state and
-    warehouse it downloads (production itself is the caller's to restore)."""
+def runner_tmp(bench: Bench, job: str) -> Path:
+    """The temporary directory of ``job``'s runner, in the work directory."""
+    return bench.work / RUNNER_TMP / job
+
+
+def fresh_runner(bench: Bench, state: Path, job: str, downloads: bool = True) -> None:
+    """What a new runner for ``job`` has besides the checkout and its caches: an empty
+    temporary directory and, with ``downloads``, the production state and warehouse it
+    downloads (production itself is the caller's to restore)."""
     root = bench.project.root
     for name in ("target", "logs", "site", "ci-output", "ci-artifacts"):
         shutil.rmtree(root / name, ignore_errors=True)
     bench.file("ci.duckdb").unlink(missing_ok=True)
-    shutil.rmtree(bench.work / RUNNER_TMP, ignore_errors=True)
-    (bench.work / RUNNER_TMP).mkdir()
-    shutil.copytree(state, root / "ci-artifacts" / "production-state")
+    shutil.rmtree(runner_tmp(bench, job), ignore_errors=True)
+    runner_tmp(bench, job).mkdir(parents=True)
+    if downloads:
+        shutil.copytree(state, root / "ci-artifacts" / "production-state")
 
 
-def runner_env(bench: Bench, environ: Mapping[str, str]) -> dict[str, str]:
-    """A runner's environment: none of this process's MediaPulse, pytest or make variables,
-    the job's own, and the runner's temporary directory (emptied by `fresh_runner`)."""
+def runner_env(bench: Bench, environ: Mapping[str, str], job: str) -> dict[str, str]:
+    """The environment of ``job``'s runner: none of this process's MediaPulse, pytest or make
+    variables, the job's own, and the runner's temporary directory (emptied by
+    `fresh_runner`)."""
     env = {k: v for k, v in environ.items() if not k.startswith(RUNNER_LACKS)}
     env.update({**bench.env, "MEDIAPULSE_CI_TARGET": "ci", "DO_NOT_TRACK": "1",
-                "TMPDIR": str(bench.work / RUNNER_TMP)})  # fmt: skip
+                "TMPDIR": str(runner_tmp(bench, job))})  # fmt: skip
     return env
 
 
 def measure_review(
     bench: Bench, name: str, edit: Callable[[], Callable[[], None]], state: Path,
     restore_production: Callable[[], None],
-) -> dict[str, Any]:  # fmt: skip
-    """The checks job for the change ``edit`` makes (committed as the pull request's head),
-    RUNS times; returns each step's median seconds, and records ``name`` (the whole wait) in
-    the bench's measures."""
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """The PR workflow's jobs for the change ``edit`` makes (committed as the pull request's
+    head), RUNS times; returns each job's steps' median seconds, and records ``name`` (the
+    whole wait: the longer job) in the bench's measures."""
     root = bench.project.root
     checkout(bench)
     undo = edit()
     _git(root, "commit", "-q", "-am", f"pull request: {name}")
-    steps = workflow_steps(root)
-    env = runner_env(bench, os.environ)
-    measure = Measure(name, f"{WORKFLOW} `{JOB}`: {len(steps)} steps, lint to the comment")
-    seconds: dict[str, list[float]] = {step: [] for step, _ in steps}
+    jobs = workflow_jobs(root)
+    measure = Measure(name, f"{WORKFLOW}: jobs {', '.join(j.name for j in jobs)} side by side, "
+                      f"{sum(len(j.steps) for j in jobs)} steps, lint to the comment")  # fmt: skip
+    seconds = {job.name: {step: [] for step, _ in job.steps} for job in jobs}
     try:
         for _ in range(RUNS):
-            restore_production()
-            fresh_runner(bench, state)
-            total = 0.0
-            for step, command in steps:
-                started = time.perf_counter()
-                done = subprocess.run(["bash", "-eo", "pipefail", "-c", command], cwd=root,
-                                      env=env, capture_output=True, text=True)  # fmt: skip
-                wall = time.perf_counter() - started
-                if done.returncode != 0:
-                    tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-4:])
-                    raise MediaPulseError(f"benchmark: PR step `{command}` failed: {tail}")
-                seconds[step].append(wall)
-                total += wall
+            totals: dict[str, dict[str, float]] = {}
+            for job in jobs:
+                if job.downloads:
+                    restore_production()
+                fresh_runner(bench, state, job.name, downloads=job.downloads)
+                env = runner_env(bench, os.environ, job.name)
+                totals[job.name] = {}
+                for step, command in job.steps:
+                    started = time.perf_counter()
+                    done = subprocess.run(["bash", "-eo", "pipefail", "-c", command], cwd=root,
+                                          env=env, capture_output=True, text=True)  # fmt: skip
+                    elapsed = time.perf_counter() - started
+                    if done.returncode != 0:
+                        tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-4:])
+                        raise MediaPulseError(f"benchmark: PR step `{command}` failed: {tail}")
+                    seconds[job.name][step].append(elapsed)
+                    totals[job.name][step] = elapsed
+            total = wait(totals)
             measure.samples.append(Sample(total, None, 0.0))
-            print(f"  {name}: {total:.1f} s ("
-                  + ", ".join(f"{s} {v[-1]:.1f}" for s, v in seconds.items()) + ")")  # fmt: skip
+            print(f"  {name}: {total:.1f} s (" + "; ".join(
+                f"{job}: " + ", ".join(f"{s} {v:.1f}" for s, v in steps.items())
+                for job, steps in totals.items()) + ")")  # fmt: skip
     finally:
         undo()
         _git(root, "reset", "-q", "--hard", "HEAD^1")
     bench.measures[name] = measure
-    return {step: statistics.median(values) for step, values in seconds.items()}
+    return {job: {step: statistics.median(values) for step, values in steps.items()}
+            for job, steps in seconds.items()}  # fmt: skip

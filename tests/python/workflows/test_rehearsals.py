@@ -46,11 +46,12 @@ CI_RAW = "ci-raw"  # the raw data with every personal column masked, for pull re
 HISTORY = "run-history"
 REPORT = "morning-report"
 DOCS_SITE = "docs-site"  # the project's documentation site (make docs), beside the report
+# the pull request event of every PR scenario: #1, from a branch of this repository
+PULL_REQUEST = {
+    "pull_request": {"number": 1, "head": {"repo": {"full_name": "mediapulse/mediapulse"}}}
+}
 CONTENT_MODEL = "models/staging/catalog/stg_catalog__content.sql"
 REVENUE_TEST = "tests/marts/finance/assert_subscription_revenue_fully_allocated.sql"
-# Lint and the unit tests read the checkout and write nothing a later step reads; they run in
-# the main pull-request scenario, and scenarios about what slim CI does with a change skip them.
-CODE_CHECKS = ("Lint", "Unit tests")
 # Production's secrets, as secrets of its environment (throwaway values); main only.
 RAW_KEY = "5eed" * 16
 PRODUCTION = gha.Environment(
@@ -89,13 +90,9 @@ class Scenario:
     def pull_request(
         self, store: gha.Store, commit: str, skip: tuple[str, ...] = ()
     ) -> tuple[gha.JobResult, gha.JobResult]:
-        """The PR workflow's two jobs: the checks, then the comment from their report."""
-        payload = {
-            "pull_request": {
-                "number": 1,
-                "head": {"repo": {"full_name": "mediapulse/mediapulse"}},
-            }
-        }
+        """The PR workflow's dbt checks, then the comment from their report (its code job,
+        the lint and unit tests, is `code_checks`: it reads and writes nothing of theirs)."""
+        payload = PULL_REQUEST
         runner = self.runner(store)
         checks = runner.run(self.workflow("pr-slim-ci.yml"), "checks", commit=commit,
                             event="pull_request", event_payload=payload, skip=skip)  # fmt: skip
@@ -105,6 +102,14 @@ class Scenario:
         if comment.comment is not None:
             self.comments.append(comment.comment)
         return checks, comment
+
+    def code_checks(
+        self, store: gha.Store, commit: str, skip: tuple[str, ...] = ()
+    ) -> gha.JobResult:
+        """The PR workflow's code job, on a runner of its own: the lint and the unit tests."""
+        return self.runner(store).run(self.workflow("pr-slim-ci.yml"), "code", commit=commit,
+                                      event="pull_request", event_payload=PULL_REQUEST,
+                                      skip=skip)  # fmt: skip
 
     def on_main(self, store: gha.Store, workflow: str, job: str, **kwargs) -> gha.JobResult:
         runner = self.runner(store)
@@ -222,13 +227,14 @@ def merged_change(scenario: Scenario) -> str:
 @pytest.fixture(scope="module")
 def change_checked(
     scenario: Scenario, published: gha.Store, merged_change: str
-) -> tuple[gha.JobResult, gha.JobResult, dict[str, str]]:
-    """Pull request #1 (the merged change) through the PR workflow: its two jobs, and the
-    store's digest before them."""
+) -> tuple[gha.JobResult, gha.JobResult, dict[str, str], gha.JobResult]:
+    """Pull request #1 (the merged change) through the PR workflow: its dbt checks, the
+    comment, the store's digest before them, and its code job (lint and unit tests)."""
     before = _digest(published.root)
+    checks, comment = scenario.pull_request(published, merged_change)
     # Unit tests: the same `pytest -m "not dbt"` that make test runs on this very tree
-    checks, comment = scenario.pull_request(published, merged_change, skip=("Unit tests",))
-    return checks, comment, before
+    code = scenario.code_checks(published, merged_change, skip=("Unit tests",))
+    return checks, comment, before, code
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +242,7 @@ def deployed(
     scenario: Scenario,
     published: gha.Store,
     merged_change: str,
-    change_checked: tuple[gha.JobResult, gha.JobResult, dict[str, str]],
+    change_checked: tuple[gha.JobResult, gha.JobResult, dict[str, str], gha.JobResult],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[gha.JobResult, gha.Store]:
     """Pull request #1 merged (GitHub's merge message) and deployed; GitHub gives the
@@ -254,7 +260,7 @@ def test_a_pull_request_before_any_nightly_builds_everything_with_a_notice(
     scenario: Scenario, empty_store: gha.Store, merged_change: str
 ) -> None:
     before = _digest(empty_store.root)
-    checks, comment = scenario.pull_request(empty_store, merged_change, skip=CODE_CHECKS)
+    checks, comment = scenario.pull_request(empty_store, merged_change)
     _ok(checks)
     slim = checks.step("Slim CI")
     assert "no production state" in slim.stdout and "full build" in slim.stdout
@@ -297,11 +303,15 @@ def test_the_first_nightly_on_an_empty_store_publishes_production(
 
 
 def test_a_pull_request_is_built_against_production(
-    published: gha.Store, change_checked: tuple[gha.JobResult, gha.JobResult, dict[str, str]]
+    published: gha.Store,
+    change_checked: tuple[gha.JobResult, gha.JobResult, dict[str, str], gha.JobResult],
 ) -> None:
-    checks, comment, before = change_checked
+    checks, comment, before, code = change_checked
     _ok(checks)
-    assert checks.step("Lint").outcome == "success"
+    # the code job linted the change on a runner with no secret and nothing downloaded
+    _ok(code)
+    assert code.step("Lint").outcome == "success" and not code.secrets
+    assert not (code.workspace / "ci-artifacts").exists()
     # the raw data it built from is the masked copy, and it held no production secret
     raw = checks.workspace / "warehouse" / "raw.duckdb"
     domains = "select distinct split_part(email, '@', 2) from accounts.users"
@@ -351,7 +361,7 @@ def test_a_pull_request_changing_only_a_test_runs_it_and_fails(
         )
 
     commit = scenario.branch("break-a-test", break_the_test)
-    checks, comment = scenario.pull_request(published, commit, skip=CODE_CHECKS)
+    checks, comment = scenario.pull_request(published, commit)
     assert not checks.success
     assert checks.step("Slim CI").outcome == "failure", checks.log()
     # the reports after it still run, and the comment says which test failed on what
@@ -390,7 +400,7 @@ def test_a_pull_request_breaking_a_contract_fails_naming_the_column(
         yml.write_text("".join(lines[:start] + lines[end:]))
 
     commit = scenario.branch("drop-a-contract-column", drop_is_original)
-    checks, comment = scenario.pull_request(published, commit, skip=CODE_CHECKS)
+    checks, comment = scenario.pull_request(published, commit)
     slim = checks.step("Slim CI")
     assert slim.outcome == "failure"
     assert "breaking change to the contract of model dim_content" in slim.stderr

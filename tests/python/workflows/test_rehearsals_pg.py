@@ -27,7 +27,6 @@ from mediapulse.release.postgres import kept_suffix
 from ..conftest import copy_project
 from ..support import gha, pgserver
 from ..workflows.test_rehearsals import (
-    CODE_CHECKS,
     STATE,
     WAREHOUSE,
     Scenario,
@@ -166,7 +165,7 @@ def test_a_pull_request_on_postgres_runs_as_ci_in_schemas_of_its_own(
 ) -> None:
     before = _production(scenario.server)
     commit = scenario.branch("upper-titles-pg", _upper_titles)
-    checks, comment = scenario.pull_request(store, commit, skip=CODE_CHECKS)
+    checks, comment = scenario.pull_request(store, commit)
     _ok(checks)
     # the CI role's password, nothing of production's: its hash key of its own
     assert checks.environment is None and checks.secrets == {"MEDIAPULSE_PG_CI_PASSWORD"}

@@ -228,6 +228,7 @@ REACHES = {
     "refresh.yml:refresh": ("production", PRODUCTION_SECRETS),
     "deploy.yml:deploy": ("production", PRODUCTION_SECRETS | REPOSITORY_SECRETS),
     "rollback.yml:rollback": ("production", {"MEDIAPULSE_PG_PASSWORD", "MEDIAPULSE_WEBHOOK_URL"}),
+    "pr-slim-ci.yml:code": (None, set()),
     "pr-slim-ci.yml:checks": (None, REPOSITORY_SECRETS),
     "pr-slim-ci.yml:comment": (None, set()),
     "pr-validation.yml:validate": (None, REPOSITORY_SECRETS),
@@ -280,6 +281,23 @@ def test_each_job_reaches_exactly_its_secrets_and_no_pull_request_reaches_produc
                     None, {"branches": ["main"]},
                 ), name  # fmt: skip
     assert seen == {k: (env, set(s)) for k, (env, s) in REACHES.items()}
+
+
+def test_a_pull_requests_code_checks_run_beside_its_dbt_checks_and_reach_no_secret() -> None:
+    """The lint and the unit tests need no warehouse and no production state: a job of their
+    own, started with the dbt checks (the reviewer waits for the longer of the two, not their
+    sum), on a runner that holds no secret at all, not even the CI role's password."""
+    jobs = _workflows()["pr-slim-ci.yml"]["jobs"]
+    code, checks, comment = jobs["code"], jobs["checks"], jobs["comment"]
+    names = [s.get("name") for s in code["steps"] if "run" in s]
+    assert names == ["Install", "Lint", "Unit tests"], names
+    assert "needs" not in code and "needs" not in checks  # both start when the PR is pushed
+    assert code["permissions"] == {"contents": "read"}
+    assert "env" not in code and not _reached_secrets("pr-slim-ci.yml", "code", code)
+    assert not any("download-artifact" in s.get("uses", "") for s in code["steps"])
+    assert not {"Lint", "Unit tests"} & {s.get("name") for s in checks["steps"]}
+    # the comment reports the dbt checks; the code job's outcome is the PR's own check
+    assert comment["needs"] == "checks"
 
 
 def test_every_job_that_writes_production_starts_with_the_guard() -> None:
