@@ -154,6 +154,7 @@ def measure_nightlies(bench: Bench, state: Path) -> None:
         bench.file("prod.duckdb").unlink(missing_ok=True)
         shutil.rmtree(bench.file(KEPT_DIR), ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(bench.project.target_dir, ignore_errors=True)  # a new runner's: none
         # and its run history: a history that records a production which is not here makes
         # a nightly refuse to start over silently (release/checks.py)
         history.duckdb_path(resolve(bench.project, PRODUCTION)).unlink(missing_ok=True)
@@ -178,10 +179,12 @@ def measure_nightlies(bench: Bench, state: Path) -> None:
 
 def _live_release(bench: Bench, state: Path, live: Path, raw: str) -> Callable[[], None]:
     """A job's `before`: production and its state as the nightly left them (``live``), over
-    the raw data saved as ``raw``."""
+    the raw data saved as ``raw``, on a new runner."""
 
     def restore() -> None:
         bench.restore(raw)()
+        # a new runner: no target directory (no saved parse but the one the state publishes)
+        shutil.rmtree(bench.project.target_dir, ignore_errors=True)
         shutil.rmtree(bench.file(KEPT_DIR), ignore_errors=True)
         shutil.copy2(live / "prod.duckdb", bench.file("prod.duckdb"))
         shutil.rmtree(state, ignore_errors=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -35,9 +34,9 @@ from mediapulse.release.execute import (
     _merge_results,
 )
 from mediapulse.release.record import StagedRelease
+from mediapulse.release.state import PARSE, share_parse
 
 ARTIFACTS_ENV = "MEDIAPULSE_ARTIFACTS"
-PARSE = "partial_parse.msgpack"  # dbt's saved parse, in its target path
 BUILDS = ("build", "run", "seed", "snapshot")  # the commands a full refresh applies to
 SELECTING = ("build", "run", "test", "seed", "snapshot")
 SELECT_FLAGS = ("--select", "-s", "--models", "-m")
@@ -172,20 +171,6 @@ def run_in_release(engine: Engine, artifacts_dir: Path, staged: StagedRelease,
         records.record_results(artifacts_dir, args, ok, time.perf_counter() - started,
                                results, attempts)  # fmt: skip
     return 0 if ok else 1
-
-
-def share_parse(source: Path, destination: Path) -> None:
-    """dbt's saved parse from one place to another (atomic): the release's builds share the
-    parse of its code for its target and environment, so each call but the first parses
-    only what changed (a scheduler's fresh directory would parse the whole project each
-    time). dbt checks a saved parse against the profile, vars and files, and parses what
-    differs."""
-    if not source.is_file():
-        return
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + f".{os.getpid()}")
-    shutil.copy2(source, partial)
-    os.replace(partial, destination)
 
 
 def _merge_into_release(staged: StagedRelease, produced: Path) -> None:

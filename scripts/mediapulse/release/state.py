@@ -170,3 +170,21 @@ def choose_rollback(live: Stamp | None, kept: list[Stamp], to: str | None) -> St
 
 
 CI_PARSE = "partial_parse.{target}.msgpack"
+PARSE = "partial_parse.msgpack"  # dbt's saved parse, in its target path
+# dbt's saved parse of the release's code for its own target and environment, published with
+# the state: the next release starts from it on a fresh runner, which has no target directory
+RELEASE_PARSE = "partial_parse.release.msgpack"
+
+
+def share_parse(source: Path, destination: Path) -> None:
+    """dbt's saved parse from one place to another (atomic): the release's builds share the
+    parse of its code for its target and environment, so each call but the first parses
+    only what changed (a scheduler's fresh directory would parse the whole project each
+    time). dbt checks a saved parse against the profile, vars and files, and parses what
+    differs."""
+    if not source.is_file():
+        return
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + f".{os.getpid()}")
+    shutil.copy2(source, partial)
+    os.replace(partial, destination)

@@ -37,14 +37,12 @@ from mediapulse.release.execute import (
     raw_marks,
     release_lock,
 )
-from mediapulse.release.in_release import PARSE, run_in_release, share_parse
+from mediapulse.release.in_release import run_in_release
 from mediapulse.release.record import STAGED, StagedRelease
 from mediapulse.release.staging import Staging, staging_for
+from mediapulse.release.state import PARSE, RELEASE_PARSE, share_parse
 
 JOBS = {job.name: job for job in (NIGHTLY, REFRESH, DEPLOY)}
-# dbt's saved parse of the release's code for its target and environment, published with the
-# state (a release in steps starts its builds from the last one's)
-RELEASE_PARSE = "partial_parse.release.msgpack"
 # what a refresh never builds: the evaluator, the monitoring models, unit tests (the release of
 # this code proved it)
 REFRESH_EXCLUDED = ("package:dbt_project_evaluator", MONITORING, "resource_type:unit_test")

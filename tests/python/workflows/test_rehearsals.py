@@ -439,6 +439,11 @@ def test_a_deploy_of_the_merged_change_swaps_production_and_keeps_the_previous(
     job, store = deployed
     _ok(job)
     assert _mixed_case_titles(store) == 0, "production runs the merged code"
+    # a fresh runner, yet dbt parsed only what the merge changed: from the parse the last
+    # release published with its state
+    deploy = job.step("Build, test and swap in production").stdout
+    assert "the project parsed once (" in deploy, deploy
+    assert "partially, from the saved parse" in deploy, deploy
     state = store.path(STATE)
     raw_code = artifacts.load_json(state / "manifest.json", "manifest")["nodes"][
         "model.mediapulse.stg_catalog__content"
@@ -518,6 +523,8 @@ def test_the_hourly_refresh_adds_the_loaders_new_rows_then_rests(
         generate.append_day(raw)  # the loader's next day
     job = scenario.on_main(store, "refresh.yml", "refresh")
     _ok(job)
+    refresh = job.step("Refresh with the new raw rows").stdout
+    assert "partially, from the saved parse" in refresh, refresh  # the deploy's, published
     release = artifacts.load_json(store.path(STATE) / "release.json", "release")
     assert release["job"] == "refresh" and release["release_id"] != live
     assert _count(prod, f"select count(*) from {sessions}") > before, "the new day is live"
