@@ -43,8 +43,11 @@ def measure_detector(bench: Any, events: int, days: int) -> dict[str, Any]:
     folder = bench.work / "labelled"
     shutil.rmtree(folder, ignore_errors=True)
     root = folder / "project"
+    # not the review's runner `.venv`: its links to this interpreter would be followed, and
+    # the whole of site-packages copied (the history's jobs run this interpreter)
     shutil.copytree(bench.project.root, root,
-                    ignore=shutil.ignore_patterns("warehouse", "target", "logs"))  # fmt: skip
+                    ignore=shutil.ignore_patterns("warehouse", "target", "logs",
+                                                  ".venv"))  # fmt: skip
     project = Project.discover(root, root / "warehouse")
     project.warehouse_dir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(bench.work / "state", project.target_dir)  # the full build's artifacts

@@ -160,6 +160,10 @@ def test_bench_runs_every_step_and_its_checks_hold(
     assert detector["plan"]["days"] >= 60
     assert {k["kind"] for k in detector["kinds"]} == set(labelled.KINDS)
     assert "### Anomaly detector: labelled history" in markdown and "| level_shift |" in markdown
+    # its copy of the project leaves out the review runner's `.venv` (its links lead to the
+    # whole of this interpreter's site-packages)
+    assert (tmp_path / "work" / "labelled" / "project" / "models").is_dir()
+    assert not (tmp_path / "work" / "labelled" / "project" / ".venv").exists()
     assert {
         "detector: incidents found on the run they land in",
         "detector: false alarms on ordinary refreshes",
